@@ -1,0 +1,272 @@
+/**
+ * The kernel registry and the dispatch recorder.
+ *
+ * A kernel is (shader file, entry point, override constants). The registry composes the WGSL
+ * (`// #import common/x` pulls in a shared file once), caches one shader module per file and
+ * one pipeline per (shader, entry, constants), labels everything, and turns a compile error
+ * into a message with the file, line and a caret. The recorder records dispatches into one
+ * command encoder, with per-dispatch parameters in slots of one uniform buffer.
+ *
+ * Binding convention for every entry point: @group(0) @binding(0) is the `Params` uniform,
+ * storage buffers follow from @binding(1). A `Tensor` is an f32/u32 view into a buffer.
+ */
+import { GpuError, type Gpu } from './device';
+import type { GpuTimer } from './timing';
+
+export type ShaderSources = Record<string, string>;
+
+export interface KernelSpec {
+  shader: string;
+  entry: string;
+  constants?: Record<string, number>;
+}
+
+/** A view of `length` 4-byte elements at byte `offset` (256-aligned) of `buffer`. */
+export interface Tensor {
+  buffer: GPUBuffer;
+  offset: number;
+  length: number;
+}
+
+/** A uniform field: plain numbers are u32; floats and signed ints say so. */
+export type Param = number | { f32: number } | { i32: number };
+
+interface ComposedShader {
+  code: string;
+  /** For each line of `code`, the file and line it came from. */
+  origin: Array<{ file: string; line: number }>;
+}
+
+const IMPORT = /^\s*\/\/\s*#import\s+([\w/.-]+)\s*$/;
+
+export function composeShader(name: string, sources: ShaderSources): ComposedShader {
+  const code: string[] = [];
+  const origin: ComposedShader['origin'] = [];
+  const seen = new Set<string>();
+  const include = (file: string, from: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const text = sources[file];
+    if (text === undefined) throw new GpuError(`Shader "${from}" imports "${file}", which does not exist in shaders/.`, 'shader');
+    text.split('\n').forEach((line, i) => {
+      const m = IMPORT.exec(line);
+      if (m) include(m[1], file);
+      else {
+        code.push(line);
+        origin.push({ file, line: i + 1 });
+      }
+    });
+  };
+  include(name, name);
+  return { code: code.join('\n'), origin };
+}
+
+/** Formats compilation messages as `shaders/file.wgsl:line:col: message`, the line, and a caret. */
+export function formatCompileErrors(shader: ComposedShader, messages: readonly GPUCompilationMessage[]): string {
+  const lines = shader.code.split('\n');
+  return messages
+    .filter((m) => m.type === 'error')
+    .map((m) => {
+      const at = shader.origin[m.lineNum - 1];
+      const where = at ? `shaders/${at.file}.wgsl:${at.line}:${m.linePos}` : `line ${m.lineNum}:${m.linePos}`;
+      const src = lines[m.lineNum - 1] ?? '';
+      return `${where}: ${m.message}\n  ${src}\n  ${' '.repeat(Math.max(0, m.linePos - 1))}^`;
+    })
+    .join('\n');
+}
+
+const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment on every adapter
+const UNIFORM_SLOTS = 4096;
+
+export class KernelRegistry {
+  private readonly modules = new Map<string, { module: GPUShaderModule; composed: ComposedShader }>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly checks: Promise<void>[] = [];
+  /** Set to print every composed shader as it is compiled (debugging). */
+  debug = false;
+
+  constructor(readonly device: GPUDevice, readonly sources: ShaderSources) {}
+
+  private module(shader: string): { module: GPUShaderModule; composed: ComposedShader } {
+    let m = this.modules.get(shader);
+    if (!m) {
+      const composed = composeShader(shader, this.sources);
+      if (this.debug) console.log(`// ---- ${shader}.wgsl ----\n${composed.code}`);
+      const module = this.device.createShaderModule({ label: shader, code: composed.code });
+      m = { module, composed };
+      this.modules.set(shader, m);
+      this.checks.push(
+        module.getCompilationInfo().then((info) => {
+          if (info.messages.some((x) => x.type === 'error')) {
+            throw new GpuError(`WGSL compile error in ${shader}:\n${formatCompileErrors(composed, info.messages)}`, 'shader');
+          }
+        }),
+      );
+    }
+    return m;
+  }
+
+  static key(spec: KernelSpec): string {
+    const c = spec.constants ? Object.entries(spec.constants).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}`).join(',') : '';
+    return `${spec.shader}:${spec.entry}:${c}`;
+  }
+
+  /** The cached pipeline; compile errors surface from `checkCompiled()` (awaited on submit). */
+  pipeline(spec: KernelSpec): GPUComputePipeline {
+    const key = KernelRegistry.key(spec);
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const { module } = this.module(spec.shader);
+      p = this.device.createComputePipeline({
+        label: key,
+        layout: 'auto',
+        compute: { module, entryPoint: spec.entry, constants: spec.constants },
+      });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Compiles one kernel inside an error scope; throws a GpuError that shows the WGSL line. */
+  async compile(spec: KernelSpec): Promise<void> {
+    const { module, composed } = this.module(spec.shader);
+    const info = await module.getCompilationInfo();
+    if (info.messages.some((m) => m.type === 'error')) {
+      throw new GpuError(`WGSL compile error in ${spec.shader}:\n${formatCompileErrors(composed, info.messages)}`, 'shader');
+    }
+    this.device.pushErrorScope('validation');
+    const pipeline = await this.device
+      .createComputePipelineAsync({ label: KernelRegistry.key(spec), layout: 'auto', compute: { module, entryPoint: spec.entry, constants: spec.constants } })
+      .catch((e: Error) => e);
+    const err = await this.device.popErrorScope();
+    if (pipeline instanceof Error || err) {
+      throw new GpuError(`Cannot build kernel ${KernelRegistry.key(spec)}: ${(pipeline instanceof Error ? pipeline : err)!.message}`, 'shader');
+    }
+  }
+
+  /** Rejects with the first compile error of any module built so far. */
+  async checkCompiled(): Promise<void> {
+    await Promise.all(this.checks);
+  }
+
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+}
+
+function packParams(params: readonly Param[], into: DataView, at: number): void {
+  params.forEach((p, i) => {
+    const o = at + 4 * i;
+    if (typeof p === 'number') into.setUint32(o, p, true);
+    else if ('f32' in p) into.setFloat32(o, p.f32, true);
+    else into.setInt32(o, p.i32, true);
+  });
+}
+
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
+
+/**
+ * Uniform slots and bind groups shared by all recorders of a device. Slots are reused from 0 by
+ * each recorder: a queue write for the next submission is ordered after the previous one on the
+ * queue timeline, so reuse is safe. Bind groups are cached by (pipeline, bindings, slot), so a
+ * training step that dispatches the same sequence every iteration creates none after the first.
+ */
+export class DispatchCache {
+  readonly uniforms: GPUBuffer;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly pipelineIds = new WeakMap<GPUComputePipeline, number>();
+  private nextPipelineId = 1;
+
+  constructor(readonly device: GPUDevice) {
+    this.uniforms = device.createBuffer({ label: 'kernel-params', size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  }
+
+  bindGroup(pipeline: GPUComputePipeline, slot: number | null, bindings: readonly (Tensor | undefined)[]): GPUBindGroup {
+    let pid = this.pipelineIds.get(pipeline);
+    if (pid === undefined) this.pipelineIds.set(pipeline, (pid = this.nextPipelineId++));
+    const key = `${pid}|${slot}|${bindings.map((t) => (t ? `${bufferId(t.buffer)}@${t.offset}+${t.length}` : '-')).join(',')}`;
+    let group = this.bindGroups.get(key);
+    if (!group) {
+      const entries: GPUBindGroupEntry[] = [];
+      if (slot !== null) entries.push({ binding: 0, resource: { buffer: this.uniforms, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT } });
+      bindings.forEach((t, i) => {
+        if (t) entries.push({ binding: i + 1, resource: { buffer: t.buffer, offset: t.offset, size: Math.max(4, t.length * 4) } });
+      });
+      group = this.device.createBindGroup({ label: pipeline.label, layout: pipeline.getBindGroupLayout(0), entries });
+      if (this.bindGroups.size > 50_000) this.bindGroups.clear(); // shapes changed many times: start over
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+}
+
+const caches = new WeakMap<GPUDevice, DispatchCache>();
+export function dispatchCache(device: GPUDevice): DispatchCache {
+  let c = caches.get(device);
+  if (!c) caches.set(device, (c = new DispatchCache(device)));
+  return c;
+}
+
+/**
+ * Records dispatches into one command encoder and submits them as one command buffer.
+ * Each dispatch is its own compute pass so that a timer can bracket it.
+ */
+export class Recorder {
+  readonly encoder: GPUCommandEncoder;
+  private readonly cache: DispatchCache;
+  private readonly staging = new DataView(new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS));
+  private slots = 0;
+
+  constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, label = 'step') {
+    this.encoder = gpu.device.createCommandEncoder({ label });
+    this.cache = dispatchCache(gpu.device);
+  }
+
+  dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new GpuError(`Kernel ${spec.shader}:${spec.entry} needs ${x}×${y}×${z} workgroups; the device allows ${max} per dimension. Use a smaller batch.`, 'limits');
+    }
+    const pipeline = this.gpu.kernels.pipeline(spec);
+    let slot: number | null = null;
+    if (params) {
+      if (this.slots >= UNIFORM_SLOTS) throw new GpuError(`More than ${UNIFORM_SLOTS} dispatches in one submission; split the work.`, 'limits');
+      slot = this.slots++;
+      packParams(params, this.staging, slot * UNIFORM_SLOT);
+    }
+    const name = label ?? `${spec.shader}:${spec.entry}`;
+    const pass = this.encoder.beginComputePass({ label: name, timestampWrites: this.timer?.writes(name) });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, this.cache.bindGroup(pipeline, slot, bindings));
+    pass.dispatchWorkgroups(x, y, z);
+    pass.end();
+  }
+
+  copy(src: Tensor, dst: Tensor, length = src.length): void {
+    this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, length * 4);
+  }
+
+  /** Uploads the parameters, submits, and waits until the GPU has finished. */
+  async submit(): Promise<void> {
+    this.submitNoWait();
+    await this.gpu.device.queue.onSubmittedWorkDone();
+    await this.gpu.kernels.checkCompiled();
+  }
+
+  /** Uploads the parameters and submits without waiting (the next queue work is ordered after it). */
+  submitNoWait(): void {
+    if (this.slots > 0) this.gpu.device.queue.writeBuffer(this.cache.uniforms, 0, this.staging.buffer, 0, this.slots * UNIFORM_SLOT);
+    this.timer?.resolve(this.encoder);
+    this.gpu.device.queue.submit([this.encoder.finish()]);
+  }
+}
+
+export const ceilDiv = (a: number, b: number): number => Math.floor((a + b - 1) / b);

@@ -1,0 +1,91 @@
+/**
+ * The Node path to a GPU: Dawn's node bindings (the `webgpu` package) over a Vulkan driver.
+ *
+ * Tries, in order, the system's own Vulkan drivers (kept only if they give a hardware adapter),
+ * Mesa's lavapipe unpacked by scripts/setup-lavapipe.sh, and the SwiftShader that ships with
+ * Debian's chromium. `DMAE_ADAPTER=hardware|lavapipe|swiftshader` forces one; a user-set
+ * VK_ICD_FILENAMES is respected as it is.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { GpuError, classifyAdapter, openDevice, type AdapterKind, type Gpu, type LimitsNeeded } from './device';
+import { loadShaderSourcesFromDisk } from './shader-sources.node';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const LAVAPIPE_ICD = process.env.DMAE_LAVAPIPE_ICD ?? `${REPO_ROOT}.cache/lavapipe/lvp_icd.json`;
+export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+// Dawn's GPU object must outlive every device made from it: letting it be collected
+// crashes the process. Keep every one we create for the life of the process.
+const keepAlive: unknown[] = [];
+
+interface Candidate {
+  kind: AdapterKind | 'system';
+  icd: string | undefined;
+}
+
+/** Whether the Vulkan loader's standard folders list any driver (else the system try is skipped). */
+function systemHasVulkanDrivers(): boolean {
+  const dirs = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
+  return dirs.some((d) => existsSync(d) && readdirSync(d).some((f) => f.endsWith('.json')));
+}
+
+function candidates(): Candidate[] {
+  const forced = process.env.DMAE_ADAPTER as AdapterKind | undefined;
+  if (process.env.VK_ICD_FILENAMES && !forced) return [{ kind: 'system', icd: process.env.VK_ICD_FILENAMES }];
+  const all: Candidate[] = [
+    { kind: 'hardware', icd: undefined },
+    { kind: 'lavapipe', icd: LAVAPIPE_ICD },
+    { kind: 'swiftshader', icd: SWIFTSHADER_ICD },
+  ];
+  const present = all.filter((c) => (c.icd === undefined ? systemHasVulkanDrivers() : existsSync(c.icd)));
+  return forced ? present.filter((c) => c.kind === forced) : present;
+}
+
+async function requestAdapterWith(icd: string | undefined): Promise<GPUAdapter | null> {
+  // The Vulkan loader reads VK_ICD_FILENAMES when Dawn creates its instance, i.e. in create().
+  const saved = process.env.VK_ICD_FILENAMES;
+  if (icd === undefined) delete process.env.VK_ICD_FILENAMES;
+  else process.env.VK_ICD_FILENAMES = icd;
+  process.env.XDG_RUNTIME_DIR ??= `${REPO_ROOT}.cache`;
+  try {
+    const { create, globals } = await import('webgpu');
+    Object.assign(globalThis, globals);
+    const gpu = create(['backend=vulkan']);
+    keepAlive.push(gpu);
+    return (await gpu.requestAdapter({ powerPreference: 'high-performance' })) ?? null;
+  } finally {
+    if (saved === undefined) delete process.env.VK_ICD_FILENAMES;
+    else process.env.VK_ICD_FILENAMES = saved;
+  }
+}
+
+/** Finds the best adapter Node can reach, without opening a device. */
+export async function findNodeAdapter(): Promise<GPUAdapter> {
+  const tried: string[] = [];
+  for (const c of candidates()) {
+    const adapter = await requestAdapterWith(c.icd);
+    if (!adapter) {
+      tried.push(`${c.kind}: no adapter`);
+      continue;
+    }
+    const kind = classifyAdapter(adapter.info);
+    // The system drivers count only when they are a real GPU; software ones come next, by name.
+    if (c.kind === 'hardware' && kind !== 'hardware') {
+      tried.push(`system drivers: only ${kind}`);
+      continue;
+    }
+    return adapter;
+  }
+  throw new GpuError(
+    `No WebGPU adapter in Node (${tried.join('; ') || 'no Vulkan driver found'}). Install a Vulkan driver: ` +
+      'run `bash scripts/setup-lavapipe.sh` for Mesa lavapipe, or `apt-get install chromium` for SwiftShader.',
+    'no-adapter',
+  );
+}
+
+/** Adapter + device + kernel registry over the shaders on disk. */
+export async function acquireNodeGpu(needs: LimitsNeeded = {}): Promise<Gpu> {
+  const adapter = await findNodeAdapter();
+  return openDevice(adapter, loadShaderSourcesFromDisk(), needs);
+}

@@ -1,0 +1,55 @@
+/**
+ * Matmul and the Linear layer built on it (shaders/matmul.wgsl).
+ * Shapes are row-major; a Linear weight is PyTorch's (out, in).
+ */
+import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { zeros } from './common';
+
+/** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
+export type MatmulLayout = 'nn' | 'nt' | 'tn';
+export type MatmulVariant = 'tiled' | 'blocked';
+
+/** The variant used when the caller does not choose one (the kernel lab measures both). */
+export let defaultMatmulVariant: MatmulVariant = 'tiled';
+export function setDefaultMatmulVariant(v: MatmulVariant): void {
+  defaultMatmulVariant = v;
+}
+
+/** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). */
+export function matmul(
+  rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
+  M: number, N: number, K: number,
+  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant,
+): void {
+  const constants = {
+    TRANS_A: layout === 'tn' ? 1 : 0,
+    TRANS_B: layout === 'nt' ? 1 : 0,
+    HAS_BIAS: bias ? 1 : 0,
+    ACCUMULATE: accumulate ? 1 : 0,
+  };
+  const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
+  rec.dispatch({ shader: 'matmul', entry: `matmul_${variant}`, constants }, [c, a, b, bias ?? zeros(rec.gpu.device)], [M, N, K, 0], groups);
+}
+
+/** dbias[N] (=|+=) Σ_m dy[m, n]. */
+export function biasBackward(rec: Recorder, dbias: Tensor, dy: Tensor, M: number, N: number, accumulate = true): void {
+  rec.dispatch({ shader: 'matmul', entry: 'bias_backward', constants: { ACCUMULATE: accumulate ? 1 : 0 } }, [dbias, dy], [M, N, 0, 0], [ceilDiv(N, 64)]);
+}
+
+/** y[R,out] = x[R,in] · wᵀ + b, w (out,in). */
+export function linearForward(rec: Recorder, y: Tensor, x: Tensor, w: Tensor, b: Tensor | null, R: number, inF: number, outF: number): void {
+  matmul(rec, y, x, w, b, R, outF, inF, 'nt');
+}
+
+/**
+ * dx[R,in] = dy·w (assigned; pass dx = null to skip), dw += dyᵀ·x, db += Σ_rows dy.
+ * Parameter gradients accumulate, activation gradients assign.
+ */
+export function linearBackward(
+  rec: Recorder, dx: Tensor | null, dw: Tensor, db: Tensor | null,
+  dy: Tensor, x: Tensor, w: Tensor, R: number, inF: number, outF: number,
+): void {
+  if (dx) matmul(rec, dx, dy, w, null, R, inF, outF, 'nn');
+  matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', true);
+  if (db) biasBackward(rec, db, dy, R, outF, true);
+}

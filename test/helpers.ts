@@ -1,0 +1,159 @@
+/**
+ * Shared test machinery: one real WebGPU device per test file (Dawn in Node), deterministic
+ * random data, named tolerances, comparisons that name the worst element, and the
+ * finite-difference check that proves the float64 reference's gradients.
+ */
+import { afterAll, expect } from 'vitest';
+import { acquireNodeGpu } from '../src/gpu/node-device';
+import type { Gpu } from '../src/gpu/device';
+import { createTensor, readback, readbackU32 } from '../src/gpu/buffers';
+import { Recorder, type Tensor } from '../src/gpu/kernels';
+
+let shared: Promise<Gpu> | undefined;
+
+/** The test file's device; it is destroyed after the file's tests. */
+export function testGpu(): Promise<Gpu> {
+  if (!shared) {
+    shared = acquireNodeGpu();
+    afterAll(async () => {
+      const gpu = await shared!;
+      expect(gpu.takeUncapturedErrors()).toEqual([]);
+      gpu.destroy();
+    });
+  }
+  return shared;
+}
+
+/** Mulberry32: small, seeded, good enough for test data. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` values uniform in [-scale, scale), as float64 holding exactly float32-representable numbers. */
+export function randn(n: number, seed: number, scale = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.fround((2 * r() - 1) * scale);
+  return out;
+}
+
+/** A random permutation of 0..n-1. */
+export function permutation(n: number, seed: number): Uint32Array {
+  const r = rng(seed);
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+export interface Tolerance {
+  atol: number;
+  rtol: number;
+}
+
+/** Named tolerances: |got − ref| ≤ atol + rtol·|ref|. Loosening one in a test needs a comment saying why. */
+export const TOL = {
+  /** Copies, gathers, scatters: the same bits. */
+  exact: { atol: 0, rtol: 0 },
+  /** One float32 operation per element, or a short chain (GELU, residual, normalisation). */
+  elementwise: { atol: 1e-6, rtol: 2e-5 },
+  /** Sums of up to a few thousand float32 terms (matmul, reductions, softmax, layer norm). */
+  reduction: { atol: 2e-5, rtol: 2e-4 },
+  /** Gradients through several reductions (attention and layer-norm backward, losses). */
+  gradient: { atol: 5e-5, rtol: 1e-3 },
+} satisfies Record<string, Tolerance>;
+
+/** Compares element-wise; on failure reports the worst element, its value and the reference. */
+export function expectClose(got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance, what = 'tensor'): void {
+  expect(got.length, `${what}: length`).toBe(ref.length);
+  let worst = -1;
+  let worstExcess = 0;
+  let bad = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const g = got[i];
+    const r = ref[i];
+    const excess = Math.abs(g - r) - (tol.atol + tol.rtol * Math.abs(r));
+    if (!(excess <= 0)) {
+      bad++;
+      // NaN counts as infinitely wrong.
+      const e = Number.isNaN(excess) ? Infinity : excess;
+      if (worst < 0 || e > worstExcess) {
+        worst = i;
+        worstExcess = e;
+      }
+    }
+  }
+  if (bad > 0) {
+    throw new Error(
+      `${what}: ${bad}/${ref.length} elements outside atol=${tol.atol} rtol=${tol.rtol}; ` +
+        `worst at [${worst}]: got ${got[worst]}, reference ${ref[worst]} (|diff| ${Math.abs(got[worst] - ref[worst]).toExponential(3)})`,
+    );
+  }
+}
+
+/** Uploads float64 data as float32, or integer data as u32. */
+export function gpuTensor(gpu: Gpu, data: Float64Array | Uint32Array | number, label = 'test'): Tensor {
+  if (typeof data === 'number') return createTensor(gpu.device, data, label);
+  const typed = data instanceof Uint32Array ? data : Float32Array.from(data);
+  return createTensor(gpu.device, data.length, label, typed);
+}
+
+export const read = (gpu: Gpu, t: Tensor): Promise<Float32Array> => readback(gpu.device, t);
+export const readU32 = (gpu: Gpu, t: Tensor): Promise<Uint32Array> => readbackU32(gpu.device, t);
+
+/** Records `body` into one command buffer and waits for it. */
+export async function run(gpu: Gpu, body: (rec: Recorder) => void): Promise<void> {
+  const rec = new Recorder(gpu);
+  body(rec);
+  await rec.submit();
+}
+
+/**
+ * Finite-difference check of a float64 reference op. `loss(inputs)` must be a scalar function
+ * of the inputs (typically Σ forward(x)·w for a fixed random w); `grads` are the analytic
+ * gradients of that scalar. Central differences with h = 1e-6 in float64.
+ */
+export function checkGradients(
+  inputs: Record<string, Float64Array>,
+  loss: (inputs: Record<string, Float64Array>) => number,
+  grads: Record<string, Float64Array>,
+  opts: { h?: number; tol?: Tolerance; maxPerInput?: number } = {},
+): void {
+  const h = opts.h ?? 1e-6;
+  const tol = opts.tol ?? { atol: 1e-7, rtol: 1e-5 };
+  for (const [name, x] of Object.entries(inputs)) {
+    const g = grads[name];
+    expect(g, `analytic gradient for ${name}`).toBeDefined();
+    const n = x.length;
+    const stride = Math.max(1, Math.floor(n / (opts.maxPerInput ?? 64)));
+    const numeric: number[] = [];
+    const analytic: number[] = [];
+    for (let i = 0; i < n; i += stride) {
+      const saved = x[i];
+      x[i] = saved + h;
+      const up = loss(inputs);
+      x[i] = saved - h;
+      const down = loss(inputs);
+      x[i] = saved;
+      numeric.push((up - down) / (2 * h));
+      analytic.push(g[i]);
+    }
+    expectClose(analytic, numeric, tol, `d loss / d ${name} (analytic vs finite differences)`);
+  }
+}
+
+/** Σ a·b: turns a tensor-valued forward into the scalar the gradient checks need. */
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
