@@ -1,0 +1,55 @@
+/**
+ * MAE's masking (shaders/masking.wgsl): the encoder keeps the visible tokens and prepends cls;
+ * the decoder appends mask tokens and unshuffles. The random masking itself is drawn on the
+ * CPU (src/core/masking.ts, re-exported here) and its ids uploaded as u32 tensors.
+ * N batch, L patches, V visible (lenKeep), D width.
+ */
+import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+
+export { randomMasking, lenKeepFor, maskRatioFor, type Masking } from '../../core/masking';
+
+/** 256-thread workgroups for `total` threads, on a 2-D grid so no dimension exceeds 65535. */
+function grid(total: number): [number, number] {
+  const groups = ceilDiv(total, 256);
+  const x = Math.min(groups, 65535);
+  return [x, x === 0 ? 0 : ceilDiv(groups, x)];
+}
+
+/** out[N, 1+V, D] (=): row 0 = cls[D], row 1+j = x[n, idsKeep[n, j]] of x[N, L, D]. */
+export function gatherVisible(rec: Recorder, out: Tensor, x: Tensor, cls: Tensor, idsKeep: Tensor, N: number, L: number, V: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'gather_visible' }, [out, x, cls, idsKeep], [N, L, V, D], grid(N * (1 + V) * D));
+}
+
+/**
+ * dx[N, L, D] (=): dout's visible rows scattered back to their patches, zero at the masked
+ * ones (a clearing pass, then the scatter); dcls[D] += Σ_n dout[n, 0] (images in order).
+ * Pass dx = null when the input needs no gradient.
+ */
+export function gatherVisibleBackward(
+  rec: Recorder, dx: Tensor | null, dcls: Tensor, dout: Tensor, idsKeep: Tensor, N: number, L: number, V: number, D: number,
+): void {
+  if (dx) {
+    rec.dispatch({ shader: 'masking', entry: 'gather_visible_zero' }, [dx], [N, L, V, D], grid(N * L * D));
+    rec.dispatch({ shader: 'masking', entry: 'gather_visible_scatter' }, [dx, dout, undefined, idsKeep], [N, L, V, D], grid(N * V * D));
+  }
+  rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
+}
+
+/**
+ * The decoder's unshuffle, out[N, 1+L, D] (=) from x[N, 1+V, D] (cls first): row 0 = x[n, 0];
+ * row 1+l = x[n, 1+j] where j = idsRestore[n, l] < V, else maskToken[D].
+ */
+export function insertMaskTokens(rec: Recorder, out: Tensor, x: Tensor, maskToken: Tensor, idsRestore: Tensor, N: number, L: number, V: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens' }, [out, x, maskToken, idsRestore], [N, L, V, D], grid(N * (1 + L) * D));
+}
+
+/**
+ * dx[N, 1+V, D] (=): dout's cls row and kept rows, back in shuffled order;
+ * dmaskToken[D] += Σ over the masked (n, l) of dout[n, 1+l] (in order).
+ */
+export function insertMaskTokensBackward(
+  rec: Recorder, dx: Tensor, dmaskToken: Tensor, dout: Tensor, idsRestore: Tensor, N: number, L: number, V: number, D: number,
+): void {
+  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens_backward' }, [dx, dout, undefined, idsRestore], [N, L, V, D], grid(N * (1 + L) * D));
+  rec.dispatch({ shader: 'masking', entry: 'mask_token_backward' }, [dmaskToken, dout, undefined, idsRestore], [N, L, V, D], [ceilDiv(D, 64)]);
+}
