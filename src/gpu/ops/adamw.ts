@@ -1,0 +1,146 @@
+/**
+ * AdamW over the parameter arena, the global gradient norm and its clip coefficient
+ * (shaders/adamw.wgsl). Matches torch.optim.AdamW and torch.nn.utils.clip_grad_norm_.
+ *
+ * One training step: globalGradNorm → clipCoefficient (or fill clipCoef with 1 when clipping is
+ * off) → adamwStep; all on the GPU, no readback. params, grads, m, v are four arenas of one
+ * layout; padding between tensors is 0 in all four and stays 0.
+ */
+import { createTensor, type ArenaLayout } from '../buffers';
+import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { zeros } from './common';
+
+export interface AdamwOptions {
+  lr: number;
+  /** 1-based step count t of this update (torch increments it before the update). */
+  step: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Decoupled weight decay, applied only inside the decay ranges. */
+  weightDecay?: number;
+}
+
+/** The recipe's AdamW: betas (0.9, 0.95), eps 1e-8 (torch's default), weight decay 0.05. */
+export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.05 } as const;
+
+/** The per-step scalars, computed in float64 exactly as torch's AdamW computes them. */
+export function adamwScalars(opts: AdamwOptions): {
+  decayFactor: number; oneMinusBeta1: number; beta2: number; oneMinusBeta2: number; stepSize: number; bc2Sqrt: number; eps: number;
+} {
+  const { lr, step } = opts;
+  const { beta1, beta2, eps, weightDecay } = { ...ADAMW_DEFAULTS, ...opts };
+  if (!(Number.isInteger(step) && step >= 1)) throw new Error(`adamw: step must be an integer ≥ 1, got ${step}`);
+  const bc1 = 1 - beta1 ** step;
+  const bc2 = 1 - beta2 ** step;
+  return {
+    decayFactor: 1 - lr * weightDecay,
+    oneMinusBeta1: 1 - beta1,
+    beta2,
+    oneMinusBeta2: 1 - beta2,
+    stepSize: lr / bc1,
+    bc2Sqrt: Math.sqrt(bc2),
+    eps,
+  };
+}
+
+/**
+ * The recipe's rule (MAE's "following timm: set wd as 0 for bias and norm layers", plus the
+ * recipe's tokens and position embeddings): true where a parameter gets NO weight decay —
+ * 1-D parameters (biases, LayerNorm weights and biases), cls_token, mask_token, pos_embed,
+ * decoder_pos_embed. Without a shape, 1-D is recognised by name (`*.bias`, `*norm*.weight`).
+ *
+ * Note: the released MAE code (timm 0.3.2 add_weight_decay, no skip list) does decay cls_token
+ * and mask_token (they are 3-D), and its position embeddings are frozen, not optimised; the
+ * recipe excludes tokens, and this follows the recipe.
+ */
+export function noWeightDecay(name: string, shape?: readonly number[]): boolean {
+  if (shape && shape.length <= 1) return true;
+  if (name.endsWith('.bias')) return true;
+  const leaf = name.split('.');
+  const last = leaf[leaf.length - 1];
+  if (['cls_token', 'mask_token', 'pos_embed', 'decoder_pos_embed'].includes(last)) return true;
+  if (last === 'weight' && leaf.length >= 2 && /(^|_)norm\d*$/.test(leaf[leaf.length - 2])) return true;
+  return false;
+}
+
+/** Default decay predicate: decay everything `noWeightDecay` does not exclude. */
+export const decaysByRecipe = (name: string, shape?: readonly number[]): boolean => !noWeightDecay(name, shape);
+
+/**
+ * The decay table for adamwStep: sorted, disjoint element ranges [start0, end0, start1, end1, …]
+ * of the layout's tensors for which `decays(name, shape)` holds (padding excluded; ranges that
+ * touch are merged).
+ */
+export function decayRanges(layout: ArenaLayout, decays: (name: string, shape: readonly number[]) => boolean = decaysByRecipe): Uint32Array {
+  const out: number[] = [];
+  const entries = [...layout.entries].sort((a, b) => a.start - b.start);
+  for (const e of entries) {
+    if (e.length === 0 || !decays(e.name, e.shape)) continue;
+    const end = e.start + e.length;
+    if (out.length > 0 && out[out.length - 1] === e.start) out[out.length - 1] = end;
+    else out.push(e.start, end);
+  }
+  return Uint32Array.from(out);
+}
+
+const WG = 256;
+const MAX_GROUPS = 65535;
+
+/** A 2-D grid of at least `groups` workgroups, at most 65535 per dimension, rows as equal as possible. */
+function grid2d(groups: number): [number, number] {
+  const y = ceilDiv(groups, MAX_GROUPS);
+  return [ceilDiv(groups, y), y];
+}
+
+/**
+ * One AdamW step over n elements: params, m, v updated in place (=), grads read-only and scaled
+ * by clipCoef[0]. `ranges` is a u32 tensor from decayRanges (its length is 2·ranges; a tensor of
+ * length 0 means no element decays); null means every element decays.
+ */
+export function adamwStep(
+  rec: Recorder, params: Tensor, grads: Tensor, m: Tensor, v: Tensor,
+  ranges: Tensor | null, clipCoef: Tensor, n: number, opts: AdamwOptions,
+): void {
+  const s = adamwScalars(opts);
+  const numRanges = ranges ? Math.floor(ranges.length / 2) : 0;
+  rec.dispatch(
+    { shader: 'adamw', entry: 'adamw_step' },
+    [params, m, v, grads, ranges && ranges.length > 0 ? ranges : zeros(rec.gpu.device), clipCoef],
+    [
+      n, numRanges, ranges ? 0 : 1, 0,
+      { f32: s.decayFactor }, { f32: s.oneMinusBeta1 }, { f32: s.beta2 }, { f32: s.oneMinusBeta2 },
+      { f32: s.stepSize }, { f32: s.bc2Sqrt }, { f32: s.eps }, { f32: 0 },
+    ],
+    grid2d(ceilDiv(n, WG)),
+  );
+}
+
+/** Partial sums: at most this many workgroups; beyond 256·MAX_PARTIALS elements each thread loops. */
+const MAX_PARTIALS = 2048;
+const partialScratch = new WeakMap<GPUDevice, Tensor>();
+
+/** The per-device partial-sum scratch (allocated once at its largest size: 8 KiB). */
+function partials(device: GPUDevice, count: number): Tensor {
+  let t = partialScratch.get(device);
+  if (!t || t.length < count) partialScratch.set(device, (t = createTensor(device, Math.max(count, MAX_PARTIALS), 'grad-norm-partials')));
+  return t;
+}
+
+/** The number of partial sums (workgroups of the first pass) for n elements; depends on n only. */
+export const gradNormPartials = (n: number): number => Math.max(1, Math.min(ceilDiv(n, WG), MAX_PARTIALS));
+
+/** out[0] = ‖grads[0..n)‖₂ (=), in a fixed order: per-workgroup partial sums, then one workgroup. */
+export function globalGradNorm(rec: Recorder, out: Tensor, grads: Tensor, n: number): void {
+  const P = gradNormPartials(n);
+  const scratch = partials(rec.gpu.device, P);
+  const params = [n, 0, 0, P, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }];
+  rec.dispatch({ shader: 'adamw', entry: 'grad_norm_partials' }, [scratch, grads], params, [P]);
+  rec.dispatch({ shader: 'adamw', entry: 'grad_norm_finish' }, [out, scratch], params, [1]);
+}
+
+/** clipCoef[0] = min(1, maxNorm / (norm[0] + 1e-6)) (=), torch.nn.utils.clip_grad_norm_'s rule. */
+export function clipCoefficient(rec: Recorder, clipCoef: Tensor, norm: Tensor, maxNorm: number): void {
+  const params = [0, 0, 0, 0, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: maxNorm }];
+  rec.dispatch({ shader: 'adamw', entry: 'clip_coefficient' }, [clipCoef, norm], params, [1]);
+}

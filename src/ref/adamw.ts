@@ -1,0 +1,41 @@
+/**
+ * Float64 reference of shaders/adamw.wgsl: torch.optim.AdamW (decoupled decay, torch's bias
+ * correction form) and torch.nn.utils.clip_grad_norm_'s norm and coefficient. Same names and
+ * argument order as src/gpu/ops/adamw.ts.
+ */
+import { adamwScalars, type AdamwOptions } from '../gpu/ops/adamw';
+export { ADAMW_DEFAULTS, decayRanges, decaysByRecipe, noWeightDecay, type AdamwOptions } from '../gpu/ops/adamw';
+
+type Vec = Float64Array;
+
+/**
+ * One AdamW step over n elements; params, m, v updated in place, grads scaled by clipCoef[0].
+ * `ranges` = [start0, end0, …] of the elements that decay; null: every element decays.
+ */
+export function adamwStep(params: Vec, grads: Vec, m: Vec, v: Vec, ranges: Uint32Array | null, clipCoef: Vec, n: number, opts: AdamwOptions): void {
+  const s = adamwScalars(opts);
+  const decay = new Uint8Array(n);
+  if (ranges === null) decay.fill(1);
+  else for (let r = 0; r + 1 < ranges.length; r += 2) decay.fill(1, ranges[r], Math.min(ranges[r + 1], n));
+  const c = clipCoef[0];
+  for (let i = 0; i < n; i++) {
+    const g = grads[i] * c;
+    if (decay[i]) params[i] *= s.decayFactor; // param.mul_(1 - lr * weight_decay)
+    m[i] = m[i] + s.oneMinusBeta1 * (g - m[i]); // exp_avg.lerp_(grad, 1 - beta1)
+    v[i] = v[i] * s.beta2 + s.oneMinusBeta2 * g * g; // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    const denom = Math.sqrt(v[i]) / s.bc2Sqrt + s.eps; // (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    params[i] -= s.stepSize * (m[i] / denom); // param.addcdiv_(exp_avg, denom, value=-step_size)
+  }
+}
+
+/** out[0] = ‖grads[0..n)‖₂. */
+export function globalGradNorm(out: Vec, grads: Vec, n: number): void {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += grads[i] * grads[i];
+  out[0] = Math.sqrt(s);
+}
+
+/** clipCoef[0] = min(1, maxNorm / (norm[0] + 1e-6)). */
+export function clipCoefficient(clipCoef: Vec, norm: Vec, maxNorm: number): void {
+  clipCoef[0] = Math.min(1, maxNorm / (norm[0] + 1e-6));
+}
