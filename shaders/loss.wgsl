@@ -1,0 +1,242 @@
+// The training losses: MAE's masked pixel MSE (with norm_pix targets) and DMAE's feature
+// distillation loss, forward and backward, plus a generic deterministic sum.
+//
+// Shape letters: N batch, L patches per image, P patch vector length (p·p·C), R feature rows
+// (tokens, cls included), C feature width (teacher width). All tensors are row-major f32.
+// mask[N·L] is MAE's mask as f32: 1 = masked (the loss counts it), 0 = visible (kept).
+//
+// Entry points and bindings (0 = Params; storage from 1, outputs first). Every output is
+// assigned (=): nothing here is a parameter gradient.
+//   normalize_pix_targets  1 out[rows,P] = (x − mean)/sqrt(var_unbiased + 1e-6) per row   2 target
+//   mae_patch_loss         1 loss_per_patch[N·L] = mean_P (pred − target)²                 2 pred 3 target
+//   mae_loss_reduce        1 loss[1] = Σ loss_per_patch·mask / Σ mask (one workgroup)      2 loss_per_patch 3 mask
+//   mae_loss_backward      1 dpred[N·L,P] = mask·2(pred − target)/(P·Σmask)·dloss          2 pred 3 target 4 mask 5 mask_sum[1]
+//   distill_row_loss       1 row_loss[R] = Σ_c f(t̂ − ŝ), f = |·| or (·)²                   2 teacher 3 student
+//   distill_backward       1 dstudent[R,C] = d(scale·Σ f(t̂ − ŝ))/dstudent                  2 teacher 3 student
+//   reduce_sum_partial     1 partials[G] = per-workgroup Σ x (or Σ x²)                     2 x
+//   reduce_sum_final       1 out[1] = scale · Σ partials                                   2 partials
+// x̂ = x / max(‖x‖₂, 1e-12) per row, as torch.nn.functional.normalize. The teacher is frozen:
+// only the student side gets a gradient. Nothing is saved by a forward for its backward: the
+// backwards recompute the per-row norms (cheap, and it keeps the caller's tensors the only state).
+//
+// Determinism: every sum has a fixed order — a thread loops over its elements in order, then
+// workgroup_sum (common/reduce) adds the threads in a fixed tree; cross-workgroup sums go
+// through per-workgroup partials and a second one-workgroup dispatch. No atomics.
+// Row kernels loop over rows with stride num_workgroups (one workgroup per row at a time), so
+// any row count fits in the 65535-workgroup limit.
+
+// #import common/reduce
+
+// Distillation: L2 (MSE) instead of L1 (the recipe's default).
+override DIST_L2: bool = false;
+// Generic sum: sum x² instead of x (sums of squares for gradient norms).
+override SQUARE: bool = false;
+
+const NORM_EPS = 1e-12;   // F.normalize's eps
+const PIX_EPS = 1e-6;     // MAE's norm_pix_loss eps
+const EW_WG = 256u;       // element-wise workgroup size
+
+// rows, cols: the 2-D shape the entry point works on (see each entry point).
+// count: element count of the generic sum (reduce_sum_partial) or of its partials (reduce_sum_final).
+// scale: dloss for mae_loss_backward, dloss/(R·C) for distill_backward, the factor of reduce_sum_final.
+struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Outputs (binding 1); each entry point uses exactly one.
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+
+// Inputs, named by role. Several names share a binding; no entry point uses two of them.
+@group(0) @binding(2) var<storage, read> in_pred: array<f32>;
+@group(0) @binding(3) var<storage, read> in_target: array<f32>;
+@group(0) @binding(4) var<storage, read> in_mask: array<f32>;
+@group(0) @binding(5) var<storage, read> in_mask_sum: array<f32>;
+
+@group(0) @binding(2) var<storage, read> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*
+@group(0) @binding(2) var<storage, read> in_teacher: array<f32>;  // distill_*
+@group(0) @binding(3) var<storage, read> in_student: array<f32>;  // distill_*
+@group(0) @binding(2) var<storage, read> in_lpp: array<f32>;      // mae_loss_reduce: loss_per_patch
+@group(0) @binding(3) var<storage, read> in_lmask: array<f32>;    // mae_loss_reduce: mask
+
+// ---- norm_pix_loss targets ------------------------------------------------------------------
+// rows = number of patches, cols = P. Two passes (mean, then Σ(x − mean)²): stable where
+// E[x²] − E[x]² is not. Unbiased variance as torch's Tensor.var (P = 1 gives NaN, as torch).
+@compute @workgroup_size(REDUCE_WG)
+fn normalize_pix_targets(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let P = p.cols;
+  for (var r = wid.x; r < p.rows; r += nwg.x) {
+    let base = r * P;
+    var s = 0.0;
+    for (var c = lid; c < P; c += REDUCE_WG) { s += in_x[base + c]; }
+    let mean = workgroup_sum(lid, s) / f32(P);
+    var q = 0.0;
+    for (var c = lid; c < P; c += REDUCE_WG) {
+      let d = in_x[base + c] - mean;
+      q += d * d;
+    }
+    let variance = workgroup_sum(lid, q) / f32(P - 1u);
+    let sd = sqrt(variance + PIX_EPS);
+    for (var c = lid; c < P; c += REDUCE_WG) { out[base + c] = (in_x[base + c] - mean) / sd; }
+  }
+}
+
+// ---- MAE masked MSE -------------------------------------------------------------------------
+// rows = N·L, cols = P. One workgroup per patch; loss_per_patch is kept for display (per-patch
+// error maps) and is the input of mae_loss_reduce.
+@compute @workgroup_size(REDUCE_WG)
+fn mae_patch_loss(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let P = p.cols;
+  for (var r = wid.x; r < p.rows; r += nwg.x) {
+    let base = r * P;
+    var s = 0.0;
+    for (var c = lid; c < P; c += REDUCE_WG) {
+      let d = in_pred[base + c] - in_target[base + c];
+      s += d * d;
+    }
+    let total = workgroup_sum(lid, s);
+    if (lid == 0u) { out[r] = total / f32(P); }
+  }
+}
+
+// rows = N·L. One workgroup (N·L is at most a few tens of thousands): each thread sums its
+// strided share in order, then the fixed tree. Σmask = 0 gives 0/0 = NaN, as the reference.
+@compute @workgroup_size(REDUCE_WG)
+fn mae_loss_reduce(@builtin(local_invocation_index) lid: u32) {
+  var num = 0.0;
+  var den = 0.0;
+  for (var i = lid; i < p.rows; i += REDUCE_WG) {
+    let m = in_lmask[i];
+    num += in_lpp[i] * m;
+    den += m;
+  }
+  let total_num = workgroup_sum(lid, num);
+  let total_den = workgroup_sum(lid, den);
+  if (lid == 0u) { out[0] = total_num / total_den; }
+}
+
+// rows = N·L, cols = P, scale = dloss. mask_sum[0] = Σ mask, computed on the GPU beforehand
+// (reduce_sum_*), so the backward needs nothing from the forward. 2-D dispatch, flat index.
+@compute @workgroup_size(EW_WG)
+fn mae_loss_backward(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let i = (wid.y * nwg.x + wid.x) * EW_WG + lid;
+  if (i >= p.rows * p.cols) { return; }
+  let coef = 2.0 * p.scale / (f32(p.cols) * in_mask_sum[0]);
+  out[i] = in_mask[i / p.cols] * coef * (in_pred[i] - in_target[i]);
+}
+
+// ---- DMAE feature distillation ---------------------------------------------------------------
+// rows = R, cols = C. Per row: both norms, then Σ_c f(t̂ − ŝ). The mean over R·C is taken by
+// the generic sum over row_loss (reduce_sum_*, scale 1/(R·C)).
+@compute @workgroup_size(REDUCE_WG)
+fn distill_row_loss(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let C = p.cols;
+  for (var r = wid.x; r < p.rows; r += nwg.x) {
+    let base = r * C;
+    var tt = 0.0;
+    var ss = 0.0;
+    for (var c = lid; c < C; c += REDUCE_WG) {
+      let t = in_teacher[base + c];
+      let s = in_student[base + c];
+      tt += t * t;
+      ss += s * s;
+    }
+    let nt = max(sqrt(workgroup_sum(lid, tt)), NORM_EPS);
+    let ns = max(sqrt(workgroup_sum(lid, ss)), NORM_EPS);
+    var acc = 0.0;
+    for (var c = lid; c < C; c += REDUCE_WG) {
+      let d = in_teacher[base + c] / nt - in_student[base + c] / ns;
+      if (DIST_L2) { acc += d * d; } else { acc += abs(d); }
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) { out[r] = total; }
+  }
+}
+
+// rows = R, cols = C, scale = dloss/(R·C). With g = ∂loss/∂ŝ (scale·sign(ŝ − t̂) for L1, sign(0)
+// = 0 as torch; scale·2(ŝ − t̂) for L2): dstudent = (g − ŝ(ŝ·g))/‖s‖ where ‖s‖ > eps, else g/eps
+// (the clamped norm is a constant there, as in torch's clamp_min backward).
+@compute @workgroup_size(REDUCE_WG)
+fn distill_backward(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let C = p.cols;
+  for (var r = wid.x; r < p.rows; r += nwg.x) {
+    let base = r * C;
+    var tt = 0.0;
+    var ss = 0.0;
+    for (var c = lid; c < C; c += REDUCE_WG) {
+      let t = in_teacher[base + c];
+      let s = in_student[base + c];
+      tt += t * t;
+      ss += s * s;
+    }
+    let nt = max(sqrt(workgroup_sum(lid, tt)), NORM_EPS);
+    let norm_s = sqrt(workgroup_sum(lid, ss));
+    let ns = max(norm_s, NORM_EPS);
+    var sg = 0.0;
+    for (var c = lid; c < C; c += REDUCE_WG) {
+      let sh = in_student[base + c] / ns;
+      sg += sh * distill_grad(in_teacher[base + c] / nt, sh);
+    }
+    let dot_sg = workgroup_sum(lid, sg);
+    for (var c = lid; c < C; c += REDUCE_WG) {
+      let sh = in_student[base + c] / ns;
+      let g = distill_grad(in_teacher[base + c] / nt, sh);
+      out[base + c] = select(g / NORM_EPS, (g - sh * dot_sg) / ns, norm_s > NORM_EPS);
+    }
+  }
+}
+
+// ∂(scale·f(t̂ − ŝ))/∂ŝ for one element.
+fn distill_grad(th: f32, sh: f32) -> f32 {
+  let d = sh - th;
+  if (DIST_L2) { return p.scale * 2.0 * d; }
+  return p.scale * sign(d);
+}
+
+// ---- Generic deterministic sum ------------------------------------------------------------------
+// out[0] = scale · Σ_{i<count} x[i] (or x[i]² with SQUARE), in two dispatches:
+// reduce_sum_partial with G workgroups writes partials[G] (each thread sums a strided share in
+// order, then the tree), and reduce_sum_final (one workgroup) sums the G partials. G depends
+// only on count, so the order, and the bits, depend only on the inputs.
+@compute @workgroup_size(REDUCE_WG)
+fn reduce_sum_partial(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  var acc = 0.0;
+  let stride = nwg.x * REDUCE_WG;
+  for (var i = wid.x * REDUCE_WG + lid; i < p.count; i += stride) {
+    let v = in_x[i];
+    if (SQUARE) { acc += v * v; } else { acc += v; }
+  }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { out[wid.x] = total; }
+}
+
+@compute @workgroup_size(REDUCE_WG)
+fn reduce_sum_final(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var i = lid; i < p.count; i += REDUCE_WG) { acc += in_x[i]; }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { out[0] = total * p.scale; }
+}

@@ -1,0 +1,151 @@
+/**
+ * The training losses (shaders/loss.wgsl): MAE's masked pixel MSE with its norm_pix targets,
+ * DMAE's feature distillation loss, their backwards, and a generic deterministic sum.
+ *
+ * Every output is assigned (=). Every reduction has a fixed order (per-workgroup partials, then
+ * one small dispatch), so the same inputs give bit-identical losses and gradients. The scratch
+ * these need (partial sums, per-row distillation losses, Σmask) is allocated lazily once per
+ * device and grown when too small, never per call. Dispatches recorded one after another may
+ * share it: WebGPU orders compute passes, so a later one sees the earlier one's writes finished.
+ */
+import { createTensor } from '../buffers';
+import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+
+export type DistillKind = 'l1' | 'l2';
+
+const MAX_WORKGROUPS = 65535;
+/** Workgroup width of the generic sum; the partial count is at most this (one per thread of the final pass). */
+const SUM_WG = 256;
+/** Elements a thread of reduce_sum_partial should sum at least, before more workgroups are worth it. */
+const SUM_PER_THREAD = 8;
+const EW_WG = 256; // mae_loss_backward
+
+/** Row kernels (one workgroup per row): a narrower workgroup for short rows wastes fewer lanes. */
+const rowWorkgroup = (cols: number): number => (cols <= 64 ? 64 : cols <= 128 ? 128 : 256);
+
+// ---- scratch ---------------------------------------------------------------------------------
+
+const scratchByDevice = new WeakMap<GPUDevice, Map<string, Tensor>>();
+
+/**
+ * A named scratch tensor of at least `length` elements, one per device and name. It grows
+ * (to the next power of two) only when a call needs more; the old buffer is left to the garbage
+ * collector rather than destroyed, as a recorded but unsubmitted dispatch may still bind it.
+ */
+function scratch(device: GPUDevice, name: string, length: number): Tensor {
+  let byName = scratchByDevice.get(device);
+  if (!byName) scratchByDevice.set(device, (byName = new Map()));
+  let t = byName.get(name);
+  if (!t || t.length < length) {
+    t = createTensor(device, 2 ** Math.ceil(Math.log2(Math.max(length, 64))), `loss-scratch:${name}`);
+    byName.set(name, t);
+  }
+  return t;
+}
+
+// ---- generic sum -----------------------------------------------------------------------------
+
+/**
+ * out[0] = scale · Σ_{i<n} x[i]  ('sum')  or  scale · Σ_{i<n} x[i]²  ('sumsq'). Assigned.
+ *
+ * Deterministic: G = min(256, ⌈n / 2048⌉) workgroups each sum a strided share (every thread in
+ * order, then a fixed tree), and a second one-workgroup dispatch sums the G partials in order.
+ * G depends only on n, so the same x gives the same bits on the same device.
+ * `out` may be any tensor view (its element 0 is written), e.g. one slot of a small stats tensor.
+ *
+ * Uses: a mean is scale = 1/n; a global gradient norm is sumReduce(rec, t, grads.all, n, 'sumsq')
+ * followed by a sqrt where it is used. Float32 throughout: for tens of millions of terms of very
+ * different sizes expect float32 rounding (the strided partials keep it close to pairwise).
+ */
+export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' = 'sum', scale = 1): void {
+  const groups = Math.max(1, Math.min(SUM_WG, ceilDiv(n, SUM_WG * SUM_PER_THREAD)));
+  const partials = scratch(rec.gpu.device, 'sum-partials', SUM_WG);
+  rec.dispatch(
+    { shader: 'loss', entry: 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sumsq' ? 1 : 0 } },
+    [partials, x], [0, 0, n, { f32: 0 }], [groups],
+  );
+  rec.dispatch({ shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG } }, [out, partials], [0, 0, groups, { f32: scale }], [1]);
+}
+
+// ---- MAE ------------------------------------------------------------------------------------
+
+/**
+ * norm_pix_loss targets: out[rows, P] = (x − mean)/sqrt(var + 1e-6) per row (a patch vector),
+ * with the row's mean and unbiased variance, two-pass. Assigned; `out` must not be `target`
+ * (WebGPU forbids binding one buffer range as both). The target is data: no backward.
+ */
+export function normalizePixelTargets(rec: Recorder, out: Tensor, target: Tensor, rows: number, P: number): void {
+  rec.dispatch(
+    { shader: 'loss', entry: 'normalize_pix_targets', constants: { REDUCE_WG: rowWorkgroup(P) } },
+    [out, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS)],
+  );
+}
+
+/**
+ * MAE's forward_loss. pred, target [N·L, P]; mask [N·L] as f32 (1 = masked, counted; 0 = kept).
+ * lossPerPatch[N·L] = mean over P of (pred − target)² (all patches; kept for per-patch maps);
+ * loss[0] = Σ lossPerPatch·mask / Σ mask. Both assigned. Pass norm_pix targets already
+ * normalised (normalizePixelTargets). Σmask = 0 gives NaN, as PyTorch.
+ */
+export function maeLossForward(
+  rec: Recorder, loss: Tensor, lossPerPatch: Tensor, pred: Tensor, target: Tensor, mask: Tensor,
+  N: number, L: number, P: number,
+): void {
+  const rows = N * L;
+  rec.dispatch(
+    { shader: 'loss', entry: 'mae_patch_loss', constants: { REDUCE_WG: rowWorkgroup(P) } },
+    [lossPerPatch, pred, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS)],
+  );
+  rec.dispatch({ shader: 'loss', entry: 'mae_loss_reduce', constants: { REDUCE_WG: SUM_WG } }, [loss, lossPerPatch, mask], [rows, 0, 0, { f32: 0 }], [1]);
+}
+
+/**
+ * dpred[N·L, P] = mask · 2(pred − target)/P / Σmask · dloss (assigned); dloss is the upstream
+ * gradient of the scalar loss (1 for the plain MAE objective).
+ *
+ * Σmask is computed here on the GPU (a two-dispatch sum of the mask), so the backward needs
+ * nothing from the forward and cannot disagree with it about the mask.
+ */
+export function maeLossBackward(
+  rec: Recorder, dpred: Tensor, pred: Tensor, target: Tensor, mask: Tensor,
+  N: number, L: number, P: number, dloss = 1,
+): void {
+  const rows = N * L;
+  const maskSum = scratch(rec.gpu.device, 'mask-sum', 1);
+  sumReduce(rec, maskSum, mask, rows);
+  const groups = ceilDiv(rows * P, EW_WG);
+  const gx = Math.min(groups, MAX_WORKGROUPS);
+  rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, maskSum], [rows, P, 0, { f32: dloss }], [gx, ceilDiv(groups, gx)]);
+}
+
+// ---- DMAE -----------------------------------------------------------------------------------
+
+/**
+ * DMAE's L_dist. teacher, student [R, C]: R = N·(1+V) tokens (cls included), C the teacher
+ * width; student is the projected student feature W·S_k + b. Each row is L2-normalised as
+ * F.normalize (x / max(‖x‖₂, 1e-12)); loss[0] = mean over R·C of |t̂ − ŝ| ('l1', the recipe's
+ * choice) or (t̂ − ŝ)² ('l2', F.mse_loss). Assigned. α is applied by the caller.
+ */
+export function distillLossForward(rec: Recorder, loss: Tensor, teacher: Tensor, student: Tensor, R: number, C: number, kind: DistillKind = 'l1'): void {
+  const rowLoss = scratch(rec.gpu.device, 'distill-rows', R);
+  rec.dispatch(
+    { shader: 'loss', entry: 'distill_row_loss', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
+    [rowLoss, teacher, student], [R, C, 0, { f32: 0 }], [Math.min(R, MAX_WORKGROUPS)],
+  );
+  sumReduce(rec, loss, rowLoss, R, 'sum', 1 / (R * C));
+}
+
+/**
+ * dstudent[R, C] (assigned) = ∂(dloss · L_dist)/∂student, through the student's normalisation
+ * only (the teacher is frozen). dloss = α · upstream gradient. L1 uses sign(ŝ − t̂) with
+ * sign(0) = 0, as PyTorch. Rows with ‖s‖ ≤ 1e-12 get g/1e-12 (the clamped norm is constant there).
+ */
+export function distillLossBackward(
+  rec: Recorder, dstudent: Tensor, teacher: Tensor, student: Tensor, R: number, C: number,
+  kind: DistillKind = 'l1', dloss = 1,
+): void {
+  rec.dispatch(
+    { shader: 'loss', entry: 'distill_backward', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
+    [dstudent, teacher, student], [R, C, 0, { f32: dloss / (R * C) }], [Math.min(R, MAX_WORKGROUPS)],
+  );
+}

@@ -1,0 +1,274 @@
+import { describe, expect, it } from 'vitest';
+import * as gpuOps from '../../src/gpu/ops/loss';
+import * as ref from '../../src/ref/loss';
+import type { Gpu } from '../../src/gpu/device';
+import { TOL, checkGradients, expectClose, gpuTensor, permutation, randn, read, run, testGpu, type Tolerance } from '../helpers';
+
+/** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
+function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
+  const mask = new Float64Array(N * L).fill(1);
+  for (let n = 0; n < N; n++) {
+    const ids = permutation(L, seed + n);
+    for (let k = 0; k < lenKeep; k++) mask[n * L + ids[k]] = 0;
+  }
+  return mask;
+}
+
+/**
+ * Gradients of a mean-reduced loss are of size 1/(count), far below TOL.gradient.atol at real
+ * sizes, which would make an absolute bound vacuous: scale atol by the largest |reference|.
+ */
+function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
+  let m = 0;
+  for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
+  return { atol: tol.atol * m, rtol: tol.rtol };
+}
+
+const sameBits = (a: Float32Array, b: Float32Array): boolean => Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
+
+// [name, N, L, P, lenKeep]
+const MAE_CASES: Array<[string, number, number, number, number]> = [
+  ['tiny', 1, 2, 3, 1],
+  ['odd', 3, 7, 13, 2],
+  ['one masked patch per image', 3, 9, 5, 8],
+  ['one visible patch per image (L−1 masked)', 4, 16, 48, 1],
+  ['realistic 8×64 patches of 4×4×3, 75% masked', 8, 64, 48, 16],
+  ['16×16×3 patches, 14×14 grid, 75% masked', 2, 196, 768, 49],
+  ['odd P above a workgroup', 5, 11, 301, 3],
+];
+
+async function maeOnGpu(gpu: Gpu, pred: Float64Array, target: Float64Array, mask: Float64Array, N: number, L: number, P: number, normPix: boolean, dloss: number) {
+  const t = { pred: gpuTensor(gpu, pred), target: gpuTensor(gpu, target), mask: gpuTensor(gpu, mask) };
+  const normed = gpuTensor(gpu, N * L * P);
+  const loss = gpuTensor(gpu, randn(1, 90)); // non-zero starts: "=" must overwrite
+  const lpp = gpuTensor(gpu, randn(N * L, 91));
+  const dpred = gpuTensor(gpu, randn(N * L * P, 92));
+  await run(gpu, (rec) => {
+    if (normPix) gpuOps.normalizePixelTargets(rec, normed, t.target, N * L, P);
+    const tgt = normPix ? normed : t.target;
+    gpuOps.maeLossForward(rec, loss, lpp, t.pred, tgt, t.mask, N, L, P);
+    gpuOps.maeLossBackward(rec, dpred, t.pred, tgt, t.mask, N, L, P, dloss);
+  });
+  return { loss: await read(gpu, loss), lpp: await read(gpu, lpp), dpred: await read(gpu, dpred), normed: await read(gpu, normed) };
+}
+
+function maeOnRef(pred: Float64Array, target: Float64Array, mask: Float64Array, N: number, L: number, P: number, normPix: boolean, dloss: number) {
+  let tgt = target;
+  if (normPix) {
+    tgt = new Float64Array(N * L * P);
+    ref.normalizePixelTargets(tgt, target, N * L, P);
+  }
+  const loss = new Float64Array(1), lpp = new Float64Array(N * L), dpred = new Float64Array(N * L * P);
+  ref.maeLossForward(loss, lpp, pred, tgt, mask, N, L, P);
+  ref.maeLossBackward(dpred, pred, tgt, mask, N, L, P, dloss);
+  return { loss, lpp, dpred, normed: tgt };
+}
+
+describe('MAE masked MSE (GPU vs float64 reference)', () => {
+  for (const normPix of [false, true]) {
+    for (const [name, N, L, P, lenKeep] of MAE_CASES) {
+      it(`${name} N=${N} L=${L} P=${P} keep=${lenKeep}${normPix ? ', norm_pix' : ''}`, async () => {
+        const gpu = await testGpu();
+        // Pixels in [0, 3) with an offset per patch, so norm_pix has a mean to remove.
+        const target = randn(N * L * P, 1, 1.5).map((v, i) => Math.fround(v + 1.5 + 0.01 * Math.floor(i / P)));
+        const pred = randn(N * L * P, 2);
+        const mask = makeMask(N, L, lenKeep, 3);
+        const dloss = 0.7;
+        const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, normPix, dloss);
+        const want = maeOnRef(pred, target, mask, N, L, P, normPix, dloss);
+        if (normPix) expectClose(got.normed, want.normed, TOL.reduction, 'norm_pix targets');
+        expectClose(got.lpp, want.lpp, TOL.reduction, 'loss per patch');
+        expectClose(got.loss, want.loss, TOL.reduction, 'loss');
+        expectClose(got.dpred, want.dpred, scaledTol(want.dpred, TOL.gradient), 'dpred');
+      });
+    }
+  }
+
+  it('norm_pix is stable for a large offset with a small spread (two-pass, not E[x²] − E[x]²)', async () => {
+    const gpu = await testGpu();
+    const [rows, P] = [6, 48];
+    // Large offset, small spread: E[x²] − E[x]² would lose every digit here; two passes do not.
+    const target = randn(rows * P, 7, 0.01).map((v) => Math.fround(v + 100));
+    const out = gpuTensor(gpu, rows * P);
+    await run(gpu, (rec) => gpuOps.normalizePixelTargets(rec, out, gpuTensor(gpu, target), rows, P));
+    const want = new Float64Array(rows * P);
+    ref.normalizePixelTargets(want, target, rows, P);
+    // A float32 mean of 48 values near 100 is good to ~1e-5, i.e. a few 1e-3 of the 0.006
+    // standard deviation, and every standardised value carries that (lavapipe: 1.3e-3). One pass
+    // would be wrong outright: E[x²] ≈ 1e4 holds the variance 3e-5 below its float32 resolution.
+    expectClose(await read(gpu, out), want, { atol: 5e-3, rtol: 0 }, 'norm_pix targets with a large offset');
+  });
+
+  it('the masked loss ignores visible (kept) patches: changing pred there changes neither loss nor gradient', async () => {
+    const gpu = await testGpu();
+    const [N, L, P] = [3, 16, 12];
+    const target = randn(N * L * P, 11), pred = randn(N * L * P, 12), mask = makeMask(N, L, 4, 13);
+    const pred2 = Float64Array.from(pred);
+    const junk = randn(N * L * P, 14, 50);
+    for (let i = 0; i < pred2.length; i++) if (mask[Math.floor(i / P)] === 0) pred2[i] = junk[i];
+    const a = await maeOnGpu(gpu, pred, target, mask, N, L, P, true, 1);
+    const b = await maeOnGpu(gpu, pred2, target, mask, N, L, P, true, 1);
+    expect(sameBits(a.loss, b.loss), `loss ${a.loss[0]} vs ${b.loss[0]}`).toBe(true);
+    // Values, not bits: mask 0 times a negative difference is −0, which is still no gradient.
+    expect(a.dpred.every((v, i) => v === b.dpred[i]), 'dpred unchanged').toBe(true);
+    for (let i = 0; i < pred.length; i++) if (mask[Math.floor(i / P)] === 0) expect(a.dpred[i] === 0, `dpred[${i}] at a kept patch`).toBe(true);
+    expect(sameBits(a.lpp, b.lpp)).toBe(false); // the per-patch map does see them
+  });
+});
+
+// [name, R, C]
+const DISTILL_CASES: Array<[string, number, number]> = [
+  ['tiny', 1, 1],
+  ['odd', 7, 13],
+  ['one visible patch, 4 images (R = 4·2)', 8, 192],
+  ['realistic: 8 images × (1 + 16) tokens, teacher width 384', 8 * 17, 384],
+  ['wide odd rows', 5, 1001],
+];
+
+async function distillOnGpu(gpu: Gpu, teacher: Float64Array, student: Float64Array, R: number, C: number, kind: ref.DistillKind, dloss: number) {
+  const loss = gpuTensor(gpu, randn(1, 93));
+  const ds = gpuTensor(gpu, randn(R * C, 94));
+  const t = gpuTensor(gpu, teacher), s = gpuTensor(gpu, student);
+  await run(gpu, (rec) => {
+    gpuOps.distillLossForward(rec, loss, t, s, R, C, kind);
+    gpuOps.distillLossBackward(rec, ds, t, s, R, C, kind, dloss);
+  });
+  return { loss: await read(gpu, loss), dstudent: await read(gpu, ds) };
+}
+
+describe('DMAE distillation loss (GPU vs float64 reference)', () => {
+  for (const kind of ['l1', 'l2'] as const) {
+    for (const [name, R, C] of DISTILL_CASES) {
+      it(`${kind} ${name} R=${R} C=${C}`, async () => {
+        const gpu = await testGpu();
+        const teacher = randn(R * C, 21, 3);
+        const student = randn(R * C, 22);
+        if (R >= 7) {
+          // Edge rows: a zero teacher row (normalises to 0), a zero student row (clamped norm,
+          // gradient g/eps), and a student row equal to the teacher's (t̂ − ŝ = 0: sign(0) = 0).
+          teacher.fill(0, 0, C);
+          student.fill(0, 2 * C, 3 * C);
+          student.set(teacher.subarray(4 * C, 5 * C), 4 * C);
+        }
+        const dloss = 1.3;
+        const got = await distillOnGpu(gpu, teacher, student, R, C, kind, dloss);
+        const loss = new Float64Array(1), ds = new Float64Array(R * C);
+        ref.distillLossForward(loss, teacher, student, R, C, kind);
+        ref.distillLossBackward(ds, teacher, student, R, C, kind, dloss);
+        expectClose(got.loss, loss, TOL.reduction, `${kind} loss`);
+        if (R >= 7) {
+          // The zero-norm student row's gradient is 1e12 times the others: compare rows apart.
+          const zr = [2 * C, 3 * C];
+          expectClose(got.dstudent.subarray(...zr), ds.subarray(...zr), scaledTol(ds.subarray(...zr), TOL.gradient), `${kind} dstudent, zero row`);
+          const rest = (a: ArrayLike<number>) => Float64Array.from([...Array.from(a).slice(0, zr[0]), ...Array.from(a).slice(zr[1])]);
+          expectClose(rest(got.dstudent), rest(ds), scaledTol(rest(ds), TOL.gradient), `${kind} dstudent`);
+          if (kind === 'l1') expect(Array.from(got.dstudent.subarray(4 * C, 5 * C)).every((v) => v === 0), 'sign(0) = 0: no gradient where ŝ = t̂').toBe(true);
+        } else {
+          expectClose(got.dstudent, ds, scaledTol(ds, TOL.gradient), `${kind} dstudent`);
+        }
+      });
+    }
+  }
+});
+
+describe('generic deterministic sum (sumReduce)', () => {
+  for (const n of [1, 777, 2048, 300_001]) {
+    for (const op of ['sum', 'sumsq'] as const) {
+      it(`${op} n=${n}`, async () => {
+        const gpu = await testGpu();
+        const x = randn(n, 31);
+        const out = gpuTensor(gpu, randn(2, 32));
+        await run(gpu, (rec) => gpuOps.sumReduce(rec, out, gpuTensor(gpu, x), n, op, 0.5));
+        const want = new Float64Array(1);
+        ref.sumReduce(want, x, n, op, 0.5);
+        // A float32 sum of n terms of size ~1 carries ~sqrt(n) roundings of the running total.
+        expectClose((await read(gpu, out)).subarray(0, 1), want, { atol: TOL.reduction.atol * Math.sqrt(n), rtol: TOL.reduction.rtol }, `${op} of ${n}`);
+      });
+    }
+  }
+
+  it('writes into a view at an offset (one slot of a stats tensor)', async () => {
+    const gpu = await testGpu();
+    const x = randn(1000, 33);
+    const stats = gpuTensor(gpu, new Float64Array(128).fill(7));
+    const slot = { buffer: stats.buffer, offset: 256, length: 1 };
+    await run(gpu, (rec) => gpuOps.sumReduce(rec, slot, gpuTensor(gpu, x), 1000, 'sum', 1 / 1000));
+    const got = await read(gpu, stats);
+    const want = new Float64Array(1);
+    ref.sumReduce(want, x, 1000, 'sum', 1 / 1000);
+    expectClose(got.subarray(64, 65), want, TOL.reduction, 'mean in slot 64');
+    expect(got[63]).toBe(7);
+    expect(got[65]).toBe(7);
+  });
+});
+
+describe('determinism', () => {
+  it('MAE loss (norm_pix), distillation losses, their gradients and sumReduce are bit-identical on rerun', async () => {
+    const gpu = await testGpu();
+    const [N, L, P] = [8, 64, 48];
+    const target = randn(N * L * P, 41), pred = randn(N * L * P, 42), mask = makeMask(N, L, 16, 43);
+    const [R, C] = [8 * 17, 384];
+    const teacher = randn(R * C, 44), student = randn(R * C, 45);
+    const big = gpuTensor(gpu, randn(300_001, 46));
+    const runs = [];
+    for (let k = 0; k < 2; k++) {
+      const mae = await maeOnGpu(gpu, pred, target, mask, N, L, P, true, 1);
+      const l1 = await distillOnGpu(gpu, teacher, student, R, C, 'l1', 1);
+      const l2 = await distillOnGpu(gpu, teacher, student, R, C, 'l2', 1);
+      const s = gpuTensor(gpu, 1);
+      await run(gpu, (rec) => gpuOps.sumReduce(rec, s, big, 300_001, 'sumsq'));
+      runs.push({ mae, l1, l2, s: await read(gpu, s) });
+    }
+    const [a, b] = runs;
+    expect(sameBits(a.mae.loss, b.mae.loss), 'MAE loss').toBe(true);
+    expect(sameBits(a.mae.dpred, b.mae.dpred), 'MAE dpred').toBe(true);
+    expect(sameBits(a.l1.loss, b.l1.loss), 'L1 distill loss').toBe(true);
+    expect(sameBits(a.l1.dstudent, b.l1.dstudent), 'L1 dstudent').toBe(true);
+    expect(sameBits(a.l2.loss, b.l2.loss), 'L2 distill loss').toBe(true);
+    expect(sameBits(a.l2.dstudent, b.l2.dstudent), 'L2 dstudent').toBe(true);
+    expect(sameBits(a.s, b.s), 'sumReduce').toBe(true);
+  });
+});
+
+describe('reference gradients vs finite differences', () => {
+  it('MAE masked MSE: d loss / d pred (norm_pix target, extreme masks)', () => {
+    for (const lenKeep of [1, 4]) {
+      const [N, L, P] = [2, 5, 3];
+      const target = new Float64Array(N * L * P);
+      ref.normalizePixelTargets(target, randn(N * L * P, 51), N * L, P);
+      const pred = randn(N * L * P, 52), mask = makeMask(N, L, lenKeep, 53);
+      const dloss = 0.7;
+      const f = (i: Record<string, Float64Array>) => {
+        const loss = new Float64Array(1);
+        ref.maeLossForward(loss, new Float64Array(N * L), i.pred, target, mask, N, L, P);
+        return dloss * loss[0];
+      };
+      const dpred = new Float64Array(N * L * P);
+      ref.maeLossBackward(dpred, pred, target, mask, N, L, P, dloss);
+      checkGradients({ pred }, f, { pred: dpred });
+    }
+  });
+
+  for (const kind of ['l1', 'l2'] as const) {
+    it(`distillation ${kind}: d loss / d student`, () => {
+      const [R, C] = [4, 6];
+      const teacher = randn(R * C, 61, 2), student = randn(R * C, 62);
+      // L1 has a kink where t̂ = ŝ: keep every element well away from it, so h = 1e-6 never crosses it.
+      const t = new Float64Array(R * C), s = new Float64Array(R * C);
+      for (let r = 0; r < R; r++) {
+        const nt = Math.hypot(...teacher.subarray(r * C, (r + 1) * C)), ns = Math.hypot(...student.subarray(r * C, (r + 1) * C));
+        for (let c = 0; c < C; c++) [t[r * C + c], s[r * C + c]] = [teacher[r * C + c] / nt, student[r * C + c] / ns];
+      }
+      expect(Math.min(...t.map((v, i) => Math.abs(v - s[i])))).toBeGreaterThan(1e-3);
+      const dloss = 1.3;
+      const f = (i: Record<string, Float64Array>) => {
+        const loss = new Float64Array(1);
+        ref.distillLossForward(loss, teacher, i.student, R, C, kind);
+        return dloss * loss[0];
+      };
+      const ds = new Float64Array(R * C);
+      ref.distillLossBackward(ds, teacher, student, R, C, kind, dloss);
+      checkGradients({ student }, f, { student: ds });
+    });
+  }
+});
