@@ -46,13 +46,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read_write> m: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
-@group(0) @binding(5) var<storage, read> ranges: array<u32>;
-@group(0) @binding(6) var<storage, read> clip: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ranges: array<u32>;
+@group(0) @binding(6) var<storage, read_write> clip: array<f32>;
 
 // Reductions (grad_norm_partials, grad_norm_finish, clip_coefficient): one output, one input.
 @group(0) @binding(1) var<storage, read_write> red_out: array<f32>;
-@group(0) @binding(2) var<storage, read> red_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> red_in: array<f32>;
 
 const WG = 256u;
 

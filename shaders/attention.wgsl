@@ -41,25 +41,25 @@ struct Params { B: u32, T: u32, H: u32, hd: u32, scale: f32, _p0: u32, _p1: u32,
 
 // attention_scores
 @group(0) @binding(1) var<storage, read_write> s_probs: array<f32>;
-@group(0) @binding(2) var<storage, read> s_qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> s_qkv: array<f32>;
 
 // attention_weighted_sum
 @group(0) @binding(1) var<storage, read_write> w_out: array<f32>;
-@group(0) @binding(2) var<storage, read> w_probs: array<f32>;
-@group(0) @binding(3) var<storage, read> w_qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w_probs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> w_qkv: array<f32>;
 
 // attention_backward_scores
 @group(0) @binding(1) var<storage, read_write> bs_dscores: array<f32>;
-@group(0) @binding(2) var<storage, read> bs_dout: array<f32>;
-@group(0) @binding(3) var<storage, read> bs_qkv: array<f32>;
-@group(0) @binding(4) var<storage, read> bs_probs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bs_dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bs_qkv: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bs_probs: array<f32>;
 
 // attention_backward_qkv
 @group(0) @binding(1) var<storage, read_write> bq_dqkv: array<f32>;
-@group(0) @binding(2) var<storage, read> bq_dscores: array<f32>;
-@group(0) @binding(3) var<storage, read> bq_probs: array<f32>;
-@group(0) @binding(4) var<storage, read> bq_qkv: array<f32>;
-@group(0) @binding(5) var<storage, read> bq_dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bq_dscores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bq_probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bq_qkv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bq_dout: array<f32>;
 
 var<workgroup> staged: array<f32, ROWS * MAX_HD>;  // [ROWS][hd] query-side rows of the row kernels
 var<workgroup> red: array<f32, ROWS * WG>;        // [ROWS][WG] per-lane partials of the row reductions

@@ -47,16 +47,16 @@ struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 
 // Inputs, named by role. Several names share a binding; no entry point uses two of them.
-@group(0) @binding(2) var<storage, read> in_pred: array<f32>;
-@group(0) @binding(3) var<storage, read> in_target: array<f32>;
-@group(0) @binding(4) var<storage, read> in_mask: array<f32>;
-@group(0) @binding(5) var<storage, read> in_mask_sum: array<f32>;
+@group(0) @binding(2) var<storage, read_write> in_pred: array<f32>;
+@group(0) @binding(3) var<storage, read_write> in_target: array<f32>;
+@group(0) @binding(4) var<storage, read_write> in_mask: array<f32>;
+@group(0) @binding(5) var<storage, read_write> in_mask_sum: array<f32>;
 
-@group(0) @binding(2) var<storage, read> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*
-@group(0) @binding(2) var<storage, read> in_teacher: array<f32>;  // distill_*
-@group(0) @binding(3) var<storage, read> in_student: array<f32>;  // distill_*
-@group(0) @binding(2) var<storage, read> in_lpp: array<f32>;      // mae_loss_reduce: loss_per_patch
-@group(0) @binding(3) var<storage, read> in_lmask: array<f32>;    // mae_loss_reduce: mask
+@group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*
+@group(0) @binding(2) var<storage, read_write> in_teacher: array<f32>;  // distill_*
+@group(0) @binding(3) var<storage, read_write> in_student: array<f32>;  // distill_*
+@group(0) @binding(2) var<storage, read_write> in_lpp: array<f32>;      // mae_loss_reduce: loss_per_patch
+@group(0) @binding(3) var<storage, read_write> in_lmask: array<f32>;    // mae_loss_reduce: mask
 
 // ---- norm_pix_loss targets ------------------------------------------------------------------
 // rows = number of patches, cols = P. Two passes (mean, then Σ(x − mean)²): stable where

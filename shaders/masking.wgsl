@@ -27,9 +27,9 @@ struct Params { N: u32, L: u32, V: u32, D: u32 }
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read> rows: array<f32>;
-@group(0) @binding(3) var<storage, read> token: array<f32>;
-@group(0) @binding(4) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> rows: array<f32>;
+@group(0) @binding(3) var<storage, read_write> token: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ids: array<u32>;
 
 // 256 threads per workgroup on a 2-D grid of workgroups (x up to 65535).
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {

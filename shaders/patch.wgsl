@@ -25,7 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> src: array<f32>;
 
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
   return (wid.y * nwg.x + wid.x) * 256u + lid.x;

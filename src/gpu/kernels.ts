@@ -235,6 +235,7 @@ export class Recorder {
     if (x > max || y > max || z > max) {
       throw new GpuError(`Kernel ${spec.shader}:${spec.entry} needs ${x}×${y}×${z} workgroups; the device allows ${max} per dimension. Use a smaller batch.`, 'limits');
     }
+    assertNoOverlap(spec, bindings);
     const pipeline = this.gpu.kernels.pipeline(spec);
     let slot: number | null = null;
     if (params) {
@@ -266,6 +267,26 @@ export class Recorder {
     if (this.slots > 0) this.gpu.device.queue.writeBuffer(this.cache.uniforms, 0, this.staging.buffer, 0, this.slots * UNIFORM_SLOT);
     this.timer?.resolve(this.encoder);
     this.gpu.device.queue.submit([this.encoder.finish()]);
+  }
+}
+
+/**
+ * Every storage binding is read_write (WebGPU rejects a read-only and a writable slice of one
+ * buffer in the same dispatch, and an arena is one buffer), so two bindings that overlap would
+ * race: refuse them. Kernels that work in place have their own entry points.
+ */
+function assertNoOverlap(spec: KernelSpec, bindings: readonly (Tensor | undefined)[]): void {
+  for (let i = 0; i < bindings.length; i++) {
+    const a = bindings[i];
+    if (!a) continue;
+    for (let j = i + 1; j < bindings.length; j++) {
+      const b = bindings[j];
+      if (!b || a.buffer !== b.buffer) continue;
+      const overlap = a.offset < b.offset + b.length * 4 && b.offset < a.offset + a.length * 4;
+      if (overlap) {
+        throw new GpuError(`Kernel ${spec.shader}:${spec.entry}: bindings ${i + 1} and ${j + 1} overlap in buffer "${a.buffer.label}"; use the in-place variant or a separate buffer.`, 'validation');
+      }
+    }
   }
 }
 

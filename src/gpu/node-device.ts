@@ -9,7 +9,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { GpuError, classifyAdapter, openDevice, type AdapterKind, type Gpu, type LimitsNeeded } from './device';
-import { loadShaderSourcesFromDisk } from './shader-sources.node';
+import { loadShaderSourcesFromDisk } from './shader-sources-disk';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const LAVAPIPE_ICD = process.env.DMAE_LAVAPIPE_ICD ?? `${REPO_ROOT}.cache/lavapipe/lvp_icd.json`;

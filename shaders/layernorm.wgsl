@@ -1,0 +1,181 @@
+// Layer normalisation over the last axis, forward and backward.
+//
+//   out[R,C] = (x − mean_r) · rstd_r · weight[C] + bias[C],   rstd_r = 1/√(var_r + eps)
+//   R rows (tokens of all images), C channels; var is the biased variance (÷C), as in PyTorch.
+//
+// Every entry point binds 0 = params {rows, C, eps, nchunks}; its storage bindings, outputs first:
+//   layernorm_forward          1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
+//   layernorm_backward_dx      1 dx[R,C] =, 2 corr[R] = (scratch), 3 dout, 4 x, 5 weight, 6 mean, 7 rstd
+//   layernorm_backward_partial 1 partial[2,K,C] = (scratch), 2 dout, 3 x, 4 mean, 5 rstd, 6 corr
+//   layernorm_backward_params  1 dweight[C] +=, 2 dbias[C] +=, 3 partial[2,K,C]
+// The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate.
+// Storage is declared read_write throughout: WebGPU forbids binding one buffer both read-only and
+// writable in a dispatch, and inputs and outputs are often slices of the same arena.
+//
+// Numerics. The forward is two-pass and shifted: it sums d = x − x[r,0] (exact for rows with a
+// large common offset, by Sterbenz), so mean and variance keep the precision of the noise, not
+// of the offset. The saved f32 mean is rounded to one ulp of the offset, which can be a sizeable
+// part of σ (x = 1000 + 0.01·noise); the backward therefore uses the saved mean as a shift too
+// and corrects it by corr_r = Σ(x − mean_r)/C, computed in the same pass as its other sums.
+//
+// Determinism: row reductions are fixed-shape trees in workgroup memory; dweight/dbias are
+// summed over chunks of ROWS_PER_CHUNK rows in order into `partial`, then over chunks in order.
+
+struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
+
+const WG = 64u;
+const ROWS_PER_CHUNK = 32u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// layernorm_forward
+@group(0) @binding(1) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f_mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_rstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> f_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_weight: array<f32>;
+@group(0) @binding(6) var<storage, read_write> f_bias: array<f32>;
+
+// layernorm_backward_dx
+@group(0) @binding(1) var<storage, read_write> b_dx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b_corr: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_weight: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b_mean: array<f32>;
+@group(0) @binding(7) var<storage, read_write> b_rstd: array<f32>;
+
+// layernorm_backward_partial
+@group(0) @binding(1) var<storage, read_write> q_partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> q_dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> q_x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> q_mean: array<f32>;
+@group(0) @binding(5) var<storage, read_write> q_rstd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> q_corr: array<f32>;
+
+// layernorm_backward_params
+@group(0) @binding(1) var<storage, read_write> s_dweight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> s_dbias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s_partial: array<f32>;
+
+var<workgroup> red1: array<f32, WG>;
+var<workgroup> red3: array<vec3<f32>, WG>;
+
+// Tree sums over the workgroup; every invocation gets the total. Call from uniform control flow.
+fn workgroup_sum(tid: u32, v: f32) -> f32 {
+  red1[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { red1[tid] += red1[tid + s]; }
+    workgroupBarrier();
+  }
+  let total = red1[0];
+  workgroupBarrier(); // red1 is reused by the next call
+  return total;
+}
+
+fn workgroup_sum3(tid: u32, v: vec3<f32>) -> vec3<f32> {
+  red3[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { red3[tid] += red3[tid + s]; }
+    workgroupBarrier();
+  }
+  let total = red3[0];
+  workgroupBarrier();
+  return total;
+}
+
+// One workgroup per row; rows beyond 65535 spill into the grid's y dimension.
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.y * nwg.x + wid.x;
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_forward(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  let C = p.C;
+  let base = row * C;
+  let shift = f_x[base];
+  var s = 0.0;
+  for (var i = tid; i < C; i += WG) { s += f_x[base + i] - shift; }
+  let mean_d = workgroup_sum(tid, s) / f32(C);
+  var v = 0.0;
+  for (var i = tid; i < C; i += WG) {
+    let d = (f_x[base + i] - shift) - mean_d;
+    v += d * d;
+  }
+  let rstd = inverseSqrt(workgroup_sum(tid, v) / f32(C) + p.eps);
+  for (var i = tid; i < C; i += WG) {
+    let xhat = ((f_x[base + i] - shift) - mean_d) * rstd;
+    f_out[base + i] = xhat * f_weight[i] + f_bias[i];
+  }
+  if (tid == 0u) {
+    f_mean[row] = shift + mean_d;
+    f_rstd[row] = rstd;
+  }
+}
+
+// dx = rstd · (g − mean(g) − xhat · mean(g·xhat)), g = dout·weight, xhat = (x − mean − corr)·rstd.
+// The three row sums Σd, Σg, Σg·d (d = x − mean) come from one pass; Σg·xhat follows from them.
+@compute @workgroup_size(WG)
+fn layernorm_backward_dx(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  let C = p.C;
+  let base = row * C;
+  let mean = b_mean[row];
+  let rstd = b_rstd[row];
+  var acc = vec3(0.0);
+  for (var i = tid; i < C; i += WG) {
+    let d = b_x[base + i] - mean;
+    let g = b_dout[base + i] * b_weight[i];
+    acc += vec3(d, g, g * d);
+  }
+  let sums = workgroup_sum3(tid, acc);
+  let inv_c = 1.0 / f32(C);
+  let corr = sums.x * inv_c;
+  let mean_g = sums.y * inv_c;
+  let mean_gxhat = rstd * (sums.z - corr * sums.y) * inv_c;
+  for (var i = tid; i < C; i += WG) {
+    let xhat = ((b_x[base + i] - mean) - corr) * rstd;
+    let g = b_dout[base + i] * b_weight[i];
+    b_dx[base + i] = rstd * (g - mean_g - xhat * mean_gxhat);
+  }
+  if (tid == 0u) { b_corr[row] = corr; }
+}
+
+// partial[0,k,c] = Σ_{r in chunk k} dout·xhat, partial[1,k,c] = Σ_{r in chunk k} dout, rows in order.
+@compute @workgroup_size(WG)
+fn layernorm_backward_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  let k = gid.y;
+  if (c >= p.C) { return; }
+  let r0 = k * ROWS_PER_CHUNK;
+  let r1 = min(r0 + ROWS_PER_CHUNK, p.rows);
+  var dw = 0.0;
+  var db = 0.0;
+  for (var r = r0; r < r1; r++) {
+    let i = r * p.C + c;
+    let xhat = ((q_x[i] - q_mean[r]) - q_corr[r]) * q_rstd[r];
+    dw += q_dout[i] * xhat;
+    db += q_dout[i];
+  }
+  q_partial[k * p.C + c] = dw;
+  q_partial[(p.nchunks + k) * p.C + c] = db;
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.C) { return; }
+  var dw = 0.0;
+  var db = 0.0;
+  for (var k = 0u; k < p.nchunks; k++) {
+    dw += s_partial[k * p.C + c];
+    db += s_partial[(p.nchunks + k) * p.C + c];
+  }
+  s_dweight[c] += dw;
+  s_dbias[c] += db;
+}
