@@ -43,5 +43,5 @@ echo
 printf '%s\n' "${report[@]/#/  }"
 suffix=""
 [ "$skipped" -gt 0 ] && suffix=", $skipped not run"
-echo "test tiers: $passed passed, $failed failed$suffix"
+echo "tiers: $passed passed, $failed failed$suffix"
 [ "$failed" -eq 0 ]
