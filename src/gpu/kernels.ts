@@ -82,6 +82,7 @@ export class KernelRegistry {
   private readonly modules = new Map<string, { module: GPUShaderModule; composed: ComposedShader }>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly checks: Promise<void>[] = [];
+  private readonly compileErrors: GpuError[] = [];
   /** Set to print every composed shader as it is compiled (debugging). */
   debug = false;
 
@@ -95,10 +96,11 @@ export class KernelRegistry {
       const module = this.device.createShaderModule({ label: shader, code: composed.code });
       m = { module, composed };
       this.modules.set(shader, m);
+      // Recorded, not thrown: nobody may be awaiting this module yet; submit() reports it.
       this.checks.push(
         module.getCompilationInfo().then((info) => {
           if (info.messages.some((x) => x.type === 'error')) {
-            throw new GpuError(`WGSL compile error in ${shader}:\n${formatCompileErrors(composed, info.messages)}`, 'shader');
+            this.compileErrors.push(new GpuError(`WGSL compile error in ${shader}:\n${formatCompileErrors(composed, info.messages)}`, 'shader'));
           }
         }),
       );
@@ -147,6 +149,7 @@ export class KernelRegistry {
   /** Rejects with the first compile error of any module built so far. */
   async checkCompiled(): Promise<void> {
     await Promise.all(this.checks);
+    if (this.compileErrors.length > 0) throw this.compileErrors[0];
   }
 
   get pipelineCount(): number {
@@ -185,6 +188,11 @@ export class DispatchCache {
 
   constructor(readonly device: GPUDevice) {
     this.uniforms = device.createBuffer({ label: 'kernel-params', size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  }
+
+  /** How many bind groups exist (a repeated step must not add any). */
+  get bindGroupCount(): number {
+    return this.bindGroups.size;
   }
 
   bindGroup(pipeline: GPUComputePipeline, slot: number | null, bindings: readonly (Tensor | undefined)[]): GPUBindGroup {
