@@ -7,11 +7,18 @@
 // Bindings: 0 params {M,N,K}, 1 c (out), 2 a, 3 b, 4 bias (bound even when unused).
 // ACCUMULATE: c += result (parameter gradients); otherwise c = result (activations).
 //
-// Two variants of the same product; both are verified, the fastest is chosen per adapter:
+// Three variants of the same product; all are verified, the fastest is chosen per adapter:
 //   matmul_tiled   — 64×64 output tile per workgroup, 16-deep K slices staged in workgroup
 //                    memory, 4×4 register block per thread (what wins on real GPUs);
 //   matmul_blocked — the same 4×4 register block per thread read straight from storage, no
-//                    barriers (what wins on CPU-emulated adapters, where barriers are costly).
+//                    barriers (for CPU-emulated adapters, where barriers are costly);
+//   matmul_vec4    — needs N % 4 == 0 and K % 4 == 0 (the wrapper falls back to blocked
+//                    otherwise). Each invocation owns 4 adjacent columns (one vec4) of 8 rows,
+//                    and the 8 rows are the workgroup's, so every load of A is uniform: on a
+//                    CPU adapter (lavapipe) it is one scalar load broadcast to all SIMD lanes,
+//                    and B comes in as one vec4 per lane instead of four scalar gathers.
+//                    It reads the same bindings through vec4 views (c4, a4, b4, bias4), which
+//                    alias bindings 1–4; an entry point uses one view of each binding only.
 // bias_backward: dbias[N] (=|+=) Σ_m dy[m, n], one thread per column, rows in order (deterministic).
 
 override TRANS_A: bool = false;
@@ -114,4 +121,66 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var m = 0u; m < p.M; m++) { s += a[m * p.N + n]; }
   if (ACCUMULATE) { s += c[n]; }
   c[n] = s;
+}
+
+// ---- matmul_vec4 ---------------------------------------------------------------------------
+// vec4 views of bindings 1–4 (same buffers; only matmul_vec4 uses them).
+@group(0) @binding(1) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> bias4: array<vec4<f32>>;
+
+// Invocations per workgroup, one vec4 of columns each: a workgroup covers 8 rows × 4·LANES columns.
+override LANES: u32 = 16u;
+const VEC4_ROWS = 8u;
+
+// One element of A through the vec4 view; m < M, k < K (callers clamp).
+fn load_a4(m: u32, k: u32) -> f32 {
+  var i = m * p.K + k;
+  if (TRANS_A) { i = k * p.M + m; }
+  return a4[i / 4u][i % 4u];
+}
+
+// Columns 4q..4q+3 of row m.
+fn store_c4(m: u32, q: u32, v: vec4<f32>) {
+  if (m >= p.M || q >= p.N / 4u) { return; }
+  let i = m * (p.N / 4u) + q;
+  var x = v;
+  if (HAS_BIAS) { x += bias4[q]; }
+  if (ACCUMULATE) { x += c4[i]; }
+  c4[i] = x;
+}
+
+@compute @workgroup_size(LANES)
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let m0 = wid.y * VEC4_ROWS;
+  let nq = p.N / 4u;
+  let q = wid.x * LANES + li;
+  // Lanes past the last column quad and rows past M compute on clamped indices and store
+  // nothing: no early return, so control flow (and hence A's loads) stays uniform.
+  let qc = min(q, nq - 1u);
+  var acc: array<vec4<f32>, VEC4_ROWS>;
+  if (TRANS_B) {
+    // B is [N,K]: four consecutive k of each of the lane's four columns per step.
+    let kq = p.K / 4u;
+    for (var k4 = 0u; k4 < kq; k4++) {
+      let b0 = b4[(qc * 4u + 0u) * kq + k4];
+      let b1 = b4[(qc * 4u + 1u) * kq + k4];
+      let b2 = b4[(qc * 4u + 2u) * kq + k4];
+      let b3 = b4[(qc * 4u + 3u) * kq + k4];
+      for (var i = 0u; i < VEC4_ROWS; i++) {
+        let av = a4[min(m0 + i, p.M - 1u) * kq + k4];
+        acc[i] += vec4(dot(av, b0), dot(av, b1), dot(av, b3), dot(av, b3));
+      }
+    }
+  } else {
+    // B is [K,N]: row k's columns 4q..4q+3 are one vec4.
+    for (var k = 0u; k < p.K; k++) {
+      let bv = b4[k * nq + qc];
+      for (var i = 0u; i < VEC4_ROWS; i++) {
+        acc[i] += load_a4(min(m0 + i, p.M - 1u), k) * bv;
+      }
+    }
+  }
+  for (var i = 0u; i < VEC4_ROWS; i++) { store_c4(m0 + i, q, acc[i]); }
 }

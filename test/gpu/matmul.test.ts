@@ -7,12 +7,16 @@ const SHAPES: Array<[string, number, number, number]> = [
   ['tiny', 1, 1, 1],
   ['odd', 7, 13, 5],
   ['not tile multiples', 67, 33, 19],
+  // N and K multiples of 4 (what matmul_vec4 needs; the shapes above test its fallback), M odd,
+  // N not a multiple of the 64 columns of a vec4 workgroup, M not a multiple of its 8 rows.
+  ['vec4-aligned, odd M', 67, 36, 20],
+  ['one column quad', 3, 4, 8],
   ['ViT-Tiny qkv, 25% visible, 4 images', 68, 576, 192],
   ['ViT-Tiny fc2', 65, 192, 768],
 ];
 
 describe('matmul (GPU vs float64 reference)', () => {
-  for (const variant of ['tiled', 'blocked'] as const) {
+  for (const variant of ['tiled', 'blocked', 'vec4'] as const) {
     for (const layout of ['nn', 'nt', 'tn'] as const) {
       for (const [name, M, N, K] of SHAPES) {
         it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}, bias and accumulate`, async () => {

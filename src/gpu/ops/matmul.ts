@@ -7,7 +7,14 @@ import { zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
 export type MatmulLayout = 'nn' | 'nt' | 'tn';
-export type MatmulVariant = 'tiled' | 'blocked';
+export type MatmulVariant = 'tiled' | 'blocked' | 'vec4';
+
+/** Columns per workgroup of matmul_vec4 is 4·LANES; rows per workgroup is 8. */
+const VEC4_LANES = 16;
+const VEC4_ROWS = 8;
+
+/** matmul_vec4 reads B and writes C in vec4s along N and reads A along K in vec4s. */
+export const vec4Aligned = (N: number, K: number): boolean => N % 4 === 0 && K % 4 === 0;
 
 /** The variant used when the caller does not choose one (the kernel lab measures both). */
 export let defaultMatmulVariant: MatmulVariant = 'tiled';
@@ -15,7 +22,7 @@ export function setDefaultMatmulVariant(v: MatmulVariant): void {
   defaultMatmulVariant = v;
 }
 
-/** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). */
+/** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). 'vec4' falls back to 'blocked' unless N and K are multiples of 4. */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
@@ -27,8 +34,15 @@ export function matmul(
     HAS_BIAS: bias ? 1 : 0,
     ACCUMULATE: accumulate ? 1 : 0,
   };
+  const v = variant === 'vec4' && !vec4Aligned(N, K) ? 'blocked' : variant;
+  const bindings = [c, a, b, bias ?? zeros(rec.gpu.device)];
+  if (v === 'vec4') {
+    const groups: [number, number] = [ceilDiv(N, 4 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
+    rec.dispatch({ shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES } }, bindings, [M, N, K, 0], groups);
+    return;
+  }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
-  rec.dispatch({ shader: 'matmul', entry: `matmul_${variant}`, constants }, [c, a, b, bias ?? zeros(rec.gpu.device)], [M, N, K, 0], groups);
+  rec.dispatch({ shader: 'matmul', entry: `matmul_${v}`, constants }, bindings, [M, N, K, 0], groups);
 }
 
 /** dbias[N] (=|+=) Σ_m dy[m, n]. */
