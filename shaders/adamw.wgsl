@@ -1,9 +1,10 @@
-// AdamW over a whole parameter arena, the global gradient norm, and the clip coefficient.
+// AdamW over a whole parameter arena, and the gradient-clipping coefficient. The global
+// gradient norm it takes is loss.wgsl's generic sum (sumReduce's 'l2', in src/gpu/ops/loss.ts).
 //
-// Shape letters: n elements (the arena's size, padding included), R decay ranges, P partial sums.
+// Shape letters: n elements (the arena's size, padding included), R decay ranges.
 // params, grads, m, v are four arenas of one layout (or four tensors of length n).
 //
-// adamw_step — torch.optim.AdamW, one element per thread (2-D grid: i = (wid.y·gx + wid.x)·256 + lid.x):
+// adamw_step — torch.optim.AdamW, one element per thread on a 2-D grid of workgroups (common/grid):
 //   g  = grad[i] · clip[0]                       (clip_grad_norm_ scales the gradient first)
 //   p *= 1 − lr·wd                               (decoupled decay, only where i is in a decay range)
 //   m  = m + (1 − β1)·(g − m)                    (torch's lerp_: = β1·m + (1 − β1)·g)
@@ -15,21 +16,17 @@
 //   Padding between tensors is 0 in all four arenas and stays exactly 0: g = m = v = 0 gives an
 //   update 0 / eps = 0, and the decay multiplies 0.
 //
-// grad_norm_partials — partial[w] = Σ grad[i]² over a fixed grid-stride set of i, per workgroup w:
-//   each thread sums its elements in order, then common/reduce's fixed tree (deterministic).
-//   Bindings: 0 params {n, P}, 1 partials [P] (=), 2 grad [n].
-// grad_norm_finish — out[0] = sqrt(Σ partial), one workgroup, same fixed order. Bindings: 1 out [1] (=), 2 partials [P].
 // clip_coefficient — clip[0] = min(1, max_norm / (norm[0] + 1e-6)) (torch.nn.utils.clip_grad_norm_).
 //   Bindings: 1 clip [1] (=), 2 norm [1].
 // Nothing is saved for a backward; there is none.
 
-// #import common/reduce
+// #import common/grid
 
 struct Params {
   n: u32,
   num_ranges: u32,
   decay_all: u32,        // 1: every element decays (no range table bound)
-  num_partials: u32,
+  _pad0: u32,
   decay_factor: f32,     // 1 − lr·wd
   one_minus_beta1: f32,
   beta2: f32,
@@ -50,9 +47,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> ranges: array<u32>;
 @group(0) @binding(6) var<storage, read_write> clip: array<f32>;
 
-// Reductions (grad_norm_partials, grad_norm_finish, clip_coefficient): one output, one input.
-@group(0) @binding(1) var<storage, read_write> red_out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> red_in: array<f32>;
+// clip_coefficient: one output, one input.
+@group(0) @binding(1) var<storage, read_write> clip_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> norm_in: array<f32>;
 
 const WG = 256u;
 
@@ -69,9 +66,9 @@ fn decays(i: u32) -> bool {
   return lo > 0u && i < ranges[2u * (lo - 1u) + 1u];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adamw_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+  let i = grid_index(wid, nwg, lid.x, WG);
   if (i >= p.n) { return; }
   let g = grad[i] * clip[0];
   var w = param[i];
@@ -85,28 +82,8 @@ fn adamw_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
   param[i] = w;
 }
 
-@compute @workgroup_size(REDUCE_WG)
-fn grad_norm_partials(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let stride = p.num_partials * REDUCE_WG;
-  var s = 0.0;
-  for (var i = wid.x * REDUCE_WG + lid.x; i < p.n; i += stride) {
-    let g = red_in[i];
-    s += g * g;
-  }
-  let total = workgroup_sum(lid.x, s);
-  if (lid.x == 0u) { red_out[wid.x] = total; }
-}
-
-@compute @workgroup_size(REDUCE_WG)
-fn grad_norm_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
-  var s = 0.0;
-  for (var j = lid.x; j < p.num_partials; j += REDUCE_WG) { s += red_in[j]; }
-  let total = workgroup_sum(lid.x, s);
-  if (lid.x == 0u) { red_out[0] = sqrt(total); }
-}
-
 @compute @workgroup_size(1)
 fn clip_coefficient() {
   // f32 throughout, as torch computes it on the gradients' device.
-  red_out[0] = min(1.0, p.max_norm / (red_in[0] + 1e-6));
+  clip_out[0] = min(1.0, p.max_norm / (norm_in[0] + 1e-6));
 }

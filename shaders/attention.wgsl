@@ -83,6 +83,7 @@ fn bhtt_at(b: u32, h: u32, i: u32, j: u32) -> u32 {
 /**
  * Reduces red[r][0..WG) into red[r][0] for every row r, by max or by sum, in a fixed tree.
  * Starts with a barrier (the lanes' partials must be written) and ends with one.
+ * Not common/reduce's workgroup_sum: this reduces ROWS rows at once, by max as well as by sum.
  */
 fn reduce_rows(lane: u32, take_max: bool) {
   for (var s = WG / 2u; s > 0u; s >>= 1u) {

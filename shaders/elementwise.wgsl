@@ -20,9 +20,10 @@
 // must not overlap an input of the same dispatch (in-place ops have their own entry points).
 //
 // Geometry: WG threads per workgroup, one element per thread, the workgroups laid out on a 2-D
-// grid (x ≤ 65535) so that n may exceed 65535·WG.
+// grid (x ≤ 65535, common/grid) so that n may exceed 65535·WG.
 
 // #import common/erf
+// #import common/grid
 
 struct Params { n: u32, C: u32, s: f32, _pad: u32 }
 
@@ -34,10 +35,6 @@ const WG = 256u;
 @group(0) @binding(3) var<storage, read_write> in1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> in2: array<f32>;
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-  return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 fn gelu(x: f32) -> f32 {
   return x * normal_cdf(x);
 }
@@ -48,7 +45,7 @@ fn gelu_grad(x: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = gelu(in0[i]);
 }
@@ -56,7 +53,7 @@ fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // in0 = dout, in1 = x
 @compute @workgroup_size(WG)
 fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = gelu_grad(in1[i]) * in0[i];
 }
@@ -64,7 +61,7 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 // in0 = x, in1 = bias
 @compute @workgroup_size(WG)
 fn bias_gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = gelu(in0[i] + in1[i % p.C]);
 }
@@ -72,42 +69,42 @@ fn bias_gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 // in0 = dout, in1 = x, in2 = bias
 @compute @workgroup_size(WG)
 fn bias_gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = gelu_grad(in1[i] + in2[i % p.C]) * in0[i];
 }
 
 @compute @workgroup_size(WG)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = in0[i] + in1[i];
 }
 
 @compute @workgroup_size(WG)
 fn add_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] += in0[i];
 }
 
 @compute @workgroup_size(WG)
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = p.s * in0[i];
 }
 
 @compute @workgroup_size(WG)
 fn scale_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] *= p.s;
 }
 
 @compute @workgroup_size(WG)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
+  let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = p.s;
 }

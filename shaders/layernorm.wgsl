@@ -18,8 +18,16 @@
 // part of σ (x = 1000 + 0.01·noise); the backward therefore uses the saved mean as a shift too
 // and corrects it by corr_r = Σ(x − mean_r)/C, computed in the same pass as its other sums.
 //
-// Determinism: row reductions are fixed-shape trees in workgroup memory; dweight/dbias are
-// summed over chunks of ROWS_PER_CHUNK rows in order into `partial`, then over chunks in order.
+// Determinism: row reductions are fixed-shape trees in workgroup memory (common/reduce);
+// dweight/dbias are summed over chunks of ROWS_PER_CHUNK rows in order into `partial`, then over
+// chunks in order.
+//
+// Geometry: the row kernels (forward, backward_dx) run one workgroup of REDUCE_WG threads per row
+// (the wrapper sets 64), rows past 65535 spilling into y (common/grid); the per-channel kernels
+// (backward_partial, backward_params) run WG threads per workgroup, one channel per thread.
+
+// #import common/reduce
+// #import common/grid
 
 struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
 
@@ -58,26 +66,14 @@ const ROWS_PER_CHUNK = 32u;
 @group(0) @binding(2) var<storage, read_write> s_dbias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s_partial: array<f32>;
 
-var<workgroup> red1: array<f32, WG>;
-var<workgroup> red3: array<vec3<f32>, WG>;
+var<workgroup> red3: array<vec3<f32>, REDUCE_WG>;
 
-// Tree sums over the workgroup; every invocation gets the total. Call from uniform control flow.
-fn workgroup_sum(tid: u32, v: f32) -> f32 {
-  red1[tid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (tid < s) { red1[tid] += red1[tid + s]; }
-    workgroupBarrier();
-  }
-  let total = red1[0];
-  workgroupBarrier(); // red1 is reused by the next call
-  return total;
-}
-
+// common/reduce's workgroup_sum for vec3 (kept here: only the backward sums three values at once),
+// the same fixed tree; every invocation gets the total. Call from uniform control flow.
 fn workgroup_sum3(tid: u32, v: vec3<f32>) -> vec3<f32> {
   red3[tid] = v;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = REDUCE_WG / 2u; s > 0u; s >>= 1u) {
     if (tid < s) { red3[tid] += red3[tid + s]; }
     workgroupBarrier();
   }
@@ -86,28 +82,23 @@ fn workgroup_sum3(tid: u32, v: vec3<f32>) -> vec3<f32> {
   return total;
 }
 
-// One workgroup per row; rows beyond 65535 spill into the grid's y dimension.
-fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return wid.y * nwg.x + wid.x;
-}
-
-@compute @workgroup_size(WG)
+@compute @workgroup_size(REDUCE_WG)
 fn layernorm_forward(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = row_of(wid, nwg);
+  let row = grid_workgroup(wid, nwg);
   if (row >= p.rows) { return; }
   let C = p.C;
   let base = row * C;
   let shift = f_x[base];
   var s = 0.0;
-  for (var i = tid; i < C; i += WG) { s += f_x[base + i] - shift; }
+  for (var i = tid; i < C; i += REDUCE_WG) { s += f_x[base + i] - shift; }
   let mean_d = workgroup_sum(tid, s) / f32(C);
   var v = 0.0;
-  for (var i = tid; i < C; i += WG) {
+  for (var i = tid; i < C; i += REDUCE_WG) {
     let d = (f_x[base + i] - shift) - mean_d;
     v += d * d;
   }
   let rstd = inverseSqrt(workgroup_sum(tid, v) / f32(C) + p.eps);
-  for (var i = tid; i < C; i += WG) {
+  for (var i = tid; i < C; i += REDUCE_WG) {
     let xhat = ((f_x[base + i] - shift) - mean_d) * rstd;
     f_out[base + i] = xhat * f_weight[i] + f_bias[i];
   }
@@ -119,16 +110,16 @@ fn layernorm_forward(@builtin(local_invocation_index) tid: u32, @builtin(workgro
 
 // dx = rstd · (g − mean(g) − xhat · mean(g·xhat)), g = dout·weight, xhat = (x − mean − corr)·rstd.
 // The three row sums Σd, Σg, Σg·d (d = x − mean) come from one pass; Σg·xhat follows from them.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(REDUCE_WG)
 fn layernorm_backward_dx(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = row_of(wid, nwg);
+  let row = grid_workgroup(wid, nwg);
   if (row >= p.rows) { return; }
   let C = p.C;
   let base = row * C;
   let mean = b_mean[row];
   let rstd = b_rstd[row];
   var acc = vec3(0.0);
-  for (var i = tid; i < C; i += WG) {
+  for (var i = tid; i < C; i += REDUCE_WG) {
     let d = b_x[base + i] - mean;
     let g = b_dout[base + i] * b_weight[i];
     acc += vec3(d, g, g * d);
@@ -138,7 +129,7 @@ fn layernorm_backward_dx(@builtin(local_invocation_index) tid: u32, @builtin(wor
   let corr = sums.x * inv_c;
   let mean_g = sums.y * inv_c;
   let mean_gxhat = rstd * (sums.z - corr * sums.y) * inv_c;
-  for (var i = tid; i < C; i += WG) {
+  for (var i = tid; i < C; i += REDUCE_WG) {
     let xhat = ((b_x[base + i] - mean) - corr) * rstd;
     let g = b_dout[base + i] * b_weight[i];
     b_dx[base + i] = rstd * (g - mean_g - xhat * mean_gxhat);

@@ -14,7 +14,7 @@
 //   distill_row_loss       1 row_loss[R] = Σ_c f(t̂ − ŝ), f = |·| or (·)²                   2 teacher 3 student
 //   distill_backward       1 dstudent[R,C] = d(scale·Σ f(t̂ − ŝ))/dstudent                  2 teacher 3 student
 //   reduce_sum_partial     1 partials[G] = per-workgroup Σ x (or Σ x²)                     2 x
-//   reduce_sum_final       1 out[1] = scale · Σ partials                                   2 partials
+//   reduce_sum_final       1 out[1] = scale · Σ partials (or scale · sqrt(Σ partials))     2 partials
 // x̂ = x / max(‖x‖₂, 1e-12) per row, as torch.nn.functional.normalize. The teacher is frozen:
 // only the student side gets a gradient. Nothing is saved by a forward for its backward: the
 // backwards recompute the per-row norms (cheap, and it keeps the caller's tensors the only state).
@@ -26,11 +26,14 @@
 // any row count fits in the 65535-workgroup limit.
 
 // #import common/reduce
+// #import common/grid
 
 // Distillation: L2 (MSE) instead of L1 (the recipe's default).
 override DIST_L2: bool = false;
 // Generic sum: sum x² instead of x (sums of squares for gradient norms).
 override SQUARE: bool = false;
+// Generic sum: the final pass takes the square root (with SQUARE: the L2 norm, AdamW's grad norm).
+override ROOT: bool = false;
 
 const NORM_EPS = 1e-12;   // F.normalize's eps
 const PIX_EPS = 1e-6;     // MAE's norm_pix_loss eps
@@ -130,7 +133,7 @@ fn mae_loss_backward(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * EW_WG + lid;
+  let i = grid_index(wid, nwg, lid, EW_WG);
   if (i >= p.rows * p.cols) { return; }
   let coef = 2.0 * p.scale / (f32(p.cols) * in_mask_sum[0]);
   out[i] = in_mask[i / p.cols] * coef * (in_pred[i] - in_target[i]);
@@ -139,6 +142,21 @@ fn mae_loss_backward(
 // ---- DMAE feature distillation ---------------------------------------------------------------
 // rows = R, cols = C. Per row: both norms, then Σ_c f(t̂ − ŝ). The mean over R·C is taken by
 // the generic sum over row_loss (reduce_sum_*, scale 1/(R·C)).
+
+// (‖teacher row‖₂, ‖student row‖₂) of the row at `base`, unclamped, to every invocation. Has
+// barriers (workgroup_sum): call from uniform control flow.
+fn row_norms(lid: u32, base: u32, C: u32) -> vec2<f32> {
+  var tt = 0.0;
+  var ss = 0.0;
+  for (var c = lid; c < C; c += REDUCE_WG) {
+    let t = in_teacher[base + c];
+    let s = in_student[base + c];
+    tt += t * t;
+    ss += s * s;
+  }
+  return vec2(sqrt(workgroup_sum(lid, tt)), sqrt(workgroup_sum(lid, ss)));
+}
+
 @compute @workgroup_size(REDUCE_WG)
 fn distill_row_loss(
   @builtin(local_invocation_index) lid: u32,
@@ -148,16 +166,9 @@ fn distill_row_loss(
   let C = p.cols;
   for (var r = wid.x; r < p.rows; r += nwg.x) {
     let base = r * C;
-    var tt = 0.0;
-    var ss = 0.0;
-    for (var c = lid; c < C; c += REDUCE_WG) {
-      let t = in_teacher[base + c];
-      let s = in_student[base + c];
-      tt += t * t;
-      ss += s * s;
-    }
-    let nt = max(sqrt(workgroup_sum(lid, tt)), NORM_EPS);
-    let ns = max(sqrt(workgroup_sum(lid, ss)), NORM_EPS);
+    let norms = row_norms(lid, base, C);
+    let nt = max(norms.x, NORM_EPS);
+    let ns = max(norms.y, NORM_EPS);
     var acc = 0.0;
     for (var c = lid; c < C; c += REDUCE_WG) {
       let d = in_teacher[base + c] / nt - in_student[base + c] / ns;
@@ -180,16 +191,9 @@ fn distill_backward(
   let C = p.cols;
   for (var r = wid.x; r < p.rows; r += nwg.x) {
     let base = r * C;
-    var tt = 0.0;
-    var ss = 0.0;
-    for (var c = lid; c < C; c += REDUCE_WG) {
-      let t = in_teacher[base + c];
-      let s = in_student[base + c];
-      tt += t * t;
-      ss += s * s;
-    }
-    let nt = max(sqrt(workgroup_sum(lid, tt)), NORM_EPS);
-    let norm_s = sqrt(workgroup_sum(lid, ss));
+    let norms = row_norms(lid, base, C);
+    let nt = max(norms.x, NORM_EPS);
+    let norm_s = norms.y;
     let ns = max(norm_s, NORM_EPS);
     var sg = 0.0;
     for (var c = lid; c < C; c += REDUCE_WG) {
@@ -213,10 +217,10 @@ fn distill_grad(th: f32, sh: f32) -> f32 {
 }
 
 // ---- Generic deterministic sum ------------------------------------------------------------------
-// out[0] = scale · Σ_{i<count} x[i] (or x[i]² with SQUARE), in two dispatches:
-// reduce_sum_partial with G workgroups writes partials[G] (each thread sums a strided share in
-// order, then the tree), and reduce_sum_final (one workgroup) sums the G partials. G depends
-// only on count, so the order, and the bits, depend only on the inputs.
+// out[0] = scale · Σ_{i<count} x[i] (x[i]² with SQUARE; scale · sqrt(Σ) with ROOT), in two
+// dispatches: reduce_sum_partial with G workgroups writes partials[G] (each thread sums a strided
+// share in order, then the tree), and reduce_sum_final (one workgroup) sums the G partials. G
+// depends only on count, so the order, and the bits, depend only on the inputs.
 @compute @workgroup_size(REDUCE_WG)
 fn reduce_sum_partial(
   @builtin(local_invocation_index) lid: u32,
@@ -238,5 +242,5 @@ fn reduce_sum_final(@builtin(local_invocation_index) lid: u32) {
   var acc = 0.0;
   for (var i = lid; i < p.count; i += REDUCE_WG) { acc += in_x[i]; }
   let total = workgroup_sum(lid, acc);
-  if (lid == 0u) { out[0] = total * p.scale; }
+  if (lid == 0u) { out[0] = select(total, sqrt(total), ROOT) * p.scale; }
 }

@@ -22,8 +22,13 @@
 // Nothing is saved beyond the ids. Every output element is written by exactly one thread (the
 // ids of one image are distinct), and the two sums run over n, l in order: no atomics, and the
 // same inputs give the same bits.
+// Element kernels: 256 threads per workgroup on a 2-D grid of workgroups (common/grid).
+
+// #import common/grid
 
 struct Params { N: u32, L: u32, V: u32, D: u32 }
+
+const WG = 256u; // threads per workgroup of the element kernels (grid2d's perGroup)
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -31,15 +36,10 @@ struct Params { N: u32, L: u32, V: u32, D: u32 }
 @group(0) @binding(3) var<storage, read_write> token: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
 
-// 256 threads per workgroup on a 2-D grid of workgroups (x up to 65535).
-fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-  return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
-
 // dst = out [N, 1+V, D], rows = x [N, L, D], token = cls [D], ids = ids_keep [N, V].
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_visible(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * (1u + u.V) * u.D) { return; }
   let d = t % u.D;
   let r = t / u.D;
@@ -53,18 +53,18 @@ fn gather_visible(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 // dst = dx [N, L, D]: clear it, so the masked rows read zero after the scatter.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_visible_zero(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * u.L * u.D) { return; }
   dst[t] = 0.0;
 }
 
 // dst = dx [N, L, D], rows = dout [N, 1+V, D], ids = ids_keep [N, V]. One thread per (n, j, d);
 // the V ids of an image are distinct, so no two threads write the same element.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_visible_scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * u.V * u.D) { return; }
   let d = t % u.D;
   let r = t / u.D; // n·V + j
@@ -84,9 +84,9 @@ fn cls_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // dst = out [N, 1+L, D], rows = x [N, 1+V, D], token = mask_token [D], ids = ids_restore [N, L].
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn insert_mask_tokens(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * (1u + u.L) * u.D) { return; }
   let d = t % u.D;
   let r = t / u.D;
@@ -108,9 +108,9 @@ fn insert_mask_tokens(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 // (n, row of dout, d): row 0 and each kept row land on a distinct row of dx, and together they
 // cover all of dx (ids_restore is a permutation, so each j < V occurs once), so every element of
 // dx is written exactly once and no clearing pass is needed.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn insert_mask_tokens_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * (1u + u.L) * u.D) { return; }
   let d = t % u.D;
   let r = t / u.D;

@@ -16,20 +16,20 @@
 // no gradient, and the position embedding is fixed, so add_pos_embed's backward is the identity.
 //
 // Dispatch: 256 threads per workgroup on a 2-D grid of workgroups (x up to 65535), so that a
-// large batch never needs more than 65535 workgroups in one dimension.
+// large batch never needs more than 65535 workgroups in one dimension (common/grid).
+
+// #import common/grid
 
 struct Params {
   N: u32, C: u32, H: u32, W: u32,
   P: u32, D: u32, L: u32, pos_start: u32,
 }
 
+const WG = 256u; // threads per workgroup of the element kernels (grid2d's perGroup)
+
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read_write> src: array<f32>;
-
-fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-  return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
 // img element for (n, c, patch l, pixel (i, j) inside the patch).
 fn img_index(n: u32, c: u32, l: u32, i: u32, j: u32) -> u32 {
@@ -40,9 +40,9 @@ fn img_index(n: u32, c: u32, l: u32, i: u32, j: u32) -> u32 {
 }
 
 // dst = patches [N·L, C·P·P], src = img.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn patchify_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   let K = u.C * u.P * u.P;
   if (t >= u.N * u.L * K) { return; }
   let k = t % K;
@@ -54,9 +54,9 @@ fn patchify_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 }
 
 // dst = target [N, L, P·P·C], src = img.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn patchify_target(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   let K = u.P * u.P * u.C;
   if (t >= u.N * u.L * K) { return; }
   let k = t % K;
@@ -69,9 +69,9 @@ fn patchify_target(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 // dst = img [N, C, H, W], src = patches [N, L, P·P·C]; one thread per pixel, so the image is
 // gathered (each pixel written once) rather than scattered.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn unpatchify(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   if (t >= u.N * u.C * u.H * u.W) { return; }
   let x = t % u.W;
   let y = (t / u.W) % u.H;
@@ -84,9 +84,9 @@ fn unpatchify(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // dst = x [N, L, D] (in place), src = pos table; the slice used starts at element pos_start
 // (D to skip a cls row), so the caller can bind the whole (1+L)·D table at any width.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn add_pos_embed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = flat_index(wid, nwg, lid);
+  let t = grid_index(wid, nwg, lid.x, WG);
   let LD = u.L * u.D;
   if (t >= u.N * LD) { return; }
   dst[t] = dst[t] + src[u.pos_start + t % LD];

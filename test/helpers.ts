@@ -107,6 +107,20 @@ export function gpuTensor(gpu: Gpu, data: Float64Array | Uint32Array | number, l
   return createTensor(gpu.device, data.length, label, typed);
 }
 
+/** Whether two float32 arrays hold the same bits (+0 and −0 differ; NaN equals the same NaN). */
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** Determinism checks: asserts bit-identical outputs; on failure names the first element that differs. */
+export function expectSameBits(got: Float32Array, want: Float32Array, what = 'tensor'): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  if (sameBits(got, want)) return;
+  const g = new Uint32Array(got.buffer, got.byteOffset, got.length), w = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  const i = g.findIndex((x, k) => x !== w[k]);
+  throw new Error(`${what}: not bit-identical; first difference at [${i}]: ${got[i]} vs ${want[i]}`);
+}
+
 export const read = (gpu: Gpu, t: Tensor): Promise<Float32Array> => readback(gpu.device, t);
 export const readU32 = (gpu: Gpu, t: Tensor): Promise<Uint32Array> => readbackU32(gpu.device, t);
 

@@ -4,6 +4,7 @@
  * argument order as src/gpu/ops/adamw.ts.
  */
 import { adamwScalars, type AdamwOptions } from '../gpu/ops/adamw';
+import { sumReduce } from './loss';
 export { ADAMW_DEFAULTS, decayRanges, decaysByRecipe, noWeightDecay, type AdamwOptions } from '../gpu/ops/adamw';
 
 type Vec = Float64Array;
@@ -28,11 +29,9 @@ export function adamwStep(params: Vec, grads: Vec, m: Vec, v: Vec, ranges: Uint3
   }
 }
 
-/** out[0] = ‖grads[0..n)‖₂. */
+/** out[0] = ‖grads[0..n)‖₂: the generic sum's 'norm', as on the GPU. */
 export function globalGradNorm(out: Vec, grads: Vec, n: number): void {
-  let s = 0;
-  for (let i = 0; i < n; i++) s += grads[i] * grads[i];
-  out[0] = Math.sqrt(s);
+  sumReduce(out, grads, n, 'norm');
 }
 
 /** clipCoef[0] = min(1, maxNorm / (norm[0] + 1e-6)). */

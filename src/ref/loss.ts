@@ -7,11 +7,11 @@ type Vec = Float64Array;
 const NORM_EPS = 1e-12;
 const PIX_EPS = 1e-6;
 
-/** out[0] = scale · Σ_{i<n} x[i] ('sum') or scale · Σ x[i]² ('sumsq'). */
-export function sumReduce(out: Vec, x: Vec, n: number, op: 'sum' | 'sumsq' = 'sum', scale = 1): void {
+/** out[0] = scale · Σ_{i<n} x[i] ('sum'), scale · Σ x[i]² ('sumsq') or scale · sqrt(Σ x[i]²) ('norm'). */
+export function sumReduce(out: Vec, x: Vec, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1): void {
   let s = 0;
-  for (let i = 0; i < n; i++) s += op === 'sumsq' ? x[i] * x[i] : x[i];
-  out[0] = s * scale;
+  for (let i = 0; i < n; i++) s += op === 'sum' ? x[i] : x[i] * x[i];
+  out[0] = (op === 'norm' ? Math.sqrt(s) : s) * scale;
 }
 
 /** out[rows, P] = (x − mean)/sqrt(var_unbiased + 1e-6) per row. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/attention';
 import * as ref from '../../src/ref/attention';
-import { TOL, checkGradients, dot, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
 
 // [name, B, T, H, hd]
 const SHAPES: Array<[string, number, number, number, number]> = [
@@ -76,16 +76,16 @@ describe('attention (GPU vs float64 reference)', () => {
     const [B, T, H, hd] = [2, 65, 4, 32];
     const D = H * hd;
     const qkv = gpuTensor(gpu, randn(B * T * 3 * D, 51, 2)), dout = gpuTensor(gpu, randn(B * T * D, 52));
-    const bits: Buffer[][] = [];
+    const outs: Float32Array[][] = [];
     for (let rep = 0; rep < 2; rep++) {
       const out = gpuTensor(gpu, B * T * D), probs = gpuTensor(gpu, B * H * T * T), dqkv = gpuTensor(gpu, B * T * 3 * D);
       await run(gpu, (rec) => {
         gpuOps.attentionForward(rec, out, probs, qkv, B, T, H, hd);
         gpuOps.attentionBackward(rec, dqkv, dout, qkv, probs, B, T, H, hd);
       });
-      bits.push(await Promise.all([out, probs, dqkv].map(async (x) => Buffer.from((await read(gpu, x)).buffer))));
+      outs.push([await read(gpu, out), await read(gpu, probs), await read(gpu, dqkv)]);
     }
-    for (let i = 0; i < 3; i++) expect(bits[0][i].equals(bits[1][i]), ['out', 'probs', 'dqkv'][i]).toBe(true);
+    ['out', 'probs', 'dqkv'].forEach((what, i) => expectSameBits(outs[1][i], outs[0][i], what));
   });
 });
 

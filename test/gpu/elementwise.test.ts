@@ -3,10 +3,11 @@ import { composeShader } from '../../src/gpu/kernels';
 import { loadShaderSourcesFromDisk } from '../../src/gpu/shader-sources-disk';
 import { createTensor } from '../../src/gpu/buffers';
 import * as gpuOps from '../../src/gpu/ops/elementwise';
+import { grid2d } from '../../src/gpu/ops/common';
 import * as ref from '../../src/ref/elementwise';
 import { biasBackward } from '../../src/ref/matmul';
 import type { Gpu } from '../../src/gpu/device';
-import { TOL, checkGradients, dot, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
 
 const fround = (a: Float64Array): Float64Array => a.map(Math.fround);
 
@@ -126,7 +127,7 @@ describe('GELU (GPU vs float64 reference)', () => {
       await run(gpu, (rec) => gpuOps.geluBackward(rec, dx, tdout, tx, n));
       outs.push(await read(gpu, dx));
     }
-    expect(Buffer.from(outs[0].buffer).equals(Buffer.from(outs[1].buffer))).toBe(true);
+    expectSameBits(outs[1], outs[0], 'gelu backward dx');
   });
 });
 
@@ -162,7 +163,7 @@ describe('add, addInPlace, scale, fill (GPU vs float64 reference)', () => {
   it('n > 65535·256 elements (2-D grid)', async () => {
     const gpu = await testGpu();
     const n = 65535 * 256 + 1001;
-    expect(gpuOps.elementwiseGroups(n)[1]).toBe(2);
+    expect(grid2d(n)[1]).toBe(2);
     const a = randn(n, 901), b = randn(n, 902);
     const ta = gpuTensor(gpu, a), tb = gpuTensor(gpu, b), out = gpuTensor(gpu, n);
     await run(gpu, (rec) => {

@@ -3,7 +3,7 @@ import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
 import * as gpuOps from '../../src/gpu/ops/layernorm';
 import * as ref from '../../src/ref/layernorm';
 import type { Gpu } from '../../src/gpu/device';
-import { TOL, checkGradients, dot, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
 
 // [name, rows, C]
 const SHAPES: Array<[string, number, number]> = [
@@ -124,7 +124,7 @@ describe('layernorm (GPU vs float64 reference)', () => {
     const a = await onGpu(gpu, k, rows, C);
     const b = await onGpu(gpu, k, rows, C);
     for (const key of ['out', 'mean', 'rstd', 'dx', 'dweight', 'dbias'] as const) {
-      expect(Buffer.from(a[key].buffer).equals(Buffer.from(b[key].buffer)), key).toBe(true);
+      expectSameBits(b[key], a[key], key);
     }
   });
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/loss';
 import * as ref from '../../src/ref/loss';
 import type { Gpu } from '../../src/gpu/device';
-import { TOL, checkGradients, expectClose, gpuTensor, permutation, randn, read, run, testGpu, type Tolerance } from '../helpers';
+import { TOL, checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, testGpu, type Tolerance } from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
 function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
@@ -23,8 +23,6 @@ function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
   for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
   return { atol: tol.atol * m, rtol: tol.rtol };
 }
-
-const sameBits = (a: Float32Array, b: Float32Array): boolean => Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
 
 // [name, N, L, P, lenKeep]
 const MAE_CASES: Array<[string, number, number, number, number]> = [
@@ -108,7 +106,7 @@ describe('MAE masked MSE (GPU vs float64 reference)', () => {
     for (let i = 0; i < pred2.length; i++) if (mask[Math.floor(i / P)] === 0) pred2[i] = junk[i];
     const a = await maeOnGpu(gpu, pred, target, mask, N, L, P, true, 1);
     const b = await maeOnGpu(gpu, pred2, target, mask, N, L, P, true, 1);
-    expect(sameBits(a.loss, b.loss), `loss ${a.loss[0]} vs ${b.loss[0]}`).toBe(true);
+    expectSameBits(b.loss, a.loss, 'loss');
     // Values, not bits: mask 0 times a negative difference is −0, which is still no gradient.
     expect(a.dpred.every((v, i) => v === b.dpred[i]), 'dpred unchanged').toBe(true);
     for (let i = 0; i < pred.length; i++) if (mask[Math.floor(i / P)] === 0) expect(a.dpred[i] === 0, `dpred[${i}] at a kept patch`).toBe(true);
@@ -220,13 +218,13 @@ describe('determinism', () => {
       runs.push({ mae, l1, l2, s: await read(gpu, s) });
     }
     const [a, b] = runs;
-    expect(sameBits(a.mae.loss, b.mae.loss), 'MAE loss').toBe(true);
-    expect(sameBits(a.mae.dpred, b.mae.dpred), 'MAE dpred').toBe(true);
-    expect(sameBits(a.l1.loss, b.l1.loss), 'L1 distill loss').toBe(true);
-    expect(sameBits(a.l1.dstudent, b.l1.dstudent), 'L1 dstudent').toBe(true);
-    expect(sameBits(a.l2.loss, b.l2.loss), 'L2 distill loss').toBe(true);
-    expect(sameBits(a.l2.dstudent, b.l2.dstudent), 'L2 dstudent').toBe(true);
-    expect(sameBits(a.s, b.s), 'sumReduce').toBe(true);
+    expectSameBits(b.mae.loss, a.mae.loss, 'MAE loss');
+    expectSameBits(b.mae.dpred, a.mae.dpred, 'MAE dpred');
+    expectSameBits(b.l1.loss, a.l1.loss, 'L1 distill loss');
+    expectSameBits(b.l1.dstudent, a.l1.dstudent, 'L1 dstudent');
+    expectSameBits(b.l2.loss, a.l2.loss, 'L2 distill loss');
+    expectSameBits(b.l2.dstudent, a.l2.dstudent, 'L2 dstudent');
+    expectSameBits(b.s, a.s, 'sumReduce');
   });
 });
 

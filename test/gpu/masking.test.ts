@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/masking';
 import * as ref from '../../src/ref/masking';
-import { TOL, checkGradients, dot, expectClose, gpuTensor, randn, read, rng, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, rng, run, testGpu } from '../helpers';
 
 /** Uniform noise in [0, 1) as float32, what torch.rand(N, L) gives. */
 function noise(n: number, seed: number): Float32Array {
@@ -132,7 +132,7 @@ describe('masking kernels (GPU vs float64 reference)', () => {
       });
       outs.push([await read(gpu, dm), await read(gpu, dxDec), await read(gpu, dcls), await read(gpu, dxEnc)]);
     }
-    outs[0].forEach((a, k) => expect(Buffer.from(a.buffer).equals(Buffer.from(outs[1][k].buffer)), `output ${k}`).toBe(true));
+    outs[0].forEach((a, k) => expectSameBits(outs[1][k], a, `output ${k}`));
   });
 });
 

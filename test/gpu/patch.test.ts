@@ -3,7 +3,7 @@ import * as gpuOps from '../../src/gpu/ops/patch';
 import { linearForward as gpuLinearForward } from '../../src/gpu/ops/matmul';
 import * as ref from '../../src/ref/patch';
 import { linearForward as refLinearForward } from '../../src/ref/matmul';
-import { TOL, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, expectClose, expectSameBits, gpuTensor, randn, read, run, sameBits, testGpu } from '../helpers';
 
 // [name, N, C, H, W, p]
 const SHAPES: Array<[string, number, number, number, number, number]> = [
@@ -121,10 +121,10 @@ describe('patchify, patch embedding and unpatchify (GPU vs float64 reference)', 
       await run(gpu, (rec) => gpuOps.patchifyConv(rec, t, img, N, C, H, W, p));
       outs.push(await read(gpu, t));
     }
-    expect(Buffer.from(outs[0].buffer).equals(Buffer.from(outs[1].buffer))).toBe(true);
+    expectSameBits(outs[1], outs[0], 'patchifyConv');
     const target = gpuTensor(gpu, N * C * H * W);
     await run(gpu, (rec) => gpuOps.patchifyTarget(rec, target, img, N, C, H, W, p));
-    expect(Buffer.from((await read(gpu, target)).buffer).equals(Buffer.from(outs[0].buffer))).toBe(false);
+    expect(sameBits(await read(gpu, target), outs[0])).toBe(false);
   });
 
   it('rejects an image that is not a whole number of patches', async () => {

@@ -1,14 +1,15 @@
 /**
- * AdamW over the parameter arena, the global gradient norm and its clip coefficient
- * (shaders/adamw.wgsl). Matches torch.optim.AdamW and torch.nn.utils.clip_grad_norm_.
+ * AdamW over the parameter arena and the clip coefficient (shaders/adamw.wgsl), and the global
+ * gradient norm (loss.ts's generic sum). Matches torch.optim.AdamW and torch.nn.utils.clip_grad_norm_.
  *
  * One training step: globalGradNorm → clipCoefficient (or fill clipCoef with 1 when clipping is
  * off) → adamwStep; all on the GPU, no readback. params, grads, m, v are four arenas of one
  * layout; padding between tensors is 0 in all four and stays 0.
  */
-import { createTensor, type ArenaLayout } from '../buffers';
-import { ceilDiv, type Recorder, type Tensor } from '../kernels';
-import { zeros } from './common';
+import type { ArenaLayout } from '../buffers';
+import type { Recorder, Tensor } from '../kernels';
+import { grid2d, zeros } from './common';
+import { sumReduce } from './loss';
 
 export interface AdamwOptions {
   lr: number;
@@ -85,13 +86,6 @@ export function decayRanges(layout: ArenaLayout, decays: (name: string, shape: r
 }
 
 const WG = 256;
-const MAX_GROUPS = 65535;
-
-/** A 2-D grid of at least `groups` workgroups, at most 65535 per dimension, rows as equal as possible. */
-function grid2d(groups: number): [number, number] {
-  const y = ceilDiv(groups, MAX_GROUPS);
-  return [ceilDiv(groups, y), y];
-}
 
 /**
  * One AdamW step over n elements: params, m, v updated in place (=), grads read-only and scaled
@@ -112,31 +106,16 @@ export function adamwStep(
       { f32: s.decayFactor }, { f32: s.oneMinusBeta1 }, { f32: s.beta2 }, { f32: s.oneMinusBeta2 },
       { f32: s.stepSize }, { f32: s.bc2Sqrt }, { f32: s.eps }, { f32: 0 },
     ],
-    grid2d(ceilDiv(n, WG)),
+    grid2d(n, WG),
   );
 }
 
-/** Partial sums: at most this many workgroups; beyond 256·MAX_PARTIALS elements each thread loops. */
-const MAX_PARTIALS = 2048;
-const partialScratch = new WeakMap<GPUDevice, Tensor>();
-
-/** The per-device partial-sum scratch (allocated once at its largest size: 8 KiB). */
-function partials(device: GPUDevice, count: number): Tensor {
-  let t = partialScratch.get(device);
-  if (!t || t.length < count) partialScratch.set(device, (t = createTensor(device, Math.max(count, MAX_PARTIALS), 'grad-norm-partials')));
-  return t;
-}
-
-/** The number of partial sums (workgroups of the first pass) for n elements; depends on n only. */
-export const gradNormPartials = (n: number): number => Math.max(1, Math.min(ceilDiv(n, WG), MAX_PARTIALS));
-
-/** out[0] = ‖grads[0..n)‖₂ (=), in a fixed order: per-workgroup partial sums, then one workgroup. */
+/**
+ * out[0] = ‖grads[0..n)‖₂ (=), on the GPU in a fixed order: loss.ts's generic deterministic sum
+ * of squares (per-workgroup partials, then one workgroup) with the square root in its last pass.
+ */
 export function globalGradNorm(rec: Recorder, out: Tensor, grads: Tensor, n: number): void {
-  const P = gradNormPartials(n);
-  const scratch = partials(rec.gpu.device, P);
-  const params = [n, 0, 0, P, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }];
-  rec.dispatch({ shader: 'adamw', entry: 'grad_norm_partials' }, [scratch, grads], params, [P]);
-  rec.dispatch({ shader: 'adamw', entry: 'grad_norm_finish' }, [out, scratch], params, [1]);
+  sumReduce(rec, out, grads, n, 'norm');
 }
 
 /** clipCoef[0] = min(1, maxNorm / (norm[0] + 1e-6)) (=), torch.nn.utils.clip_grad_norm_'s rule. */

@@ -7,8 +7,8 @@
  *   out   [B, T, D]    heads concatenated along channels
  */
 import { GpuError } from '../device';
-import { createTensor } from '../buffers';
 import { ceilDiv, type Param, type Recorder, type Tensor } from '../kernels';
+import { scratch } from './common';
 
 // Must match the constants of shaders/attention.wgsl.
 const WG = 64;
@@ -35,16 +35,6 @@ export function attentionForward(rec: Recorder, out: Tensor, probs: Tensor, qkv:
   rec.dispatch({ shader: 'attention', entry: 'attention_weighted_sum' }, [out, probs, qkv], p, columnGroups(B, T, H, hd));
 }
 
-/** dS [B,H,T,T] between the two backward dispatches: one per device, grown when too small, never per call. */
-const dscoresScratch = new WeakMap<GPUDevice, Tensor>();
-
-function scratch(device: GPUDevice, length: number): Tensor {
-  let t = dscoresScratch.get(device);
-  // The old buffer is dropped, not destroyed: dispatches recorded earlier in this submission may still use it.
-  if (!t || t.length < length) dscoresScratch.set(device, (t = createTensor(device, length, 'attention-dscores')));
-  return t;
-}
-
 /**
  * dqkv[B,T,3D] (assigned, all three parts): dq = dS·k·scale, dk = dSᵀ·q·scale, dv = Pᵀ·dout,
  * with dP = dout·vᵀ and dS = P ⊙ (dP − rowsum(dP ⊙ P)).
@@ -54,7 +44,8 @@ export function attentionBackward(
   B: number, T: number, H: number, hd: number,
 ): void {
   const p = params(B, T, H, hd);
-  const dscores = scratch(rec.gpu.device, B * H * T * T);
+  // dS [B,H,T,T] between the two dispatches: a per-device scratch, grown when too small, never per call.
+  const dscores = scratch(rec.gpu.device, 'attention-dscores', B * H * T * T);
   rec.dispatch({ shader: 'attention', entry: 'attention_backward_scores' }, [dscores, dout, qkv, probs], p, [ceilDiv(T, ROWS), H, B]);
   rec.dispatch({ shader: 'attention', entry: 'attention_backward_qkv' }, [dqkv, dscores, probs, qkv, dout], p, columnGroups(B, T, H, hd));
 }

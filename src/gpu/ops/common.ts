@@ -1,6 +1,6 @@
 /** Small shared pieces of the op wrappers. */
 import { createTensor } from '../buffers';
-import type { Tensor } from '../kernels';
+import { ceilDiv, type Tensor } from '../kernels';
 
 const zeroTensors = new WeakMap<GPUDevice, Tensor>();
 
@@ -9,4 +9,43 @@ export function zeros(device: GPUDevice): Tensor {
   let t = zeroTensors.get(device);
   if (!t) zeroTensors.set(device, (t = createTensor(device, 64, 'zeros')));
   return t;
+}
+
+/** WebGPU's default maxComputeWorkgroupsPerDimension, which is what openDevice asks for. */
+export const MAX_WORKGROUPS_PER_DIM = 65535;
+
+/**
+ * Workgroups for `items` work items, `perGroup` to a workgroup (one element per thread of a
+ * 256-thread workgroup; 1 for one row per workgroup), on a 2-D grid that fills x up to
+ * `maxPerDim` and spills into y, so a dispatch may exceed 65535 workgroups. The WGSL side is
+ * shaders/common/grid.wgsl (grid_index, grid_workgroup); the kernel must bounds-check, as the
+ * last row of the grid may be partial.
+ */
+export function grid2d(items: number, perGroup = 256, maxPerDim = MAX_WORKGROUPS_PER_DIM): [number, number] {
+  const groups = ceilDiv(items, perGroup);
+  if (groups <= maxPerDim) return [groups, 1];
+  return [maxPerDim, ceilDiv(groups, maxPerDim)];
+}
+
+const scratchByDevice = new WeakMap<GPUDevice, Map<string, Tensor>>();
+
+/**
+ * A scratch tensor of exactly `length` elements, one buffer per (device, key), allocated when
+ * first needed and grown (to at least 1.5× its old size, within the device's binding limit) only
+ * when a call needs more, never per call. The old buffer is dropped, not destroyed: dispatches
+ * recorded earlier in the same, not yet submitted, command buffer may still bind it. Dispatches
+ * recorded one after another may share a key: WebGPU orders compute passes, so a later pass sees
+ * an earlier one's writes finished. Two tensors bound in the same dispatch need different keys.
+ */
+export function scratch(device: GPUDevice, key: string, length: number): Tensor {
+  let byKey = scratchByDevice.get(device);
+  if (!byKey) scratchByDevice.set(device, (byKey = new Map()));
+  let t = byKey.get(key);
+  if (!t || t.length < length) {
+    const limit = Math.floor(Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize) / 4);
+    const grown = t ? Math.min(Math.ceil(t.length * 1.5), limit) : 0;
+    t = createTensor(device, ceilDiv(Math.max(length, grown, 1), 64) * 64, `scratch:${key}`);
+    byKey.set(key, t);
+  }
+  return { buffer: t.buffer, offset: 0, length };
 }

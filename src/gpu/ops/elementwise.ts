@@ -4,20 +4,14 @@
  * An output must not overlap an input (WebGPU rejects aliasing writable bindings); the in-place
  * forms are addInPlace and scale with out === x.
  */
-import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import type { Recorder, Tensor } from '../kernels';
+import { grid2d } from './common';
 
 const WG = 256;
 
-/** Workgroups for n elements, one per thread: a 2-D grid so that n may exceed 65535·WG. */
-export function elementwiseGroups(n: number, maxPerDim = 65535): [number, number] {
-  const groups = ceilDiv(n, WG);
-  if (groups <= maxPerDim) return [groups, 1];
-  return [maxPerDim, ceilDiv(groups, maxPerDim)];
-}
-
+/** One element per thread, on a 2-D grid (grid2d) so that n may exceed 65535·WG. */
 function dispatch(rec: Recorder, entry: string, bindings: Tensor[], n: number, C = 1, s = 0): void {
-  const groups = elementwiseGroups(n, rec.gpu.device.limits.maxComputeWorkgroupsPerDimension);
-  rec.dispatch({ shader: 'elementwise', entry }, bindings, [n, C, { f32: s }, 0], groups);
+  rec.dispatch({ shader: 'elementwise', entry }, bindings, [n, C, { f32: s }, 0], grid2d(n, WG));
 }
 
 const sameTensor = (a: Tensor, b: Tensor): boolean => a.buffer === b.buffer && a.offset === b.offset;

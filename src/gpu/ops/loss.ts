@@ -4,16 +4,14 @@
  *
  * Every output is assigned (=). Every reduction has a fixed order (per-workgroup partials, then
  * one small dispatch), so the same inputs give bit-identical losses and gradients. The scratch
- * these need (partial sums, per-row distillation losses, Σmask) is allocated lazily once per
- * device and grown when too small, never per call. Dispatches recorded one after another may
- * share it: WebGPU orders compute passes, so a later one sees the earlier one's writes finished.
+ * these need (partial sums, per-row distillation losses, Σmask) is common.ts's per-device scratch,
+ * grown when too small, never per call.
  */
-import { createTensor } from '../buffers';
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { grid2d, MAX_WORKGROUPS_PER_DIM, scratch } from './common';
 
 export type DistillKind = 'l1' | 'l2';
 
-const MAX_WORKGROUPS = 65535;
 /** Workgroup width of the generic sum; the partial count is at most this (one per thread of the final pass). */
 const SUM_WG = 256;
 /** Elements a thread of reduce_sum_partial should sum at least, before more workgroups are worth it. */
@@ -23,48 +21,32 @@ const EW_WG = 256; // mae_loss_backward
 /** Row kernels (one workgroup per row): a narrower workgroup for short rows wastes fewer lanes. */
 const rowWorkgroup = (cols: number): number => (cols <= 64 ? 64 : cols <= 128 ? 128 : 256);
 
-// ---- scratch ---------------------------------------------------------------------------------
-
-const scratchByDevice = new WeakMap<GPUDevice, Map<string, Tensor>>();
-
-/**
- * A named scratch tensor of at least `length` elements, one per device and name. It grows
- * (to the next power of two) only when a call needs more; the old buffer is left to the garbage
- * collector rather than destroyed, as a recorded but unsubmitted dispatch may still bind it.
- */
-function scratch(device: GPUDevice, name: string, length: number): Tensor {
-  let byName = scratchByDevice.get(device);
-  if (!byName) scratchByDevice.set(device, (byName = new Map()));
-  let t = byName.get(name);
-  if (!t || t.length < length) {
-    t = createTensor(device, 2 ** Math.ceil(Math.log2(Math.max(length, 64))), `loss-scratch:${name}`);
-    byName.set(name, t);
-  }
-  return t;
-}
-
 // ---- generic sum -----------------------------------------------------------------------------
 
 /**
- * out[0] = scale · Σ_{i<n} x[i]  ('sum')  or  scale · Σ_{i<n} x[i]²  ('sumsq'). Assigned.
+ * out[0] = scale · Σ_{i<n} x[i]  ('sum'),  scale · Σ_{i<n} x[i]²  ('sumsq'),  or
+ * scale · sqrt(Σ_{i<n} x[i]²) = scale · ‖x‖₂  ('norm'). Assigned.
  *
  * Deterministic: G = min(256, ⌈n / 2048⌉) workgroups each sum a strided share (every thread in
  * order, then a fixed tree), and a second one-workgroup dispatch sums the G partials in order.
  * G depends only on n, so the same x gives the same bits on the same device.
  * `out` may be any tensor view (its element 0 is written), e.g. one slot of a small stats tensor.
  *
- * Uses: a mean is scale = 1/n; a global gradient norm is sumReduce(rec, t, grads.all, n, 'sumsq')
- * followed by a sqrt where it is used. Float32 throughout: for tens of millions of terms of very
+ * Uses: a mean is scale = 1/n; the global gradient norm is sumReduce(rec, out, grads.all, n,
+ * 'norm') (adamw.ts's globalGradNorm). Float32 throughout: for tens of millions of terms of very
  * different sizes expect float32 rounding (the strided partials keep it close to pairwise).
  */
-export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' = 'sum', scale = 1): void {
+export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1): void {
   const groups = Math.max(1, Math.min(SUM_WG, ceilDiv(n, SUM_WG * SUM_PER_THREAD)));
-  const partials = scratch(rec.gpu.device, 'sum-partials', SUM_WG);
+  const partials = scratch(rec.gpu.device, 'loss-sum-partials', SUM_WG);
   rec.dispatch(
-    { shader: 'loss', entry: 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sumsq' ? 1 : 0 } },
+    { shader: 'loss', entry: 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sum' ? 0 : 1 } },
     [partials, x], [0, 0, n, { f32: 0 }], [groups],
   );
-  rec.dispatch({ shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG } }, [out, partials], [0, 0, groups, { f32: scale }], [1]);
+  rec.dispatch(
+    { shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG, ROOT: op === 'norm' ? 1 : 0 } },
+    [out, partials], [0, 0, groups, { f32: scale }], [1],
+  );
 }
 
 // ---- MAE ------------------------------------------------------------------------------------
@@ -77,7 +59,7 @@ export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 
 export function normalizePixelTargets(rec: Recorder, out: Tensor, target: Tensor, rows: number, P: number): void {
   rec.dispatch(
     { shader: 'loss', entry: 'normalize_pix_targets', constants: { REDUCE_WG: rowWorkgroup(P) } },
-    [out, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS)],
+    [out, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS_PER_DIM)],
   );
 }
 
@@ -94,7 +76,7 @@ export function maeLossForward(
   const rows = N * L;
   rec.dispatch(
     { shader: 'loss', entry: 'mae_patch_loss', constants: { REDUCE_WG: rowWorkgroup(P) } },
-    [lossPerPatch, pred, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS)],
+    [lossPerPatch, pred, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS_PER_DIM)],
   );
   rec.dispatch({ shader: 'loss', entry: 'mae_loss_reduce', constants: { REDUCE_WG: SUM_WG } }, [loss, lossPerPatch, mask], [rows, 0, 0, { f32: 0 }], [1]);
 }
@@ -111,11 +93,9 @@ export function maeLossBackward(
   N: number, L: number, P: number, dloss = 1,
 ): void {
   const rows = N * L;
-  const maskSum = scratch(rec.gpu.device, 'mask-sum', 1);
+  const maskSum = scratch(rec.gpu.device, 'loss-mask-sum', 1);
   sumReduce(rec, maskSum, mask, rows);
-  const groups = ceilDiv(rows * P, EW_WG);
-  const gx = Math.min(groups, MAX_WORKGROUPS);
-  rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, maskSum], [rows, P, 0, { f32: dloss }], [gx, ceilDiv(groups, gx)]);
+  rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, maskSum], [rows, P, 0, { f32: dloss }], grid2d(rows * P, EW_WG));
 }
 
 // ---- DMAE -----------------------------------------------------------------------------------
@@ -127,10 +107,10 @@ export function maeLossBackward(
  * choice) or (t̂ − ŝ)² ('l2', F.mse_loss). Assigned. α is applied by the caller.
  */
 export function distillLossForward(rec: Recorder, loss: Tensor, teacher: Tensor, student: Tensor, R: number, C: number, kind: DistillKind = 'l1'): void {
-  const rowLoss = scratch(rec.gpu.device, 'distill-rows', R);
+  const rowLoss = scratch(rec.gpu.device, 'loss-distill-rows', R);
   rec.dispatch(
     { shader: 'loss', entry: 'distill_row_loss', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
-    [rowLoss, teacher, student], [R, C, 0, { f32: 0 }], [Math.min(R, MAX_WORKGROUPS)],
+    [rowLoss, teacher, student], [R, C, 0, { f32: 0 }], [Math.min(R, MAX_WORKGROUPS_PER_DIM)],
   );
   sumReduce(rec, loss, rowLoss, R, 'sum', 1 / (R * C));
 }
@@ -146,6 +126,6 @@ export function distillLossBackward(
 ): void {
   rec.dispatch(
     { shader: 'loss', entry: 'distill_backward', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
-    [dstudent, teacher, student], [R, C, 0, { f32: dloss / (R * C) }], [Math.min(R, MAX_WORKGROUPS)],
+    [dstudent, teacher, student], [R, C, 0, { f32: dloss / (R * C) }], [Math.min(R, MAX_WORKGROUPS_PER_DIM)],
   );
 }

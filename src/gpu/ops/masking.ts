@@ -5,19 +5,13 @@
  * N batch, L patches, V visible (lenKeep), D width.
  */
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { grid2d } from './common';
 
 export { randomMasking, lenKeepFor, maskRatioFor, type Masking } from '../../core/masking';
 
-/** 256-thread workgroups for `total` threads, on a 2-D grid so no dimension exceeds 65535. */
-function grid(total: number): [number, number] {
-  const groups = ceilDiv(total, 256);
-  const x = Math.min(groups, 65535);
-  return [x, x === 0 ? 0 : ceilDiv(groups, x)];
-}
-
 /** out[N, 1+V, D] (=): row 0 = cls[D], row 1+j = x[n, idsKeep[n, j]] of x[N, L, D]. */
 export function gatherVisible(rec: Recorder, out: Tensor, x: Tensor, cls: Tensor, idsKeep: Tensor, N: number, L: number, V: number, D: number): void {
-  rec.dispatch({ shader: 'masking', entry: 'gather_visible' }, [out, x, cls, idsKeep], [N, L, V, D], grid(N * (1 + V) * D));
+  rec.dispatch({ shader: 'masking', entry: 'gather_visible' }, [out, x, cls, idsKeep], [N, L, V, D], grid2d(N * (1 + V) * D));
 }
 
 /**
@@ -29,8 +23,8 @@ export function gatherVisibleBackward(
   rec: Recorder, dx: Tensor | null, dcls: Tensor, dout: Tensor, idsKeep: Tensor, N: number, L: number, V: number, D: number,
 ): void {
   if (dx) {
-    rec.dispatch({ shader: 'masking', entry: 'gather_visible_zero' }, [dx], [N, L, V, D], grid(N * L * D));
-    rec.dispatch({ shader: 'masking', entry: 'gather_visible_scatter' }, [dx, dout, undefined, idsKeep], [N, L, V, D], grid(N * V * D));
+    rec.dispatch({ shader: 'masking', entry: 'gather_visible_zero' }, [dx], [N, L, V, D], grid2d(N * L * D));
+    rec.dispatch({ shader: 'masking', entry: 'gather_visible_scatter' }, [dx, dout, undefined, idsKeep], [N, L, V, D], grid2d(N * V * D));
   }
   rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
 }
@@ -40,7 +34,7 @@ export function gatherVisibleBackward(
  * row 1+l = x[n, 1+j] where j = idsRestore[n, l] < V, else maskToken[D].
  */
 export function insertMaskTokens(rec: Recorder, out: Tensor, x: Tensor, maskToken: Tensor, idsRestore: Tensor, N: number, L: number, V: number, D: number): void {
-  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens' }, [out, x, maskToken, idsRestore], [N, L, V, D], grid(N * (1 + L) * D));
+  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens' }, [out, x, maskToken, idsRestore], [N, L, V, D], grid2d(N * (1 + L) * D));
 }
 
 /**
@@ -50,6 +44,6 @@ export function insertMaskTokens(rec: Recorder, out: Tensor, x: Tensor, maskToke
 export function insertMaskTokensBackward(
   rec: Recorder, dx: Tensor, dmaskToken: Tensor, dout: Tensor, idsRestore: Tensor, N: number, L: number, V: number, D: number,
 ): void {
-  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens_backward' }, [dx, dout, undefined, idsRestore], [N, L, V, D], grid(N * (1 + L) * D));
+  rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens_backward' }, [dx, dout, undefined, idsRestore], [N, L, V, D], grid2d(N * (1 + L) * D));
   rec.dispatch({ shader: 'masking', entry: 'mask_token_backward' }, [dmaskToken, dout, undefined, idsRestore], [N, L, V, D], [ceilDiv(D, 64)]);
 }

@@ -3,16 +3,10 @@
  * (shaders/patch.wgsl). Images are NCHW float32; patch size p; grid gh = H/p × gw = W/p;
  * L = gh·gw patches, patch l = row·gw + col.
  */
-import { ceilDiv, type Recorder, type Tensor } from '../kernels';
+import type { Recorder, Tensor } from '../kernels';
+import { grid2d } from './common';
 
 export { posEmbed2d, posEmbed2dFloat64 } from '../../core/posembed';
-
-/** 256-thread workgroups for `total` threads, on a 2-D grid so no dimension exceeds 65535. */
-function grid(total: number): [number, number] {
-  const groups = ceilDiv(total, 256);
-  const x = Math.min(groups, 65535);
-  return [x, x === 0 ? 0 : ceilDiv(groups, x)];
-}
 
 function checkGrid(what: string, H: number, W: number, p: number): void {
   if (H % p !== 0 || W % p !== 0) throw new Error(`${what}: the image ${H}×${W} is not a whole number of ${p}×${p} patches.`);
@@ -26,21 +20,21 @@ function checkGrid(what: string, H: number, W: number, p: number): void {
 export function patchifyConv(rec: Recorder, patches: Tensor, img: Tensor, N: number, C: number, H: number, W: number, p: number): void {
   checkGrid('patchifyConv', H, W, p);
   const L = (H / p) * (W / p);
-  rec.dispatch({ shader: 'patch', entry: 'patchify_conv' }, [patches, img], [N, C, H, W, p, 0, L, 0], grid(N * C * H * W));
+  rec.dispatch({ shader: 'patch', entry: 'patchify_conv' }, [patches, img], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
 }
 
 /** target[N, L, p·p·C] (=): MAE's `patchify`, each patch as [row-in-patch][col-in-patch][channel]. */
 export function patchifyTarget(rec: Recorder, target: Tensor, img: Tensor, N: number, C: number, H: number, W: number, p: number): void {
   checkGrid('patchifyTarget', H, W, p);
   const L = (H / p) * (W / p);
-  rec.dispatch({ shader: 'patch', entry: 'patchify_target' }, [target, img], [N, C, H, W, p, 0, L, 0], grid(N * C * H * W));
+  rec.dispatch({ shader: 'patch', entry: 'patchify_target' }, [target, img], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
 }
 
 /** img[N, C, H, W] (=) from patches[N, L, p·p·C] in patchifyTarget's order (its inverse). */
 export function unpatchify(rec: Recorder, img: Tensor, patches: Tensor, N: number, C: number, H: number, W: number, p: number): void {
   checkGrid('unpatchify', H, W, p);
   const L = (H / p) * (W / p);
-  rec.dispatch({ shader: 'patch', entry: 'unpatchify' }, [img, patches], [N, C, H, W, p, 0, L, 0], grid(N * C * H * W));
+  rec.dispatch({ shader: 'patch', entry: 'unpatchify' }, [img, patches], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
 }
 
 /**
@@ -50,5 +44,5 @@ export function unpatchify(rec: Recorder, img: Tensor, patches: Tensor, N: numbe
  * gradient, and the backward of this op is the identity (dx = dout).
  */
 export function addPosEmbed(rec: Recorder, x: Tensor, pos: Tensor, N: number, L: number, D: number, posStart = 0): void {
-  rec.dispatch({ shader: 'patch', entry: 'add_pos_embed' }, [x, pos], [N, 0, 0, 0, 0, D, L, posStart], grid(N * L * D));
+  rec.dispatch({ shader: 'patch', entry: 'add_pos_embed' }, [x, pos], [N, 0, 0, 0, 0, D, L, posStart], grid2d(N * L * D));
 }
