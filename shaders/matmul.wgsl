@@ -170,7 +170,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       let b3 = b4[(qc * 4u + 3u) * kq + k4];
       for (var i = 0u; i < VEC4_ROWS; i++) {
         let av = a4[min(m0 + i, p.M - 1u) * kq + k4];
-        acc[i] += vec4(dot(av, b0), dot(av, b1), dot(av, b3), dot(av, b3));
+        acc[i] += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
       }
     }
   } else {

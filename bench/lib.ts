@@ -1,0 +1,277 @@
+/**
+ * Shared pieces of the benchmarks: the device, seeded data, verification against the float64
+ * reference, the timing loop, and the JSON writer with the fields every result file carries.
+ *
+ * Timing. Where the device has `timestamp-query`, a sample is the GPU time between the begin and
+ * end timestamps of the kernel's compute passes (summed when a kernel is several passes); else it
+ * is the wall-clock time from the start of recording to `queue.onSubmittedWorkDone()`. The wall
+ * clock of the same repetitions is kept in both cases as a second figure (it includes the CPU
+ * cost of recording and submitting, and the timestamp writes when there are any). Contenders
+ * that are compared with each other are timed interleaved, one repetition each in turn, so that
+ * load from other processes falls on all of them alike.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { acquireNodeGpu } from '../src/gpu/node-device';
+import type { Gpu } from '../src/gpu/device';
+import { Recorder } from '../src/gpu/kernels';
+import { GpuTimer } from '../src/gpu/timing';
+
+export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
+
+export type TimingMethod = 'gpu-timestamp' | 'wall-clock';
+
+export interface BenchContext {
+  gpu: Gpu;
+  method: TimingMethod;
+  /** Present when method is 'gpu-timestamp'. */
+  timer?: GpuTimer;
+  warmup: number;
+  reps: number;
+}
+
+export async function openBench(opts: { warmup: number; reps: number }): Promise<BenchContext> {
+  const gpu = await acquireNodeGpu();
+  const timer = GpuTimer.available(gpu.device) ? new GpuTimer(gpu.device) : undefined;
+  return { gpu, timer, method: timer ? 'gpu-timestamp' : 'wall-clock', ...opts };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+/** Mulberry32, the same generator as test/helpers.ts (which cannot be imported outside vitest). */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` values uniform in [-scale, scale), float32-representable. */
+export function randn(n: number, seed: number, scale = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.fround((2 * r() - 1) * scale);
+  return out;
+}
+
+/** A random permutation of 0..n-1. */
+export function permutation(n: number, seed: number): Uint32Array {
+  const r = rng(seed);
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verification
+
+export interface Tolerance {
+  atol: number;
+  rtol: number;
+}
+
+/** The presets of test/helpers.ts TOL, copied (that module imports vitest). */
+export const TOL = {
+  exact: { atol: 0, rtol: 0 },
+  elementwise: { atol: 1e-6, rtol: 2e-5 },
+  reduction: { atol: 2e-5, rtol: 2e-4 },
+  gradient: { atol: 5e-5, rtol: 1e-3 },
+} satisfies Record<string, Tolerance>;
+
+export interface Verification {
+  verified: boolean;
+  /** max |got − ref| over all checked outputs. */
+  maxAbsError: number;
+  /** max |got − ref| / (atol + rtol·|ref|): at most 1 when verified. */
+  worstToleranceUse: number;
+  tolerance: Tolerance;
+  /** Set when verification ran on a smaller instance than the one timed. */
+  verifiedAt?: Record<string, number | string>;
+  /** First failure, in words. */
+  failure?: string;
+}
+
+/** |got − ref| ≤ atol + rtol·|ref| element-wise; NaN fails. */
+export function compare(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance, what: string): Verification {
+  let maxAbs = 0;
+  let worst = 0;
+  let worstAt = -1;
+  let bad = 0;
+  if (got.length < want.length) {
+    return { verified: false, maxAbsError: Infinity, worstToleranceUse: Infinity, tolerance: tol, failure: `${what}: ${got.length} elements, want ${want.length}` };
+  }
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    const use = Number.isNaN(d) ? Infinity : d / (tol.atol + tol.rtol * Math.abs(want[i]) || Number.MIN_VALUE);
+    if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d;
+    if (use > worst) {
+      worst = use;
+      worstAt = i;
+    }
+    if (use > 1) bad++;
+  }
+  const v: Verification = { verified: bad === 0, maxAbsError: maxAbs, worstToleranceUse: worst, tolerance: tol };
+  if (bad > 0) v.failure = `${what}: ${bad}/${want.length} outside atol=${tol.atol} rtol=${tol.rtol}; worst [${worstAt}] got ${got[worstAt]}, reference ${want[worstAt]}`;
+  return v;
+}
+
+/** Combines the checks of several outputs of one kernel. */
+export function combine(checks: Verification[]): Verification {
+  const out: Verification = {
+    verified: checks.every((c) => c.verified),
+    maxAbsError: Math.max(0, ...checks.map((c) => c.maxAbsError)),
+    worstToleranceUse: Math.max(0, ...checks.map((c) => c.worstToleranceUse)),
+    tolerance: checks[0]?.tolerance ?? TOL.exact,
+  };
+  const failed = checks.find((c) => !c.verified);
+  if (failed) out.failure = failed.failure;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+export interface Sample {
+  /** GPU-timestamp milliseconds (undefined when the device has no timestamps). */
+  gpuMs?: number;
+  /** From the start of recording to queue.onSubmittedWorkDone(), on the CPU clock. */
+  wallMs: number;
+}
+
+/** Something that can be run once and timed. */
+export interface Contender {
+  name: string;
+  /**
+   * One repetition: wall clock from the start of recording to `onSubmittedWorkDone()`, and, when
+   * `withTimestamps`, the GPU time of its passes (read back after the wall clock stops).
+   */
+  timed(withTimestamps: boolean): Promise<Sample>;
+}
+
+export interface Timing {
+  /** Median over the repetitions, by the context's method. */
+  medianMs: number;
+  minMs: number;
+  samplesMs: number[];
+  /** Median wall clock (recording + submit + completion) of the same repetitions. */
+  wallMedianMs: number;
+  wallSamplesMs: number[];
+}
+
+export const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+
+export const geomean = (xs: readonly number[]): number => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
+
+const round = (x: number, digits = 4): number => Number(x.toPrecision(digits));
+
+/**
+ * Times the contenders interleaved: `warmup` untimed rounds, then `reps` rounds, each round one
+ * repetition of every contender in turn (so load from other processes falls on all alike).
+ */
+export async function timeInterleaved(ctx: BenchContext, contenders: readonly Contender[]): Promise<Map<string, Timing>> {
+  const samples = new Map(contenders.map((c) => [c.name, [] as Sample[]]));
+  const ts = ctx.method === 'gpu-timestamp';
+  for (let i = 0; i < ctx.warmup; i++) for (const c of contenders) await c.timed(ts);
+  for (let i = 0; i < ctx.reps; i++) for (const c of contenders) samples.get(c.name)!.push(await c.timed(ts));
+  const out = new Map<string, Timing>();
+  for (const c of contenders) {
+    const s = samples.get(c.name)!;
+    const wall = s.map((x) => x.wallMs);
+    const primary = ts ? s.map((x) => x.gpuMs ?? NaN) : wall;
+    out.set(c.name, {
+      medianMs: round(median(primary)),
+      minMs: round(Math.min(...primary)),
+      samplesMs: primary.map((x) => round(x)),
+      wallMedianMs: round(median(wall)),
+      wallSamplesMs: wall.map((x) => round(x)),
+    });
+  }
+  return out;
+}
+
+/** A contender for our kernels: `record` records the kernel's dispatches into a Recorder. */
+export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void): Contender {
+  const { gpu } = ctx;
+  return {
+    name,
+    async timed(withTimestamps) {
+      const t0 = performance.now();
+      const rec = new Recorder(gpu, withTimestamps ? ctx.timer : undefined, name);
+      record(rec);
+      rec.submitNoWait();
+      await gpu.device.queue.onSubmittedWorkDone();
+      const wallMs = performance.now() - t0;
+      if (!withTimestamps) return { wallMs };
+      let ns = 0;
+      for (const v of (await ctx.timer!.read()).values()) ns += v;
+      return { wallMs, gpuMs: ns / 1e6 };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+/** The command line as the user typed it (through npm or straight through tsx). */
+export function commandLine(): string {
+  const args = process.argv.slice(2).join(' ');
+  return process.env.npm_lifecycle_event === 'bench' ? `npm run bench -- ${args}` : `tsx bench/run.ts ${args}`;
+}
+
+export interface CommonFields {
+  adapter: string;
+  adapterKind: string;
+  command: string;
+  date: string;
+  timing: {
+    method: TimingMethod;
+    statistic: 'median';
+    warmup: number;
+    reps: number;
+    description: string;
+  };
+  environment: { node: string; platform: string; cpus: number };
+}
+
+export async function commonFields(ctx: BenchContext, started: Date): Promise<CommonFields> {
+  const os = await import('node:os');
+  return {
+    adapter: ctx.gpu.adapter.description,
+    adapterKind: ctx.gpu.adapter.kind,
+    command: commandLine(),
+    date: started.toISOString(),
+    timing: {
+      method: ctx.method,
+      statistic: 'median',
+      warmup: ctx.warmup,
+      reps: ctx.reps,
+      description:
+        ctx.method === 'gpu-timestamp'
+          ? 'medianMs: GPU time between the begin and end timestamps of the compute pass(es) of one repetition (timestamp-query), median of reps after warm-up; wallMedianMs: the same repetitions on the CPU clock, from the start of recording through submit to queue.onSubmittedWorkDone (timestamp readback excluded)'
+          : 'medianMs: recording + submit + queue.onSubmittedWorkDone on the CPU clock (the adapter has no timestamp-query), median of reps after warm-up',
+    },
+    environment: { node: process.version, platform: `${process.platform}-${process.arch}`, cpus: os.cpus().length },
+  };
+}
+
+export function writeResults(name: string, body: object): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const path = join(RESULTS_DIR, `${name}.json`);
+  writeFileSync(path, `${JSON.stringify(body, null, 2)}\n`);
+  return path;
+}
+
+export { round };
