@@ -150,7 +150,7 @@ describe('timing', () => {
     const timer = new GpuTimer(gpu.device, 8);
     const a = gpuTensor(gpu, randn(128 * 128, 5)), b = gpuTensor(gpu, randn(128 * 128, 6)), c = gpuTensor(gpu, 128 * 128);
     const rec = new Recorder(gpu, timer);
-    matmul(rec, c, a, b, null, 128, 128, 128);
+    matmul(rec, c, a, b, null, 128, 128, 128, 'nn', false, 'tiled');
     rec.dispatch({ shader: 'matmul', entry: 'bias_backward', constants: { ACCUMULATE: 0 } }, [c, a], [128, 128, 0, 0], [2], 'sum rows');
     await rec.submit();
     const times = await timer.read();

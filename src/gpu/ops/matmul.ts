@@ -2,6 +2,7 @@
  * Matmul and the Linear layer built on it (shaders/matmul.wgsl).
  * Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
+import type { Gpu } from '../device';
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { zeros } from './common';
 
@@ -16,17 +17,21 @@ const VEC4_ROWS = 8;
 /** matmul_vec4 reads B and writes C in vec4s along N and reads A along K in vec4s. */
 export const vec4Aligned = (N: number, K: number): boolean => N % 4 === 0 && K % 4 === 0;
 
-/** The variant used when the caller does not choose one (the kernel lab measures both). */
-export let defaultMatmulVariant: MatmulVariant = 'tiled';
-export function setDefaultMatmulVariant(v: MatmulVariant): void {
-  defaultMatmulVariant = v;
+/**
+ * The variant for an adapter when the caller does not choose one. The kernel lab
+ * (bench/results/kernels.json) measures all three: on CPU-emulated adapters, where barriers are
+ * costly, vec4 is fastest (tiled runs at 0.39× of it on lavapipe); on real GPUs shared-memory
+ * tiling is the classic winner. Per-adapter timing replaces this guess once it exists.
+ */
+export function defaultMatmulVariant(gpu: Gpu): MatmulVariant {
+  return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
 }
 
 /** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). 'vec4' falls back to 'blocked' unless N and K are multiples of 4. */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
-  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant,
+  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant(rec.gpu),
 ): void {
   const constants = {
     TRANS_A: layout === 'tn' ? 1 : 0,
