@@ -72,3 +72,44 @@ export function validateMaeConfig(c: MaeConfig): void {
 
 /** The reference's default aligned block: about three quarters of the depth, 0-based. */
 export const defaultAlignedBlock = (depth: number): number => Math.max(0, Math.round(0.75 * depth) - 1);
+
+/** One DMAE aligned pair: student block kS ↔ teacher block kT (0-based, raw block outputs). */
+export interface AlignedPair {
+  studentBlock: number;
+  teacherBlock: number;
+}
+
+/** DMAE's distillation settings: loss = L_pix + α·Σ_pairs L_dist(T_kT, head_k(S_kS)). */
+export interface DistillConfig {
+  /** One projection head `aligned_feature_projection_heads.{k}` per pair k. */
+  pairs: readonly AlignedPair[];
+  /** Weight of L_dist (1 in the reference). */
+  alpha: number;
+  /** 'l1' (the recipe's choice) or 'l2' (MSE) between per-token L2-normalised features. */
+  kind: 'l1' | 'l2';
+}
+
+/** The reference's pairing: about three quarters of each depth, α = 1, L1. */
+export const defaultDistillConfig = (studentDepth: number, teacherDepth: number): DistillConfig => ({
+  pairs: [{ studentBlock: defaultAlignedBlock(studentDepth), teacherBlock: defaultAlignedBlock(teacherDepth) }],
+  alpha: 1,
+  kind: 'l1',
+});
+
+/** The teacher runs blocks 0..teacherStopBlock only: the deepest aligned teacher block. */
+export const teacherStopBlock = (d: DistillConfig): number => Math.max(...d.pairs.map((p) => p.teacherBlock));
+
+/** Throws when a student/teacher pair cannot be distilled (the teacher must see the same patches). */
+export function validateDistill(student: MaeConfig, teacher: MaeConfig, d: DistillConfig): void {
+  const problems: string[] = [];
+  for (const k of ['imgSize', 'patchSize', 'inChans'] as const) {
+    if (student[k] !== teacher[k]) problems.push(`the teacher's ${k} (${teacher[k]}) differs from the student's (${student[k]}); it must see the same patches`);
+  }
+  if (d.pairs.length === 0) problems.push('at least one aligned pair is needed');
+  for (const p of d.pairs) {
+    if (!(Number.isInteger(p.studentBlock) && p.studentBlock >= 0 && p.studentBlock < student.depth)) problems.push(`student block ${p.studentBlock} is not in 0..${student.depth - 1}`);
+    if (!(Number.isInteger(p.teacherBlock) && p.teacherBlock >= 0 && p.teacherBlock < teacher.depth)) problems.push(`teacher block ${p.teacherBlock} is not in 0..${teacher.depth - 1}`);
+  }
+  if (!(d.alpha >= 0)) problems.push(`α must be ≥ 0 (got ${d.alpha})`);
+  if (problems.length > 0) throw new Error(`Invalid distillation configuration: ${problems.join('; ')}.`);
+}
