@@ -15,7 +15,8 @@ export type DatasetErrorCode =
   | 'not-image' // a file in an image folder that is not PNG, JPEG or WebP
   | 'empty' // nothing to import
   | 'storage' // the browser's storage refused (quota, blocked)
-  | 'not-found';
+  | 'not-found'
+  | 'cancelled';
 
 export class DatasetError extends Error {
   override readonly name = 'DatasetError';

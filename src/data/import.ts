@@ -13,7 +13,7 @@ import { DatasetError, DEFAULT_LIMITS, formatBytes, type ImportLimits } from './
 import { makeDataset, permuteSamples, splitOrder, LUMA, type ImageDataset } from './dataset';
 import { Budget, cleanPath, gunzip, isGzip, isZip, looksLikeTar, unzip, untar } from './formats/archive';
 import { looksLikeIdx, parseIdx, type IdxArray } from './formats/idx';
-import { CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR_PIXELS, cifarRecordSize, parseCifarBatch, parseLabelNames, type CifarKind } from './formats/cifar';
+import { CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR_PIXELS, cifarRecordCount, cifarRecordSize, parseCifarBatch, parseLabelNames, type CifarKind } from './formats/cifar';
 import { checkImageSize, IMAGE_EXTENSIONS, imageFormatOf, readImageHeader, type ImageHeader } from './formats/image-header';
 import { resizeCHW } from './resize';
 
@@ -83,8 +83,16 @@ const AUTO_MAX_SIDE = 128;
 
 interface Entry {
   path: string;
+  /** The bytes — or, for a loose image file, only its first bytes (see `reread`). */
   data: Uint8Array;
+  /** A loose image file keeps only its header in memory until it is decoded; this reads it again. */
+  reread?: () => Promise<Uint8Array>;
+  /** Its header, read while the whole file was in hand. */
+  header?: ImageHeader;
 }
+
+/** Bytes of a loose image file kept in memory between the scan and the decoding. */
+const HEAD_BYTES = 64;
 
 const JUNK = /(^|\/)(__MACOSX|\.[^/]*)(\/|$)|(^|\/)(Thumbs\.db|desktop\.ini|ehthumbs\.db)$/i;
 
@@ -101,7 +109,7 @@ function stripArchiveExt(name: string): string {
 }
 
 function checkAbort(signal?: AbortSignal) {
-  if (signal?.aborted) throw new DatasetError('import', 'empty', 'was cancelled.');
+  if (signal?.aborted) throw new DatasetError('import', 'cancelled', 'was cancelled.');
 }
 
 /** Read every source under the budget and unpack archives (recursively, to maxArchiveDepth). */
@@ -114,14 +122,30 @@ async function readAndUnpack(sources: ImportSource[], budget: Budget, opts: Impo
     checkAbort(opts.signal);
     const path = cleanPath(s.path) || 'file';
     if (JUNK.test(path)) continue;
-    budget.takeBytes(path, s.size);
+    budget.takeBytes(path, s.size, true);
     let data: Uint8Array;
     try {
       data = await s.read();
     } catch (e) {
       throw new DatasetError(path, 'not-found', `could not be read (${e instanceof Error ? e.message : String(e)}).`);
     }
-    if (data.length !== s.size) budget.takeBytes(path, Math.max(0, data.length - s.size));
+    if (data.length !== s.size) budget.takeBytes(path, Math.max(0, data.length - s.size), true);
+    if (imageFormatOf(data) !== null) {
+      // A loose image: read its header now, keep only its first bytes, read it again to decode.
+      // A folder of 100,000 photos then costs its headers, not its gigabytes.
+      let header: ImageHeader | undefined;
+      try {
+        header = readImageHeader(data, path);
+      } catch {
+        header = undefined; // reported (with the whole file) when the folder is built
+      }
+      if (header) {
+        out.push({ path, data: data.slice(0, HEAD_BYTES), header, reread: async () => await s.read() });
+        budget.refund(Math.max(0, data.length - HEAD_BYTES));
+        opts.onProgress?.({ phase: 'reading', done: ++done, total: sorted.length });
+        continue;
+      }
+    }
     unpack({ path, data }, 0, budget, out, warnings);
     opts.onProgress?.({ phase: 'reading', done: ++done, total: sorted.length });
   }
@@ -384,21 +408,24 @@ function buildCifar(entries: Entry[], opts: ImportOptions, limits: ImportLimits,
   if (other) throw new DatasetError(other.e.path, 'mismatch', `is a ${other.kind} batch, but ${batches[0].e.path} is ${kind}.`, 'Import one dataset at a time.');
   const fine = (opts.cifar100Labels ?? 'fine') === 'fine';
   batches.sort((a, b) => Number(isTestFile(a.e.path)) - Number(isTestFile(b.e.path)) || naturalCompare(a.e.path, b.e.path));
+  // Count first (a batch that is not whole records is named here), then parse straight into place.
   let N = 0;
-  for (const b of batches) N += b.e.data.length / cifarRecordSize(kind);
-  checkDatasetSize(batches[0].e.path, Math.floor(N), 3, 32, 32, limits);
-  const parsed = batches.map((b) => ({ path: b.e.path, batch: parseCifarBatch(b.e.data, b.e.path, kind, fine) }));
-  N = parsed.reduce((s, p) => s + p.batch.count, 0);
+  for (const b of batches) {
+    const n = cifarRecordCount(b.e.data.length, kind);
+    if (n === null) parseCifarBatch(b.e.data, b.e.path, kind, fine); // throws the precise error
+    N += n!;
+  }
+  checkDatasetSize(batches[0].e.path, N, 3, 32, 32, limits);
   const pix = new Uint8Array(N * CIFAR_PIXELS);
   const labels = new Int32Array(N);
   let n0 = 0;
   let nTrain = 0;
-  for (const p of parsed) {
-    pix.set(p.batch.images, n0 * CIFAR_PIXELS);
-    labels.set(p.batch.labels, n0);
-    if (!isTestFile(p.path)) nTrain += p.batch.count;
-    n0 += p.batch.count;
+  for (const b of batches) {
+    const { count } = parseCifarBatch(b.e.data, b.e.path, kind, fine, { images: pix, labels, at: n0 });
+    if (!isTestFile(b.e.path)) nTrain += count;
+    n0 += count;
   }
+  const parsed = batches.map((b) => ({ path: b.e.path }));
   const K = kind === 'cifar-10' ? 10 : fine ? 100 : 20;
   const metaName = kind === 'cifar-10' ? 'batches.meta.txt' : fine ? 'fine_label_names.txt' : 'coarse_label_names.txt';
   const metaEntry = texts.get(metaName);
@@ -416,7 +443,7 @@ async function buildImages(entries: Entry[], opts: ImportOptions, limits: Import
   for (const e of entries) {
     let header: ImageHeader;
     try {
-      header = readImageHeader(e.data, e.path);
+      header = e.header ?? readImageHeader(e.data, e.path);
     } catch (err) {
       if (opts.skipNonImages && err instanceof DatasetError && (err.code === 'not-image' || err.code === 'unsupported')) {
         warnings.push(`${e.path}: skipped (${err.problem})`);
@@ -505,8 +532,18 @@ async function buildImages(entries: Entry[], opts: ImportOptions, limits: Import
       checkAbort(opts.signal);
       const { e, header } = found[i];
       let img: DecodedImage;
+      let bytes = e.data;
+      if (e.reread) {
+        try {
+          bytes = await e.reread();
+        } catch (err) {
+          throw new DatasetError(e.path, 'not-found', `could not be read again (${err instanceof Error ? err.message : String(err)}).`, 'Was it moved or deleted during the import?');
+        }
+        const again = imageFormatOf(bytes) ? readImageHeader(bytes, e.path) : null;
+        if (!again || again.width !== header.width || again.height !== header.height) throw new DatasetError(e.path, 'mismatch', 'changed while it was being imported.');
+      }
       try {
-        img = await decoder.decode(e.data, e.path, header, limits);
+        img = await decoder.decode(bytes, e.path, header, limits);
       } catch (err) {
         if (err instanceof DatasetError) throw err;
         throw new DatasetError(e.path, 'corrupt', `could not be decoded as ${header.format.toUpperCase()} (${err instanceof Error ? err.message : String(err)}).`, 'The file is damaged, or its extension does not match its content.');

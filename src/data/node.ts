@@ -10,7 +10,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import sharp from 'sharp';
+import type SharpType from 'sharp';
 import { DatasetError, DEFAULT_LIMITS, type ImportLimits } from './errors';
 import type { ImageDataset } from './dataset';
 import { importDataset, type DecodedImage, type ImageDecoder, type ImportOptions, type ImportResult, type ImportSource } from './import';
@@ -18,10 +18,24 @@ import { decodeDmds } from './formats/dmds';
 import { makeShapesDataset, type ShapesOptions } from './procedural';
 import { buildMnistDataset } from './mnist-build';
 
-sharp.cache(false);
+// Loaded on first use, so that Node code that only needs the built-ins never loads libvips.
+let sharpModule: Promise<typeof SharpType> | null = null;
+function loadSharp(): Promise<typeof SharpType> {
+  sharpModule ??= import('sharp').then((m) => {
+    m.default.cache(false);
+    return m.default;
+  });
+  return sharpModule;
+}
 
 export const sharpDecoder: ImageDecoder = {
   async decode(bytes, file, _header, limits): Promise<DecodedImage> {
+    let sharp: typeof SharpType;
+    try {
+      sharp = await loadSharp();
+    } catch (e) {
+      throw new DatasetError(file, 'unsupported', `cannot be decoded: the image decoder (sharp) did not load here (${e instanceof Error ? e.message : String(e)}).`, 'Reinstall with npm ci on this platform.');
+    }
     try {
       const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'warning', pages: 1, autoOrient: true })
         .raw({ depth: 'uchar' })

@@ -69,6 +69,12 @@ describe('IDX', () => {
     await expectDatasetError(importDataset([bytesSource(`${names.ti}.gz`, g.subarray(0, g.length - 100))]), 'truncated', `${names.ti}.gz`);
   });
 
+  it('stops when cancelled', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await expectDatasetError(importDataset([bytesSource(names.ti, train.images)], { signal: ac.signal }), 'cancelled', 'import');
+  });
+
   it('fuzz: 300 mutations each of images, labels and a gzip, and 100 random inputs', async () => {
     const small = idxFiles(6, 3, 8, 8);
     const parse = (name: string) => async (d: Uint8Array) => (await importDataset([bytesSource(name, d)], { valFraction: 0 })).dataset;

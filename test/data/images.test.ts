@@ -123,6 +123,16 @@ describe('image folders', () => {
     await expectDatasetError(sharpDecoder.decode(await encodeImage('png', 64, 64, 8), 'd.png', { format: 'png', width: 1, height: 1, gray: false }, { ...DEFAULT_LIMITS, maxImagePixels: 100 }), 'too-large', 'd.png');
   });
 
+  it('holds only the headers of loose image files between scanning and decoding', async () => {
+    const files = await Promise.all(Array.from({ length: 10 }, (_, i) => encodeImage('png', 40, 40, i)));
+    const reads: number[] = Array(10).fill(0);
+    const sources = files.map((d, i) => ({ path: `lazy/${i}.png`, size: d.length, read: async () => (reads[i]++, d) }));
+    // A budget that holds two files at once, not ten.
+    const { dataset } = await importDataset(sources, { ...opts, limits: { maxUncompressedBytes: 2 * Math.max(...files.map((f) => f.length)) } });
+    expect(dataset.N).toBe(10);
+    expect(reads).toEqual(Array(10).fill(2)); // once to scan, once to decode
+  });
+
   it('refuses a dataset that would be too large, before decoding', async () => {
     const png = await encodeImage('png', 8, 8, 9);
     await expectDatasetError(importDataset([bytesSource('s/a.png', png), bytesSource('s/b.png', png)], { ...opts, resolution: 1024, limits: { maxDatasetBytes: 2 ** 20 } }), 'too-large', 's', /Choose a smaller resolution/);

@@ -32,12 +32,17 @@ export class Budget {
     }
     this.entriesLeft -= n;
   }
-  /** Reserve declared bytes before inflating. */
-  takeBytes(file: string, n: number): void {
+  /** Reserve bytes before reading a file or inflating a stream (`loose`: a file as given, not unpacked). */
+  takeBytes(file: string, n: number, loose = false): void {
     if (n > this.bytesLeft) {
+      if (loose) throw new DatasetError(file, 'too-large', `is ${formatBytes(n)}; with the files before it that is past the ${formatBytes(this.limits.maxUncompressedBytes)} an import may hold in memory.`, 'Import a smaller part of the dataset.');
       throw new DatasetError(file, 'too-large', `would unpack to ${formatBytes(n)}, past the ${formatBytes(this.limits.maxUncompressedBytes)} an import may unpack (a zip bomb, or a dataset too large for the browser).`);
     }
     this.bytesLeft -= n;
+  }
+  /** Give back bytes no longer held (a loose image whose body was dropped after its header was read). */
+  refund(n: number): void {
+    this.bytesLeft = Math.min(this.limits.maxUncompressedBytes, this.bytesLeft + n);
   }
 }
 
