@@ -3,9 +3,14 @@
  *
  *   kernels   every kernel on the shapes of a ViT-Tiny MAE step, verified, then timed, and the
  *             tfjs-webgpu peer on the same matmuls → bench/results/kernels.json
+ *   train     whole MAE and DMAE training steps (ViT-Tiny student, ViT-Small teacher stopped at
+ *             ¾ depth) at mask ratios 0.75–0.98, and stopped vs full teacher → bench/results/train.json
  *
- * Options: --reps N (timed repetitions, default 5), --warmup N (default 1),
+ * kernels options: --reps N (timed repetitions, default 5), --warmup N (default 1),
  *          --only A,B (benchmarks whose name contains A or B), --no-peer, --out NAME (results file name).
+ * train options: --reps N (default 5), --teacher-reps N (the teacher-forward pair, default 7),
+ *          --warmup N (extra untimed rounds, default 0: every contender has already run once,
+ *          checked, before timing), --batch N (default 16), --ratios 0.75,0.9,0.95,0.98, --out NAME.
  */
 import { parseArgs } from 'node:util';
 
@@ -23,6 +28,21 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     });
     const { runKernels } = await import('./kernels');
     await runKernels({ reps: Number(values.reps), warmup: Number(values.warmup), only: values.only, peer: !values['no-peer'], out: values.out! });
+  },
+  async train(args) {
+    const { values } = parseArgs({
+      args,
+      options: {
+        reps: { type: 'string', default: '5' },
+        'teacher-reps': { type: 'string', default: '7' },
+        warmup: { type: 'string', default: '0' }, // the checked step before timing is each contender's warm-up
+        batch: { type: 'string', default: '16' },
+        ratios: { type: 'string', default: '0.75,0.9,0.95,0.98' },
+        out: { type: 'string', default: 'train' },
+      },
+    });
+    const { runTrain } = await import('./train');
+    await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out! });
   },
 };
 

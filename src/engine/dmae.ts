@@ -33,11 +33,22 @@ export function dmaeStudentLayout(cfg: MaeConfig, teacherCfg: MaeConfig, d: Dist
   return layout;
 }
 
-/** The teacher's table: its encoder up to block kT (no final norm, no decoder). */
-export function teacherLayout(teacherCfg: MaeConfig, d: DistillConfig): ArenaLayout {
+/** The teacher's table: its encoder up to block kT, or up to `stop` when given (no final norm, no decoder). */
+export function teacherLayout(teacherCfg: MaeConfig, d: DistillConfig, stop = teacherStopBlock(d)): ArenaLayout {
   const layout = new ArenaLayout();
-  addEncoderParams(layout, teacherCfg, teacherStopBlock(d));
+  addEncoderParams(layout, teacherCfg, stop);
   return layout;
+}
+
+export interface DmaeOptions {
+  /**
+   * Run the teacher through this block (≥ the deepest aligned block kT, < its depth) instead of
+   * stopping at kT. The loss is the same (it reads T_kT); the blocks after kT are wasted work.
+   * For measuring what stopping early saves (bench/train.ts, test/engine/teacher.test.ts).
+   * Run through the last block, the teacher's table also holds its (unused) final norm, so
+   * uploadTeacher wants a whole encoder.
+   */
+  teacherRunThrough?: number;
 }
 
 export class DmaeModel extends MaeModel {
@@ -46,8 +57,12 @@ export class DmaeModel extends MaeModel {
   readonly teacherStop: number;
   private readonly teacherBlocks: number[];
 
-  constructor(gpu: Gpu, cfg: MaeConfig, readonly teacherCfg: MaeConfig, readonly distill: DistillConfig, batch: number, visible: number) {
+  constructor(gpu: Gpu, cfg: MaeConfig, readonly teacherCfg: MaeConfig, readonly distill: DistillConfig, batch: number, visible: number, opts: DmaeOptions = {}) {
     validateDistill(cfg, teacherCfg, distill);
+    const stop = opts.teacherRunThrough ?? teacherStopBlock(distill);
+    if (!(Number.isInteger(stop) && stop >= teacherStopBlock(distill) && stop < teacherCfg.depth)) {
+      throw new Error(`DmaeModel: teacherRunThrough = ${stop} must be an integer in [${teacherStopBlock(distill)}, ${teacherCfg.depth - 1}] (from the deepest aligned teacher block to the last).`);
+    }
     const R = batch * (1 + visible), D = cfg.embedDim, Dt = teacherCfg.embedDim;
     super(gpu, cfg, batch, visible, dmaeStudentLayout(cfg, teacherCfg, distill), {
       acts: (a) => distill.pairs.forEach((_, k) => a.add(`proj.${k}`, [R, Dt])), // head_k(S_k)
@@ -57,9 +72,9 @@ export class DmaeModel extends MaeModel {
       },
       io: (o) => distill.pairs.forEach((_, k) => o.add(`loss.distill.${k}`, [1])),
     });
-    this.teacherStop = teacherStopBlock(distill);
+    this.teacherStop = stop;
     this.teacherBlocks = [...new Set(distill.pairs.map((p) => p.teacherBlock))];
-    this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill), 'teacher-params');
+    this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill, stop), 'teacher-params');
     const t = new ArenaLayout();
     const N = batch, T = 1 + visible, L = numPatches(cfg);
     t.add('emb', [N * L, Dt]);

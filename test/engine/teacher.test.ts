@@ -1,0 +1,112 @@
+/**
+ * Stopping the teacher early (recipe §2: the teacher runs blocks 0..kT only) changes nothing
+ * but the cost: a teacher of depth 4 stopped at kT = 1 and the same teacher run through all 4
+ * blocks (DmaeOptions.teacherRunThrough) give bit-identical T_kT, distillation loss, gradients
+ * and AdamW update, and the full run records more dispatches (the timing is in bench/train.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { numPatches, type DistillConfig } from '../../src/engine/config';
+import { DmaeModel, dmaeStudentLayout } from '../../src/engine/dmae';
+import { maeParamLayout } from '../../src/engine/params';
+import type { Gpu } from '../../src/gpu/device';
+import { Recorder } from '../../src/gpu/kernels';
+import * as ref from '../../src/ref/model';
+import { TOL, expectClose, expectSameBits, randn, read, testGpu } from '../helpers';
+import { perturbedParams, testMasking, tinyConfig } from '../model-fixtures';
+
+/** A Recorder that counts its dispatches (compute passes). */
+class CountingRecorder extends Recorder {
+  dispatches = 0;
+  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
+    this.dispatches++;
+    super.dispatch(...args);
+  }
+}
+
+const cfg = tinyConfig(3, true);
+/** A tiny teacher of depth 4 (width 12, 3 heads). */
+const tcfg = tinyConfig(3, true, { embedDim: 12, depth: 4, numHeads: 3 });
+const d: DistillConfig = { pairs: [{ studentBlock: 1, teacherBlock: 1 }], alpha: 1, kind: 'l1' };
+const N = 2, V = 2, L = numPatches(cfg);
+const student = perturbedParams(dmaeStudentLayout(cfg, tcfg, d), cfg, 71);
+const teacher = perturbedParams(maeParamLayout(tcfg), tcfg, 72); // a whole MAE checkpoint
+const imgs = randn(N * cfg.inChans * cfg.imgSize ** 2, 73);
+const masking = testMasking(N, L, V, 74);
+
+function makeModel(gpu: Gpu, teacherRunThrough?: number): DmaeModel {
+  const model = new DmaeModel(gpu, cfg, tcfg, d, N, V, teacherRunThrough === undefined ? {} : { teacherRunThrough });
+  model.uploadParams(student);
+  model.uploadTeacher(teacher);
+  model.setBatch(Float32Array.from(imgs), masking);
+  return model;
+}
+
+/** Records with `body` into a counting recorder, submits, waits; returns the dispatch count. */
+async function counted(gpu: Gpu, body: (rec: Recorder) => void): Promise<number> {
+  const rec = new CountingRecorder(gpu);
+  body(rec);
+  await rec.submit();
+  return rec.dispatches;
+}
+
+describe('a teacher stopped at kT vs the same teacher run through all its blocks', () => {
+  it('same T_kT, L_dist, gradients and update, bit for bit; the full run does more work', async () => {
+    const gpu = await testGpu();
+    const partial = makeModel(gpu); // stops at teacherStopBlock(d) = 1
+    const full = makeModel(gpu, tcfg.depth - 1); // runs blocks 0..3, distils from block 1
+    expect(partial.teacherStop).toBe(1);
+    expect(full.teacherStop).toBe(3);
+    expect(full.teacherParams.layout.size, 'the full teacher holds all its blocks').toBeGreaterThan(partial.teacherParams.layout.size);
+
+    const forwardBackward = (m: DmaeModel) => (rec: Recorder) => {
+      m.recordZeroGrads(rec);
+      m.recordForward(rec);
+      m.recordBackward(rec);
+    };
+    const nPartial = await counted(gpu, forwardBackward(partial));
+    const nFull = await counted(gpu, forwardBackward(full));
+
+    // The loss and everything downstream of T_kT: the same bits.
+    expectSameBits(await read(gpu, full.teacherFeature(1)), await read(gpu, partial.teacherFeature(1)), 'T_kT');
+    const lossP = await partial.readLosses(), lossF = await full.readLosses();
+    expect(lossP.distill[0]).toBeGreaterThan(0);
+    expectSameBits(await read(gpu, full.io.tensor('loss.distill.0')), await read(gpu, partial.io.tensor('loss.distill.0')), 'L_dist');
+    expectSameBits(await read(gpu, full.io.tensor('loss.pix')), await read(gpu, partial.io.tensor('loss.pix')), 'L_pix');
+    expectSameBits(await read(gpu, full.grads.all), await read(gpu, partial.grads.all), 'student and head gradients');
+    // And both are the float64 reference's (which stops at kT), to the golden test's tolerance.
+    const want = ref.dmaeForwardBackward(student, cfg, teacher, tcfg, imgs, masking, N, d);
+    expectClose([lossF.distill[0]], [want.distillLoss], TOL.reduction, 'L_dist (full teacher) vs reference');
+    expectClose([lossF.loss], [want.loss], TOL.reduction, 'loss (full teacher) vs reference');
+
+    // The full run really ran blocks 2 and 3: block 3's output lands in the second residual
+    // buffer (block 0 → xa, 1 → feat.1, 2 → xa, 3 → xb), which the partial run never writes.
+    const xbFull = await read(gpu, full.teacherActs.tensor('xb')), xbPartial = await read(gpu, partial.teacherActs.tensor('xb'));
+    expect(xbFull.some((v) => v !== 0), 'block 3 output written by the full teacher').toBe(true);
+    expect(xbPartial.every((v) => v === 0), 'the stopped teacher never reaches block 2').toBe(true);
+
+    // Work: the teacher's forward alone, and the whole forward/backward.
+    const tPartial = await counted(gpu, (rec) => partial.recordForwardTeacher(rec));
+    const tFull = await counted(gpu, (rec) => full.recordForwardTeacher(rec));
+    const perBlock = (tFull - tPartial) / 2; // two extra blocks
+    expect(perBlock, 'dispatches of one teacher block').toBeGreaterThanOrEqual(8);
+    expect(tPartial, 'patch embed + pos embed + gather, then 2 blocks').toBe(3 + 2 * perBlock);
+    expect(tFull, 'patch embed + pos embed + gather, then 4 blocks').toBe(3 + 4 * perBlock);
+    expect(nFull - nPartial, 'the step differs by the teacher blocks after kT only').toBe(tFull - tPartial);
+
+    // A whole training step (AdamW included) from the same state: the same new parameters.
+    for (const m of [partial, full]) {
+      m.uploadParams(student);
+      m.resetOptimizer();
+      await counted(gpu, (rec) => m.recordStep(rec, { lr: 1e-3, step: 1 }));
+    }
+    expectSameBits(await read(gpu, full.params.all), await read(gpu, partial.params.all), 'student after one AdamW step');
+    partial.destroy();
+    full.destroy();
+  });
+
+  it('teacherRunThrough must lie between kT and the last block', async () => {
+    const gpu = await testGpu();
+    expect(() => new DmaeModel(gpu, cfg, tcfg, d, N, V, { teacherRunThrough: 0 })).toThrow(/teacherRunThrough = 0 must be an integer in \[1, 3\]/);
+    expect(() => new DmaeModel(gpu, cfg, tcfg, d, N, V, { teacherRunThrough: 4 })).toThrow(/teacherRunThrough = 4/);
+  });
+});
