@@ -10,17 +10,13 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { BUILTIN_DATASETS } from '../data/builtin';
-import { DataLoader } from '../data/loader';
 import { loadBuiltinNode } from '../data/node';
-import { maskRatioFor } from '../core/masking';
 import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig, type DistillConfig } from '../engine/config';
 import { decodeParams, encodeParams, type ParamsMeta } from '../engine/params-file';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
-import { MaskingSampler, Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type StepMetrics, type TrainConfig } from '../engine/trainer';
-import { reconstructionGrid } from '../engine/visualize';
+import { builtinDatasetId, builtinInfo, describeMasking, limitsNeededFor, makeRunData, reconstructValidation, shapesOptionsFor } from '../engine/run';
+import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type StepMetrics, type TrainConfig } from '../engine/trainer';
 import { acquireNodeGpu } from '../gpu/node-device';
-import type { LimitsNeeded } from '../gpu/device';
 
 export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
 
@@ -128,8 +124,8 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (mode !== 'mae' && mode !== 'dmae') throw new Error(`--mode ${String(mode)} must be mae or dmae.`);
   const datasetId = String(o.dataset ?? 'mnist');
   if (!['mnist', 'procedural', 'shapes'].includes(datasetId)) throw new Error(`--dataset ${datasetId} must be mnist or procedural.`);
-  const builtin = datasetId === 'mnist' ? 'mnist' : 'shapes';
-  const info = BUILTIN_DATASETS.find((d) => d.id === builtin)!;
+  const builtin = builtinDatasetId(datasetId);
+  const info = builtinInfo(builtin);
 
   // The teacher fixes nothing but must share the geometry; its config comes from its run.
   const teacherRun = mode === 'dmae' ? (typeof o.teacher === 'string' ? readRun(o.teacher) : null) : null;
@@ -179,7 +175,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   const plan = trainMemoryPlan(rc);
   const log = (s: string) => process.stdout.write(`${s}\n`);
   log(`model    ${preset} ${model.embedDim}×${model.depth} (${model.numHeads} heads), decoder ${model.decoderEmbedDim}×${model.decoderDepth}; ${imgSize}×${imgSize}×${channels}, patch ${patchSize}, ` +
-    `${rc.visible} of ${rc.patches} patches visible (mask ${(100 * maskRatioFor(rc.patches, rc.visible)).toFixed(1)} %), norm_pix ${model.normPixLoss ? 'on' : 'off'}`);
+    `${describeMasking(rc)}, norm_pix ${model.normPixLoss ? 'on' : 'off'}`);
   if (tcfg) log(`teacher  ${o.teacher}: ${tcfg.embedDim}×${tcfg.depth}, step ${teacherRun!.meta.step}; pair student block ${distill!.pairs[0].studentBlock} ↔ teacher block ${distill!.pairs[0].teacherBlock}, α ${distill!.alpha}, ${distill!.kind}`);
   log(`optim    AdamW lr ${rc.lr.toExponential(3)}${rc.baseLr !== null ? ` (= ${rc.baseLr} · ${rc.batch * rc.accumSteps} / 256)` : ''}, warmup ${rc.warmupSteps}, cosine to ${rc.minLr} over ${steps} steps, ` +
     `wd ${rc.weightDecay}, betas (${rc.beta1}, ${rc.beta2}), batch ${rc.batch}×${rc.accumSteps}${rc.clipGrad !== null ? `, clip ${rc.clipGrad}` : ''}, seed ${seed}`);
@@ -189,26 +185,17 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (maxMiB !== undefined && plan.totalBytes > maxMiB * 2 ** 20) {
     throw new Error(`The run needs ${formatBytes(plan.totalBytes)} of GPU memory, over --max-memory ${maxMiB} MiB. Use a smaller model, batch or --visible, or --accum to split the batch.`);
   }
-  const DEFAULT_BINDING = 128 * 2 ** 20; // WebGPU's default maxStorageBufferBindingSize
-  const needs: LimitsNeeded = plan.largestBufferBytes > DEFAULT_BINDING ? { maxStorageBufferBindingSize: plan.largestBufferBytes, maxBufferSize: plan.largestBufferBytes } : {};
-  const gpu = await acquireNodeGpu(needs); // refuses, naming the limit, when the adapter cannot hold the largest buffer
+  const gpu = await acquireNodeGpu(limitsNeededFor(plan)); // refuses, naming the limit, when the adapter cannot hold the largest buffer
   log(`adapter  ${gpu.adapter.description}`);
   if (gpu.adapter.kind !== 'hardware' && plan.totalBytes > 0.8 * freemem()) {
     gpu.destroy();
     throw new Error(`The run needs ${formatBytes(plan.totalBytes)} of GPU buffers; this software adapter shares system memory, of which ${formatBytes(freemem())} is free. Use a smaller model or batch.`);
   }
 
-  // Data: training stream (seeded, augmented) and fixed validation images for the pictures.
-  const ds = await loadBuiltinNode(builtin, builtin === 'shapes' ? { size: imgSize, channels } : undefined);
-  const loader = new DataLoader(ds, {
-    split: 'train', batchSize: rc.batch, seed, resolution: imgSize, channels,
-    augment: augment === 'none' ? false : { hflip: info.flipSafe },
-  });
-  const val = new DataLoader(ds, { split: 'val', batchSize: rc.batch, seed, resolution: imgSize, channels });
-  const valImgs = val.next().x.slice();
-  if (valImgs.length !== rc.batch * channels * imgSize * imgSize) throw new Error(`The validation split has fewer than ${rc.batch} images.`);
-  const valMask = new MaskingSampler(seed ^ 0x5eed).next(rc.batch, rc.patches, rc.visible);
-  log(`data     ${ds.name}: ${loader.count} training, ${val.count} validation images; ${augment === 'mae' ? `random resized crop${info.flipSafe ? ' + flip' : ''}` : 'no augmentation'}`);
+  // Data: training stream (seeded, augmented) and fixed validation images and mask for the pictures.
+  const ds = await loadBuiltinNode(builtin, builtin === 'shapes' ? shapesOptionsFor(model) : undefined);
+  const { loader, val, summary } = makeRunData(ds, rc, { augment, hflip: info.flipSafe });
+  log(`data     ${ds.name}: ${summary.train} training, ${summary.val} validation images; ${augment === 'mae' ? `random resized crop${info.flipSafe ? ' + flip' : ''}` : 'no augmentation'}`);
 
   const trainer = new Trainer(gpu, rc, loader, { teacherParams: teacherRun?.params });
   mkdirSync(out, { recursive: true });
@@ -219,10 +206,9 @@ export async function trainCommand(args: string[]): Promise<number> {
 
   const pictures: string[] = [];
   const reconstruct = async (step: number) => {
-    const r = await trainer.reconstruct(valImgs, valMask);
-    const grid = reconstructionGrid({ cfg: model, imgs: valImgs, pred: r.pred, mask: valMask.mask, mean: loader.stats.mean, std: loader.stats.std, count: Math.min(8, rc.batch) });
+    const r = await reconstructValidation(trainer, val);
     const path = join(out, `recon-${String(step).padStart(5, '0')}.png`);
-    await writePng(path, grid);
+    await writePng(path, r.image);
     pictures.push(path);
     appendFileSync(metricsPath, `${JSON.stringify({ step, val: { pix: r.pix, loss: r.loss }, png: path })}\n`);
     return r;

@@ -4,6 +4,7 @@
  */
 import { useGpuStore, type GpuStatus, type SelfTestState } from '../store/gpu';
 import type { AdapterSummary } from '../protocol/gpu';
+import { TrainPanel } from './TrainPanel';
 
 const KEY_LIMITS: Array<[string, string, (v: number) => string]> = [
   ['maxStorageBufferBindingSize', 'Largest storage binding', bytes],
@@ -43,6 +44,7 @@ export function App() {
       </header>
       <GpuPanel gpu={gpu} />
       <SelfTestPanel state={selfTest} enabled={gpu.status === 'ready'} onRun={runSelfTest} />
+      {gpu.status !== 'unavailable' && <TrainPanel />}
       <footer>Training, datasets and exports are being built; this page checks that your GPU can run the kernels.</footer>
     </main>
   );

@@ -1,0 +1,392 @@
+/**
+ * Messages between the studio page and its training worker (src/worker/train.worker.ts).
+ * Plain data only (structured clone), imports nothing outside src/protocol, so the page (store,
+ * UI) and the worker (engine) both depend on it and on nothing of each other.
+ *
+ * Every message carries `v: TRAIN_PROTOCOL_VERSION`; a worker answers a message of another
+ * version with an `error` of kind 'internal' (the page and the worker come from different builds:
+ * reload). Large payloads are ArrayBuffers owned by the message, sent as transferables
+ * (`transferablesOf(msg)` lists them): parameters, optimiser moments, reconstruction pixels.
+ *
+ * A run's life, as the worker reports it:
+ *
+ *   start ─► started ─► metrics* / reconstruction* ─► (paused ─► resumed)* ─► stopped | error
+ *
+ * `stopped` (reason 'done' or 'stopped') and `error` end a run; both carry what the run has so
+ * far (a Checkpoint: parameters, AdamW moments, the step and every random stream's position),
+ * from which a new `start` with `resume` continues exactly. After `error` the checkpoint is the
+ * last good state: for 'diverged', the parameters restored to before the bad step; for
+ * 'device-lost', the last periodic snapshot (`RunOptions.snapshotEvery`), since a lost device
+ * cannot be read. One run at a time per worker.
+ *
+ * Metrics come batched (`metrics.records`, every step, in order), posted at most every
+ * `metricsIntervalMs` (100 ms by default) and always before any other message of the run, so a
+ * page can append them to a chart buffer without re-rendering per step.
+ *
+ * Extending: a new request/answer pair (attention maps: 'request-attention' → 'attention')
+ * is added under the same version (a page ignores message types it does not know; a worker answers
+ * one with an 'internal' error naming it); a changed meaning of an existing field bumps
+ * TRAIN_PROTOCOL_VERSION.
+ */
+import type { AdapterSummary } from './gpu';
+
+export const TRAIN_PROTOCOL_VERSION = 1;
+type V = { v: typeof TRAIN_PROTOCOL_VERSION };
+
+// ---------------------------------------------------------------------------------------------
+// Configuration (plain JSON mirrors of src/engine's TrainConfig; the worker checks them)
+// ---------------------------------------------------------------------------------------------
+
+/** A ViT MAE: the engine's MaeConfig. */
+export interface ModelSpec {
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  decoderEmbedDim: number;
+  decoderDepth: number;
+  decoderNumHeads: number;
+  normPixLoss: boolean;
+}
+
+/** DMAE alignment: the engine's DistillConfig. */
+export interface DistillSpec {
+  pairs: readonly { studentBlock: number; teacherBlock: number }[];
+  alpha: number;
+  kind: 'l1' | 'l2';
+}
+
+/** A training run: the engine's TrainConfig (see src/engine/trainer.ts for every default). */
+export interface TrainSpec {
+  mode: 'mae' | 'dmae';
+  model: ModelSpec;
+  /** DMAE: the teacher's model; may be left out when `teacher` is a run of this worker. */
+  teacher?: ModelSpec;
+  distill?: DistillSpec;
+  maskRatio?: number;
+  visible?: number;
+  batch: number;
+  accumSteps?: number;
+  lr?: number;
+  baseLr?: number;
+  minLr?: number;
+  warmupSteps?: number;
+  totalSteps: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  clipGrad?: number;
+  seed: number;
+  nanGuard?: 'restore' | 'stop';
+}
+
+/** The configuration as the worker resolved it (every default filled in): what is really trained. */
+export interface ResolvedTrainSpec {
+  mode: 'mae' | 'dmae';
+  model: ModelSpec;
+  teacher: ModelSpec | null;
+  distill: DistillSpec | null;
+  maskRatio: number;
+  /** Visible patches per image, of `patches`. */
+  visible: number;
+  patches: number;
+  batch: number;
+  accumSteps: number;
+  /** Peak learning rate after the batch scaling. */
+  lr: number;
+  baseLr: number | null;
+  minLr: number;
+  warmupSteps: number;
+  totalSteps: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clipGrad: number | null;
+  seed: number;
+  nanGuard: 'restore' | 'stop';
+}
+
+/** Where the images come from. */
+export type DataSpec =
+  /** A built-in dataset: MNIST (28×28 gray, fetched from the page's server) or generated Shapes (at the model's size and channels). */
+  | { kind: 'builtin'; id: 'mnist' | 'shapes'; augment?: 'mae' | 'none' }
+  /** A dataset imported earlier and kept in this browser's IndexedDB (src/data/store-idb.ts). */
+  | { kind: 'stored'; id: string; augment?: 'mae' | 'none'; hflip?: boolean };
+
+export interface RunOptions {
+  /** A reconstruction every N optimiser steps (and at the start and the end); default ≈ totalSteps / 10; 0: start and end only. */
+  reconEvery?: number;
+  /** Validation images (rows) in a reconstruction; default min(8, batch). */
+  reconCount?: number;
+  /** Least time between two `metrics` messages; default 100 ms. */
+  metricsIntervalMs?: number;
+  /**
+   * Keep a checkpoint in the worker every N steps (and at the start), reported only if the device
+   * is lost; default 25 steps and at most one per 30 s; 0: off.
+   */
+  snapshotEvery?: number;
+  /** Refuse ('out-of-memory') a run whose GPU buffers exceed this many bytes. */
+  maxMemoryBytes?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+// ---------------------------------------------------------------------------------------------
+
+/** One tensor of a parameter table: a timm/PyTorch name, its shape, where it lies in the buffer. */
+export interface TensorEntry {
+  name: string;
+  shape: number[];
+  /** Byte offset in the buffer (a multiple of 4). */
+  offset: number;
+  /** Elements (float32). */
+  length: number;
+}
+
+/** Named float32 tensors in one buffer (little-endian; gaps between tensors are unused). */
+export interface ParamsPayload {
+  tensors: TensorEntry[];
+  buffer: ArrayBuffer;
+}
+
+/** The trainer's CPU state: the step and the positions of its random streams (JSON). */
+export interface TrainerStateSpec {
+  step: number;
+  masking: [number, number, number, number];
+  /** The data loader's position ({ seed, epoch, position }). */
+  source?: unknown;
+}
+
+/** Everything a run needs to continue exactly: send it back as `start.resume`. */
+export interface Checkpoint {
+  runId: string;
+  /** Optimiser steps done. */
+  step: number;
+  config: ResolvedTrainSpec;
+  data: DataSpec;
+  /** The student's parameters, and AdamW's first and second moments in the same table. */
+  params: ParamsPayload;
+  adamM: ArrayBuffer;
+  adamV: ArrayBuffer;
+  state: TrainerStateSpec;
+}
+
+export type TeacherSource =
+  /** Parameters holding at least the teacher's encoder up to its deepest aligned block (timm names). */
+  | { kind: 'params'; params: ParamsPayload }
+  /** A MAE run that ended in this worker (its final parameters are kept until `forget-run`). */
+  | { kind: 'run'; runId: string };
+
+/** One optimiser step. */
+export interface StepRecord {
+  step: number;
+  /** Epochs of the training split seen (fractional). */
+  epoch: number;
+  /** pix + α·Σ distill. */
+  loss: number;
+  pix: number;
+  /** DMAE: the distillation loss of each aligned pair (before α). */
+  distill?: number[];
+  lr: number;
+  gradNorm: number;
+  imagesPerSec: number;
+  /** Training time of the run so far (pauses excluded), ms. */
+  elapsedMs: number;
+}
+
+/** RGBA pixels, 8 bits per channel, rows top to bottom: `new ImageData(new Uint8ClampedArray(data), width, height)`. */
+export interface RgbaImage {
+  width: number;
+  height: number;
+  format: 'rgba8';
+  data: ArrayBuffer;
+}
+
+export const RECONSTRUCTION_COLUMNS = ['original', 'masked', 'reconstruction', 'reconstruction + visible'] as const;
+
+export interface MemoryPlanSpec {
+  /** Every GPU buffer of the run, by role, in bytes. */
+  parts: Record<string, number>;
+  modelBytes: number;
+  totalBytes: number;
+  largestBufferBytes: number;
+}
+
+export interface DataSummary {
+  name: string;
+  train: number;
+  val: number;
+  /** What the model sees (after resizing and channel conversion). */
+  C: number;
+  H: number;
+  W: number;
+  mean: number[];
+  std: number[];
+}
+
+export type TrainErrorKind =
+  /** The GPU device was lost (driver reset, another tab, the browser reclaimed it). Start again: a new device is acquired. */
+  | 'device-lost'
+  /** The run does not fit this GPU (refused before allocating, or an allocation failed). */
+  | 'out-of-memory'
+  /** A loss or the gradient norm became NaN/Inf; the state is the last good step's. */
+  | 'diverged'
+  /** The configuration is impossible (sizes, ratios, a missing teacher…); nothing ran. */
+  | 'invalid-config'
+  /** The dataset could not be loaded or does not fit the run. */
+  | 'data'
+  /** A run is already active in this worker. */
+  | 'busy'
+  /** No WebGPU, or no adapter. */
+  | 'no-gpu'
+  /** Anything else (a bug): the message says what. */
+  | 'internal';
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+export type ToTrainWorker = V & (
+  /** Acquire the GPU now and report it (`ready` or `unavailable`); `start` does it too when needed. */
+  | { type: 'init' }
+  | {
+    type: 'start';
+    /** Chosen by the page; every message of the run names it. */
+    runId: string;
+    config: TrainSpec;
+    data: DataSpec;
+    /** DMAE: the frozen teacher. */
+    teacher?: TeacherSource;
+    /** Continue from this checkpoint (its step, parameters, moments and streams) instead of the recipe's init. */
+    resume?: Checkpoint;
+    options?: RunOptions;
+  }
+  | { type: 'pause'; runId: string }
+  | { type: 'resume'; runId: string }
+  | { type: 'stop'; runId: string }
+  /** A reconstruction now (at the next step boundary; at once when paused). */
+  | { type: 'request-reconstruction'; runId: string }
+  /** A checkpoint now (at the next step boundary; at once when paused): answered by `checkpoint`. */
+  | { type: 'request-checkpoint'; runId: string }
+  /** Drop the parameters the worker keeps of an ended run (kept for `teacher: { kind: 'run' }`). */
+  | { type: 'forget-run'; runId: string }
+  /** Tests only: destroy the GPU device as a driver reset would. */
+  | { type: 'debug-lose-device' }
+);
+
+export type FromTrainWorker = V & (
+  | { type: 'ready'; adapter: AdapterSummary }
+  | { type: 'unavailable'; code: string; message: string }
+  | {
+    type: 'started';
+    runId: string;
+    /** What will really be trained (check the masking, the teacher block… here). */
+    config: ResolvedTrainSpec;
+    memory: MemoryPlanSpec;
+    data: DataSummary;
+    adapter: AdapterSummary;
+    /** The step it starts from (0, or the checkpoint's). */
+    step: number;
+  }
+  | { type: 'metrics'; runId: string; records: StepRecord[] }
+  | {
+    type: 'reconstruction';
+    runId: string;
+    /** Optimiser steps done when it was made. */
+    step: number;
+    /** Rows of RECONSTRUCTION_COLUMNS, one row per validation image (the same images and mask every time). */
+    image: RgbaImage;
+    rows: number;
+    columns: readonly string[];
+    /** One cell's side in pixels, and the gap around cells. */
+    cell: number;
+    gap: number;
+    /** The validation batch's losses at this step. */
+    val: { pix: number; loss: number };
+  }
+  | { type: 'paused'; runId: string; step: number }
+  | { type: 'resumed'; runId: string; step: number }
+  | { type: 'checkpoint'; runId: string; checkpoint: Checkpoint }
+  | {
+    type: 'stopped';
+    runId: string;
+    /** 'done': the schedule's total steps; 'stopped': asked to stop. */
+    reason: 'done' | 'stopped';
+    step: number;
+    elapsedMs: number;
+    checkpoint: Checkpoint;
+  }
+  | {
+    type: 'error';
+    /** null when no run was concerned (a message the worker could not read, a device lost while idle). */
+    runId: string | null;
+    kind: TrainErrorKind;
+    /** What is wrong and what to do. */
+    message: string;
+    /** Optimiser steps done when it happened (0 when nothing ran). */
+    step: number;
+    /** What the run has so far (absent when nothing ran or nothing could be saved). */
+    checkpoint?: Checkpoint;
+  }
+);
+
+export type TrainMessageType = ToTrainWorker['type'] | FromTrainWorker['type'];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers both sides use
+// ---------------------------------------------------------------------------------------------
+
+/** Every ArrayBuffer in a message (deduplicated): the transfer list of postMessage. */
+export function transferablesOf(msg: unknown): ArrayBuffer[] {
+  const found = new Set<ArrayBuffer>();
+  const walk = (x: unknown, depth: number): void => {
+    if (x === null || typeof x !== 'object' || depth > 8) return;
+    if (x instanceof ArrayBuffer) {
+      if (x.byteLength > 0) found.add(x); // a detached (already sent) buffer has length 0 and cannot be transferred again
+      return;
+    }
+    if (ArrayBuffer.isView(x)) return; // views are not used in messages: a view's buffer may hold more than it shows
+    for (const v of Array.isArray(x) ? x : Object.values(x)) walk(v, depth + 1);
+  };
+  walk(msg, 0);
+  return [...found];
+}
+
+const TO_WORKER_TYPES = new Set<string>(['init', 'start', 'pause', 'resume', 'stop', 'request-reconstruction', 'request-checkpoint', 'forget-run', 'debug-lose-device']);
+
+/**
+ * Checks the envelope of a message to the worker: an object with a known `type`, this
+ * protocol's version, and a `runId` where the type needs one. Returns a problem, or null.
+ * (The configuration itself is checked by the engine, which names what is wrong.)
+ */
+export function checkToTrainWorker(msg: unknown): string | null {
+  if (msg === null || typeof msg !== 'object') return 'the message is not an object';
+  const m = msg as Record<string, unknown>;
+  if (typeof m.type !== 'string' || !TO_WORKER_TYPES.has(m.type)) return `unknown message type ${JSON.stringify(m.type)}`;
+  if (m.v !== TRAIN_PROTOCOL_VERSION) {
+    return `protocol version ${JSON.stringify(m.v)} differs from the worker's ${TRAIN_PROTOCOL_VERSION}: the page and the worker come from different builds; reload the page`;
+  }
+  if (m.type !== 'init' && m.type !== 'debug-lose-device' && (typeof m.runId !== 'string' || m.runId === '')) return `"${m.type}" needs a runId`;
+  if (m.type === 'start') {
+    if (m.config === null || typeof m.config !== 'object') return '"start" needs a config';
+    if (m.data === null || typeof m.data !== 'object') return '"start" needs a data choice';
+  }
+  return null;
+}
+
+/** A ParamsPayload's tensors as float32 views (no copy), by name. */
+export function payloadTensors(p: ParamsPayload): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const t of p.tensors) {
+    if (t.offset % 4 !== 0 || t.offset + 4 * t.length > p.buffer.byteLength) {
+      throw new Error(`Tensor "${t.name}" (${t.length} values at byte ${t.offset}) lies outside its ${p.buffer.byteLength}-byte buffer.`);
+    }
+    out.set(t.name, new Float32Array(p.buffer, t.offset, t.length));
+  }
+  return out;
+}

@@ -1,0 +1,217 @@
+/**
+ * The training slice of the studio's store, and the one bridge to the training worker
+ * (src/worker/train.worker.ts, protocol in src/protocol/train.ts). Components call start /
+ * pause / resume / stop here and read the run's state; none of them talks to the worker.
+ *
+ * Per-step numbers do not go through React state: they land in `trainMetrics`, an append-only
+ * buffer per run that charts and counters subscribe to (the worker batches them, ≤ 10 messages a
+ * second). The store's state changes only when the run's status, picture or result does.
+ */
+import { create } from 'zustand';
+import type { AdapterSummary } from '../protocol/gpu';
+import {
+  TRAIN_PROTOCOL_VERSION, transferablesOf,
+  type Checkpoint, type DataSpec, type DataSummary, type FromTrainWorker, type MemoryPlanSpec, type ResolvedTrainSpec,
+  type RunOptions, type StepRecord, type TeacherSource, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
+} from '../protocol/train';
+
+export type RunStatus = 'starting' | 'running' | 'pausing' | 'paused' | 'stopping' | 'done' | 'stopped' | 'error';
+
+/** A reconstruction ready for a canvas: `ctx.putImageData(new ImageData(data, width, height), 0, 0)`. */
+export interface ReconstructionView {
+  step: number;
+  width: number;
+  height: number;
+  data: Uint8ClampedArray<ArrayBuffer>;
+  rows: number;
+  columns: readonly string[];
+  cell: number;
+  gap: number;
+  val: { pix: number; loss: number };
+}
+
+export interface RunView {
+  runId: string;
+  status: RunStatus;
+  /** What the page asked for. */
+  request: { config: TrainSpec; data: DataSpec; options?: RunOptions };
+  /** What the worker really trains (resolved configuration, memory, data, adapter). */
+  started?: { config: ResolvedTrainSpec; memory: MemoryPlanSpec; data: DataSummary; adapter: AdapterSummary; step: number };
+  /** The step at the last status change (live steps: trainMetrics). */
+  step: number;
+  reconstruction?: ReconstructionView;
+  error?: { kind: TrainErrorKind; message: string; step: number };
+  result?: { reason: 'done' | 'stopped'; step: number; elapsedMs: number };
+  /** The latest kept state: a requested checkpoint, or what the run had when it ended. */
+  checkpoint?: Checkpoint;
+}
+
+export type TrainWorkerState =
+  | { status: 'off' | 'starting' }
+  | { status: 'ready'; adapter: AdapterSummary }
+  | { status: 'unavailable'; code: string; message: string };
+
+export interface StartRequest {
+  config: TrainSpec;
+  data: DataSpec;
+  options?: RunOptions;
+  teacher?: TeacherSource;
+  resume?: Checkpoint;
+}
+
+export interface TrainSlice {
+  worker: TrainWorkerState;
+  /** The current run, or the last one (kept with its results until the next start). */
+  run: RunView | null;
+  /** Errors not tied to a run (an unreadable message, a device lost while idle). */
+  workerError: string | null;
+  /** Starts a run; returns its id. */
+  start: (req: StartRequest) => string;
+  pause: () => void;
+  resume: () => void;
+  stop: () => void;
+  requestReconstruction: () => void;
+  requestCheckpoint: () => void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-step metrics, outside React
+// ---------------------------------------------------------------------------------------------
+
+export type MetricsListener = (runId: string, records: readonly StepRecord[]) => void;
+
+/** Every step of every run of this page, append-only; listeners get each new batch. */
+export class MetricsBuffer {
+  private readonly runs = new Map<string, StepRecord[]>();
+  private readonly listeners = new Set<MetricsListener>();
+
+  append(runId: string, records: readonly StepRecord[]): void {
+    let all = this.runs.get(runId);
+    if (!all) this.runs.set(runId, (all = []));
+    for (const r of records) all.push(r);
+    for (const l of this.listeners) l(runId, records);
+  }
+
+  records(runId: string): readonly StepRecord[] {
+    return this.runs.get(runId) ?? [];
+  }
+
+  latest(runId: string): StepRecord | undefined {
+    const all = this.runs.get(runId);
+    return all?.[all.length - 1];
+  }
+
+  /** Called with each new batch; returns the unsubscribe function. */
+  subscribe(listener: MetricsListener): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  forget(runId: string): void {
+    this.runs.delete(runId);
+  }
+}
+
+export const trainMetrics = new MetricsBuffer();
+
+// ---------------------------------------------------------------------------------------------
+// The bridge
+// ---------------------------------------------------------------------------------------------
+
+let worker: Worker | null = null;
+let runCounter = 0;
+
+type Unversioned = ToTrainWorker extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
+
+function send(msg: Unversioned, transfer = false): void {
+  const full = { v: TRAIN_PROTOCOL_VERSION, ...msg } as ToTrainWorker;
+  // The page keeps its own copies of what it sends (a checkpoint to resume, a teacher): no transfer by default.
+  worker?.postMessage(full, transfer ? transferablesOf(full) : []);
+}
+
+export const useTrainStore = create<TrainSlice>()((set, get) => {
+  const control = (type: 'pause' | 'resume' | 'stop' | 'request-reconstruction' | 'request-checkpoint', status?: RunStatus) => {
+    const run = get().run;
+    if (!run || ['done', 'stopped', 'error'].includes(run.status)) return;
+    if (status) set({ run: { ...run, status } });
+    send({ type, runId: run.runId });
+  };
+  return {
+    worker: { status: 'off' },
+    run: null,
+    workerError: null,
+    start: (req) => {
+      startTrainWorker();
+      const runId = `run-${Date.now().toString(36)}-${++runCounter}`;
+      set({ run: { runId, status: 'starting', request: { config: req.config, data: req.data, options: req.options }, step: req.resume?.step ?? 0 }, workerError: null });
+      send({ type: 'start', runId, config: req.config, data: req.data, ...(req.options ? { options: req.options } : {}), ...(req.teacher ? { teacher: req.teacher } : {}), ...(req.resume ? { resume: req.resume } : {}) });
+      return runId;
+    },
+    pause: () => control('pause', 'pausing'),
+    resume: () => control('resume', 'running'),
+    stop: () => control('stop', 'stopping'),
+    requestReconstruction: () => control('request-reconstruction'),
+    requestCheckpoint: () => control('request-checkpoint'),
+  };
+});
+
+/** Applies a message of the worker to the store (exported for tests). */
+export function receiveTrainMessage(msg: FromTrainWorker): void {
+  const { setState: set, getState: get } = useTrainStore;
+  if (msg.type === 'ready') return set({ worker: { status: 'ready', adapter: msg.adapter } });
+  if (msg.type === 'unavailable') return set({ worker: { status: 'unavailable', code: msg.code, message: msg.message } });
+  if (msg.type === 'metrics') return trainMetrics.append(msg.runId, msg.records);
+  const run = get().run;
+  if (msg.type === 'error' && (msg.runId === null || !run || msg.runId !== run.runId)) {
+    return set({ workerError: msg.message });
+  }
+  if (!run || msg.runId !== run.runId) return; // a message of an earlier run
+  const update = (patch: Partial<RunView>) => set({ run: { ...get().run!, ...patch } });
+  switch (msg.type) {
+    case 'started':
+      return update({ status: run.status === 'starting' ? 'running' : run.status, started: { config: msg.config, memory: msg.memory, data: msg.data, adapter: msg.adapter, step: msg.step }, step: msg.step });
+    case 'reconstruction':
+      return update({
+        reconstruction: {
+          step: msg.step, width: msg.image.width, height: msg.image.height, data: new Uint8ClampedArray(msg.image.data),
+          rows: msg.rows, columns: msg.columns, cell: msg.cell, gap: msg.gap, val: msg.val,
+        },
+      });
+    case 'paused':
+      return update({ status: run.status === 'stopping' ? 'stopping' : 'paused', step: msg.step });
+    case 'resumed':
+      return update({ status: run.status === 'stopping' ? 'stopping' : 'running', step: msg.step });
+    case 'checkpoint':
+      return update({ checkpoint: msg.checkpoint });
+    case 'stopped':
+      return update({ status: msg.reason, step: msg.step, result: { reason: msg.reason, step: msg.step, elapsedMs: msg.elapsedMs }, checkpoint: msg.checkpoint });
+    case 'error':
+      return update({ status: 'error', step: msg.step, error: { kind: msg.kind, message: msg.message, step: msg.step }, ...(msg.checkpoint ? { checkpoint: msg.checkpoint } : {}) });
+  }
+}
+
+/** Starts the training worker (once) and has it acquire its GPU. */
+export function startTrainWorker(): void {
+  if (worker) return;
+  useTrainStore.setState({ worker: { status: 'starting' } });
+  try {
+    worker = new Worker(new URL('../worker/train.worker.ts', import.meta.url), { type: 'module', name: 'dmae-train' });
+  } catch (e) {
+    useTrainStore.setState({ worker: { status: 'unavailable', code: 'no-worker', message: `This browser cannot start a module Web Worker: ${(e as Error).message}` } });
+    return;
+  }
+  worker.onmessage = (event: MessageEvent<FromTrainWorker>) => receiveTrainMessage(event.data);
+  // End-to-end tests reach the worker's test-only messages through the page (?debug=train).
+  if (globalThis.location?.search.includes('debug=train')) {
+    (globalThis as unknown as { __dmaeTrain: unknown }).__dmaeTrain = { loseDevice: () => send({ type: 'debug-lose-device' }), metrics: trainMetrics };
+  }
+  worker.onerror = (event) => {
+    const message = `The training worker stopped: ${event.message || 'it failed to load'}.`;
+    const { run } = useTrainStore.getState();
+    useTrainStore.setState({
+      worker: { status: 'unavailable', code: 'worker-error', message },
+      ...(run && !['done', 'stopped', 'error'].includes(run.status) ? { run: { ...run, status: 'error' as const, error: { kind: 'internal' as const, message, step: run.step } } } : {}),
+    });
+  };
+  send({ type: 'init' });
+}

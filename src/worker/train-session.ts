@@ -1,0 +1,573 @@
+/**
+ * The training worker's logic, apart from the Worker global so that Node can drive it on real
+ * WebGPU (test/protocol/train-session.test.ts): it reads ToTrainWorker messages, runs the
+ * Trainer, and posts FromTrainWorker messages (src/protocol/train.ts says what each means).
+ * src/worker/train.worker.ts wraps it with the browser's GPU, datasets and postMessage.
+ *
+ * A run trains in slices (`Trainer.train({ until })` up to the next reconstruction or snapshot);
+ * `shouldStop` is checked before every step, and every step awaits the GPU's readback, so a
+ * pause, stop or request is seen within one step. Requests are served between slices, in the
+ * run's own loop, so nothing else touches the model while it trains.
+ *
+ * Failures, each reported once as an `error` with what the run has so far:
+ * - a lost device: every GPU wait of the run races the device's `lost` promise; the checkpoint
+ *   is the last periodic snapshot (a lost device cannot be read back);
+ * - out of memory: the memory plan against the adapter's buffer limits and the caller's budget
+ *   before anything is allocated, then the Trainer built inside 'out-of-memory' and
+ *   'validation' error scopes;
+ * - divergence: the Trainer's NaN guard restores the last good step, which is read back;
+ * - an impossible configuration or dataset: refused before any GPU work, with the engine's message.
+ */
+import type { ImageDataset } from '../data/dataset';
+import { DatasetError } from '../data/errors';
+import type { MaeConfig } from '../engine/config';
+import type { ParamMap } from '../engine/init';
+import { uploadParamMap } from '../engine/mae';
+import { limitsNeededFor, makeRunData, planExceedsLimits, reconstructValidation, rgbToRgba, type RunData } from '../engine/run';
+import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type MemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig, type TrainerState } from '../engine/trainer';
+import { readback } from '../gpu/buffers';
+import { GpuError, type AdapterReport, type Gpu, type LimitsNeeded } from '../gpu/device';
+import type { AdapterSummary } from '../protocol/gpu';
+import {
+  RECONSTRUCTION_COLUMNS, TRAIN_PROTOCOL_VERSION, checkToTrainWorker, payloadTensors,
+  type Checkpoint, type DataSpec, type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions,
+  type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
+} from '../protocol/train';
+
+// The protocol's plain specs are the engine's configurations (checked here, where both are known).
+const specIsConfig = (s: TrainSpec): TrainConfig => s;
+const resolvedIsSpec = (c: ResolvedTrainConfig): ResolvedTrainSpec => c;
+void specIsConfig;
+void resolvedIsSpec;
+
+export interface TrainSessionEnv {
+  /** A device with at least these limits (the browser's acquireBrowserGpu, Node's acquireNodeGpu). */
+  acquireGpu(needs: LimitsNeeded): Promise<Gpu>;
+  /** The images of a run (the model's size and channels are for generated data). */
+  loadDataset(data: DataSpec, model: MaeConfig): Promise<ImageDataset>;
+  /** GPU bytes a run may take on this adapter, when known (a software adapter shares system memory). */
+  memoryBudget?(adapter: AdapterReport): number | undefined;
+}
+
+export type PostTrainMessage = (msg: FromTrainWorker) => void;
+
+/** A message to the page without its version (added when posted). */
+type Unversioned = FromTrainWorker extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
+type Msg<T extends FromTrainWorker['type']> = Omit<Extract<FromTrainWorker, { type: T }>, 'v'>;
+type StartMsg = Extract<ToTrainWorker, { type: 'start' }>;
+
+const summary = (a: AdapterReport): AdapterSummary => ({ kind: a.kind, description: a.description, features: [...a.features], limits: { ...a.limits } });
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A run's failure with its protocol kind. */
+class RunFailure extends Error {
+  constructor(readonly kind: TrainErrorKind, message: string) {
+    super(message);
+  }
+}
+
+class DeviceLost extends Error {}
+
+/** The ParamsPayload of an arena's raw contents (one buffer, the layout's offsets). */
+function payloadOf(entries: readonly { name: string; shape: number[]; start: number; length: number }[], flat: Float32Array): ParamsPayload {
+  const buffer = flat.byteOffset === 0 && flat.byteLength === flat.buffer.byteLength ? (flat.buffer as ArrayBuffer) : flat.slice().buffer;
+  return { tensors: entries.map((e) => ({ name: e.name, shape: [...e.shape], offset: e.start * 4, length: e.length })), buffer };
+}
+
+function paramMapOf(p: ParamsPayload): ParamMap {
+  const out: ParamMap = new Map();
+  for (const [name, v] of payloadTensors(p)) out.set(name, Float64Array.from(v));
+  return out;
+}
+
+const copyPayload = (p: ParamsPayload): ParamsPayload => ({ tensors: p.tensors.map((t) => ({ ...t, shape: [...t.shape] })), buffer: p.buffer.slice(0) });
+const copyCheckpoint = (c: Checkpoint): Checkpoint => ({ ...c, params: copyPayload(c.params), adamM: c.adamM.slice(0), adamV: c.adamV.slice(0) });
+
+export interface TrainSession {
+  /** One message from the page. Resolves once it is taken in (for `start`: once the run has started or been refused). */
+  handle(msg: unknown): Promise<void>;
+  /** Resolves when no run is active. */
+  whenIdle(): Promise<void>;
+  /** Ends any run without reporting and releases the device. */
+  dispose(): void;
+}
+
+export function createTrainSession(env: TrainSessionEnv, post: PostTrainMessage): TrainSession {
+  return new Session(env, post);
+}
+
+class Session implements TrainSession {
+  private gpu: Gpu | null = null;
+  private acquiring: Promise<Gpu> | null = null;
+  /** Devices this session destroyed itself: their loss is no failure. */
+  private readonly ownDestroy = new WeakSet<Gpu>();
+  private run: Run | null = null;
+  private starting = false;
+  /** Final parameters of ended runs, for `teacher: { kind: 'run' }`. */
+  readonly kept = new Map<string, { model: MaeConfig; params: ParamsPayload }>();
+  private disposed = false;
+
+  constructor(readonly env: TrainSessionEnv, private readonly postRaw: PostTrainMessage) {}
+
+  post(msg: Unversioned): void {
+    if (!this.disposed) this.postRaw({ v: TRAIN_PROTOCOL_VERSION, ...msg } as FromTrainWorker);
+  }
+
+  fail(runId: string | null, kind: TrainErrorKind, message: string, step = 0, checkpoint?: Checkpoint): void {
+    this.post({ type: 'error', runId, kind, message, step, ...(checkpoint ? { checkpoint } : {}) });
+  }
+
+  async whenIdle(): Promise<void> {
+    while (this.run || this.starting) await (this.run?.finished ?? sleep(5));
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.run?.abandon();
+    if (this.gpu) {
+      this.ownDestroy.add(this.gpu);
+      this.gpu.destroy();
+      this.gpu = null;
+    }
+  }
+
+  /** The device, acquired once (again after a loss, or with larger limits when a run needs them). */
+  async device(needs: LimitsNeeded = {}): Promise<Gpu> {
+    while (this.acquiring) await this.acquiring.catch(() => undefined);
+    const fits = (g: Gpu) => Object.entries(needs).every(([k, v]) => v === undefined || (g.device.limits as unknown as Record<string, number>)[k] >= v);
+    if (this.gpu && fits(this.gpu)) return this.gpu;
+    if (this.gpu) {
+      // A run needs larger limits than the open device: reopen (no run holds it; one run at a time).
+      this.ownDestroy.add(this.gpu);
+      this.gpu.destroy();
+      this.gpu = null;
+    }
+    const acquiring = this.env.acquireGpu(needs);
+    this.acquiring = acquiring;
+    try {
+      const g = await acquiring;
+      this.gpu = g;
+      void g.lost.then((loss) => {
+        if (this.gpu === g) this.gpu = null;
+        if (this.ownDestroy.has(g) || this.disposed) return;
+        const message = `The GPU device was lost (${loss.reason}${loss.message ? `: ${loss.message}` : ''}).`;
+        if (this.run && this.run.gpu === g) this.run.deviceLost(message);
+        else this.fail(null, 'device-lost', `${message} A new device is acquired for the next run.`);
+      });
+      this.post({ type: 'ready', adapter: summary(g.adapter) });
+      return g;
+    } finally {
+      this.acquiring = null;
+    }
+  }
+
+  async handle(raw: unknown): Promise<void> {
+    const problem = checkToTrainWorker(raw);
+    if (problem) {
+      const runId = raw && typeof raw === 'object' && typeof (raw as { runId?: unknown }).runId === 'string' ? (raw as { runId: string }).runId : null;
+      this.fail(runId, 'internal', `The training worker cannot read this message: ${problem}.`);
+      return;
+    }
+    const msg = raw as ToTrainWorker;
+    switch (msg.type) {
+      case 'init':
+        try {
+          const before = this.gpu;
+          const g = await this.device();
+          if (g === before) this.post({ type: 'ready', adapter: summary(g.adapter) }); // a fresh device was reported when acquired
+        } catch (e) {
+          this.post({ type: 'unavailable', code: e instanceof GpuError ? e.code : 'error', message: errorText(e) });
+        }
+        return;
+      case 'start':
+        return this.start(msg);
+      case 'forget-run':
+        this.kept.delete(msg.runId);
+        return;
+      case 'debug-lose-device':
+        this.gpu?.device.destroy(); // not marked as our own: reported as a loss, as a driver reset would be
+        return;
+      default: {
+        const run = this.run;
+        if (!run || run.runId !== msg.runId) return; // a late message for a run that has ended: nothing to do
+        run.request(msg.type);
+      }
+    }
+  }
+
+  private async start(msg: StartMsg): Promise<void> {
+    const { runId } = msg;
+    if (this.run || this.starting) {
+      this.fail(runId, 'busy', `Run "${this.run?.runId ?? '(starting)'}" is still active in this worker; stop it before starting another.`);
+      return;
+    }
+    this.starting = true;
+    try {
+      const run = await this.prepare(msg);
+      if (!run) return;
+      this.run = run;
+      run.finished = run.loop().finally(() => {
+        if (this.run === run) this.run = null;
+      });
+    } catch (e) {
+      this.fail(runId, 'internal', `The run could not start: ${errorText(e)}`);
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  /** Everything before the first step; refusals are posted here. Returns the run, or null when refused. */
+  private async prepare(msg: StartMsg): Promise<Run | null> {
+    const { runId } = msg;
+    const options = msg.options ?? {};
+    const refuse = (kind: TrainErrorKind, message: string) => {
+      this.fail(runId, kind, message, msg.resume?.step ?? 0);
+      return null;
+    };
+
+    // 1. The configuration, the teacher, the checkpoint: no GPU yet.
+    let rc: ResolvedTrainConfig, teacherParams: ParamMap | undefined, plan: MemoryPlan;
+    try {
+      const spec: TrainSpec = { ...msg.config };
+      if (spec.mode === 'dmae') {
+        const t = msg.teacher;
+        if (!t) return refuse('invalid-config', 'DMAE needs a teacher: train a larger MAE first (or choose a weights file), then distil from it.');
+        if (t.kind === 'run') {
+          const kept = this.kept.get(t.runId);
+          if (!kept) return refuse('invalid-config', `The teacher run "${t.runId}" is not in this worker (it never ended here, or was forgotten). Send its parameters instead.`);
+          spec.teacher ??= kept.model;
+          teacherParams = paramMapOf(kept.params);
+        } else teacherParams = paramMapOf(t.params);
+      }
+      rc = resolveTrainConfig(spec);
+      plan = trainMemoryPlan(rc);
+    } catch (e) {
+      return refuse('invalid-config', errorText(e));
+    }
+    const reconEvery = options.reconEvery ?? Math.max(1, Math.round(rc.totalSteps / 10));
+    const snapshotEvery = options.snapshotEvery ?? 25;
+    // By default a snapshot (three arena readbacks) is also at most one per 30 s, so a big model does not pay it every 25 steps.
+    const snapshotMinMs = options.snapshotEvery === undefined ? 30_000 : 0;
+    const metricsIntervalMs = options.metricsIntervalMs ?? 100;
+    const reconCount = options.reconCount ?? Math.min(8, rc.batch);
+    for (const [name, v, ok] of [
+      ['reconEvery', reconEvery, Number.isInteger(reconEvery) && reconEvery >= 0],
+      ['snapshotEvery', snapshotEvery, Number.isInteger(snapshotEvery) && snapshotEvery >= 0],
+      ['metricsIntervalMs', metricsIntervalMs, metricsIntervalMs >= 0],
+      ['reconCount', reconCount, Number.isInteger(reconCount) && reconCount >= 1],
+    ] as const) {
+      if (!ok) return refuse('invalid-config', `Run option ${name} = ${v} must be a whole number ≥ ${name === 'reconCount' ? 1 : 0}.`);
+    }
+
+    // 2. Memory, before anything is allocated.
+    if (options.maxMemoryBytes !== undefined && plan.totalBytes > options.maxMemoryBytes) {
+      return refuse('out-of-memory', `The run needs ${formatBytes(plan.totalBytes)} of GPU memory, over the ${formatBytes(options.maxMemoryBytes)} allowed. Use a smaller model or batch, fewer visible patches, or gradient accumulation.`);
+    }
+    let gpu: Gpu;
+    try {
+      gpu = await this.device();
+      const tooBig = planExceedsLimits(plan, gpu.adapter.limits);
+      if (tooBig) return refuse('out-of-memory', tooBig);
+      gpu = await this.device(limitsNeededFor(plan));
+    } catch (e) {
+      if (e instanceof GpuError && (e.code === 'limits' || e.code === 'out-of-memory')) return refuse('out-of-memory', e.message);
+      return refuse('no-gpu', errorText(e));
+    }
+    const budget = this.env.memoryBudget?.(gpu.adapter);
+    if (budget !== undefined && plan.totalBytes > budget) {
+      return refuse('out-of-memory', `The run needs ${formatBytes(plan.totalBytes)} of GPU buffers; this ${gpu.adapter.kind} adapter can give about ${formatBytes(budget)}. Use a smaller model or batch.`);
+    }
+
+    // 3. Data.
+    let data: RunData;
+    try {
+      const ds = await this.env.loadDataset(msg.data, rc.model);
+      data = makeRunData(ds, rc, { augment: msg.data.augment, hflip: msg.data.kind === 'stored' ? msg.data.hflip : msg.data.id !== 'mnist' });
+      if (data.summary.C !== rc.model.inChans || data.summary.H !== rc.model.imgSize) throw new DatasetError(ds.name, 'unsupported', 'does not give images of the model\'s size and channels.');
+    } catch (e) {
+      return refuse('data', `The dataset could not be used: ${errorText(e)}`);
+    }
+
+    // 4. The model on the GPU, inside error scopes: an allocation that fails is named, not silent.
+    const dev = gpu.device;
+    dev.pushErrorScope('out-of-memory');
+    dev.pushErrorScope('validation');
+    let trainer: Trainer | null = null, thrown: unknown = null;
+    try {
+      const initialParams = msg.resume ? paramMapOf(msg.resume.params) : undefined;
+      trainer = new Trainer(gpu, rc, data.loader, { initialParams, teacherParams });
+      if (msg.resume) {
+        const ck = msg.resume;
+        uploadParamMap(gpu, trainer.model.adamM, paramMapOf({ tensors: ck.params.tensors, buffer: ck.adamM }));
+        uploadParamMap(gpu, trainer.model.adamV, paramMapOf({ tensors: ck.params.tensors, buffer: ck.adamV }));
+        trainer.setState(ck.state as TrainerState);
+      }
+    } catch (e) {
+      thrown = e;
+    }
+    const validation = await dev.popErrorScope().catch(() => null);
+    const oom = await dev.popErrorScope().catch(() => null);
+    if (thrown || validation || oom) {
+      trainer?.destroy();
+      if (oom || (thrown instanceof GpuError && thrown.code === 'out-of-memory')) {
+        return refuse('out-of-memory', `The GPU could not allocate the run's ${formatBytes(plan.totalBytes)} (${oom?.message || errorText(thrown)}). Use a smaller model or batch, or close other GPU work.`);
+      }
+      if (thrown && msg.resume) return refuse('invalid-config', `The checkpoint does not fit this configuration: ${errorText(thrown)}`);
+      if (thrown && !(thrown instanceof GpuError)) return refuse('invalid-config', errorText(thrown));
+      return refuse('internal', `Setting up the model failed: ${validation?.message ?? errorText(thrown)}`);
+    }
+    return new Run(this, gpu, runId, trainer!, rc, msg.data, data, plan, { reconEvery, snapshotEvery, snapshotMinMs, metricsIntervalMs, reconCount });
+  }
+}
+
+interface RunSettings {
+  reconEvery: number;
+  snapshotEvery: number;
+  snapshotMinMs: number;
+  metricsIntervalMs: number;
+  reconCount: number;
+}
+
+type Request = 'pause' | 'resume' | 'stop' | 'request-reconstruction' | 'request-checkpoint';
+
+class Run {
+  finished: Promise<void> = Promise.resolve();
+  private pauseWanted = false;
+  private stopWanted = false;
+  private reconWanted = false;
+  private checkpointWanted = false;
+  private paused = false;
+  private abandoned = false;
+  private wakers: (() => void)[] = [];
+  private metrics: StepRecord[] = [];
+  private lastFlush = 0;
+  /** Training time before the current slice, ms. */
+  private activeMs = 0;
+  private lastReconStep = -1;
+  private snapshot: Checkpoint | null = null;
+  private snapshotAt = -Infinity;
+  private lostMessage: string | null = null;
+  private readonly lost: Promise<never>;
+  private rejectLost!: (e: Error) => void;
+
+  constructor(
+    private readonly session: Session, readonly gpu: Gpu, readonly runId: string, readonly trainer: Trainer,
+    readonly rc: ResolvedTrainConfig, readonly dataSpec: DataSpec, readonly data: RunData, readonly plan: MemoryPlan, readonly settings: RunSettings,
+  ) {
+    this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
+    this.lost.catch(() => undefined);
+  }
+
+  request(type: Request): void {
+    if (type === 'pause') this.pauseWanted = true;
+    else if (type === 'resume') this.pauseWanted = false;
+    else if (type === 'stop') this.stopWanted = true;
+    else if (type === 'request-reconstruction') this.reconWanted = true;
+    else this.checkpointWanted = true;
+    this.wake();
+  }
+
+  deviceLost(message: string): void {
+    this.lostMessage = message;
+    this.rejectLost(new DeviceLost(message));
+    this.wake();
+  }
+
+  abandon(): void {
+    this.abandoned = true;
+    this.stopWanted = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const w of this.wakers.splice(0)) w();
+  }
+
+  /** A GPU wait of this run, given up when the device is lost. */
+  private guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.lost]);
+  }
+
+  private post(msg: Unversioned): void {
+    if (this.abandoned) return;
+    if (msg.type !== 'metrics') this.flush();
+    this.session.post(msg);
+  }
+
+  private flush(): void {
+    if (this.metrics.length === 0 || this.abandoned) return;
+    const records = this.metrics;
+    this.metrics = [];
+    this.lastFlush = performance.now();
+    this.session.post({ type: 'metrics', runId: this.runId, records });
+  }
+
+  private get step(): number {
+    return this.trainer.step;
+  }
+
+  private nextBoundary(): number {
+    const { reconEvery, snapshotEvery } = this.settings;
+    const s = this.step, total = this.rc.totalSteps;
+    const next = (every: number) => (every > 0 ? (Math.floor(s / every) + 1) * every : Infinity);
+    return Math.min(total, next(reconEvery), next(snapshotEvery));
+  }
+
+  private async reconstruct(): Promise<void> {
+    const r = await this.guard(reconstructValidation(this.trainer, this.data.val, this.settings.reconCount));
+    const img = rgbToRgba(r.image);
+    this.lastReconStep = this.step;
+    this.post({
+      type: 'reconstruction', runId: this.runId, step: this.step,
+      image: { width: img.width, height: img.height, format: 'rgba8', data: img.data.buffer },
+      rows: r.rows, columns: [...RECONSTRUCTION_COLUMNS], cell: r.cell, gap: r.gap, val: { pix: r.pix, loss: r.loss },
+    });
+  }
+
+  /** The run's whole state, read back from the GPU. */
+  private async checkpoint(): Promise<Checkpoint> {
+    const m = this.trainer.model, dev = this.gpu.device;
+    const [params, adamM, adamV] = await this.guard(Promise.all([readback(dev, m.params.all), readback(dev, m.adamM.all), readback(dev, m.adamV.all)]));
+    const state = this.trainer.getState();
+    return {
+      runId: this.runId, step: state.step, config: JSON.parse(JSON.stringify(this.rc)) as ResolvedTrainSpec, data: this.dataSpec,
+      params: payloadOf(m.layout.entries, params), adamM: adamM.buffer as ArrayBuffer, adamV: adamV.buffer as ArrayBuffer,
+      state: JSON.parse(JSON.stringify(state)) as Checkpoint['state'],
+    };
+  }
+
+  /** The state kept in the worker for a device loss (posted only then). */
+  private async takeSnapshot(): Promise<void> {
+    this.snapshot = await this.checkpoint();
+    this.snapshotAt = performance.now();
+  }
+
+  /** Keep the final parameters in the worker (a later DMAE run may name this run as its teacher). */
+  private keep(c: Checkpoint): Checkpoint {
+    this.session.kept.set(this.runId, { model: this.rc.model, params: copyPayload(c.params) });
+    return c;
+  }
+
+  private onMetrics = (m: StepMetrics): void => {
+    const rc = this.rc;
+    this.metrics.push({
+      step: m.step, epoch: (m.step * rc.batch * rc.accumSteps) / this.data.loader.count,
+      loss: m.loss, pix: m.pix, ...(m.distill ? { distill: [...m.distill] } : {}), lr: m.lr, gradNorm: m.gradNorm,
+      imagesPerSec: m.imagesPerSec, elapsedMs: this.activeMs + m.elapsedMs,
+    });
+    if (performance.now() - this.lastFlush >= this.settings.metricsIntervalMs) this.flush();
+  };
+
+  private takeUncapturedErrors(): void {
+    const errs = this.gpu.takeUncapturedErrors();
+    if (errs.length === 0) return;
+    const oom = errs.find((e) => /out of memory|allocat/i.test(e));
+    if (oom) throw new RunFailure('out-of-memory', `The GPU ran out of memory during training (${oom}). Use a smaller model or batch.`);
+    throw new RunFailure('internal', `The GPU reported an error during training: ${errs[0]}`);
+  }
+
+  async loop(): Promise<void> {
+    const total = this.rc.totalSteps;
+    let reason: 'done' | 'stopped' = 'done';
+    try {
+      this.post({
+        type: 'started', runId: this.runId, config: JSON.parse(JSON.stringify(this.rc)) as ResolvedTrainSpec,
+        memory: JSON.parse(JSON.stringify(this.plan)) as Msg<'started'>['memory'], data: this.data.summary,
+        adapter: summary(this.gpu.adapter), step: this.step,
+      });
+      await this.reconstruct();
+      if (this.settings.snapshotEvery > 0) await this.takeSnapshot();
+      for (;;) {
+        if (this.stopWanted) {
+          reason = 'stopped';
+          break;
+        }
+        if (this.reconWanted) {
+          this.reconWanted = false;
+          await this.reconstruct();
+          continue;
+        }
+        if (this.checkpointWanted) {
+          this.checkpointWanted = false;
+          this.post({ type: 'checkpoint', runId: this.runId, checkpoint: await this.checkpoint() });
+          continue;
+        }
+        if (this.pauseWanted) {
+          if (!this.paused) {
+            this.paused = true;
+            this.post({ type: 'paused', runId: this.runId, step: this.step });
+          }
+          await this.guard(new Promise<void>((r) => this.wakers.push(r)));
+          continue;
+        }
+        if (this.paused) {
+          this.paused = false;
+          this.post({ type: 'resumed', runId: this.runId, step: this.step });
+        }
+        if (this.step >= total) break;
+        const until = this.nextBoundary();
+        const t0 = performance.now();
+        const r = await this.guard(this.trainer.train({
+          until, onMetrics: this.onMetrics,
+          shouldStop: () => this.stopWanted || this.pauseWanted || this.reconWanted || this.checkpointWanted,
+        }));
+        this.activeMs += performance.now() - t0;
+        this.takeUncapturedErrors();
+        if (r.status === 'diverged') {
+          const d = r.divergence!;
+          const ck = this.keep(await this.checkpoint());
+          this.post({ type: 'error', runId: this.runId, kind: 'diverged', message: d.message, step: this.step, checkpoint: ck });
+          return;
+        }
+        const s = this.step, { reconEvery, snapshotEvery } = this.settings;
+        if (reconEvery > 0 && s % reconEvery === 0 && s < total) await this.reconstruct();
+        if (snapshotEvery > 0 && s % snapshotEvery === 0 && performance.now() - this.snapshotAt >= this.settings.snapshotMinMs) await this.takeSnapshot();
+        await sleep(0); // let the page's messages in between slices too
+      }
+      if (this.lastReconStep !== this.step) await this.reconstruct();
+      const ck = this.keep(await this.checkpoint());
+      this.post({ type: 'stopped', runId: this.runId, reason, step: this.step, elapsedMs: this.activeMs, checkpoint: ck });
+    } catch (e) {
+      await this.failed(e);
+    } finally {
+      this.wake();
+      if (!this.lostMessage) this.trainer.destroy();
+    }
+  }
+
+  /** Reports a failure once, with the best state there is: read back now if the device still answers, else the last snapshot. */
+  private async failed(e: unknown): Promise<void> {
+    if (this.abandoned) return;
+    // A failed GPU wait may come a moment before the device's loss is reported: give it that moment.
+    if (!this.lostMessage) await Promise.race([this.gpu.lost, sleep(200)]);
+    const step = this.step;
+    if (this.lostMessage || e instanceof DeviceLost) {
+      const s = this.snapshot;
+      if (s) this.keep(copyCheckpoint(s));
+      this.post({
+        type: 'error', runId: this.runId, kind: 'device-lost', step,
+        message: `${this.lostMessage ?? errorText(e)} ` + (s
+          ? `The run is kept as it was at step ${s.step} (the last snapshot); start it again from there and a new device is acquired.`
+          : 'Nothing of the run could be kept; start it again and a new device is acquired.'),
+        ...(s ? { checkpoint: s } : {}),
+      });
+      return;
+    }
+    const kind: TrainErrorKind = e instanceof RunFailure ? e.kind
+      : (e instanceof GpuError && e.code === 'out-of-memory') || /out of memory/i.test(errorText(e)) ? 'out-of-memory'
+        : e instanceof DatasetError ? 'data' : 'internal';
+    let ck: Checkpoint | undefined;
+    try {
+      ck = await Promise.race([this.checkpoint(), sleep(5000).then(() => { throw new Error('timed out'); })]);
+    } catch {
+      ck = this.snapshot ?? undefined;
+    }
+    if (ck) this.keep(ck);
+    this.post({
+      type: 'error', runId: this.runId, kind, step,
+      message: `${errorText(e)}${ck ? ` The run is kept as it was at step ${ck.step}.` : ''}`,
+      ...(ck ? { checkpoint: ck } : {}),
+    });
+  }
+}
