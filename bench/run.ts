@@ -11,6 +11,9 @@
  * train options: --reps N (default 5), --teacher-reps N (the teacher-forward pair, default 7),
  *          --warmup N (extra untimed rounds, default 0: every contender has already run once,
  *          checked, before timing), --batch N (default 16), --ratios 0.75,0.9,0.95,0.98, --out NAME.
+ *   import    images per second of each dataset format (IDX raw/gzip, CIFAR-10 bin/tar.gz, PNG folder
+ *             and zip, JPEG, WebP) through importPaths, on the CPU → bench/results/import.json
+ *             (see bench/import.ts for its options).
  */
 import { parseArgs } from 'node:util';
 
@@ -43,6 +46,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     });
     const { runTrain } = await import('./train');
     await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out! });
+  },
+  async import(args) {
+    const { values } = parseArgs({ args, options: { reps: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, images: { type: 'string', default: '3000' }, photos: { type: 'string', default: '300' }, out: { type: 'string', default: 'import' }, keep: { type: 'boolean', default: false } } });
+    const { runImport } = await import('./import');
+    await runImport({ reps: Number(values.reps), warmup: Number(values.warmup), images: Number(values.images), photos: Number(values.photos), out: values.out!, keep: values.keep! });
   },
 };
 

@@ -10,18 +10,21 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { loadBuiltinNode } from '../data/node';
 import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig, type DistillConfig } from '../engine/config';
 import { decodeParams, encodeParams, type ParamsMeta } from '../engine/params-file';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
-import { builtinDatasetId, builtinInfo, describeMasking, limitsNeededFor, makeRunData, reconstructValidation, shapesOptionsFor } from '../engine/run';
+import { describeMasking, limitsNeededFor, makeRunData, reconstructValidation } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type StepMetrics, type TrainConfig } from '../engine/trainer';
 import { acquireNodeGpu } from '../gpu/node-device';
+import { dataOption, resolveTrainingData } from './dataset';
 
 export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
 
   --mode mae|dmae            MAE pretraining, or DMAE distillation from --teacher (default mae)
-  --dataset mnist|procedural built-in MNIST (28×28 gray) or generated shapes (default mnist)
+  --data NAME|PATH           built-in mnist (28×28 gray) or shapes/procedural (generated), or a file,
+                             folder or archive of IDX, CIFAR or PNG/JPEG/WebP images (see
+                             \`npm run dmae -- dataset --help\`), resized and converted to the
+                             model's size and channels (default mnist; --dataset is an alias)
   --preset NAME              encoder size: ${Object.keys(ENCODER_PRESETS).join(', ')} (default test)
   --img-size S --patch P --channels 1|3
                              geometry (default: the dataset's size and channels, patch 4)
@@ -49,7 +52,7 @@ export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
 `;
 
 const OPTIONS = {
-  mode: { type: 'string' }, dataset: { type: 'string' }, preset: { type: 'string' },
+  mode: { type: 'string' }, data: { type: 'string' }, dataset: { type: 'string' }, preset: { type: 'string' },
   'img-size': { type: 'string' }, patch: { type: 'string' }, channels: { type: 'string' },
   'embed-dim': { type: 'string' }, depth: { type: 'string' }, heads: { type: 'string' },
   'decoder-dim': { type: 'string' }, 'decoder-depth': { type: 'string' }, 'decoder-heads': { type: 'string' },
@@ -122,15 +125,15 @@ export async function trainCommand(args: string[]): Promise<number> {
   const o = readOptions(args);
   const mode = (o.mode ?? 'mae') as 'mae' | 'dmae';
   if (mode !== 'mae' && mode !== 'dmae') throw new Error(`--mode ${String(mode)} must be mae or dmae.`);
-  const datasetId = String(o.dataset ?? 'mnist');
-  if (!['mnist', 'procedural', 'shapes'].includes(datasetId)) throw new Error(`--dataset ${datasetId} must be mnist or procedural.`);
-  const builtin = builtinDatasetId(datasetId);
-  const info = builtinInfo(builtin);
+  const dataSpec = dataOption(o);
 
   // The teacher fixes nothing but must share the geometry; its config comes from its run.
   const teacherRun = mode === 'dmae' ? (typeof o.teacher === 'string' ? readRun(o.teacher) : null) : null;
   if (mode === 'dmae' && !teacherRun) throw new Error('--mode dmae needs --teacher runs/<a MAE run> (train a bigger MAE first).');
   const tcfg = teacherRun?.meta.config;
+  // A path is imported now (a bad file is named before any GPU work); its size and channels are the geometry's defaults.
+  const data = await resolveTrainingData(dataSpec, { imgSize: int(o, 'img-size') ?? tcfg?.imgSize, patch: int(o, 'patch', tcfg?.patchSize ?? 4)! });
+  const info = data.info;
 
   const imgSize = int(o, 'img-size', tcfg?.imgSize ?? info.H)!;
   const channels = int(o, 'channels', tcfg?.inChans ?? info.C)! as 1 | 3;
@@ -193,13 +196,13 @@ export async function trainCommand(args: string[]): Promise<number> {
   }
 
   // Data: training stream (seeded, augmented) and fixed validation images and mask for the pictures.
-  const ds = await loadBuiltinNode(builtin, builtin === 'shapes' ? shapesOptionsFor(model) : undefined);
+  const ds = await data.load(model);
   const { loader, val, summary } = makeRunData(ds, rc, { augment, hflip: info.flipSafe });
   log(`data     ${ds.name}: ${summary.train} training, ${summary.val} validation images; ${augment === 'mae' ? `random resized crop${info.flipSafe ? ' + flip' : ''}` : 'no augmentation'}`);
 
   const trainer = new Trainer(gpu, rc, loader, { teacherParams: teacherRun?.params });
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'config.json'), JSON.stringify({ command: `dmae train ${args.join(' ')}`, dataset: ds.name, adapter: gpu.adapter.description, memory: plan, config: rc, teacherRun: o.teacher ?? null }, null, 2));
+  writeFileSync(join(out, 'config.json'), JSON.stringify({ command: `dmae train ${args.join(' ')}`, dataset: ds.name, data: dataSpec, adapter: gpu.adapter.description, memory: plan, config: rc, teacherRun: o.teacher ?? null }, null, 2));
   const metricsPath = join(out, 'metrics.jsonl');
   writeFileSync(metricsPath, '');
   log(`out      ${out}/ (metrics.jsonl, recon-<step>.png, params.bin + params.json)`);
