@@ -1,9 +1,12 @@
 /**
- * `npm run dmae -- train`: MAE pretraining or DMAE distillation in Node, on a built-in dataset.
- * Writes, under --out: config.json (the resolved run), metrics.jsonl (one JSON line per step),
- * recon-<step>.png (original / masked / reconstruction / reconstruction + visible, for fixed
- * validation images and a fixed mask), and params.bin + params.json (the final parameters; a
- * DMAE run's --teacher reads them).
+ * `npm run dmae -- train`: MAE pretraining or DMAE distillation in Node.
+ * Writes, under --out: config.json (the run as resolved, and how it was started and resumed),
+ * metrics.jsonl (one JSON line per step), recon-<step>.png (original / masked / reconstruction /
+ * reconstruction + visible, for fixed validation images and a fixed mask), and at every
+ * checkpoint (every --checkpoint-every steps, at each picture by default, at the end and on
+ * Ctrl-C): model.safetensors (the full export, reference names; a DMAE run's --teacher reads it),
+ * checkpoint.safetensors (the complete training state; --resume reads it) and
+ * continue-training.txt (the torchrun command that carries the run on in PyTorch).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { freemem } from 'node:os';
@@ -11,12 +14,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig, type DistillConfig } from '../engine/config';
-import { decodeParams, encodeParams, type ParamsMeta } from '../engine/params-file';
+import type { ParamMap } from '../engine/init';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
 import { describeMasking, limitsNeededFor, makeRunData, reconstructValidation } from '../engine/run';
-import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type StepMetrics, type TrainConfig } from '../engine/trainer';
+import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig } from '../engine/trainer';
 import { acquireNodeGpu } from '../gpu/node-device';
+import type { Checkpoint } from '../io/checkpoint';
+import { CHECKPOINT_FILE, CONTINUE_FILE, MODEL_FILE, RunCheckpointer, applyResume, metricsUpTo, nextStop, readResume, resumeFolder } from './checkpoints';
 import { dataOption, resolveTrainingData } from './dataset';
+import { writeFileAtomic } from './export';
+import { readTeacher, type TeacherSource } from './teacher';
 
 export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
 
@@ -41,12 +48,20 @@ export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
   --weight-decay WD --clip NORM
                              AdamW decay on matrices (default 0.05), gradient-norm clip (default off)
   --seed S                   init, masking and data order (default 0)
-  --teacher runs/NAME        DMAE: the teacher run (its params.json + params.bin)
+  --teacher PATH             DMAE: the teacher — a run folder, its model.safetensors or
+                             checkpoint.safetensors, or any MAE/ViT .safetensors with reference or
+                             timm names (a config.json beside it may give the head count)
   --student-block K --teacher-block K --alpha A --distill-loss l1|l2
                              DMAE alignment (default ¾ of each depth), weight (1), loss (l1)
   --augment mae|none         MAE's random resized crop + flip (no flip for digits) (default mae)
   --out DIR                  output folder (default runs/<mode>-<date>)
   --recon-every N            reconstruction PNG every N steps (default steps/6), and at 0 and the end
+  --checkpoint-every N       save model.safetensors + checkpoint.safetensors every N steps (default:
+                             at each reconstruction); always at the end and on Ctrl-C (exit 130)
+  --resume PATH              continue a run exactly where its checkpoint.safetensors (or its run
+                             folder) left it: same configuration, data order, masks and optimiser
+                             state; appends to its metrics.jsonl. Only --out, --data, --recon-every,
+                             --checkpoint-every, --max-memory and --teacher may be given with it
   --max-memory MIB           refuse a run whose GPU buffers exceed this budget
   --config FILE.json         options as JSON ({"steps": 300, "mask-ratio": 0.9, …}); flags override
 `;
@@ -64,7 +79,11 @@ const OPTIONS = {
   teacher: { type: 'string' }, 'student-block': { type: 'string' }, 'teacher-block': { type: 'string' },
   alpha: { type: 'string' }, 'distill-loss': { type: 'string' }, augment: { type: 'string' },
   out: { type: 'string' }, 'recon-every': { type: 'string' }, 'max-memory': { type: 'string' }, config: { type: 'string' },
+  'checkpoint-every': { type: 'string' }, resume: { type: 'string' },
 } as const;
+
+/** What may accompany --resume: where the run goes and how it reports, never what it computes. */
+const RESUME_OPTIONS = new Set(['resume', 'out', 'data', 'dataset', 'recon-every', 'checkpoint-every', 'max-memory', 'teacher', 'config']);
 
 type Opts = Record<string, string | boolean | undefined>;
 
@@ -111,30 +130,33 @@ const duration = (s: number): string => {
   return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m` : m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
 };
 
-function readRun(dir: string): { meta: ParamsMeta; params: Map<string, Float64Array> } {
-  const jsonPath = join(dir, 'params.json'), binPath = join(dir, 'params.bin');
-  if (!existsSync(jsonPath) || !existsSync(binPath)) throw new Error(`--teacher ${dir}: no params.json and params.bin there (train the teacher first: npm run dmae -- train --mode mae --out ${dir}).`);
-  return decodeParams(JSON.parse(readFileSync(jsonPath, 'utf8')), new Uint8Array(readFileSync(binPath)), jsonPath);
+function readJson(path: string): Record<string, unknown> | null {
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+}
+
+interface Resumed {
+  checkpoint: Checkpoint;
+  /** The run folder the checkpoint came from, and its config.json. */
+  dir: string;
+  prev: Record<string, unknown> | null;
 }
 
 async function writePng(path: string, img: { width: number; height: number; data: Uint8Array }): Promise<void> {
   await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), { raw: { width: img.width, height: img.height, channels: 3 } }).png().toFile(path);
 }
 
-export async function trainCommand(args: string[]): Promise<number> {
-  const o = readOptions(args);
+/** The run a fresh start's flags describe (everything --resume instead reads from the checkpoint). */
+async function freshRun(o: Opts, dataSpec: string, teacher: TeacherSource | null) {
   const mode = (o.mode ?? 'mae') as 'mae' | 'dmae';
-  if (mode !== 'mae' && mode !== 'dmae') throw new Error(`--mode ${String(mode)} must be mae or dmae.`);
-  const dataSpec = dataOption(o);
-
-  // The teacher fixes nothing but must share the geometry; its config comes from its run.
-  const teacherRun = mode === 'dmae' ? (typeof o.teacher === 'string' ? readRun(o.teacher) : null) : null;
-  if (mode === 'dmae' && !teacherRun) throw new Error('--mode dmae needs --teacher runs/<a MAE run> (train a bigger MAE first).');
-  const tcfg = teacherRun?.meta.config;
+  const tcfg = teacher?.config;
   // A path is imported now (a bad file is named before any GPU work); its size and channels are the geometry's defaults.
   const data = await resolveTrainingData(dataSpec, { imgSize: int(o, 'img-size') ?? tcfg?.imgSize, patch: int(o, 'patch', tcfg?.patchSize ?? 4)! });
   const info = data.info;
-
   const imgSize = int(o, 'img-size', tcfg?.imgSize ?? info.H)!;
   const channels = int(o, 'channels', tcfg?.inChans ?? info.C)! as 1 | 3;
   const patchSize = int(o, 'patch', tcfg?.patchSize ?? 4)!;
@@ -168,20 +190,77 @@ export async function trainCommand(args: string[]): Promise<number> {
     warmupSteps: int(o, 'warmup', Math.round(0.05 * steps)), totalSteps: steps,
     weightDecay: num(o, 'weight-decay'), clipGrad: num(o, 'clip'), seed,
   };
-  const rc = resolveTrainConfig(cfg);
-  const out = typeof o.out === 'string' ? o.out : join('runs', `${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  const reconEvery = int(o, 'recon-every', Math.max(1, Math.round(steps / 6)))!;
   const augment = String(o.augment ?? 'mae');
   if (augment !== 'mae' && augment !== 'none') throw new Error(`--augment ${augment} must be mae or none.`);
+  return { rc: resolveTrainConfig(cfg), data, augment: augment as 'mae' | 'none', preset };
+}
+
+/** `--resume PATH`: the checkpoint, its run folder's config.json, and the flags that may go with it. */
+function readResumed(o: Opts): Resumed {
+  const path = String(o.resume);
+  const bad = Object.keys(o).filter((k) => !RESUME_OPTIONS.has(k));
+  if (bad.length) {
+    throw new Error(`--resume continues the checkpoint's run exactly as it was configured; ${bad.map((k) => `--${k}`).join(', ')} would change it. ` +
+      `Start a new run instead (a DMAE student of this one: --mode dmae --teacher ${path}).`);
+  }
+  const { checkpoint } = readResume(path);
+  const dir = resumeFolder(path);
+  return { checkpoint, dir, prev: readJson(join(dir, 'config.json')) };
+}
+
+export async function trainCommand(args: string[]): Promise<number> {
+  const o = readOptions(args);
+  const resumed = typeof o.resume === 'string' ? readResumed(o) : null;
+  if (resumed && resumed.checkpoint.meta.trainer.step >= resumed.checkpoint.meta.config.totalSteps) {
+    process.stdout.write(`resume   ${String(o.resume)}: the run is complete (step ${resumed.checkpoint.meta.trainer.step} of ${resumed.checkpoint.meta.config.totalSteps}); nothing to do. ` +
+      `Train on from it as a new run with --teacher, or in PyTorch: ${join(resumed.dir, CONTINUE_FILE)}.\n`);
+    return 0;
+  }
+  const prev = resumed?.prev ?? null;
+  const given = typeof o.data === 'string' || typeof o.dataset === 'string';
+  if (resumed && !given && typeof prev?.data !== 'string') throw new Error(`--resume ${String(o.resume)}: no config.json in ${resumed.dir} says which data the run trained on; give --data.`);
+  const dataSpec = resumed && !given ? String(prev!.data) : dataOption(o);
+
+  // The teacher: a resumed run's is in its checkpoint (a --teacher given with --resume stands in for a checkpoint saved without one).
+  const mode = resumed ? resumed.checkpoint.meta.config.mode : ((o.mode ?? 'mae') as 'mae' | 'dmae');
+  if (mode !== 'mae' && mode !== 'dmae') throw new Error(`--mode ${String(mode)} must be mae or dmae.`);
+  const teacher = mode === 'dmae' && typeof o.teacher === 'string' && !resumed?.checkpoint.teacher ? readTeacher(o.teacher) : null;
+  if (mode === 'dmae' && !teacher && !resumed?.checkpoint.teacher) {
+    throw new Error(resumed ? `--resume ${String(o.resume)}: this DMAE checkpoint holds no teacher; give it with --teacher.` : '--mode dmae needs --teacher (a MAE run folder or .safetensors; train a bigger MAE first).');
+  }
+  const teacherParams: ParamMap | undefined = resumed?.checkpoint.teacher ?? teacher?.params;
+
+  let rc: ResolvedTrainConfig, augment: 'mae' | 'none', preset: string | null = null, data: Awaited<ReturnType<typeof resolveTrainingData>>;
+  if (resumed) {
+    rc = resumed.checkpoint.meta.config;
+    data = await resolveTrainingData(dataSpec, { imgSize: rc.model.imgSize, patch: rc.model.patchSize });
+    augment = prev?.augment === 'none' ? 'none' : 'mae';
+  } else {
+    ({ rc, data, augment, preset } = await freshRun(o, dataSpec, teacher));
+  }
+  const info = data.info;
+  const model = rc.model, tcfg = rc.teacher, distill = rc.distill;
+  const steps = rc.totalSteps;
+  const startedAt = resumed?.checkpoint.meta.trainer.step ?? 0;
+  const out = typeof o.out === 'string' ? o.out : resumed ? resumed.dir : join('runs', `${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  const prevNum = (k: string) => (typeof prev?.[k] === 'number' ? (prev[k] as number) : undefined);
+  const reconEvery = int(o, 'recon-every', prevNum('reconEvery') ?? Math.max(1, Math.round(steps / 6)))!;
+  const ckEvery = int(o, 'checkpoint-every', prevNum('checkpointEvery')) ?? null;
+  if (reconEvery < 1) throw new Error(`--recon-every ${reconEvery} must be at least 1.`);
+  if (ckEvery !== null && ckEvery < 1) throw new Error(`--checkpoint-every ${ckEvery} must be at least 1.`);
 
   // Memory before anything touches the GPU.
   const plan = trainMemoryPlan(rc);
   const log = (s: string) => process.stdout.write(`${s}\n`);
-  log(`model    ${preset} ${model.embedDim}×${model.depth} (${model.numHeads} heads), decoder ${model.decoderEmbedDim}×${model.decoderDepth}; ${imgSize}×${imgSize}×${channels}, patch ${patchSize}, ` +
+  if (resumed) log(`resume   ${String(o.resume)}: step ${startedAt} of ${steps} (saved ${resumed.checkpoint.meta.savedAt})`);
+  log(`model    ${preset ? `${preset} ` : ''}${model.embedDim}×${model.depth} (${model.numHeads} heads), decoder ${model.decoderEmbedDim}×${model.decoderDepth}; ${model.imgSize}×${model.imgSize}×${model.inChans}, patch ${model.patchSize}, ` +
     `${describeMasking(rc)}, norm_pix ${model.normPixLoss ? 'on' : 'off'}`);
-  if (tcfg) log(`teacher  ${o.teacher}: ${tcfg.embedDim}×${tcfg.depth}, step ${teacherRun!.meta.step}; pair student block ${distill!.pairs[0].studentBlock} ↔ teacher block ${distill!.pairs[0].teacherBlock}, α ${distill!.alpha}, ${distill!.kind}`);
+  if (tcfg && distill) {
+    const from = teacher ? `${teacher.file}: ` : 'from the checkpoint: ';
+    log(`teacher  ${from}${tcfg.embedDim}×${tcfg.depth}${teacher ? `, step ${teacher.step}` : ''}; pair student block ${distill.pairs[0].studentBlock} ↔ teacher block ${distill.pairs[0].teacherBlock}, α ${distill.alpha}, ${distill.kind}`);
+  }
   log(`optim    AdamW lr ${rc.lr.toExponential(3)}${rc.baseLr !== null ? ` (= ${rc.baseLr} · ${rc.batch * rc.accumSteps} / 256)` : ''}, warmup ${rc.warmupSteps}, cosine to ${rc.minLr} over ${steps} steps, ` +
-    `wd ${rc.weightDecay}, betas (${rc.beta1}, ${rc.beta2}), batch ${rc.batch}×${rc.accumSteps}${rc.clipGrad !== null ? `, clip ${rc.clipGrad}` : ''}, seed ${seed}`);
+    `wd ${rc.weightDecay}, betas (${rc.beta1}, ${rc.beta2}), batch ${rc.batch}×${rc.accumSteps}${rc.clipGrad !== null ? `, clip ${rc.clipGrad}` : ''}, seed ${rc.seed}`);
   log(`memory   ${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)}): ` +
     Object.entries(plan.parts).map(([k, b]) => `${k} ${formatBytes(b)}`).join(', '));
   const maxMiB = num(o, 'max-memory');
@@ -200,12 +279,23 @@ export async function trainCommand(args: string[]): Promise<number> {
   const { loader, val, summary } = makeRunData(ds, rc, { augment, hflip: info.flipSafe });
   log(`data     ${ds.name}: ${summary.train} training, ${summary.val} validation images; ${augment === 'mae' ? `random resized crop${info.flipSafe ? ' + flip' : ''}` : 'no augmentation'}`);
 
-  const trainer = new Trainer(gpu, rc, loader, { teacherParams: teacherRun?.params });
+  const trainer = new Trainer(gpu, rc, loader, { initialParams: resumed?.checkpoint.params, teacherParams });
+  if (resumed) applyResume(trainer, resumed.checkpoint); // moments, step, masking stream, data position
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'config.json'), JSON.stringify({ command: `dmae train ${args.join(' ')}`, dataset: ds.name, data: dataSpec, adapter: gpu.adapter.description, memory: plan, config: rc, teacherRun: o.teacher ?? null }, null, 2));
+  const command = `dmae train ${args.join(' ')}`;
+  const runInfo = { data: dataSpec, augment, reconEvery, checkpointEvery: ckEvery };
+  if (resumed && prev) {
+    const resumes = Array.isArray(prev.resumes) ? prev.resumes : [];
+    writeFileAtomic(join(out, 'config.json'), JSON.stringify({ ...prev, ...runInfo, resumes: [...resumes, { command, fromStep: startedAt, at: new Date().toISOString() }] }, null, 2));
+  } else {
+    writeFileAtomic(join(out, 'config.json'), JSON.stringify({ command, dataset: ds.name, ...runInfo, adapter: gpu.adapter.description, memory: plan, config: rc, teacher: typeof o.teacher === 'string' ? o.teacher : null }, null, 2));
+  }
   const metricsPath = join(out, 'metrics.jsonl');
-  writeFileSync(metricsPath, '');
-  log(`out      ${out}/ (metrics.jsonl, recon-<step>.png, params.bin + params.json)`);
+  // A resumed run appends to the lines up to its checkpoint's step (dropping any logged after that checkpoint).
+  const kept = resumed ? metricsUpTo(join(resumed.dir, 'metrics.jsonl'), startedAt) : { text: '', elapsedMs: 0 };
+  writeFileAtomic(metricsPath, kept.text);
+  log(`out      ${out}/ (metrics.jsonl, recon-<step>.png, ${MODEL_FILE} + ${CHECKPOINT_FILE} + ${CONTINUE_FILE} every ${ckEvery ?? reconEvery} steps and at the end)`);
+  const checkpointer = new RunCheckpointer(out, ckEvery ?? reconEvery, { name: ds.name, mean: summary.mean, std: summary.std });
 
   const pictures: string[] = [];
   const reconstruct = async (step: number) => {
@@ -218,19 +308,23 @@ export async function trainCommand(args: string[]): Promise<number> {
   };
 
   const tty = process.stdout.isTTY === true;
-  let stop = false;
+  let stop = false, stopAt = 0;
   const onSigint = () => {
-    if (stop) process.exit(130);
+    // One Ctrl-C can arrive twice (the terminal signals the whole group, and tsx relays it to node): a repeat within a second is that echo.
+    if (stop && performance.now() - stopAt > 1000) process.exit(130);
+    if (stop) return;
     stop = true;
-    process.stderr.write('\nstopping after the current step (Ctrl-C again to quit at once)…\n');
+    stopAt = performance.now();
+    process.stderr.write('\nstopping after the current step and saving (Ctrl-C again to quit at once, unsaved)…\n');
   };
   process.on('SIGINT', onSigint);
   const startStep = trainer.step;
-  const t0 = performance.now();
+  const t0 = performance.now() - kept.elapsedMs;
+  const tRun = performance.now();
   let firstLoss: StepMetrics | null = null, lastLoss: StepMetrics | null = null;
   const printEvery = Math.max(1, Math.round(steps / 30));
   const progress = (m: StepMetrics) => {
-    const elapsed = (performance.now() - t0) / 1000;
+    const elapsed = (performance.now() - tRun) / 1000;
     const done = m.step - startStep;
     const rate = (done * rc.batch * rc.accumSteps) / Math.max(elapsed, 1e-9);
     const eta = (elapsed / Math.max(done, 1)) * (steps - m.step);
@@ -239,52 +333,64 @@ export async function trainCommand(args: string[]): Promise<number> {
     if (tty) process.stdout.write(`\r${line}\x1b[K`);
     else if (m.step % printEvery === 0 || m.step === steps || m.step === 1) log(line);
   };
+  const saved = (path: string | null) => {
+    if (!path) return;
+    if (tty) process.stdout.write('\n');
+    log(`saved    step ${trainer.step}: ${join(out, MODEL_FILE)} + ${CHECKPOINT_FILE}`);
+  };
 
-  const v0 = await reconstruct(0);
-  log(`val      step 0: pix ${v0.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v0.loss.toFixed(4)}` : ''}`);
-  let result = { status: 'done' as string, step: 0, message: '' };
-  while (trainer.step < steps && !stop) {
-    const until = Math.min(steps, (Math.floor(trainer.step / reconEvery) + 1) * reconEvery);
-    const r = await trainer.train({
-      until, shouldStop: () => stop,
-      onMetrics: (m) => {
-        firstLoss ??= m;
-        lastLoss = m;
-        // elapsedMs over the whole run (the trainer's restarts with each train() call between pictures).
-        appendFileSync(metricsPath, `${JSON.stringify({ ...m, elapsedMs: Math.round(performance.now() - t0) })}\n`);
-        progress(m);
-      },
-    });
-    result = { status: r.status, step: r.step, message: r.divergence?.message ?? '' };
-    if (r.status === 'diverged') break;
-    if (r.status === 'done' || trainer.step === until) {
-      const v = await reconstruct(trainer.step);
-      if (tty) process.stdout.write('\n');
-      log(`val      step ${trainer.step}: pix ${v.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v.loss.toFixed(4)}` : ''} → ${pictures[pictures.length - 1]}`);
+  try {
+    if (!resumed) {
+      const v0 = await reconstruct(0);
+      log(`val      step 0: pix ${v0.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v0.loss.toFixed(4)}` : ''}`);
     }
-  }
-  process.off('SIGINT', onSigint);
-  if (tty) process.stdout.write('\n');
+    let result = { status: 'done' as string, step: 0, message: '' };
+    while (trainer.step < steps && !stop) {
+      const until = nextStop(trainer.step, steps, reconEvery, ckEvery);
+      const r = await trainer.train({
+        until, shouldStop: () => stop,
+        onMetrics: (m) => {
+          firstLoss ??= m;
+          lastLoss = m;
+          // elapsedMs over the whole run, resumes included (the trainer's restarts with each train() call).
+          appendFileSync(metricsPath, `${JSON.stringify({ ...m, elapsedMs: Math.round(performance.now() - t0) })}\n`);
+          progress(m);
+        },
+      });
+      result = { status: r.status, step: r.step, message: r.divergence?.message ?? '' };
+      if (r.status === 'diverged') break;
+      if (trainer.step === until) {
+        if (trainer.step % reconEvery === 0 || trainer.step === steps) {
+          const v = await reconstruct(trainer.step);
+          if (tty) process.stdout.write('\n');
+          log(`val      step ${trainer.step}: pix ${v.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v.loss.toFixed(4)}` : ''} → ${pictures[pictures.length - 1]}`);
+        }
+        if (trainer.step < steps) saved(await checkpointer.maybeSave(trainer));
+      }
+    }
+    process.off('SIGINT', onSigint);
+    if (tty) process.stdout.write('\n');
 
-  // The parameters: after a divergence these are the restored last good state.
-  const params = await trainer.readParams();
-  const file = encodeParams(trainer.model.layout, params, { mode, config: model, teacher: tcfg, distill, step: trainer.step });
-  writeFileSync(join(out, 'params.bin'), file.bin);
-  // One tensor per line: readable, and diff-able between runs.
-  const { tensors, ...head } = file.json;
-  writeFileSync(join(out, 'params.json'), `${JSON.stringify(head, null, 1).slice(0, -2)},\n "tensors": [\n${tensors.map((t) => `  ${JSON.stringify(t)}`).join(',\n')}\n ]\n}\n`);
-  const secs = (performance.now() - t0) / 1000;
-  const f = firstLoss as StepMetrics | null, l = lastLoss as StepMetrics | null;
-  if (f && l) {
-    const d = (m: StepMetrics) => (m.distill ? `, distill ${m.distill.map((x) => x.toFixed(4)).join('+')}` : '');
-    log(`summary  ${l.step - f.step + 1} steps in ${duration(secs)}: loss ${f.loss.toFixed(4)} → ${l.loss.toFixed(4)} (pix ${f.pix.toFixed(4)} → ${l.pix.toFixed(4)}${f.distill ? `; distill ${f.distill.map((x) => x.toFixed(4)).join('+')} → ${l.distill!.map((x) => x.toFixed(4)).join('+')}` : ''})${d(l) ? '' : ''}`);
+    // At the end, on Ctrl-C, and after a divergence (the trainer holds the restored last good state).
+    saved(await checkpointer.save(trainer));
+    const secs = (performance.now() - tRun) / 1000;
+    const f = firstLoss as StepMetrics | null, l = lastLoss as StepMetrics | null;
+    if (f && l) {
+      log(`summary  ${l.step - f.step + 1} steps in ${duration(secs)}: loss ${f.loss.toFixed(4)} → ${l.loss.toFixed(4)} (pix ${f.pix.toFixed(4)} → ${l.pix.toFixed(4)}${f.distill ? `; distill ${f.distill.map((x) => x.toFixed(4)).join('+')} → ${l.distill!.map((x) => x.toFixed(4)).join('+')}` : ''})`);
+    }
+    log(`files    ${out}/: ${MODEL_FILE}, ${CHECKPOINT_FILE}, ${CONTINUE_FILE} (step ${trainer.step} of ${steps}); ${pictures.length} reconstruction PNG${pictures.length === 1 ? '' : 's'}`);
+    if (result.status === 'diverged') {
+      process.stderr.write(`error: ${result.message}\n`);
+      return 3;
+    }
+    if (stop) {
+      log(`stopped  at step ${trainer.step}; continue with: npm run dmae -- train --resume ${join(out, CHECKPOINT_FILE)}`);
+      return 130;
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+    trainer.destroy();
+    gpu.destroy();
   }
-  log(`saved    ${join(out, 'params.bin')} + params.json (step ${trainer.step}); ${pictures.length} reconstruction PNGs`);
-  trainer.destroy();
-  gpu.destroy();
-  if (result.status === 'diverged') {
-    process.stderr.write(`error: ${result.message}\n`);
-    return 3;
-  }
-  return 0;
 }
