@@ -340,6 +340,8 @@ async function openPanel(page: Page): Promise<string[]> {
               createElement('p', { 'data-testid': 'choice' }, choice ? choice.kind + ':' + (choice.name || choice.id) : 'none'),
               createElement(DatasetPanel, { selected: choice, onSelect: setChoice, storeName: 'dmae-e2e-panel' }));
           }
+          // The studio page mounts a dataset panel of its own: this test drives its own one alone.
+          document.getElementById('root')?.remove();
           const host = document.createElement('div');
           document.body.prepend(host);
           createRoot(host).render(createElement(Host));`,

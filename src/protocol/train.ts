@@ -23,7 +23,7 @@
  * `metricsIntervalMs` (100 ms by default) and always before any other message of the run, so a
  * page can append them to a chart buffer without re-rendering per step.
  *
- * Extending: a new request/answer pair (attention maps: 'request-attention' → 'attention')
+ * Extending: a new request/answer pair (as attention maps: 'request-attention' → 'attention')
  * is added under the same version (a page ignores message types it does not know; a worker answers
  * one with an 'internal' error naming it); a changed meaning of an existing field bumps
  * TRAIN_PROTOCOL_VERSION.
@@ -207,6 +207,43 @@ export interface RgbaImage {
   data: ArrayBuffer;
 }
 
+/** Which attention map a page asks for (`request-attention`). */
+export interface AttentionRequestSpec {
+  /** The run's student encoder, or (DMAE) its frozen teacher, whose blocks 0..kT only are loaded. */
+  model: 'student' | 'teacher';
+  /** Encoder block, from 0. */
+  block: number;
+  /** Head of that block, from 0. */
+  head: number;
+  /** Which of the run's fixed validation images (0..batch−1; the reconstructions' rows). */
+  image: number;
+  /** 'all': every patch of the image (default); 'visible': the patches the validation mask keeps, as in training. */
+  tokens?: 'all' | 'visible';
+}
+
+/** One head's attention on one validation image, at the run's current parameters. */
+export interface AttentionMap {
+  /** Optimiser steps done when it was computed. */
+  step: number;
+  /** The request as served (tokens filled in). */
+  request: Required<AttentionRequestSpec>;
+  /** Of the model asked for: its heads, and the blocks that can be shown (0..blocks−1). */
+  heads: number;
+  blocks: number;
+  /** Patches per side of the image (grid × grid patches). */
+  grid: number;
+  /** Tokens of the sequence: 1 (cls) + the patches shown. */
+  tokens: number;
+  /** The patch (row-major on the grid) of each token after cls: length tokens − 1. */
+  patchOf: number[];
+  /** Float32 [tokens, tokens]: row i is token i's softmax over every token (each row sums to 1). */
+  matrix: ArrayBuffer;
+  /** Float32 [grid·grid]: the cls token's attention to each patch (0 where the patch is not in the sequence). */
+  cls: ArrayBuffer;
+  /** The validation image as the model sees it (its size and channels), for drawing the map over it. */
+  image: RgbaImage;
+}
+
 export const RECONSTRUCTION_COLUMNS = ['original', 'masked', 'reconstruction', 'reconstruction + visible'] as const;
 
 export interface MemoryPlanSpec {
@@ -273,6 +310,8 @@ export type ToTrainWorker = V & (
   | { type: 'request-reconstruction'; runId: string }
   /** A checkpoint now (at the next step boundary; at once when paused): answered by `checkpoint`. */
   | { type: 'request-checkpoint'; runId: string }
+  /** An attention map now (at the next step boundary; at once when paused or ended): answered by `attention`. */
+  | ({ type: 'request-attention'; runId: string } & AttentionRequestSpec)
   /** Drop the parameters the worker keeps of an ended run (kept for `teacher: { kind: 'run' }`). */
   | { type: 'forget-run'; runId: string }
   /** Tests only: destroy the GPU device as a driver reset would. */
@@ -312,6 +351,12 @@ export type FromTrainWorker = V & (
   | { type: 'paused'; runId: string; step: number }
   | { type: 'resumed'; runId: string; step: number }
   | { type: 'checkpoint'; runId: string; checkpoint: Checkpoint }
+  /**
+   * The answer to `request-attention`: the map, or why there is none (a bad block, no teacher, a
+   * run the worker no longer keeps). An ended run (one of the last few kept) answers for its
+   * student from its final parameters. Never ends or changes the run.
+   */
+  | { type: 'attention'; runId: string; request: AttentionRequestSpec; map?: AttentionMap; problem?: string }
   | {
     type: 'stopped';
     runId: string;
@@ -357,7 +402,7 @@ export function transferablesOf(msg: unknown): ArrayBuffer[] {
   return [...found];
 }
 
-const TO_WORKER_TYPES = new Set<string>(['init', 'start', 'pause', 'resume', 'stop', 'request-reconstruction', 'request-checkpoint', 'forget-run', 'debug-lose-device']);
+const TO_WORKER_TYPES = new Set<string>(['init', 'start', 'pause', 'resume', 'stop', 'request-reconstruction', 'request-checkpoint', 'request-attention', 'forget-run', 'debug-lose-device']);
 
 /**
  * Checks the envelope of a message to the worker: an object with a known `type`, this

@@ -11,7 +11,7 @@ import { create } from 'zustand';
 import type { AdapterSummary } from '../protocol/gpu';
 import {
   TRAIN_PROTOCOL_VERSION, transferablesOf,
-  type Checkpoint, type DataSpec, type DataSummary, type FromTrainWorker, type MemoryPlanSpec, type ResolvedTrainSpec,
+  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type DataSummary, type FromTrainWorker, type MemoryPlanSpec, type ResolvedTrainSpec,
   type RunOptions, type StepRecord, type TeacherSource, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
 } from '../protocol/train';
 
@@ -161,6 +161,7 @@ export function receiveTrainMessage(msg: FromTrainWorker): void {
   if (msg.type === 'ready') return set({ worker: { status: 'ready', adapter: msg.adapter } });
   if (msg.type === 'unavailable') return set({ worker: { status: 'unavailable', code: msg.code, message: msg.message } });
   if (msg.type === 'metrics') return trainMetrics.append(msg.runId, msg.records);
+  if (msg.type === 'attention') return receiveAttention(msg);
   const run = get().run;
   if (msg.type === 'error' && (msg.runId === null || !run || msg.runId !== run.runId)) {
     return set({ workerError: msg.message });
@@ -214,4 +215,70 @@ export function startTrainWorker(): void {
     });
   };
   send({ type: 'init' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Studio selections shared by the layout (src/ui/App.tsx and its panels) and the Watch
+// components (src/ui/watch/): which runs are overlaid, which teacher a DMAE run distils from.
+// ---------------------------------------------------------------------------------------------
+
+/** A frozen DMAE teacher: its architecture and where its weights come from. */
+export interface TeacherChoice {
+  /** What the user sees ("run-… (MAE 64×4)", a file name). */
+  label: string;
+  /** The teacher's model: the distillation's teacher blocks kT are 0..depth-1. */
+  model: import('../protocol/train').ModelSpec;
+  source: TeacherSource;
+  /** The studio run it comes from, when it does. */
+  runId?: string;
+}
+
+export interface StudioShared {
+  /**
+   * Runs to overlay on the charts (ids of the runs list, src/store/runs.ts). Their per-step
+   * records are in `trainMetrics` under the same id: a stored run's history is loaded into it
+   * before its id is added here.
+   */
+  compareRunIds: string[];
+  setCompareRunIds: (ids: string[]) => void;
+  /** The teacher the next DMAE run distils from (set by the Configure form or the teacher panel). */
+  teacher: TeacherChoice | null;
+  setTeacher: (t: TeacherChoice | null) => void;
+}
+
+export const useStudioStore = create<StudioShared>()((set) => ({
+  compareRunIds: [],
+  setCompareRunIds: (ids) => set({ compareRunIds: [...new Set(ids)] }),
+  teacher: null,
+  setTeacher: (teacher) => set({ teacher }),
+}));
+
+// ---------------------------------------------------------------------------------------------
+// Attention maps (src/ui/watch/AttentionView.tsx): one request at a time, the latest wins.
+// ---------------------------------------------------------------------------------------------
+
+export interface AttentionState {
+  runId: string;
+  request: AttentionRequestSpec;
+  status: 'loading' | 'done' | 'failed';
+  map?: AttentionMap;
+  /** Why there is no map (a bad block, no teacher, an ended run). */
+  problem?: string;
+}
+
+export const useAttentionStore = create<{ attention: AttentionState | null; requestAttention: (runId: string, req: AttentionRequestSpec) => void }>()((set) => ({
+  attention: null,
+  requestAttention: (runId, request) => {
+    set({ attention: { runId, request, status: 'loading' } });
+    send({ type: 'request-attention', runId, ...request });
+  },
+}));
+
+const sameRequest = (a: AttentionRequestSpec, b: AttentionRequestSpec) =>
+  a.model === b.model && a.block === b.block && a.head === b.head && a.image === b.image && (a.tokens ?? 'all') === (b.tokens ?? 'all');
+
+function receiveAttention(msg: Extract<FromTrainWorker, { type: 'attention' }>): void {
+  const cur = useAttentionStore.getState().attention;
+  if (!cur || cur.runId !== msg.runId || !sameRequest(cur.request, msg.request)) return; // an answer to an older request
+  useAttentionStore.setState({ attention: { ...cur, status: msg.map ? 'done' : 'failed', map: msg.map, problem: msg.problem } });
 }

@@ -1,10 +1,24 @@
 /**
- * The first studio page: which GPU this browser gives us, and a kernel self-test on it.
- * Reads everything from the store; knows nothing of WebGPU beyond what the worker reports.
+ * The studio's page: Configure (presets, every knob, the masking preview) and Datasets on the
+ * left; Run (controls, progress, what is really trained, errors), Watch (curves,
+ * reconstructions, attention, teacher) and Runs on the right; the WebGPU adapter and the
+ * kernel self-test at the bottom. Without WebGPU the page says why at the top, and
+ * configuring, datasets and the runs list still work.
+ * Reads everything from the stores; knows nothing of WebGPU beyond what the workers report.
  */
+import { memo, useCallback, useEffect, useMemo, useState } from 'react';
+import { BUILTIN_DATASETS } from '../data/builtin';
+import { DatasetStore } from '../data/store-idb';
+import { DatasetPanel, type DatasetChoice } from '../data/ui/DatasetPanel';
 import { useGpuStore, type GpuStatus, type SelfTestState } from '../store/gpu';
+import { watchRuns, useRunsStore } from '../store/runs';
+import { startTrainWorker, trainMetrics, useStudioStore, useTrainStore } from '../store/train';
 import type { AdapterSummary } from '../protocol/gpu';
-import { TrainPanel } from './TrainPanel';
+import { ConfigurePanel } from './studio/ConfigurePanel';
+import { RunPanel } from './studio/RunPanel';
+import { RunsPanel } from './studio/RunsPanel';
+import { followUrl, useConfigStore, syncConfigToUrl } from './studio/state';
+import { TeacherPanel, Watch } from './studio/watch-mount';
 
 const KEY_LIMITS: Array<[string, string, (v: number) => string]> = [
   ['maxStorageBufferBindingSize', 'Largest storage binding', bytes],
@@ -32,20 +46,120 @@ const KIND_LABEL: Record<AdapterSummary['kind'], string> = {
   software: 'software fallback',
 };
 
+/** Builtin datasets' training images (the fixed split) and geometry. */
+const BUILTIN_GEOMETRY: Record<string, { nTrain: number; C: number; H?: number; name: string }> = {
+  'builtin:mnist': { nTrain: 9000, C: 1, H: 28, name: 'MNIST (28×28 gray)' },
+  'builtin:shapes': { nTrain: 1800, C: 3, name: 'Shapes (generated colour)' },
+};
+
+interface StoredGeometry { nTrain: number; C: number; H: number; name: string }
+
+/** Tests and the curious reach the stores through `window.__dmaeStudio` when the URL has ?debug. */
+function exposeDebug(): void {
+  if (!globalThis.location?.search.includes('debug')) return;
+  (globalThis as unknown as { __dmaeStudio: unknown }).__dmaeStudio = {
+    train: useTrainStore, studio: useStudioStore, runs: useRunsStore, config: useConfigStore, metrics: trainMetrics,
+  };
+}
+
+/** The dataset panel, re-rendered only when the selection changes. */
+const Datasets = memo(function Datasets({ selected, onSelect }: { selected: DatasetChoice; onSelect: (c: DatasetChoice) => Promise<void> }) {
+  const select = useCallback((c: DatasetChoice) => void onSelect(c), [onSelect]);
+  return <DatasetPanel selected={selected} onSelect={select} baseUrl={import.meta.env.BASE_URL} />;
+});
+
 export function App() {
   const gpu = useGpuStore((s) => s.gpu);
   const selfTest = useGpuStore((s) => s.selfTest);
   const runSelfTest = useGpuStore((s) => s.runSelfTest);
+  const config = useConfigStore((s) => s.config);
+  const setConfig = useConfigStore((s) => s.set);
+  const [stored, setStored] = useState<Record<string, StoredGeometry>>({});
+
+  useEffect(() => {
+    exposeDebug();
+    syncConfigToUrl();
+    watchRuns();
+    return followUrl();
+  }, []);
+  // The training worker opens its own device: start it once the page knows WebGPU is there.
+  useEffect(() => {
+    if (gpu.status === 'ready') startTrainWorker();
+  }, [gpu.status]);
+
+  const refreshStored = useCallback(async () => {
+    try {
+      const s = await DatasetStore.open();
+      try {
+        const list = await s.list();
+        const map: Record<string, StoredGeometry> = {};
+        for (const d of list) map[`stored:${d.id}`] = { nTrain: d.nTrain, C: d.C, H: d.H, name: d.name };
+        setStored(map);
+        return map;
+      } finally {
+        s.close();
+      }
+    } catch {
+      return {};
+    }
+  }, []);
+  useEffect(() => {
+    if (config.dataset.startsWith('stored:')) void refreshStored();
+  }, [config.dataset, refreshStored]);
+
+  const selected: DatasetChoice = useMemo(
+    () => (config.dataset.startsWith('builtin:') ? { kind: 'builtin', id: config.dataset.slice(8) as 'mnist' | 'shapes' } : { kind: 'stored', id: config.dataset.slice(7), name: stored[config.dataset]?.name ?? '' }),
+    [config.dataset, stored],
+  );
+
+  const onSelect = useCallback(async (choice: DatasetChoice) => {
+    if (choice.kind === 'builtin') {
+      const key = `builtin:${choice.id}` as const;
+      const b = BUILTIN_DATASETS.find((d) => d.id === choice.id)!;
+      const imgSize = choice.id === 'mnist' ? 28 : useConfigStore.getState().config.imgSize;
+      setConfig({ dataset: key, inChans: b.C, imgSize });
+      return;
+    }
+    const key = `stored:${choice.id}` as const;
+    const map = await refreshStored();
+    const g = map[key];
+    setConfig({ dataset: key, ...(g ? { imgSize: g.H, inChans: g.C } : {}) });
+  }, [setConfig, refreshStored]);
+
+  const geometry = BUILTIN_GEOMETRY[config.dataset] ?? stored[config.dataset];
+  const datasetName = geometry?.name ?? (config.dataset.startsWith('stored:') ? 'a stored dataset (not found in this browser: import it again)' : config.dataset);
+
   return (
-    <main className="page">
-      <header>
-        <h1>DMAE Studio</h1>
-        <p className="lede">Train ViT masked autoencoders and distil DMAE students in your browser, on WebGPU.</p>
+    <main className="page studio">
+      <header className="top">
+        <div>
+          <h1>DMAE Studio</h1>
+          <p className="lede">Train ViT masked autoencoders and distil DMAE students in your browser, on WebGPU.</p>
+        </div>
+        {gpu.status === 'ready' && (
+          <a className="adapter-chip" href="#system" data-testid="adapter-chip" title={gpu.adapter.description}>
+            <span className={`badge ${gpu.adapter.kind}`}>{KIND_LABEL[gpu.adapter.kind]}</span> {gpu.adapter.description.slice(0, 48)}
+          </a>
+        )}
       </header>
-      <GpuPanel gpu={gpu} />
-      <SelfTestPanel state={selfTest} enabled={gpu.status === 'ready'} onRun={runSelfTest} />
-      {gpu.status !== 'unavailable' && <TrainPanel />}
-      <footer>Training, datasets and exports are being built; this page checks that your GPU can run the kernels.</footer>
+      {gpu.status !== 'ready' && <GpuPanel gpu={gpu} />}
+      <div className="columns">
+        <div className="col left">
+          <ConfigurePanel nTrain={geometry?.nTrain} datasetName={datasetName} />
+          <TeacherPanel />
+          <Datasets selected={selected} onSelect={onSelect} />
+        </div>
+        <div className="col right">
+          <RunPanel canStart={gpu.status === 'ready'} />
+          <Watch />
+          <RunsPanel />
+        </div>
+      </div>
+      <div className="system" id="system">
+        {gpu.status === 'ready' && <GpuPanel gpu={gpu} />}
+        <SelfTestPanel state={selfTest} enabled={gpu.status === 'ready'} onRun={runSelfTest} />
+      </div>
+      <footer>Training runs in a Web Worker on this page’s GPU; nothing leaves this browser.</footer>
     </main>
   );
 }
@@ -83,8 +197,9 @@ function GpuPanel({ gpu }: { gpu: GpuStatus }) {
           </ul>
           <h3>What still works</h3>
           <p>
-            This page, and everything in Node: <code>npm test</code> and the kernel lab run the same kernels on Dawn, Chrome's
-            WebGPU. Training and the kernel self-test need WebGPU in this browser.
+            On this page: configuring runs (the link keeps the configuration), importing and browsing datasets, the runs kept in this
+            browser with their curves, and exporting their weights. In Node, everything: <code>npm test</code>, <code>npm run dmae -- train</code> and the
+            kernel lab run the same kernels on Dawn, Chrome's WebGPU. Training here and the kernel self-test need WebGPU in this browser.
           </p>
         </section>
       );

@@ -9,6 +9,11 @@
  * pause, stop or request is seen within one step. Requests are served between slices, in the
  * run's own loop, so nothing else touches the model while it trains.
  *
+ * Attention maps ('request-attention') are served the same way: a forward of one validation image
+ * through blocks 0..b in a scratch arena over the model's own parameters (src/engine/attention-probe.ts),
+ * the student's or the DMAE teacher's. An ended run (one of the last ENDED_KEPT) answers for its
+ * student from the final parameters kept for `teacher: { kind: 'run' }`.
+ *
  * Failures, each reported once as an `error` with what the run has so far:
  * - a lost device: every GPU wait of the run races the device's `lost` promise; the checkpoint
  *   is the last periodic snapshot (a lost device cannot be read back);
@@ -20,17 +25,20 @@
  */
 import type { ImageDataset } from '../data/dataset';
 import { DatasetError } from '../data/errors';
-import type { MaeConfig } from '../engine/config';
+import { numPatches, type MaeConfig } from '../engine/config';
+import { DmaeModel } from '../engine/dmae';
+import { headMatrix, probeAttention, type ProbeModel } from '../engine/attention-probe';
 import type { ParamMap } from '../engine/init';
 import { uploadParamMap } from '../engine/mae';
-import { limitsNeededFor, makeRunData, planExceedsLimits, reconstructValidation, rgbToRgba, type RunData } from '../engine/run';
+import { maeParamLayout } from '../engine/params';
+import { limitsNeededFor, makeRunData, planExceedsLimits, reconstructValidation, rgbToRgba, type RunData, type ValidationSet } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type MemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig, type TrainerState } from '../engine/trainer';
-import { readback } from '../gpu/buffers';
+import { Arena, readback } from '../gpu/buffers';
 import { GpuError, type AdapterReport, type Gpu, type LimitsNeeded } from '../gpu/device';
 import type { AdapterSummary } from '../protocol/gpu';
 import {
   RECONSTRUCTION_COLUMNS, TRAIN_PROTOCOL_VERSION, checkToTrainWorker, payloadTensors,
-  type Checkpoint, type DataSpec, type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions,
+  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions,
   type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
 } from '../protocol/train';
 
@@ -84,6 +92,58 @@ function paramMapOf(p: ParamsPayload): ParamMap {
 const copyPayload = (p: ParamsPayload): ParamsPayload => ({ tensors: p.tensors.map((t) => ({ ...t, shape: [...t.shape] })), buffer: p.buffer.slice(0) });
 const copyCheckpoint = (c: Checkpoint): Checkpoint => ({ ...c, params: copyPayload(c.params), adamM: c.adamM.slice(0), adamV: c.adamV.slice(0) });
 
+/** What an ended run keeps for attention maps: its validation images and sizes (its parameters are in Session.kept). */
+interface EndedRun {
+  val: ValidationSet;
+  batch: number;
+  visible: number;
+  step: number;
+}
+
+/**
+ * A request served on `probe` with a run's fixed validation images: the map, or the problem
+ * with the request. The probe's own failures are thrown (the caller knows a lost device).
+ */
+async function attentionAnswer(
+  gpu: Gpu, probe: ProbeModel, run: EndedRun, request: Required<AttentionRequestSpec>, wait: <T>(p: Promise<T>) => Promise<T>,
+): Promise<{ map?: AttentionMap; problem?: string }> {
+  const { cfg } = probe, { val, batch: N, visible: V } = run;
+  const L = numPatches(cfg), grid = cfg.imgSize / cfg.patchSize, heads = cfg.numHeads;
+  const problems: string[] = [];
+  if (!(Number.isInteger(request.block) && request.block >= 0 && request.block < probe.blocks)) problems.push(`block ${request.block} is not in 0..${probe.blocks - 1}${request.model === 'teacher' ? ' (the teacher is loaded up to its deepest aligned block kT)' : ''}`);
+  if (!(Number.isInteger(request.head) && request.head >= 0 && request.head < heads)) problems.push(`head ${request.head} is not in 0..${heads - 1}`);
+  if (!(Number.isInteger(request.image) && request.image >= 0 && request.image < N)) problems.push(`image ${request.image} is not in 0..${N - 1}`);
+  if (request.tokens !== 'all' && request.tokens !== 'visible') problems.push(`tokens must be 'all' or 'visible'`);
+  if (problems.length > 0) return { problem: `No attention map: ${problems.join('; ')}.` };
+
+  const n = request.image, C = cfg.inChans, S = cfg.imgSize;
+  const img = val.imgs.slice(n * C * S * S, (n + 1) * C * S * S);
+  const ids = request.tokens === 'all' ? Uint32Array.from({ length: L }, (_, i) => i) : val.masking.idsKeep.slice(n * V, (n + 1) * V);
+  const probs = await wait(probeAttention(gpu, probe, img, ids, request.block));
+  const T = 1 + ids.length;
+  const matrix = headMatrix(probs, heads, T, request.head);
+  const cls = new Float32Array(L);
+  ids.forEach((patch, j) => (cls[patch] = matrix[1 + j]));
+  const rgba = new Uint8ClampedArray(S * S * 4);
+  for (let i = 0; i < S * S; i++) {
+    for (let c = 0; c < 3; c++) {
+      const ch = C === 1 ? 0 : c;
+      rgba[4 * i + c] = Math.round(255 * (img[ch * S * S + i] * val.std[ch] + val.mean[ch]));
+    }
+    rgba[4 * i + 3] = 255;
+  }
+  return {
+    map: {
+      step: run.step, request, heads, blocks: probe.blocks, grid, tokens: T, patchOf: [...ids],
+      matrix: matrix.buffer as ArrayBuffer, cls: cls.buffer as ArrayBuffer,
+      image: { width: S, height: S, format: 'rgba8', data: rgba.buffer as ArrayBuffer },
+    },
+  };
+}
+
+/** Ended runs whose validation images are kept for attention maps (the most recent ones). */
+const ENDED_KEPT = 4;
+
 export interface TrainSession {
   /** One message from the page. Resolves once it is taken in (for `start`: once the run has started or been refused). */
   handle(msg: unknown): Promise<void>;
@@ -106,6 +166,8 @@ class Session implements TrainSession {
   private starting = false;
   /** Final parameters of ended runs, for `teacher: { kind: 'run' }`. */
   readonly kept = new Map<string, { model: MaeConfig; params: ParamsPayload }>();
+  /** What ended runs keep for attention maps (at most ENDED_KEPT, the most recent). */
+  readonly ended = new Map<string, EndedRun>();
   private disposed = false;
 
   constructor(readonly env: TrainSessionEnv, private readonly postRaw: PostTrainMessage) {}
@@ -184,15 +246,44 @@ class Session implements TrainSession {
         return this.start(msg);
       case 'forget-run':
         this.kept.delete(msg.runId);
+        this.ended.delete(msg.runId);
         return;
       case 'debug-lose-device':
         this.gpu?.device.destroy(); // not marked as our own: reported as a loss, as a driver reset would be
         return;
+      case 'request-attention': {
+        const { type: _t, v: _v, runId, ...request } = msg;
+        const run = this.run;
+        if (run && run.runId === runId) run.requestAttention(request);
+        else await this.endedAttention(runId, request);
+        return;
+      }
       default: {
         const run = this.run;
         if (!run || run.runId !== msg.runId) return; // a late message for a run that has ended: nothing to do
         run.request(msg.type);
       }
+    }
+  }
+
+  /** An ended run's student attention, from its kept final parameters (uploaded to a scratch arena, freed after). */
+  async endedAttention(runId: string, req: AttentionRequestSpec): Promise<void> {
+    const request: Required<AttentionRequestSpec> = { ...req, tokens: req.tokens ?? 'all' };
+    const answer = (x: { map?: AttentionMap; problem?: string }) => this.post({ type: 'attention', runId, request, ...x });
+    const kept = this.kept.get(runId), ended = this.ended.get(runId);
+    if (!kept || !ended) return answer({ problem: `Run "${runId}" is not in the training worker: attention maps are computed while a run trains or is paused, and for the last runs that ended on this page.` });
+    if (request.model === 'teacher') return answer({ problem: 'The teacher\'s attention is shown while its DMAE run trains or is paused; for an ended run, choose the student.' });
+    let arena: Arena | null = null;
+    try {
+      const gpu = await this.device();
+      arena = new Arena(gpu.device, maeParamLayout(kept.model), 'attention-params');
+      uploadParamMap(gpu, arena, paramMapOf(kept.params));
+      const a = arena;
+      answer(await attentionAnswer(gpu, { cfg: kept.model, param: (n) => a.tensor(n), blocks: kept.model.depth }, ended, request, (p) => p));
+    } catch (e) {
+      answer({ problem: `The attention map could not be computed: ${errorText(e)}` });
+    } finally {
+      arena?.destroy();
     }
   }
 
@@ -337,6 +428,7 @@ class Run {
   private stopWanted = false;
   private reconWanted = false;
   private checkpointWanted = false;
+  private attentionWanted: AttentionRequestSpec[] = [];
   private paused = false;
   private abandoned = false;
   private wakers: (() => void)[] = [];
@@ -365,6 +457,11 @@ class Run {
     else if (type === 'stop') this.stopWanted = true;
     else if (type === 'request-reconstruction') this.reconWanted = true;
     else this.checkpointWanted = true;
+    this.wake();
+  }
+
+  requestAttention(req: AttentionRequestSpec): void {
+    this.attentionWanted.push(req);
     this.wake();
   }
 
@@ -425,6 +522,28 @@ class Run {
     });
   }
 
+  /**
+   * An attention map of the student or the teacher on one fixed validation image (a forward of
+   * blocks 0..block in a scratch arena; the model's parameters are read in place, nothing changes).
+   * A request that cannot be served is answered with its problem; a lost device still fails the run.
+   */
+  private async attention(req: AttentionRequestSpec): Promise<void> {
+    const request: Required<AttentionRequestSpec> = { ...req, tokens: req.tokens ?? 'all' };
+    const answer = (x: { map?: AttentionMap; problem?: string }) => this.post({ type: 'attention', runId: this.runId, request, ...x });
+    const model = this.trainer.model;
+    let probe: ProbeModel;
+    if (request.model === 'teacher') {
+      if (!(model instanceof DmaeModel)) return answer({ problem: 'A MAE run has no teacher: choose the student.' });
+      probe = { cfg: model.teacherCfg, param: (n) => model.teacherParams.tensor(n), blocks: model.teacherStop + 1 };
+    } else probe = { cfg: model.cfg, param: (n) => model.params.tensor(n), blocks: model.cfg.depth };
+    try {
+      answer(await attentionAnswer(this.gpu, probe, { val: this.data.val, batch: this.rc.batch, visible: this.rc.visible, step: this.step }, request, (p) => this.guard(p)));
+    } catch (e) {
+      if (e instanceof DeviceLost || this.lostMessage) throw e;
+      answer({ problem: `The attention map could not be computed: ${errorText(e)}` });
+    }
+  }
+
   /** The run's whole state, read back from the GPU. */
   private async checkpoint(): Promise<Checkpoint> {
     const m = this.trainer.model, dev = this.gpu.device;
@@ -446,6 +565,10 @@ class Run {
   /** Keep the final parameters in the worker (a later DMAE run may name this run as its teacher). */
   private keep(c: Checkpoint): Checkpoint {
     this.session.kept.set(this.runId, { model: this.rc.model, params: copyPayload(c.params) });
+    const ended = this.session.ended;
+    ended.delete(this.runId);
+    ended.set(this.runId, { val: this.data.val, batch: this.rc.batch, visible: this.rc.visible, step: c.step });
+    for (const id of ended.keys()) if (ended.size > ENDED_KEPT) ended.delete(id);
     return c;
   }
 
@@ -488,6 +611,10 @@ class Run {
           await this.reconstruct();
           continue;
         }
+        if (this.attentionWanted.length > 0) {
+          for (const req of this.attentionWanted.splice(0)) await this.attention(req);
+          continue;
+        }
         if (this.checkpointWanted) {
           this.checkpointWanted = false;
           this.post({ type: 'checkpoint', runId: this.runId, checkpoint: await this.checkpoint() });
@@ -510,7 +637,7 @@ class Run {
         const t0 = performance.now();
         const r = await this.guard(this.trainer.train({
           until, onMetrics: this.onMetrics,
-          shouldStop: () => this.stopWanted || this.pauseWanted || this.reconWanted || this.checkpointWanted,
+          shouldStop: () => this.stopWanted || this.pauseWanted || this.reconWanted || this.checkpointWanted || this.attentionWanted.length > 0,
         }));
         this.activeMs += performance.now() - t0;
         this.takeUncapturedErrors();
@@ -533,6 +660,8 @@ class Run {
     } finally {
       this.wake();
       if (!this.lostMessage) this.trainer.destroy();
+      // Requests that came as the run ended: answered from what the run kept (or with why not).
+      for (const req of this.attentionWanted.splice(0)) void this.session.endedAttention(this.runId, req);
     }
   }
 
