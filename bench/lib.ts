@@ -40,52 +40,13 @@ export async function openBench(opts: { warmup: number; reps: number }): Promise
 // ---------------------------------------------------------------------------------------------
 // Data
 
-/** Mulberry32, the same generator as test/helpers.ts (which cannot be imported outside vitest). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` values uniform in [-scale, scale), float32-representable. */
-export function randn(n: number, seed: number, scale = 1): Float64Array {
-  const r = rng(seed);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.fround((2 * r() - 1) * scale);
-  return out;
-}
-
-/** A random permutation of 0..n-1. */
-export function permutation(n: number, seed: number): Uint32Array {
-  const r = rng(seed);
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
+export { rng, randn, permutation } from '../test/numerics';
 
 // ---------------------------------------------------------------------------------------------
 // Verification
 
-export interface Tolerance {
-  atol: number;
-  rtol: number;
-}
-
-/** The presets of test/helpers.ts TOL, copied (that module imports vitest). */
-export const TOL = {
-  exact: { atol: 0, rtol: 0 },
-  elementwise: { atol: 1e-6, rtol: 2e-5 },
-  reduction: { atol: 2e-5, rtol: 2e-4 },
-  gradient: { atol: 5e-5, rtol: 1e-3 },
-} satisfies Record<string, Tolerance>;
+export { TOL, type Tolerance } from '../test/numerics';
+import { TOL, type Tolerance } from '../test/numerics';
 
 export interface Verification {
   verified: boolean;

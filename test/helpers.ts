@@ -24,53 +24,8 @@ export function testGpu(): Promise<Gpu> {
   return shared;
 }
 
-/** Mulberry32: small, seeded, good enough for test data. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` values uniform in [-scale, scale), as float64 holding exactly float32-representable numbers. */
-export function randn(n: number, seed: number, scale = 1): Float64Array {
-  const r = rng(seed);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.fround((2 * r() - 1) * scale);
-  return out;
-}
-
-/** A random permutation of 0..n-1. */
-export function permutation(n: number, seed: number): Uint32Array {
-  const r = rng(seed);
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
-export interface Tolerance {
-  atol: number;
-  rtol: number;
-}
-
-/** Named tolerances: |got − ref| ≤ atol + rtol·|ref|. Loosening one in a test needs a comment saying why. */
-export const TOL = {
-  /** Copies, gathers, scatters: the same bits. */
-  exact: { atol: 0, rtol: 0 },
-  /** One float32 operation per element, or a short chain (GELU, residual, normalisation). */
-  elementwise: { atol: 1e-6, rtol: 2e-5 },
-  /** Sums of up to a few thousand float32 terms (matmul, reductions, softmax, layer norm). */
-  reduction: { atol: 2e-5, rtol: 2e-4 },
-  /** Gradients through several reductions (attention and layer-norm backward, losses). */
-  gradient: { atol: 5e-5, rtol: 1e-3 },
-} satisfies Record<string, Tolerance>;
+export { rng, randn, permutation, TOL, type Tolerance } from './numerics';
+import { TOL, type Tolerance } from './numerics';
 
 /** Compares element-wise; on failure reports the worst element, its value and the reference. */
 export function expectClose(got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance, what = 'tensor'): void {

@@ -14,21 +14,13 @@
  */
 import type { ArenaLayout } from '../gpu/buffers';
 import { posEmbed2d } from '../core/posembed';
+import { mulberry32 } from '../core/random';
 
 /** Parameters by timm name, each in its table shape (row-major), float64 holding float32 values. */
 export type ParamMap = Map<string, Float64Array>;
 
-/** Mulberry32: a small seeded u32 stream (init needs no saveable state). */
-export function seededUniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The initialisation's uniform stream (Mulberry32; init needs no saveable state). */
+export const seededUniform = mulberry32;
 
 /** Standard normal by Box–Muller on the uniform stream. */
 function normal(u: () => number): number {
