@@ -1,13 +1,20 @@
 /**
  * `npm run dmae -- <command> [options]`: the studio's Node command line.
  *   train   MAE pretraining or DMAE distillation on a built-in dataset (see `train --help`)
+ *   export  a checkpoint or model as safetensors (full / timm) or ONNX (see `export --help`)
  */
+import { DATASET_HELP, datasetCommand } from './dataset';
+import { EXPORT_HELP, exportCommand } from './export';
+import { EVALUATE_HELP, evaluateCommand } from './evaluate';
 import { TRAIN_HELP, trainCommand } from './train';
 
 const HELP = `Usage: npm run dmae -- <command> [options]
 
 Commands:
   train     train a MAE, or distil one into a smaller student (DMAE)
+  export    a checkpoint as safetensors (full, timm) or ONNX
+  dataset   detect a dataset's format and print its summary as JSON (a path or mnist, shapes)
+  evaluate  accuracy of a run's encoder: k-NN, linear probe or fine-tuning, as JSON
   help      this text; \`npm run dmae -- train --help\` for the options of train
 `;
 
@@ -20,6 +27,24 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       return trainCommand(rest);
+    case 'export':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(EXPORT_HELP);
+        return 0;
+      }
+      return exportCommand(rest);
+    case 'dataset':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(DATASET_HELP);
+        return 0;
+      }
+      return datasetCommand(rest);
+    case 'evaluate':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(EVALUATE_HELP);
+        return 0;
+      }
+      return evaluateCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -3,29 +3,38 @@
  * correction form) and torch.nn.utils.clip_grad_norm_'s norm and coefficient. Same names and
  * argument order as src/gpu/ops/adamw.ts.
  */
-import { adamwScalars, type AdamwOptions } from '../gpu/ops/adamw';
+import { ADAMW_DEFAULTS, adamwScalars, type AdamwOptions } from '../gpu/ops/adamw';
 import { sumReduce } from './loss';
-export { ADAMW_DEFAULTS, decayRanges, decaysByRecipe, noWeightDecay, type AdamwOptions } from '../gpu/ops/adamw';
+export { ADAMW_DEFAULTS, decayRanges, decaysByRecipe, lrScaleRanges, noWeightDecay, type AdamwOptions } from '../gpu/ops/adamw';
 
 type Vec = Float64Array;
 
 /**
  * One AdamW step over n elements; params, m, v updated in place, grads scaled by clipCoef[0].
  * `ranges` = [start0, end0, …] of the elements that decay; null: every element decays.
+ * `lrScales` = [start, end, f32 bits of s] triples (lrScaleRanges): those elements step with lr·s.
  */
-export function adamwStep(params: Vec, grads: Vec, m: Vec, v: Vec, ranges: Uint32Array | null, clipCoef: Vec, n: number, opts: AdamwOptions): void {
+export function adamwStep(params: Vec, grads: Vec, m: Vec, v: Vec, ranges: Uint32Array | null, clipCoef: Vec, n: number, opts: AdamwOptions, lrScales: Uint32Array | null = null): void {
   const s = adamwScalars(opts);
+  // Per-element lr scale from [start, end, f32 bits] triples (1 elsewhere), as on the GPU.
+  const scale = new Float64Array(n).fill(1);
+  const hasScales = lrScales !== null && lrScales.length >= 3;
+  if (hasScales) {
+    const f = new Float32Array(lrScales.buffer, lrScales.byteOffset, lrScales.length);
+    for (let r = 0; r + 2 < lrScales.length; r += 3) scale.fill(f[r + 2], lrScales[r], Math.min(lrScales[r + 1], n));
+  }
+  const lrWd = opts.lr * (opts.weightDecay ?? ADAMW_DEFAULTS.weightDecay);
   const decay = new Uint8Array(n);
   if (ranges === null) decay.fill(1);
   else for (let r = 0; r + 1 < ranges.length; r += 2) decay.fill(1, ranges[r], Math.min(ranges[r + 1], n));
   const c = clipCoef[0];
   for (let i = 0; i < n; i++) {
     const g = grads[i] * c;
-    if (decay[i]) params[i] *= s.decayFactor; // param.mul_(1 - lr * weight_decay)
+    if (decay[i]) params[i] *= hasScales ? 1 - lrWd * scale[i] : s.decayFactor; // param.mul_(1 - lr * weight_decay)
     m[i] = m[i] + s.oneMinusBeta1 * (g - m[i]); // exp_avg.lerp_(grad, 1 - beta1)
     v[i] = v[i] * s.beta2 + s.oneMinusBeta2 * g * g; // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     const denom = Math.sqrt(v[i]) / s.bc2Sqrt + s.eps; // (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    params[i] -= s.stepSize * (m[i] / denom); // param.addcdiv_(exp_avg, denom, value=-step_size)
+    params[i] -= s.stepSize * scale[i] * (m[i] / denom); // param.addcdiv_(exp_avg, denom, value=-step_size)
   }
 }
 

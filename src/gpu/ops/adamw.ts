@@ -4,11 +4,12 @@
  *
  * One training step: globalGradNorm → clipCoefficient (or fill clipCoef with 1 when clipping is
  * off) → adamwStep; all on the GPU, no readback. params, grads, m, v are four arenas of one
- * layout; padding between tensors is 0 in all four and stays 0.
+ * layout; padding between tensors is 0 in all four and stays 0. An optional lr-scale table
+ * (lrScaleRanges) gives tensors their own lr, as torch's param groups (fine-tuning's layer decay).
  */
 import type { ArenaLayout } from '../buffers';
 import type { Recorder, Tensor } from '../kernels';
-import { grid2d, zeros } from './common';
+import { grid2d, scratch, zeros } from './common';
 import { sumReduce } from './loss';
 
 export interface AdamwOptions {
@@ -85,26 +86,53 @@ export function decayRanges(layout: ArenaLayout, decays: (name: string, shape: r
   return Uint32Array.from(out);
 }
 
+/**
+ * The lr-scale table for adamwStep: sorted, disjoint [start, end, bits of the f32 scale] triples
+ * of the layout's tensors whose `scaleOf(name, shape)` is not 1 (touching tensors of the same
+ * scale are merged). Elements outside the table keep scale 1. Fine-tuning's layer-wise lr decay
+ * is one such table (src/engine/classifier.ts, layerDecayScale).
+ */
+export function lrScaleRanges(layout: ArenaLayout, scaleOf: (name: string, shape: readonly number[]) => number): Uint32Array {
+  const out: number[] = [];
+  const bits = new Uint32Array(1), f = new Float32Array(bits.buffer);
+  const entries = [...layout.entries].sort((a, b) => a.start - b.start);
+  for (const e of entries) {
+    const s = scaleOf(e.name, e.shape);
+    if (e.length === 0 || s === 1) continue;
+    if (!(Number.isFinite(s) && s >= 0)) throw new Error(`lrScaleRanges: scale ${s} of "${e.name}" must be a finite number ≥ 0.`);
+    f[0] = s;
+    const end = e.start + e.length;
+    const n = out.length;
+    if (n > 0 && out[n - 2] === e.start && out[n - 1] === bits[0]) out[n - 2] = end;
+    else out.push(e.start, end, bits[0]);
+  }
+  return Uint32Array.from(out);
+}
+
 const WG = 256;
 
 /**
  * One AdamW step over n elements: params, m, v updated in place (=), grads read-only and scaled
  * by clipCoef[0]. `ranges` is a u32 tensor from decayRanges (its length is 2·ranges; a tensor of
- * length 0 means no element decays); null means every element decays.
+ * length 0 means no element decays); null means every element decays. `lrScales` (optional) is
+ * a u32 tensor from lrScaleRanges: an element of scale s steps as with lr·s (decay included).
  */
 export function adamwStep(
   rec: Recorder, params: Tensor, grads: Tensor, m: Tensor, v: Tensor,
-  ranges: Tensor | null, clipCoef: Tensor, n: number, opts: AdamwOptions,
+  ranges: Tensor | null, clipCoef: Tensor, n: number, opts: AdamwOptions, lrScales: Tensor | null = null,
 ): void {
   const s = adamwScalars(opts);
   const numRanges = ranges ? Math.floor(ranges.length / 2) : 0;
+  const numLrRanges = lrScales ? Math.floor(lrScales.length / 3) : 0;
+  const wd = opts.weightDecay ?? ADAMW_DEFAULTS.weightDecay;
   rec.dispatch(
     { shader: 'adamw', entry: 'adamw_step' },
-    [params, m, v, grads, ranges && ranges.length > 0 ? ranges : zeros(rec.gpu.device), clipCoef],
+    [params, m, v, grads, ranges && ranges.length > 0 ? ranges : zeros(rec.gpu.device), clipCoef, numLrRanges > 0 ? lrScales! : scratch(rec.gpu.device, 'adamw-no-lr-scales', 3)],
     [
       n, numRanges, ranges ? 0 : 1, 0,
       { f32: s.decayFactor }, { f32: s.oneMinusBeta1 }, { f32: s.beta2 }, { f32: s.oneMinusBeta2 },
       { f32: s.stepSize }, { f32: s.bc2Sqrt }, { f32: s.eps }, { f32: 0 },
+      numLrRanges, { f32: opts.lr * wd }, 0, 0,
     ],
     grid2d(n, WG),
   );

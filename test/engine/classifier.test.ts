@@ -1,0 +1,258 @@
+/**
+ * Evaluation on real WebGPU: fine-tuning's loss and every gradient against a float64 reference
+ * composed from src/ref, one AdamW step with the layer-decay scales, the recipe's layer-decay
+ * numbers, and known answers: separable toy data reaches ~100 % with the linear probe and k-NN,
+ * a random encoder on random labels is near chance, fine-tuning a tiny ViT on easy shapes beats
+ * chance clearly.
+ */
+import { describe, expect, it } from 'vitest';
+import { makeDataset, type ImageDataset } from '../../src/data/dataset';
+import { DataLoader } from '../../src/data/loader';
+import { makeShapesDataset } from '../../src/data/procedural';
+import {
+  Classifier, classificationMetrics, encoderParamLayout, extractFeatures, finetuneParamLayout, initFinetuneParams, initHead, knnPredict, knnVote,
+  layerDecayScale, predictAll, predictFeatures, trainClassifier, trainProbeOnFeatures,
+} from '../../src/engine/classifier';
+import { maeConfig, numPatches, type MaeConfig } from '../../src/engine/config';
+import { initParams } from '../../src/engine/init';
+import { lrScaleRanges, decayRanges } from '../../src/gpu/ops/adamw';
+import { Recorder } from '../../src/gpu/kernels';
+import * as refAdamw from '../../src/ref/adamw';
+import * as refCls from '../../src/ref/classify';
+import { layernormBackward, layernormForward } from '../../src/ref/layernorm';
+import { linearBackward, linearForward } from '../../src/ref/matmul';
+import * as refModel from '../../src/ref/model';
+import type { ArenaLayout } from '../../src/gpu/buffers';
+import type { ParamMap } from '../../src/engine/init';
+import { TOL, expectClose, randn, rng, run, testGpu, type Tolerance } from '../helpers';
+import { perturbedParams } from '../model-fixtures';
+
+function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
+}
+const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
+  const out = new Float64Array(layout.size);
+  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
+  return out;
+};
+const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap => new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));
+
+const tiny = (o: Partial<MaeConfig> = {}): MaeConfig =>
+  maeConfig('test', { imgSize: 8, patchSize: 4, inChans: 3 }, { embedDim: 8, depth: 2, numHeads: 2, decoderEmbedDim: 8, decoderNumHeads: 2, ...o });
+
+describe('layer-wise lr decay (recipe §5)', () => {
+  it('depth 12, decay 0.75: block i gets 0.75^(12 − i), patch embed / cls / pos embed 0.75^13, head and fc_norm 1', () => {
+    const d = 0.75;
+    expect(layerDecayScale('blocks.0.attn.qkv.weight', 12, d)).toBe(d ** 12);
+    expect(layerDecayScale('blocks.5.norm1.bias', 12, d)).toBe(d ** 7);
+    expect(layerDecayScale('blocks.11.mlp.fc2.weight', 12, d)).toBe(0.75);
+    for (const n of ['patch_embed.proj.weight', 'patch_embed.proj.bias', 'cls_token', 'pos_embed']) expect(layerDecayScale(n, 12, d), n).toBe(d ** 13);
+    for (const n of ['fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias']) expect(layerDecayScale(n, 12, d), n).toBe(1);
+    // Concrete numbers (MAE's param_groups_lrd, num_layers = 13): 0.75^12 ≈ 0.0317, 0.75^13 ≈ 0.0238.
+    expect(layerDecayScale('blocks.0.attn.qkv.weight', 12, d)).toBeCloseTo(0.031676352, 8);
+    expect(layerDecayScale('cls_token', 12, d)).toBeCloseTo(0.023757264, 8);
+  });
+
+  it('the AdamW lr-scale table of a depth-12 fine-tuning model carries exactly those scales', () => {
+    const cfg = maeConfig('vit-tiny', { imgSize: 32, patchSize: 4, inChans: 3 });
+    const layout = finetuneParamLayout(cfg, 10);
+    const t = lrScaleRanges(layout, (n) => layerDecayScale(n, 12, 0.75));
+    const f = new Float32Array(t.buffer);
+    const scaleAt = (i: number): number => {
+      for (let r = 0; r < t.length; r += 3) if (i >= t[r] && i < t[r + 1]) return f[r + 2];
+      return 1;
+    };
+    for (const e of layout.entries) expect(scaleAt(e.start), e.name).toBe(Math.fround(layerDecayScale(e.name, 12, 0.75)));
+    expect(layout.has('norm.weight'), 'fine-tuning has fc_norm instead of norm').toBe(false);
+  });
+});
+
+describe('fine-tuning on the GPU vs the float64 reference', () => {
+  it('loss, logits and every gradient (head, fc_norm, blocks, cls, patch embed) match; one AdamW step with layer decay matches', async () => {
+    const gpu = await testGpu();
+    const cfg = tiny();
+    const [N, K, eps] = [3, 5, 0.1];
+    const L = numPatches(cfg), T = 1 + L, D = cfg.embedDim;
+    const layout = finetuneParamLayout(cfg, K);
+    const params = perturbedParams(layout, cfg, 7);
+    const imgs = randn(N * cfg.inChans * cfg.imgSize ** 2, 8);
+    const labels = Uint32Array.from([4, 0, 2]);
+
+    // Reference: the encoder of src/ref/model.ts (all patches visible, raw last block), then the new ops.
+    const ids = Uint32Array.from({ length: N * L }, (_, i) => i % L);
+    const withNorm = new Map(params);
+    withNorm.set('norm.weight', new Float64Array(D).fill(1));
+    withNorm.set('norm.bias', new Float64Array(D));
+    const enc = refModel.forwardEncoder(withNorm, cfg, imgs, ids, N, { featureBlocks: [cfg.depth - 1] });
+    const x = enc.features.get(cfg.depth - 1)!;
+    const pooled = new Float64Array(N * D), fcn = new Float64Array(N * D), mean = new Float64Array(N), rstd = new Float64Array(N), logits = new Float64Array(N * K);
+    refCls.meanPoolForward(pooled, x, N, T, D);
+    layernormForward(fcn, mean, rstd, pooled, params.get('fc_norm.weight')!, params.get('fc_norm.bias')!, N, D);
+    linearForward(logits, fcn, params.get('head.weight')!, params.get('head.bias')!, N, D, K);
+    const stats = new Float64Array(2);
+    refCls.crossEntropyForward(stats, new Uint32Array(N), logits, labels, N, K, eps);
+    const G = refModel.zeroGrads(withNorm);
+    const dlogits = new Float64Array(N * K), dfcn = new Float64Array(N * D), dpooled = new Float64Array(N * D), dx = new Float64Array(N * T * D);
+    refCls.crossEntropyBackward(dlogits, logits, labels, N, K, eps);
+    linearBackward(dfcn, G.get('head.weight')!, G.get('head.bias')!, dlogits, fcn, params.get('head.weight')!, N, D, K);
+    layernormBackward(dpooled, G.get('fc_norm.weight')!, G.get('fc_norm.bias')!, dfcn, pooled, params.get('fc_norm.weight')!, mean, rstd, N, D);
+    refCls.meanPoolBackward(dx, dpooled, N, T, D);
+    refModel.backwardEncoder(G, withNorm, cfg, enc.cache, null, new Map([[cfg.depth - 1, dx]]));
+    G.delete('norm.weight');
+    G.delete('norm.bias');
+
+    const model = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: K, batch: N, labelSmoothing: eps }, 0.75);
+    model.uploadParams(params);
+    model.setBatch(Float32Array.from(imgs), labels, N);
+    await run(gpu, (rec) => {
+      model.recordZeroGrads(rec);
+      model.recordForward(rec, N, true);
+      model.recordBackward(rec, N);
+    });
+    expectClose([(await model.readStats()).loss], [stats[0]], TOL.reduction, 'loss');
+    expectClose(await model.readLogits(N), logits, TOL.reduction, 'logits');
+    expectSameParams(await model.readGrads(), G, TOL.gradient, 'd loss /');
+
+    // One AdamW step with the decay table and the layer-decay lr scales, against the reference.
+    const opts = { lr: 1e-2, step: 1, weightDecay: 0.05, beta1: 0.9, beta2: 0.999 };
+    await run(gpu, (rec) => model.recordOptimizer(rec, opts));
+    const p = flatten(layout, params), g = flatten(layout, G);
+    // The GPU's own gradients (already checked above): this compares the step, not the gradient again.
+    const gpuGrads = flatten(layout, await model.readGrads());
+    expectClose(gpuGrads, g, TOL.gradient, 'flattened gradients');
+    refAdamw.adamwStep(p, gpuGrads, new Float64Array(layout.size), new Float64Array(layout.size), decayRanges(layout), Float64Array.of(1), layout.size, opts,
+      lrScaleRanges(layout, (n) => layerDecayScale(n, cfg.depth, 0.75)));
+    const after = await model.readParams();
+    expectSameParams(after, unflatten(layout, p), TOL.elementwise, 'after one step:');
+    // Adam's first step moves every element by about lr·scale: block 0 by 0.75², the head by 1.
+    const moved = (name: string) => Math.max(...after.get(name)!.map((v, i) => Math.abs(v - params.get(name)![i])));
+    expect(moved('blocks.0.mlp.fc1.weight') / moved('head.weight')).toBeCloseTo(0.5625, 1);
+    model.destroy();
+  });
+});
+
+describe('known answers', () => {
+  /** K classes, each a random prototype image plus small noise: well separated in any continuous feature space. */
+  function blobs(K: number, perClass: number, S: number, C: 1 | 3, seed: number, noise = 0.05): ImageDataset {
+    const HW = S * S, N = K * perClass * 2;
+    const protos = Array.from({ length: K }, (_, k) => randn(C * HW, seed + k, 0.5));
+    const images = new Uint8Array(N * C * HW), labels = new Int32Array(N);
+    const r = rng(seed + 99);
+    for (let i = 0; i < N; i++) {
+      const k = i % K;
+      labels[i] = k;
+      for (let j = 0; j < C * HW; j++) images[i * C * HW + j] = Math.max(0, Math.min(255, Math.round(255 * (0.5 + protos[k][j] + noise * (2 * r() - 1)))));
+    }
+    return makeDataset({ name: 'blobs', source: 'test', images, labels, classNames: Array.from({ length: K }, (_, k) => `c${k}`), N, C, H: S, W: S, nTrain: N / 2 });
+  }
+
+  it('a linearly separable toy set reaches ~100 % with the linear probe and with k-NN (random encoder)', async () => {
+    const gpu = await testGpu();
+    const cfg = tiny({ inChans: 1, embedDim: 16 });
+    const K = 4;
+    const ds = blobs(K, 24, 8, 1, 3);
+    const enc = initParams(encoderParamLayout(cfg), cfg.imgSize / cfg.patchSize, 5);
+    const model = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch: 16, pool: 'cls' });
+    model.uploadEncoder(enc);
+    const h = initHead(K, cfg.embedDim, 0.01, 1);
+    model.uploadParams(new Map([['head.weight', h.weight], ['head.bias', h.bias]]));
+    const train = new DataLoader(ds, { split: 'train', batchSize: 16, seed: 1, augment: false });
+    await trainClassifier(model, train, { steps: 60, lr: 3e-2, weightDecay: 0 });
+    const val = new DataLoader(ds, { split: 'val', batchSize: 16, seed: 1 });
+    const r = await predictAll(model, val);
+    const m = classificationMetrics(r.pred, r.labels, K, ds.classNames);
+    expect(m.accuracy, `linear probe accuracy (confusion ${JSON.stringify(m.confusion)})`).toBeGreaterThanOrEqual(0.98);
+
+    const bank = await extractFeatures(model, new DataLoader(ds, { split: 'train', batchSize: 16, seed: 1, augment: false, shuffle: false, dropLast: false }));
+    const q = await extractFeatures(model, new DataLoader(ds, { split: 'val', batchSize: 16, seed: 1 }));
+    const pred = await knnPredict(gpu, bank.features, bank.labels, q.features, cfg.embedDim, K, { k: 5 });
+    expect(classificationMetrics(pred, q.labels, K).accuracy, 'k-NN accuracy').toBeGreaterThanOrEqual(0.98);
+
+    // The probe on cached features (what the CLI does): a fresh head and BatchNorm reach the same.
+    model.uploadParams(new Map([['head.weight', h.weight], ['head.bias', h.bias]]));
+    model.resetOptimizer();
+    model.resetRunningStats();
+    await trainProbeOnFeatures(model, bank, { steps: 60, lr: 3e-2, weightDecay: 0, seed: 4 });
+    const r2 = await predictFeatures(model, q);
+    expect(classificationMetrics(r2.pred, r2.labels, K).accuracy, 'linear probe on cached features').toBeGreaterThanOrEqual(0.98);
+    model.destroy();
+  });
+
+  it('a random encoder on random labels gives k-NN accuracy near chance', async () => {
+    const gpu = await testGpu();
+    const cfg = tiny({ inChans: 1, embedDim: 16 });
+    const K = 4, N = 480;
+    const r = rng(11);
+    const images = Uint8Array.from({ length: N * 64 }, () => Math.floor(256 * r()));
+    const labels = Int32Array.from({ length: N }, () => Math.floor(K * r()));
+    const ds = makeDataset({ name: 'noise', source: 'test', images, labels, classNames: ['a', 'b', 'c', 'd'], N, C: 1, H: 8, W: 8, nTrain: 240 });
+    const model = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch: 64, pool: 'mean' });
+    model.uploadEncoder(initParams(encoderParamLayout(cfg), 2, 9));
+    const bank = await extractFeatures(model, new DataLoader(ds, { split: 'train', batchSize: 64, seed: 1, augment: false, shuffle: false, dropLast: false }));
+    const q = await extractFeatures(model, new DataLoader(ds, { split: 'val', batchSize: 64, seed: 1 }));
+    const acc = classificationMetrics(await knnPredict(gpu, bank.features, bank.labels, q.features, cfg.embedDim, K), q.labels, K).accuracy;
+    // Chance is 0.25; with 240 queries the standard deviation is about 0.028.
+    expect(acc).toBeGreaterThan(0.13);
+    expect(acc).toBeLessThan(0.37);
+    model.destroy();
+  });
+
+  it('fine-tuning a tiny ViT from scratch on 3 easy shape classes (16×16) beats chance clearly', { timeout: 120_000 }, async () => {
+    const gpu = await testGpu();
+    const cfg = maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 1 }, { embedDim: 32, depth: 2, numHeads: 2 });
+    const all = makeShapesDataset({ n: 1400, size: 16, channels: 1, seed: 3 });
+    // circle, cross, stripes: keep those classes, relabelled 0..2.
+    const keep = [0, 4, 5];
+    const HW = 16 * 16;
+    const idx = [...all.labels!.keys()].filter((i) => keep.includes(all.labels![i]));
+    const nTrain = idx.filter((i) => i < all.nTrain).length;
+    const images = new Uint8Array(idx.length * HW), labels = new Int32Array(idx.length);
+    idx.forEach((i, j) => {
+      images.set(all.images.subarray(i * HW, (i + 1) * HW), j * HW);
+      labels[j] = keep.indexOf(all.labels![i]);
+    });
+    const ds = makeDataset({ name: 'shapes-3', source: 'test', images, labels, classNames: ['circle', 'cross', 'stripes'], N: idx.length, C: 1, H: 16, W: 16, nTrain });
+    const model = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 32, labelSmoothing: 0.1 }, 0.75);
+    model.uploadParams(initFinetuneParams(cfg, 3, null, 1));
+    const losses: number[] = [];
+    await trainClassifier(model, new DataLoader(ds, { split: 'train', batchSize: 32, seed: 2, augment: false }), {
+      steps: 80, lr: 2e-3, warmupSteps: 5, onStep: (m) => losses.push(m.loss), logEvery: 10,
+    });
+    const r = await predictAll(model, new DataLoader(ds, { split: 'val', batchSize: 32, seed: 1 }));
+    const m = classificationMetrics(r.pred, r.labels, 3, ds.classNames);
+    expect(losses[losses.length - 1], `loss went down (${losses.map((l) => l.toFixed(3)).join(' ')})`).toBeLessThan(losses[0]);
+    expect(m.accuracy, `validation accuracy (confusion ${JSON.stringify(m.confusion)})`).toBeGreaterThan(0.6);
+    model.destroy();
+  });
+});
+
+describe('k-NN vote and metrics (known answers)', () => {
+  it('knnVote: weighted by exp(sim/T), k nearest only; T = 0 is a plain majority', () => {
+    const sims = [0.9, 0.1, 0.89, 0.2, 0.88];
+    const labels = [0, 1, 1, 1, 1];
+    // k = 1: the nearest (0.9) is class 0.
+    expect(knnVote(sims, labels, 2, 1, 0.07)).toBe(0);
+    // k = 3: 0.9 (class 0) vs 0.89 + 0.88 (class 1): class 1 wins with either weighting.
+    expect(knnVote(sims, labels, 2, 3, 0.07)).toBe(1);
+    // A much closer single neighbour outweighs two far ones at a low temperature, not in a majority vote.
+    const s2 = [0.99, 0.2, 0.2], l2 = [0, 1, 1];
+    expect(knnVote(s2, l2, 2, 3, 0.07)).toBe(0);
+    expect(knnVote(s2, l2, 2, 3, 0)).toBe(1);
+  });
+
+  it('classificationMetrics: accuracy, per-class accuracy and confusion[true][pred]', () => {
+    const m = classificationMetrics([0, 1, 1, 2, 2, 0], [0, 1, 2, 2, 2, 1], 4, ['a', 'b', 'c', 'd']);
+    expect(m.accuracy).toBeCloseTo(4 / 6, 12);
+    expect(m.confusion).toEqual([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]);
+    expect(m.perClass.map((c) => c.accuracy)).toEqual([1, 0.5, 2 / 3, null]);
+    expect(m.perClass.map((c) => c.count)).toEqual([1, 2, 3, 0]);
+  });
+
+  it('a Recorder-free check of the frozen encoder: recordFeatures refuses the fine-tuning model', async () => {
+    const gpu = await testGpu();
+    const model = new Classifier(gpu, tiny(), { mode: 'finetune', numClasses: 2, batch: 2 });
+    expect(() => model.recordFeatures(new Recorder(gpu), 2)).toThrow(/fine-tuning/);
+    model.destroy();
+  });
+});
