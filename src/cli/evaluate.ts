@@ -1,5 +1,5 @@
 /**
- * `npm run dmae -- evaluate <run dir | params.json> --method knn|linprobe|finetune`: evaluation
+ * `npm run dmae -- evaluate <run dir | .safetensors> --method knn|linprobe|finetune`: evaluation
  * of a trained encoder (recipe §5) in Node, written as JSON: accuracy, per-class accuracy and
  * the confusion matrix on the dataset's validation split, with the options, sizes, seed and
  * wall-clock time that produced them (what docs/results/ tables are built from).
@@ -23,16 +23,21 @@ import {
 } from '../engine/classifier';
 import type { MaeConfig } from '../engine/config';
 import type { ParamMap } from '../engine/init';
-import { decodeParams, encodeParams, type ParamsMeta } from '../engine/params-file';
 import type { ArenaLayout } from '../gpu/buffers';
 import { shapesOptionsFor } from '../engine/run';
 import type { Gpu } from '../gpu/device';
 import { acquireNodeGpu } from '../gpu/node-device';
+import { writeSafetensors } from '../io/safetensors';
+import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
+import { readTeacher, type TeacherSource } from './teacher';
 
-export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | params.json> [options]
+export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | FILE.safetensors> [options]
 
-  <run dir | params.json>    a run folder with params.json + params.bin (npm run dmae -- train),
-                             or a params.json whose params.bin lies beside it
+  <run dir | FILE.safetensors>
+                             a run folder of npm run dmae -- train (its model.safetensors, else
+                             its checkpoint.safetensors; an older run's params.json + params.bin),
+                             or a .safetensors file: a full export, a checkpoint, or a timm
+                             encoder (only the encoder is used)
   --method knn|linprobe|finetune
                              k-NN on frozen features (default), linear probe, or fine-tuning
   --data NAME|PATH           mnist, procedural (shapes), or a dataset folder/archive/IDX/CIFAR
@@ -51,15 +56,15 @@ export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | params.
   --scratch                  fine-tune from the recipe's random init instead of the run's weights
   --seed S                   head init and data order (default 0)
   --out FILE.json            where to write the result (default <run dir>/eval-<method>.json)
-  --save-params DIR          finetune: write the fine-tuned model (encoder, fc_norm, head) as
-                             DIR/params.bin + params.json
+  --save DIR                 finetune: write the fine-tuned model (encoder without norm, fc_norm,
+                             head; timm names, F32) as DIR/finetuned.safetensors
 `;
 
 const OPTIONS = {
   method: { type: 'string' }, data: { type: 'string' }, pool: { type: 'string' }, k: { type: 'string' }, temperature: { type: 'string' },
   steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, warmup: { type: 'string' },
   'weight-decay': { type: 'string' }, 'layer-decay': { type: 'string' }, smoothing: { type: 'string' }, scratch: { type: 'boolean' },
-  seed: { type: 'string' }, out: { type: 'string' }, 'save-params': { type: 'string' },
+  seed: { type: 'string' }, out: { type: 'string' }, save: { type: 'string' },
 } as const;
 
 export interface EvaluateOptions {
@@ -99,14 +104,15 @@ export interface EvaluateOutput {
   finetuned?: { layout: ArenaLayout; params: ParamMap };
 }
 
-/** params.json + params.bin of a run folder or a params.json path. */
-export function readParamsFile(path: string): { meta: ParamsMeta; params: ParamMap; dir: string } {
-  const isDir = existsSync(path) && statSync(path).isDirectory();
-  const json = isDir ? join(path, 'params.json') : path;
-  const bin = json.replace(/\.json$/, '.bin');
-  if (!existsSync(json) || !existsSync(bin)) throw new Error(`${path}: no params.json and params.bin there (a run folder of npm run dmae -- train, or its params.json).`);
-  const { meta, params } = decodeParams(JSON.parse(readFileSync(json, 'utf8')), new Uint8Array(readFileSync(bin)), json);
-  return { meta, params, dir: isDir ? path : dirname(json) };
+/** The encoder of a run folder or a .safetensors file (readTeacher), and the folder it lies in. */
+export function readEvalModel(path: string): TeacherSource & { dir: string } {
+  const p = /\.json$/i.test(path) ? dirname(path) : path; // an older run's params.json: its folder
+  if (!existsSync(p)) throw new Error(`${path}: no such file or folder.`);
+  const isDir = statSync(p).isDirectory();
+  if (isDir && ![MODEL_FILE, CHECKPOINT_FILE, 'params.json'].some((f) => existsSync(join(p, f)))) {
+    throw new Error(`${path}: no ${MODEL_FILE} or ${CHECKPOINT_FILE} there (a run folder of npm run dmae -- train, or a .safetensors file).`);
+  }
+  return { ...readTeacher(p), dir: isDir ? p : dirname(p) };
 }
 
 /** A dataset by built-in name or path, in the model's channels (and, for shapes, size). */
@@ -206,6 +212,9 @@ export async function evaluateRun(gpu: Gpu, cfg: MaeConfig, pretrained: ParamMap
   }
 }
 
+/** What --save writes in its folder. */
+export const FINETUNED_FILE = 'finetuned.safetensors';
+
 function num(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;
   const x = Number(v);
@@ -221,16 +230,17 @@ function int(v: string | undefined, flag: string): number | undefined {
 
 export async function evaluateCommand(args: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
-  if (positionals.length !== 1) throw new Error(`evaluate needs one run folder or params.json (got ${positionals.length}); see npm run dmae -- evaluate --help.`);
+  if (positionals.length !== 1) throw new Error(`evaluate needs one run folder or .safetensors file (got ${positionals.length}); see npm run dmae -- evaluate --help.`);
   const method = (v.method ?? 'knn') as EvalMethod;
   if (!['knn', 'linprobe', 'finetune'].includes(method)) throw new Error(`--method ${method} must be knn, linprobe or finetune.`);
   const pool = (v.pool ?? 'cls') as FeaturePool;
   if (pool !== 'cls' && pool !== 'mean') throw new Error(`--pool ${pool} must be cls or mean.`);
-  const run = readParamsFile(positionals[0]);
-  const cfg = run.meta.config;
+  const run = readEvalModel(positionals[0]);
+  const cfg = run.config;
   const runDataset = (() => {
     try {
-      const c = JSON.parse(readFileSync(join(run.dir, 'config.json'), 'utf8')) as { dataset?: string };
+      const c = JSON.parse(readFileSync(join(run.dir, 'config.json'), 'utf8')) as { data?: unknown; dataset?: string };
+      if (c.data === 'mnist' || c.data === 'shapes' || c.data === 'procedural') return c.data;
       return c.dataset === 'MNIST' ? 'mnist' : c.dataset === 'Shapes' ? 'procedural' : undefined;
     } catch {
       return undefined;
@@ -246,24 +256,23 @@ export async function evaluateCommand(args: string[]): Promise<number> {
   };
   if (opts.batch !== undefined && opts.batch < 2) throw new Error('--batch must be at least 2 (BatchNorm statistics).');
 
-  log(`model    ${positionals[0]}: ${run.meta.mode} ${cfg.embedDim}×${cfg.depth} (${cfg.numHeads} heads), ${cfg.imgSize}×${cfg.imgSize}×${cfg.inChans}, patch ${cfg.patchSize}, step ${run.meta.step}`);
+  log(`model    ${run.file}: encoder ${cfg.embedDim}×${cfg.depth} (${cfg.numHeads} heads), ${cfg.imgSize}×${cfg.imgSize}×${cfg.inChans}, patch ${cfg.patchSize}, step ${run.step}`);
   const gpu = await acquireNodeGpu();
   try {
     log(`adapter  ${gpu.adapter.description}`);
     const ds = await loadEvalDataset(data, cfg);
     log(`data     ${ds.name}: ${ds.nTrain} training, ${ds.N - ds.nTrain} validation images`);
     const { result: r, finetuned } = await evaluateRun(gpu, cfg, run.params, ds, opts);
-    const result = { command: `dmae evaluate ${args.join(' ')}`, run: positionals[0], runStep: run.meta.step, adapter: gpu.adapter.description, ...r };
+    const result = { command: `dmae evaluate ${args.join(' ')}`, run: positionals[0], runStep: run.step, adapter: gpu.adapter.description, ...r };
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify(result, null, 1)}\n`);
-    const save = v['save-params'];
-    if (save !== undefined) {
-      if (!finetuned) throw new Error('--save-params needs --method finetune (only fine-tuning changes the model).');
-      const file = encodeParams(finetuned.layout, finetuned.params, { mode: run.meta.mode, config: cfg, step: run.meta.step });
-      mkdirSync(save, { recursive: true });
-      writeFileSync(join(save, 'params.bin'), file.bin);
-      writeFileSync(join(save, 'params.json'), `${JSON.stringify({ ...file.json, finetuned: { from: positionals[0], classes: r.classNames, ...r.options } }, null, 1)}\n`);
-      log(`saved    the fine-tuned model to ${join(save, 'params.bin')} + params.json`);
+    if (v.save !== undefined) {
+      if (!finetuned) throw new Error('--save needs --method finetune (only fine-tuning changes the model).');
+      const tensors = finetuned.layout.entries.map((e) => ({ name: e.name, shape: e.shape, data: finetuned.params.get(e.name)! }));
+      const meta = { config: cfg, step: run.step, from: run.file, classes: r.classNames, pool: 'mean patch tokens → fc_norm → head', ...r.options };
+      mkdirSync(v.save, { recursive: true });
+      writeFileSync(join(v.save, FINETUNED_FILE), writeSafetensors(tensors, { format: 'pt', dmae_studio_finetuned: JSON.stringify(meta) }));
+      log(`saved    the fine-tuned model to ${join(v.save, FINETUNED_FILE)}`);
     }
     const worst = r.perClass.filter((c) => c.accuracy !== null).sort((a, b) => a.accuracy! - b.accuracy!)[0];
     log(`result   ${method}: accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} validation images` +
