@@ -21,13 +21,13 @@ const mapOf = (p: ParamsPayload, buffer: ArrayBuffer = p.buffer): ParamMap => {
 };
 
 /** A protocol Checkpoint (and the DMAE teacher's parameters) as one checkpoint file. */
-export function wireCheckpointToFile(ck: WireCheckpoint, opts: { teacher?: ParamsPayload; dataset?: CheckpointMeta['dataset']; label?: string } = {}): Uint8Array {
+export function wireCheckpointToFile(ck: WireCheckpoint, opts: { teacher?: ParamsPayload; dataset?: CheckpointMeta['dataset']; label?: string; extra?: Record<string, unknown> } = {}): Uint8Array {
   return encodeCheckpoint({
     meta: {
       config: ck.config as ResolvedTrainConfig,
       trainer: ck.state,
       dataset: opts.dataset,
-      extra: { runId: ck.runId, data: ck.data, ...(opts.label ? { label: opts.label } : {}) },
+      extra: { ...opts.extra, runId: ck.runId, data: ck.data, ...(opts.label ? { label: opts.label } : {}) },
     },
     params: mapOf(ck.params), adamM: mapOf(ck.params, ck.adamM), adamV: mapOf(ck.params, ck.adamV),
     teacher: opts.teacher ? mapOf(opts.teacher) : null,

@@ -15,6 +15,7 @@ import { watchRuns, useRunsStore } from '../store/runs';
 import { startTrainWorker, trainMetrics, useStudioStore, useTrainStore } from '../store/train';
 import type { AdapterSummary } from '../protocol/gpu';
 import { ConfigurePanel } from './studio/ConfigurePanel';
+import { ResumeOffer } from './studio/CheckpointPanel';
 import { RunPanel } from './studio/RunPanel';
 import { RunsPanel } from './studio/RunsPanel';
 import { followUrl, useConfigStore, syncConfigToUrl } from './studio/state';
@@ -143,6 +144,7 @@ export function App() {
         )}
       </header>
       {gpu.status !== 'ready' && <GpuPanel gpu={gpu} />}
+      <ResumeOffer />
       <div className="columns">
         <div className="col left">
           <ConfigurePanel nTrain={geometry?.nTrain} datasetName={datasetName} />

@@ -9,6 +9,7 @@ import type { Checkpoint, ResolvedTrainSpec, TrainErrorKind } from '../../protoc
 import { requestOf, startStudioRun, useRunsStore } from '../../store/runs';
 import { trainMetrics, useStudioStore, useTrainStore, type RunView } from '../../store/train';
 import { dataSpecOf, hasProblems, toTrainSpec, validateConfig } from './config';
+import { CheckpointControls } from './CheckpointPanel';
 import { ExportButton } from './ExportButton';
 import { useConfigStore } from './state';
 
@@ -161,6 +162,7 @@ export function RunPanel({ canStart: workerReady }: { canStart: boolean }) {
           norm: started ? { mean: started.data.mean, std: started.data.std } : undefined, name: runName ?? run.runId, nTrain: started?.data.train,
         } : null} />
       </div>
+      <CheckpointControls />
       {invalid && !active && <p className="muted" data-testid="start-blocked">Start is off until the configuration’s problems (marked in Configure) are fixed.</p>}
       {!workerReady && <p className="muted" data-testid="run-needs-webgpu">Training needs WebGPU in this browser (see above); configuring, datasets and the runs list work without it.</p>}
       {worker.status === 'starting' && <p className="muted">Starting the training worker…</p>}
