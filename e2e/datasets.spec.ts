@@ -64,12 +64,12 @@ declare global {
 }
 
 test('built-in MNIST: fetched from the page’s own server, 10,000 labelled digits, fixed split, no other network', async ({ page }) => {
-  const { offsite, errors } = await openWithData(page);
   const sizes: number[] = [];
   page.on('requestfinished', async (req) => {
     // Bytes on the wire (vite preview sends the .gz with Content-Encoding: gzip; the browser inflates it).
     if (req.url().includes('/datasets/mnist')) sizes.push((await req.sizes()).responseBodySize);
   });
+  const { offsite, errors } = await openWithData(page);
   const r = await page.evaluate(async () => {
     const t0 = performance.now();
     const ds = await window.DMAEData.loadBuiltin('mnist');
@@ -85,8 +85,11 @@ test('built-in MNIST: fetched from the page’s own server, 10,000 labelled digi
   expect(r.mean).toBeGreaterThan(0.1);
   expect(r.mean).toBeLessThan(0.15);
   expect(r.ms).toBeLessThan(10_000);
-  await expect.poll(() => sizes.length).toBe(1);
-  expect(sizes[0]).toBeLessThan(2.5 * 2 ** 20); // the compact binary, not megabytes of JSON
+  // The studio page fetches it once (shared by its panels); the test's own bundled copy of
+  // src/data has its own cache, so at most two fetches, each the compact binary.
+  await expect.poll(() => sizes.length).toBeGreaterThanOrEqual(1);
+  expect(sizes.length).toBeLessThanOrEqual(2);
+  for (const size of sizes) expect(size).toBeLessThan(2.5 * 2 ** 20); // not megabytes of JSON
   expect(offsite).toEqual([]);
   expect(errors).toEqual([]);
 });

@@ -34,8 +34,25 @@ export function mnistUrl(baseUrl = '/'): string {
 }
 
 /** Fetch the built-in MNIST from the page's own server. */
-export async function fetchMnist(baseUrl = '/'): Promise<ImageDataset> {
+/** One fetch per URL for the page's life: the studio's panels all use the same digits. */
+const mnistCache = new Map<string, Promise<ImageDataset>>();
+
+/**
+ * The built-in MNIST from the page's own server. Datasets are never mutated after import, so the
+ * cached one is shared; a failed fetch is forgotten so that a retry fetches again.
+ */
+export function fetchMnist(baseUrl = '/'): Promise<ImageDataset> {
   const url = mnistUrl(baseUrl);
+  let pending = mnistCache.get(url);
+  if (!pending) {
+    pending = fetchMnistOnce(url);
+    mnistCache.set(url, pending);
+    pending.catch(() => mnistCache.delete(url));
+  }
+  return pending;
+}
+
+async function fetchMnistOnce(url: string): Promise<ImageDataset> {
   let res: Response;
   try {
     res = await fetch(url);
@@ -47,7 +64,6 @@ export async function fetchMnist(baseUrl = '/'): Promise<ImageDataset> {
   return decodeDmds(new Uint8Array(await res.arrayBuffer()), url);
 }
 
-/** A built-in dataset in the browser (or any runtime with fetch and a server for MNIST). */
 export async function loadBuiltin(id: BuiltinId, opts: { baseUrl?: string; shapes?: ShapesOptions } = {}): Promise<ImageDataset> {
   if (id === 'mnist') return fetchMnist(opts.baseUrl);
   if (id === 'shapes') return makeShapesDataset(opts.shapes);
