@@ -12,14 +12,16 @@
  * - an impossible setting is named next to its field and Start stays off;
  * - a lost GPU device is explained, the run is kept, and it continues from the kept step.
  *
- * The screenshots in docs/img/ (README "The studio") are taken here.
+ * The screenshots of the README ("The studio") are taken here: into docs/img/ with
+ * `npm run screenshots` (UPDATE_SCREENSHOTS=1), elsewhere into test-results/ so that a test run
+ * leaves the working tree as it was.
  */
 import { expect, test, type Page } from '@playwright/test';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { unzipSync } from 'fflate';
 import { join } from 'node:path';
 
-const IMG = join(process.cwd(), 'docs', 'img');
+const IMG = process.env.UPDATE_SCREENSHOTS ? join(process.cwd(), 'docs', 'img') : join(process.cwd(), 'test-results', 'screenshots');
 mkdirSync(IMG, { recursive: true });
 
 function collectErrors(page: Page): string[] {
