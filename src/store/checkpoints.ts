@@ -15,7 +15,7 @@
  */
 import { create } from 'zustand';
 import type { CheckpointStore, StoredCheckpointInfo } from '../io/checkpoint-store';
-import type { Checkpoint, ResolvedTrainSpec, StepRecord, TrainSpec } from '../protocol/train';
+import type { Checkpoint, ParamsPayload, ResolvedTrainSpec, StepRecord, TrainSpec } from '../protocol/train';
 import type { StudioConfig } from '../ui/studio/config';
 import type { FromCheckpointWorker, ToCheckpointWorker } from '../worker/checkpoint.worker';
 import { requestOf, startStudioRun, thin, useRunsStore } from './runs';
@@ -92,17 +92,33 @@ const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 /** The run's name in the runs list, or ''. */
 const labelOf = (runId: string) => useRunsStore.getState().runs.find((r) => r.id === runId)?.name ?? requestOf(runId)?.name ?? '';
 
-const teacherOf = (runId: string) => {
+// A teacher named by its studio run (`{ kind: 'run' }`): its weights read once per run from the runs store.
+const runTeachers = new Map<string, Promise<ParamsPayload | undefined>>();
+
+/**
+ * The DMAE teacher's weights for run `runId`'s checkpoints (so that a file resumes on its own):
+ * the ones sent to the worker, or, for a teacher that is a studio run, that run's kept weights.
+ */
+async function teacherOf(runId: string): Promise<ParamsPayload | undefined> {
   const t = requestOf(runId)?.request.teacher;
-  return t?.kind === 'params' ? t.params : undefined;
-};
+  if (!t) return undefined;
+  if (t.kind === 'params') return t.params;
+  let p = runTeachers.get(runId);
+  if (!p) {
+    p = useRunsStore.getState().weights(t.runId).then((w) => w?.params, () => undefined);
+    runTeachers.set(runId, p);
+  }
+  const params = await p;
+  if (!params) runTeachers.delete(runId); // not (yet) kept: ask again at the next save
+  return params;
+}
 
 /** The run's curve up to the checkpoint (thinned), kept in the file so a resumed run shows all of it. */
 const historyOf = (runId: string, ck: Checkpoint): StepRecord[] => thin(trainMetrics.records(runId).filter((r) => r.step <= ck.step));
 
-/** One checkpoint file of a run's checkpoint (the DMAE teacher included when the page has its weights, and the curve so far). */
+/** One checkpoint file of a run's checkpoint (the DMAE teacher included when the page has its weights or the runs store keeps the teacher run's, and the curve so far). */
 export async function checkpointFile(runId: string, ck: Checkpoint): Promise<Uint8Array> {
-  const teacher = teacherOf(runId);
+  const teacher = await teacherOf(runId);
   return (await io()).wireCheckpointToFile(ck, { ...(teacher ? { teacher } : {}), label: labelOf(runId), extra: { history: historyOf(runId, ck) } });
 }
 
@@ -151,7 +167,7 @@ function ask(w: Worker, msg: WriterRequest): Promise<FromCheckpointWorker> {
 async function writeCheckpoint(runId: string, slot: string, ck: Checkpoint): Promise<void> {
   const w = checkpointWorker();
   if (w) {
-    const teacher = teacherOf(runId);
+    const teacher = await teacherOf(runId);
     const r = await ask(w, { op: 'save', slot, label: labelOf(runId), checkpoint: ck, history: historyOf(runId, ck), ...(teacher ? { teacher } : {}) });
     if (!r.ok) throw new Error(r.message);
     return;
@@ -316,7 +332,7 @@ export async function downloadCheckpoint(run: RunView): Promise<void> {
   try {
     const w = checkpointWorker();
     if (w) {
-      const teacher = teacherOf(run.runId);
+      const teacher = await teacherOf(run.runId);
       const r = await ask(w, { op: 'file', label: labelOf(run.runId), checkpoint: ck, history: historyOf(run.runId, ck), ...(teacher ? { teacher } : {}) });
       if (!r.ok || !r.bytes) throw new Error(r.ok ? 'no file came back' : r.message);
       bytes = new Uint8Array(r.bytes);

@@ -2,13 +2,16 @@
 import { IDBFactory } from 'fake-indexeddb';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { maeConfig } from '../../src/engine/config';
+import { teacherLayout } from '../../src/engine/dmae';
+import { maeParamLayout } from '../../src/engine/params';
 import { resolveTrainConfig, trainParamLayout } from '../../src/engine/trainer';
 import { CheckpointStore } from '../../src/io/checkpoint-store';
 import { fileToWireCheckpoint } from '../../src/io/protocol-checkpoint';
-import { payloadTensors, type Checkpoint, type StepRecord, type TrainSpec } from '../../src/protocol/train';
+import { payloadTensors, type Checkpoint, type ParamsPayload, type StepRecord, type TrainSpec } from '../../src/protocol/train';
 import {
   autosave, checkpointFile, discardStored, loadOffers, resumeFile, setCheckpointStorageForTests, specOfResolved, useCheckpointsStore, watchCheckpoints,
 } from '../../src/store/checkpoints';
+import { requestOf, startStudioRun, useRunsStore } from '../../src/store/runs';
 import { trainMetrics, useTrainStore, type RunView } from '../../src/store/train';
 import { randn } from '../helpers';
 
@@ -16,11 +19,12 @@ const cfg = maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 1 });
 const rc = resolveTrainConfig({ mode: 'mae', model: cfg, batch: 4, lr: 1e-3, totalSteps: 12, seed: 3 });
 const layout = trainParamLayout(rc);
 
-function wire(runId: string, step: number): Checkpoint {
-  const buf = (seed: number) => Float32Array.from(randn(layout.size, seed)).buffer as ArrayBuffer;
+function wire(runId: string, step: number, c = rc): Checkpoint {
+  const l = trainParamLayout(c);
+  const buf = (seed: number) => Float32Array.from(randn(l.size, seed)).buffer as ArrayBuffer;
   return {
-    runId, step, config: rc, data: { kind: 'builtin', id: 'mnist' },
-    params: { tensors: layout.entries.map((e) => ({ name: e.name, shape: [...e.shape], offset: e.start * 4, length: e.length })), buffer: buf(step) },
+    runId, step, config: c, data: { kind: 'builtin', id: 'mnist' },
+    params: { tensors: l.entries.map((e) => ({ name: e.name, shape: [...e.shape], offset: e.start * 4, length: e.length })), buffer: buf(step) },
     adamM: buf(step + 100), adamV: buf(step + 200), state: { step, masking: [1, 2, 3, step] },
   };
 }
@@ -104,5 +108,40 @@ describe('checkpoints in the studio', () => {
     expect(ask).toHaveBeenCalledTimes(3);
     useTrainStore.setState({ run: { ...useTrainStore.getState().run!, checkpoint: wire('run-w', 9) } });
     await vi.waitFor(() => expect(useCheckpointsStore.getState().lastSaved).toEqual({ runId: 'run-w', slot: 'run-w', step: 9 }));
+  });
+
+  it('a DMAE run whose teacher is a studio run saves the teacher\'s kept weights (read once); its file resumes with them', async () => {
+    const tcfg = maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 1 }, { embedDim: 48, depth: 3, numHeads: 3 });
+    const drc = resolveTrainConfig({ mode: 'dmae', model: cfg, teacher: tcfg, batch: 4, lr: 1e-3, totalSteps: 12, seed: 3 });
+    // The teacher run's final weights as the runs store keeps them (a whole MAE: more than the run needs).
+    const tl = maeParamLayout(tcfg);
+    const tflat = Float32Array.from(randn(tl.size, 77));
+    const kept: ParamsPayload = { tensors: tl.entries.map((e) => ({ name: e.name, shape: [...e.shape], offset: e.start * 4, length: e.length })), buffer: tflat.buffer as ArrayBuffer };
+    const weights = vi.fn(async (id: string) => (id === 'teacher-run' ? { id, model: tcfg, params: kept } : null));
+    const original = useRunsStore.getState().weights;
+    useRunsStore.setState({ weights });
+    try {
+      const id = startStudioRun({ config: specOfResolved(drc), data: { kind: 'builtin', id: 'mnist' }, teacher: { kind: 'run', runId: 'teacher-run' } }, {} as never);
+      await autosave(id, wire(id, 4, drc));
+      await autosave(id, wire(id, 8, drc));
+      expect(useCheckpointsStore.getState()).toMatchObject({ lastSaved: { runId: id, step: 8 }, saveError: null });
+      expect(weights).toHaveBeenCalledTimes(1); // once per run, not on every autosave
+      const s = await CheckpointStore.open({ factory });
+      const bytes = await s.load(id);
+      s.close();
+      const resumed = await resumeFile(new File([bytes as Uint8Array<ArrayBuffer>], 'dmae.safetensors'), {} as never);
+      expect(useCheckpointsStore.getState().resumeError).toBeNull();
+      expect(resumed).not.toBeNull();
+      const t = requestOf(resumed!)!.request.teacher;
+      expect(t?.kind).toBe('params');
+      const got = payloadTensors((t as { kind: 'params'; params: ParamsPayload }).params);
+      const want = payloadTensors(kept);
+      const names = teacherLayout(drc.teacher!, drc.distill!).entries.map((e) => e.name);
+      expect([...got.keys()]).toEqual(names);
+      for (const n of names) expect(got.get(n), n).toEqual(want.get(n));
+      expect(useTrainStore.getState().run).toMatchObject({ runId: resumed, step: 8, request: { config: { mode: 'dmae' } } });
+    } finally {
+      useRunsStore.setState({ weights: original });
+    }
   });
 });
