@@ -9,6 +9,7 @@ import { DatasetError, formatBytes } from './errors';
 import { sampleRGBA, summarize, type DatasetSummary, type ImageDataset } from './dataset';
 import { decodeDmds, encodeDmds } from './formats/dmds';
 import { resizeCHW } from './resize';
+import { idbDone as done, idbRequest as request } from '../core/idb';
 
 export interface Thumbnail {
   width: number;
@@ -65,21 +66,6 @@ function storageError(e: unknown, name: string, bytes: number): DatasetError {
     return new DatasetError(name, 'storage', `was not saved: the browser's storage quota is full (it needs ${formatBytes(bytes)}).`, 'Delete a stored dataset, free disk space, or import at a smaller resolution. Nothing stored was changed.');
   }
   return new DatasetError(name, 'storage', `was not saved: the browser's storage refused it (${err?.name ?? ''} ${err?.message ?? String(e)}).`.replace('( ', '('), 'Nothing stored was changed.');
-}
-
-function request<T>(r: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-
-function done(tx: IDBTransaction): Promise<void> {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error ?? new DOMException('The transaction was aborted.', 'AbortError'));
-  });
 }
 
 export interface DatasetStoreOptions {

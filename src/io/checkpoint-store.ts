@@ -9,6 +9,7 @@
  */
 import { CHECKPOINT_METADATA_KEY, type CheckpointMeta } from './checkpoint';
 import { readSafetensors } from './safetensors';
+import { idbDone as done, idbRequest as request } from '../core/idb';
 
 export class CheckpointStoreError extends Error {
   constructor(message: string, readonly kind: 'quota' | 'storage' | 'not-found' | 'unavailable') {
@@ -31,21 +32,6 @@ export interface StoredCheckpointInfo {
 }
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-
-function request<T>(r: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-
-function done(tx: IDBTransaction): Promise<void> {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error ?? new DOMException('The transaction was aborted.', 'AbortError'));
-  });
-}
 
 function saveError(e: unknown, bytes: number): CheckpointStoreError {
   const err = e as { name?: string; message?: string } | null;

@@ -18,6 +18,7 @@ import { create } from 'zustand';
 import type { DataSpec, ModelSpec, ParamsPayload, ResolvedTrainSpec, StepRecord, TrainErrorKind, TrainSpec } from '../protocol/train';
 import type { StudioConfig } from '../ui/studio/config';
 import { trainMetrics, useStudioStore, useTrainStore, type RunView, type StartRequest } from './train';
+import { idbDone, idbRequest as req } from '../core/idb';
 
 export const HISTORY_POINTS = 2000;
 export const WEIGHTS_BUDGET_BYTES = 256 * 2 ** 20;
@@ -87,21 +88,10 @@ function openDb(): Promise<IDBDatabase> {
   return dbPromise;
 }
 
-function req<T>(r: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-
 async function tx<T>(stores: string[], mode: IDBTransactionMode, fn: (t: IDBTransaction) => Promise<T> | T): Promise<T> {
   const db = await openDb();
   const t = db.transaction(stores, mode);
-  const done = new Promise<void>((resolve, reject) => {
-    t.oncomplete = () => resolve();
-    t.onerror = () => reject(t.error);
-    t.onabort = () => reject(t.error ?? new Error('the transaction was aborted'));
-  });
+  const done = idbDone(t);
   const out = await fn(t);
   await done;
   return out;
