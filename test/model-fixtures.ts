@@ -4,7 +4,7 @@ import { initParams, type ParamMap } from '../src/engine/init';
 import { FROZEN } from '../src/engine/params';
 import type { ArenaLayout } from '../src/gpu/buffers';
 import { randomMasking, type Masking } from '../src/core/masking';
-import { randn } from './helpers';
+import { randn } from './numerics';
 
 /** 8×8×C images, patch 4 (L = 4, P = 16·C), width 8 (2 heads), depth 2, decoder width 8, depth 1. */
 export const tinyConfig = (inChans: 1 | 3, normPixLoss: boolean, overrides: Partial<MaeConfig> = {}): MaeConfig =>

@@ -13,27 +13,11 @@ import { DmaeModel, dmaeStudentLayout } from '../../src/engine/dmae';
 import { MaeModel } from '../../src/engine/mae';
 import type { Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
-import { initParams, seededUniform, type ParamMap } from '../../src/engine/init';
-import { FROZEN, maeParamLayout } from '../../src/engine/params';
-import type { ArenaLayout } from '../../src/gpu/buffers';
+import { maeParamLayout } from '../../src/engine/params';
 import { exportFull, exportTimm } from '../../src/io/export';
+import { perturbedParams as perturbed } from '../../test/model-fixtures';
+import { randn } from '../../test/numerics';
 import { dmaeLoss, forwardEncoder, forwardDecoder, forwardLoss } from '../../src/ref/model';
-
-const randn = (n: number, seed: number, scale = 1): Float64Array => {
-  const r = seededUniform(seed);
-  return Float64Array.from({ length: n }, () => Math.fround((2 * r() - 1) * scale));
-};
-/** initParams plus noise (so a transposed or misnamed tensor cannot go unnoticed). */
-function perturbed(layout: ArenaLayout, cfg: MaeConfig, seed: number): ParamMap {
-  const p = initParams(layout, cfg.imgSize / cfg.patchSize, seed);
-  let s = seed * 100;
-  for (const [name, t] of p) {
-    if (FROZEN.has(name)) continue;
-    const noise = randn(t.length, ++s, 0.2);
-    for (let i = 0; i < t.length; i++) t[i] = Math.fround(t[i] + noise[i]);
-  }
-  return p;
-}
 
 /** 16×16×3 images, patch 4 (L = 16), width 32, 2 heads, depth 2; decoder 32×1, 2 heads. */
 export const checkStudent = (): MaeConfig => maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 3 });

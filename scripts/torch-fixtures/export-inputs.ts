@@ -13,28 +13,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { maeConfig, numPatches, type DistillConfig, type MaeConfig } from '../../src/engine/config';
 import { dmaeStudentLayout } from '../../src/engine/dmae';
-import { initParams, seededUniform, type ParamMap } from '../../src/engine/init';
+import type { ParamMap } from '../../src/engine/init';
 import { FROZEN, maeParamLayout } from '../../src/engine/params';
 import type { ArenaLayout } from '../../src/gpu/buffers';
 import { ADAMW_DEFAULTS, decaysByRecipe } from '../../src/gpu/ops/adamw';
-import { randomMasking, type Masking } from '../../src/core/masking';
-
-// --- test/helpers.ts's randn and test/model-fixtures.ts's perturbedParams / testMasking ---------
-const randn = (n: number, seed: number, scale = 1): Float64Array => {
-  const r = seededUniform(seed); // the same Mulberry32 as test/helpers.ts's rng
-  return Float64Array.from({ length: n }, () => Math.fround((2 * r() - 1) * scale));
-};
-function perturbedParams(layout: ArenaLayout, cfg: MaeConfig, seed: number): ParamMap {
-  const p = initParams(layout, cfg.imgSize / cfg.patchSize, seed);
-  let s = seed * 100;
-  for (const [name, t] of p) {
-    if (FROZEN.has(name)) continue;
-    const noise = randn(t.length, ++s, 0.2);
-    for (let i = 0; i < t.length; i++) t[i] = Math.fround(t[i] + noise[i]);
-  }
-  return p;
-}
-const testMasking = (N: number, L: number, V: number, seed: number): Masking => randomMasking(Float32Array.from(randn(N * L, seed)), N, L, V);
+import { randn } from '../../test/numerics';
+import { perturbedParams, testMasking } from '../../test/model-fixtures';
+import type { Masking } from '../../src/core/masking';
 
 // --- the two cases ------------------------------------------------------------------------------
 /** 8×8×3 images, patch 2 (L = 16, so the masking and both patch orders are non-trivial), width 8, depth 2, decoder 8×1. */
