@@ -163,8 +163,12 @@ export async function timeInterleaved(ctx: BenchContext, contenders: readonly Co
   return out;
 }
 
-/** A contender for our kernels: `record` records the kernel's dispatches into a Recorder. */
-export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void): Contender {
+/**
+ * A contender for our kernels: `record` records the kernel's dispatches into a Recorder. The GPU
+ * figure is the sum of the passes' times; `onPasses` also receives each repetition's per-pass
+ * nanoseconds.
+ */
+export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void): Contender {
   const { gpu } = ctx;
   return {
     name,
@@ -176,8 +180,10 @@ export function ourContender(ctx: BenchContext, name: string, record: (rec: Reco
       await gpu.device.queue.onSubmittedWorkDone();
       const wallMs = performance.now() - t0;
       if (!withTimestamps) return { wallMs };
+      const byPass = await ctx.timer!.read();
+      onPasses?.(byPass);
       let ns = 0;
-      for (const v of (await ctx.timer!.read()).values()) ns += v;
+      for (const v of byPass.values()) ns += v;
       return { wallMs, gpuMs: ns / 1e6 };
     },
   };

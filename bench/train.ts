@@ -25,7 +25,7 @@ import { readback } from '../src/gpu/buffers';
 import { Recorder } from '../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../src/gpu/ops/masking';
 import { GpuTimer } from '../src/gpu/timing';
-import { commonFields, openBench, randn, rng, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
+import { commonFields, openBench, ourContender, randn, rng, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
 
 export interface TrainOptions {
   reps: number;
@@ -65,28 +65,12 @@ class PassTimer extends GpuTimer {
   }
 }
 
-/**
- * As lib.ts's ourContender (the GPU figure is the sum of the passes' times), and each
- * repetition's per-pass nanoseconds go to `perPass` (for the sum of per-pass minima).
- */
+/** ourContender, keeping each repetition's per-pass nanoseconds in `perPass` (for the sum of per-pass minima). */
 function stepContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void, perPass: Map<string, number[][]>): Contender {
-  const { gpu } = ctx;
   perPass.set(name, []);
-  return {
-    name,
-    async timed(withTimestamps) {
-      const t0 = performance.now();
-      const rec = new Recorder(gpu, withTimestamps ? ctx.timer : undefined, name);
-      record(rec);
-      rec.submitNoWait();
-      await gpu.device.queue.onSubmittedWorkDone();
-      const wallMs = performance.now() - t0;
-      if (!withTimestamps) return { wallMs };
-      const byPass = [...(await ctx.timer!.read()).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, ns]) => ns);
-      perPass.get(name)!.push(byPass);
-      return { wallMs, gpuMs: byPass.reduce((a, b) => a + b, 0) / 1e6 };
-    },
-  };
+  return ourContender(ctx, name, record, (byPass) =>
+    perPass.get(name)!.push([...byPass.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, ns]) => ns)),
+  );
 }
 
 /**

@@ -126,3 +126,17 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
 }
+
+/** Runs `f` with stdout silenced (the CLI commands print progress); `onLine` still sees each line. */
+export async function quiet<T>(f: () => Promise<T>, onLine?: (line: string) => void): Promise<T> {
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((text: string | Uint8Array) => {
+    if (onLine) for (const line of String(text).split('\n')) onLine(line);
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return await f();
+  } finally {
+    process.stdout.write = write;
+  }
+}

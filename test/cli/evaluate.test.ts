@@ -15,16 +15,7 @@ import { encodeParams } from '../../src/engine/params-file';
 import { maeParamLayout } from '../../src/engine/params';
 import { exportFull } from '../../src/io/export';
 import { readSafetensors } from '../../src/io/safetensors';
-
-const quiet = async <T>(f: () => Promise<T>): Promise<T> => {
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    return await f();
-  } finally {
-    process.stdout.write = write;
-  }
-};
+import { quiet } from '../helpers';
 
 describe('npm run dmae -- evaluate', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dmae-eval-'));

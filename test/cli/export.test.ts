@@ -15,17 +15,7 @@ import { makeShapesDataset } from '../../src/data/procedural';
 import { captureCheckpoint } from '../../src/io/checkpoint';
 import { importStudioModel, importTeacher } from '../../src/io/import';
 import { forwardEncoder } from '../../src/ref/model';
-import { randn, testGpu } from '../helpers';
-
-const quiet = async <T>(f: () => Promise<T>): Promise<T> => {
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    return await f();
-  } finally {
-    process.stdout.write = write;
-  }
-};
+import { randn, testGpu, quiet } from '../helpers';
 
 describe('npm run dmae -- export', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dmae-export-'));

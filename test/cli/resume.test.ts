@@ -8,21 +8,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { trainCommand } from '../../src/cli/train';
 import { decodeCheckpoint } from '../../src/io/checkpoint';
+import { quiet } from '../helpers';
 
 /** Runs quietly; `onLine` sees each stdout line (the test's Ctrl-C hook). */
-const quiet = async <T>(f: () => Promise<T>, onLine?: (line: string) => void): Promise<T> => {
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((s: string | Uint8Array) => {
-    if (onLine) for (const l of String(s).split('\n')) onLine(l);
-    return true;
-  }) as typeof process.stdout.write;
-  try {
-    return await f();
-  } finally {
-    process.stdout.write = write;
-  }
-};
-
 type Line = { step: number; loss?: number; pix?: number; lr?: number; gradNorm?: number; val?: unknown };
 const lines = (path: string): Line[] => readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Line);
 const losses = (m: Line[]) => m.filter((x) => x.loss !== undefined).map((x) => ({ step: x.step, loss: x.loss, pix: x.pix, lr: x.lr, gradNorm: x.gradNorm }));

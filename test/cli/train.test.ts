@@ -16,16 +16,7 @@ import { ArenaLayout } from '../../src/gpu/buffers';
 import { exportTimm } from '../../src/io/export';
 import { importStudioModel } from '../../src/io/import';
 import { decodeCheckpoint } from '../../src/io/checkpoint';
-
-const quiet = async <T>(f: () => Promise<T>): Promise<T> => {
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    return await f();
-  } finally {
-    process.stdout.write = write;
-  }
-};
+import { quiet } from '../helpers';
 
 const lines = (path: string) => readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
 
