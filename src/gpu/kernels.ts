@@ -190,6 +190,22 @@ export class DispatchCache {
     this.uniforms = device.createBuffer({ label: 'kernel-params', size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   }
 
+  private spareStaging: DataView | null = new DataView(new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS));
+
+  /**
+   * The CPU side of the uniform slots, lent to one recorder at a time so that a step loop
+   * allocates nothing; a second recorder recording at the same time gets its own.
+   */
+  takeStaging(): DataView {
+    const s = this.spareStaging ?? new DataView(new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS));
+    this.spareStaging = null;
+    return s;
+  }
+
+  returnStaging(s: DataView): void {
+    this.spareStaging = s;
+  }
+
   /** How many bind groups exist (a repeated step must not add any). */
   get bindGroupCount(): number {
     return this.bindGroups.size;
@@ -228,12 +244,13 @@ export function dispatchCache(device: GPUDevice): DispatchCache {
 export class Recorder {
   readonly encoder: GPUCommandEncoder;
   private readonly cache: DispatchCache;
-  private readonly staging = new DataView(new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS));
+  private readonly staging: DataView;
   private slots = 0;
 
   constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, label = 'step') {
     this.encoder = gpu.device.createCommandEncoder({ label });
     this.cache = dispatchCache(gpu.device);
+    this.staging = this.cache.takeStaging();
   }
 
   dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {
@@ -273,6 +290,7 @@ export class Recorder {
   /** Uploads the parameters and submits without waiting (the next queue work is ordered after it). */
   submitNoWait(): void {
     if (this.slots > 0) this.gpu.device.queue.writeBuffer(this.cache.uniforms, 0, this.staging.buffer, 0, this.slots * UNIFORM_SLOT);
+    this.cache.returnStaging(this.staging); // writeBuffer has copied it
     this.timer?.resolve(this.encoder);
     this.gpu.device.queue.submit([this.encoder.finish()]);
   }

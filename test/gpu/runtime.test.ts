@@ -112,9 +112,15 @@ describe('kernel registry', () => {
     await run(gpu, step);
     const pipelines = gpu.kernels.pipelineCount;
     const groups = dispatchCache(gpu.device).bindGroupCount;
+    const staging = dispatchCache(gpu.device).takeStaging();
+    dispatchCache(gpu.device).returnStaging(staging);
     await run(gpu, step);
     await run(gpu, step);
     expect(gpu.kernels.pipelineCount).toBe(pipelines);
+    // The uniform staging memory is lent, not allocated, per step.
+    const again = dispatchCache(gpu.device).takeStaging();
+    expect(again).toBe(staging);
+    dispatchCache(gpu.device).returnStaging(again);
     expect(dispatchCache(gpu.device).bindGroupCount).toBe(groups);
     await run(gpu, (rec) => matmul(rec, c, a, b, null, 8, 8, 8, 'tn'));
     expect(gpu.kernels.pipelineCount).toBe(pipelines + 1);
