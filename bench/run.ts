@@ -10,7 +10,8 @@
  *          --only A,B (benchmarks whose name contains A or B), --no-peer, --out NAME (results file name).
  * train options: --reps N (default 5), --teacher-reps N (the teacher-forward pair, default 7),
  *          --warmup N (extra untimed rounds, default 0: every contender has already run once,
- *          checked, before timing), --batch N (default 16), --ratios 0.75,0.9,0.95,0.98, --out NAME.
+ *          checked, before timing), --batch N (default 16), --ratios 0.75,0.9,0.95,0.98, --out NAME,
+ *          --student JSON --teacher JSON (MaeConfigs instead of ViT-Tiny ← ViT-Small at 32×32×3).
  *   import    images per second of each dataset format (IDX raw/gzip, CIFAR-10 bin/tar.gz, PNG folder
  *             and zip, JPEG, WebP) through importPaths, on the CPU → bench/results/import.json
  *             (see bench/import.ts for its options).
@@ -42,10 +43,16 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         batch: { type: 'string', default: '16' },
         ratios: { type: 'string', default: '0.75,0.9,0.95,0.98' },
         out: { type: 'string', default: 'train' },
+        // Other sizes: the student's and teacher's MaeConfig as JSON (the experiment command's cost job).
+        student: { type: 'string' },
+        teacher: { type: 'string' },
       },
     });
     const { runTrain } = await import('./train');
-    await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out! });
+    const models = values.student && values.teacher
+      ? { student: JSON.parse(values.student), teacher: JSON.parse(values.teacher), studentName: 'student', teacherName: 'teacher' }
+      : undefined;
+    await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out!, models });
   },
   async import(args) {
     const { values } = parseArgs({ args, options: { reps: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, images: { type: 'string', default: '3000' }, photos: { type: 'string', default: '300' }, out: { type: 'string', default: 'import' }, keep: { type: 'boolean', default: false } } });

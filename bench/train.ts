@@ -35,6 +35,11 @@ export interface TrainOptions {
   batch: number;
   ratios: number[];
   out: string;
+  /**
+   * Other sizes than ViT-Tiny ← ViT-Small at 32×32×3 (the experiment command's cost job times
+   * its own student and teacher this way); names are what the JSON calls them.
+   */
+  models?: { student: MaeConfig; teacher: MaeConfig; studentName: string; teacherName: string };
 }
 
 const GEOMETRY = { imgSize: 32, patchSize: 4, inChans: 3 } as const;
@@ -119,20 +124,22 @@ export async function runTrain(opts: TrainOptions): Promise<void> {
   // A whole step is several hundred passes: the shared timer's 512 would silently stop counting.
   if (ctx.timer) ctx.timer = new PassTimer(ctx.gpu.device, 2048);
   const N = opts.batch;
-  const student = maeConfig('vit-tiny', GEOMETRY);
-  const teacher = maeConfig('vit-small', GEOMETRY);
+  const student = opts.models?.student ?? maeConfig('vit-tiny', GEOMETRY);
+  const teacher = opts.models?.teacher ?? maeConfig('vit-small', GEOMETRY);
+  const [studentName, teacherName] = opts.models ? [opts.models.studentName, opts.models.teacherName] : ['vit-tiny', 'vit-small'];
+  const geometry = { imgSize: student.imgSize, patchSize: student.patchSize, inChans: student.inChans };
   const distill = defaultDistillConfig(student.depth, teacher.depth);
   const kT = teacherStopBlock(distill);
   const L = numPatches(student);
-  const grid = GEOMETRY.imgSize / GEOMETRY.patchSize;
+  const grid = geometry.imgSize / geometry.patchSize;
   log(`adapter: ${ctx.gpu.adapter.description}; timing: ${ctx.method}, ${opts.warmup} warm-up + ${opts.reps} reps, median; batch ${N}`);
-  log(`student ViT-Tiny, teacher ViT-Small stopped at block ${kT} of 0..${teacher.depth - 1}; pairs ${JSON.stringify(distill.pairs)}`);
+  log(`student ${studentName}, teacher ${teacherName} stopped at block ${kT} of 0..${teacher.depth - 1}; pairs ${JSON.stringify(distill.pairs)}`);
 
   // Random initialisation (recipe §1), seeded; the teacher is a whole MAE checkpoint of its own.
   const maeParams = initParams(maeParamLayout(student), grid, 1);
   const dmaeParams = initParams(dmaeStudentLayout(student, teacher, distill), grid, 1);
   const teacherParams = initParams(maeParamLayout(teacher), grid, 2);
-  const imgs = Float32Array.from(randn(N * GEOMETRY.inChans * GEOMETRY.imgSize ** 2, 3));
+  const imgs = Float32Array.from(randn(N * geometry.inChans * geometry.imgSize ** 2, 3));
   const noise = rng(4);
 
   const results: StepResult[] = [];
@@ -227,11 +234,11 @@ export async function runTrain(opts: TrainOptions): Promise<void> {
     ...(await commonFields(ctx, started)),
     setup: {
       batch: N,
-      image: `${GEOMETRY.imgSize}×${GEOMETRY.imgSize}×${GEOMETRY.inChans}`,
-      patchSize: GEOMETRY.patchSize,
+      image: `${geometry.imgSize}×${geometry.imgSize}×${geometry.inChans}`,
+      patchSize: geometry.patchSize,
       patches: L,
-      student: describe(student, 'vit-tiny'),
-      teacher: { ...describe(teacher, 'vit-small'), stopBlock: kT, blocksRun: kT + 1, fullBlocksRun: teacher.depth },
+      student: describe(student, studentName),
+      teacher: { ...describe(teacher, teacherName), stopBlock: kT, blocksRun: kT + 1, fullBlocksRun: teacher.depth },
       distill,
       maskRatios: opts.ratios.map((r) => ({ maskRatio: r, visible: lenKeepFor(L, r) })),
       step: `zero grads, forward, backward, global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit`,

@@ -15,8 +15,16 @@
 //   insert_mask_tokens_backward  dx[N, 1+V, D] = the kept rows of dout, unshuffled back
 //   mask_token_backward     dmask_token[D] += Σ over masked (n, l) of dout[n, 1+l]
 //
+// Embedding only the visible patches (the encoders' path: the patch embedding is per patch, so
+// gathering first gives the same tokens for V/L of the work):
+//   gather_patches          out[N, V, D] = x[n, ids_keep[n, j]]               x [N, L, D] (D = C·p·p)
+//   embed_visible           out[N, 1+V, D]: row 0 = cls; row 1+j = x[n, j] + pos[1 + ids_keep[n, j]]
+//                           x [N, V, D] (the embedded visible patches), pos [1+L, D]
+//   strip_cls               dx[N, V, D] = dout[n, 1+j]: embed_visible's backward to x (pos is fixed;
+//                           cls_backward gives dcls)
+//
 // Bindings: 0 params, 1 the output (read_write), 2 the token rows (x / dout), 3 the token
-// vector (cls / mask_token), 4 the ids (u32). An entry point binds only what it uses (the
+// vector (cls / mask_token), 4 the ids (u32), 5 the position embedding (embed_visible). An entry point binds only what it uses (the
 // wrapper passes `undefined` for the holes).
 // `=`: out, dx (activation gradients). `+=`: dcls, dmask_token (parameter gradients).
 // Nothing is saved beyond the ids. Every output element is written by exactly one thread (the
@@ -35,6 +43,7 @@ const WG = 256u; // threads per workgroup of the element kernels (grid2d's perGr
 @group(0) @binding(2) var<storage, read_write> rows: array<f32>;
 @group(0) @binding(3) var<storage, read_write> token: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(5) var<storage, read_write> pos: array<f32>;
 
 // dst = out [N, 1+V, D], rows = x [N, L, D], token = cls [D], ids = ids_keep [N, V].
 @compute @workgroup_size(WG)
@@ -139,4 +148,45 @@ fn mask_token_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
   dst[d] = dst[d] + s;
+}
+
+// dst = out [N, V, D], rows = x [N, L, D], ids = ids_keep [N, V].
+@compute @workgroup_size(WG)
+fn gather_patches(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = grid_index(wid, nwg, lid.x, WG);
+  if (t >= u.N * u.V * u.D) { return; }
+  let d = t % u.D;
+  let r = t / u.D; // n·V + j
+  let n = r / u.V;
+  dst[t] = rows[(n * u.L + ids[r]) * u.D + d];
+}
+
+// dst = out [N, 1+V, D], rows = x [N, V, D], token = cls [D], ids = ids_keep [N, V], pos = [1+L, D].
+// The cls row takes cls alone: pos_embed's row 0 is zeros (fixed sin-cos, recipe §4).
+@compute @workgroup_size(WG)
+fn embed_visible(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = grid_index(wid, nwg, lid.x, WG);
+  if (t >= u.N * (1u + u.V) * u.D) { return; }
+  let d = t % u.D;
+  let r = t / u.D;
+  let n = r / (1u + u.V);
+  let j = r % (1u + u.V);
+  if (j == 0u) {
+    dst[t] = token[d];
+  } else {
+    let v = n * u.V + j - 1u;
+    dst[t] = rows[v * u.D + d] + pos[(1u + ids[v]) * u.D + d];
+  }
+}
+
+// dst = dx [N, V, D], rows = dout [N, 1+V, D].
+@compute @workgroup_size(WG)
+fn strip_cls(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = grid_index(wid, nwg, lid.x, WG);
+  if (t >= u.N * u.V * u.D) { return; }
+  let d = t % u.D;
+  let r = t / u.D; // n·V + j
+  let n = r / u.V;
+  let j = r % u.V;
+  dst[t] = rows[(n * (1u + u.V) + 1u + j) * u.D + d];
 }

@@ -59,3 +59,35 @@ export function insertMaskTokensBackward(dx: Vec, dmaskToken: Vec, dout: Vec, id
   }
   for (let d = 0; d < D; d++) dmaskToken[d] += s[d];
 }
+
+/** out[N, V, D] = x[n, idsKeep[n, j]], x[N, L, D]. */
+export function gatherPatches(out: Vec, x: Vec, idsKeep: Ids, N: number, L: number, V: number, D: number): void {
+  for (let n = 0; n < N; n++)
+    for (let j = 0; j < V; j++) {
+      const l = idsKeep[n * V + j];
+      for (let d = 0; d < D; d++) out[(n * V + j) * D + d] = x[(n * L + l) * D + d];
+    }
+}
+
+/** out[N, 1+V, D]: row 0 = cls; row 1+j = x[n, j] + pos[1 + idsKeep[n, j]], x[N, V, D], pos[1+L, D]. */
+export function embedVisible(out: Vec, x: Vec, cls: Vec, idsKeep: Ids, pos: Vec, N: number, L: number, V: number, D: number): void {
+  for (let n = 0; n < N; n++) {
+    for (let d = 0; d < D; d++) out[n * (1 + V) * D + d] = cls[d];
+    for (let j = 0; j < V; j++) {
+      const l = idsKeep[n * V + j];
+      for (let d = 0; d < D; d++) out[(n * (1 + V) + 1 + j) * D + d] = x[(n * V + j) * D + d] + pos[(1 + l) * D + d];
+    }
+  }
+}
+
+/** dx[N, V, D] = dout[n, 1+j]; dcls[D] += Σ_n dout[n, 0]. */
+export function embedVisibleBackward(dx: Vec, dcls: Vec, dout: Vec, N: number, L: number, V: number, D: number): void {
+  for (let n = 0; n < N; n++)
+    for (let j = 0; j < V; j++)
+      for (let d = 0; d < D; d++) dx[(n * V + j) * D + d] = dout[(n * (1 + V) + 1 + j) * D + d];
+  for (let d = 0; d < D; d++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) s += dout[n * (1 + V) * D + d];
+    dcls[d] += s;
+  }
+}

@@ -95,6 +95,30 @@ describe('masking kernels (GPU vs float64 reference)', () => {
       expectClose(await read(gpu, gDcls), dcls, TOL.reduction, 'gatherVisibleBackward dcls');
     });
 
+    it(`${name}: gatherPatches, embedVisible forward and backward, N=${N} L=${L} V=${V} D=${D}`, async () => {
+      const gpu = await testGpu();
+      const K = 5; // patch values: any width, odd on purpose
+      const patches = randn(N * L * K, 51), x = randn(N * V * D, 52), cls = randn(D, 53), pos = randn((1 + L) * D, 54);
+      const dout = randn(N * (1 + V) * D, 55), dcls0 = randn(D, 56);
+      const pv = new Float64Array(N * V * K), out = new Float64Array(N * (1 + V) * D), dx = new Float64Array(N * V * D), dcls = Float64Array.from(dcls0);
+      ref.gatherPatches(pv, patches, idsKeep, N, L, V, K);
+      ref.embedVisible(out, x, cls, idsKeep, pos, N, L, V, D);
+      ref.embedVisibleBackward(dx, dcls, dout, N, L, V, D);
+
+      const gIds = gpuTensor(gpu, idsKeep);
+      const gPv = gpuTensor(gpu, randn(pv.length, 57)), gOut = gpuTensor(gpu, randn(out.length, 58)), gDx = gpuTensor(gpu, randn(dx.length, 59));
+      const gDcls = gpuTensor(gpu, dcls0);
+      await run(gpu, (rec) => {
+        gpuOps.gatherPatches(rec, gPv, gpuTensor(gpu, patches), gIds, N, L, V, K);
+        gpuOps.embedVisible(rec, gOut, gpuTensor(gpu, x), gpuTensor(gpu, cls), gIds, gpuTensor(gpu, pos), N, L, V, D);
+        gpuOps.embedVisibleBackward(rec, gDx, gDcls, gpuTensor(gpu, dout), N, L, V, D);
+      });
+      expectClose(await read(gpu, gPv), pv, TOL.exact, 'gatherPatches out');
+      expectClose(await read(gpu, gOut), out, TOL.elementwise, 'embedVisible out');
+      expectClose(await read(gpu, gDx), dx, TOL.exact, 'embedVisibleBackward dx');
+      expectClose(await read(gpu, gDcls), dcls, TOL.reduction, 'embedVisibleBackward dcls');
+    });
+
     it(`${name}: insertMaskTokens forward and backward, N=${N} L=${L} V=${V} D=${D}`, async () => {
       const gpu = await testGpu();
       const x = randn(N * (1 + V) * D, 11), maskToken = randn(D, 12), dout = randn(N * (1 + L) * D, 13), dm0 = randn(D, 14);
@@ -157,6 +181,29 @@ describe("masking reference against MAE's formulation", () => {
   });
 });
 
+describe('embedding only the visible patches (reference)', () => {
+  it('gives the tokens of embedding every patch, adding pos and gathering: linear, then addPosEmbed, then gatherVisible', () => {
+    const [N, L, V, K, D] = [3, 9, 4, 5, 6];
+    const { idsKeep } = ref.randomMasking(noise(N * L, 61), N, L, V);
+    const patches = randn(N * L * K, 62), W = randn(D * K, 63), b = randn(D, 64), cls = randn(D, 65);
+    const pos = randn((1 + L) * D, 66);
+    for (let d = 0; d < D; d++) pos[d] = 0; // the sin-cos table's cls row
+    const embed = (rows: Float64Array, R: number) => {
+      const y = new Float64Array(R * D);
+      for (let r = 0; r < R; r++) for (let o = 0; o < D; o++) { let s = b[o]; for (let k = 0; k < K; k++) s += rows[r * K + k] * W[o * K + k]; y[r * D + o] = s; }
+      return y;
+    };
+    const all = embed(patches, N * L); // the old path
+    for (let n = 0; n < N; n++) for (let l = 0; l < L; l++) for (let d = 0; d < D; d++) all[(n * L + l) * D + d] += pos[(1 + l) * D + d];
+    const want = new Float64Array(N * (1 + V) * D);
+    ref.gatherVisible(want, all, cls, idsKeep, N, L, V, D);
+    const pv = new Float64Array(N * V * K), got = new Float64Array(N * (1 + V) * D);
+    ref.gatherPatches(pv, patches, idsKeep, N, L, V, K);
+    ref.embedVisible(got, embed(pv, N * V), cls, idsKeep, pos, N, L, V, D);
+    expect(Array.from(got)).toEqual(Array.from(want));
+  });
+});
+
 describe('masking reference gradients (finite differences)', () => {
   const [N, L, V, D] = [2, 5, 2, 3];
   const { idsKeep, idsRestore } = ref.randomMasking(noise(N * L, 41), N, L, V);
@@ -170,6 +217,18 @@ describe('masking reference gradients (finite differences)', () => {
     };
     const dx = randn(N * L * D, 45), dcls = new Float64Array(D); // dx is assigned, garbage must go
     ref.gatherVisibleBackward(dx, dcls, w, idsKeep, N, L, V, D);
+    checkGradients({ x, cls }, loss, { x: dx, cls: dcls });
+  });
+
+  it('embedVisibleBackward', () => {
+    const x = randn(N * V * D, 71), cls = randn(D, 72), pos = randn((1 + L) * D, 73), w = randn(N * (1 + V) * D, 74);
+    const loss = (i: Record<string, Float64Array>) => {
+      const out = new Float64Array(N * (1 + V) * D);
+      ref.embedVisible(out, i.x, i.cls, idsKeep, pos, N, L, V, D);
+      return dot(out, w);
+    };
+    const dx = randn(N * V * D, 75), dcls = new Float64Array(D);
+    ref.embedVisibleBackward(dx, dcls, w, N, L, V, D);
     checkGradients({ x, cls }, loss, { x: dx, cls: dcls });
   });
 

@@ -47,3 +47,23 @@ export function insertMaskTokensBackward(
   rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens_backward' }, [dx, dout, undefined, idsRestore], [N, L, V, D], grid2d(N * (1 + L) * D));
   rec.dispatch({ shader: 'masking', entry: 'mask_token_backward' }, [dmaskToken, dout, undefined, idsRestore], [N, L, V, D], [ceilDiv(D, 64)]);
 }
+
+/** out[N, V, D] (=) = x[n, idsKeep[n, j]] of x[N, L, D]: the visible patches, before embedding. */
+export function gatherPatches(rec: Recorder, out: Tensor, x: Tensor, idsKeep: Tensor, N: number, L: number, V: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'gather_patches' }, [out, x, undefined, idsKeep], [N, L, V, D], grid2d(N * V * D));
+}
+
+/**
+ * The encoder's input from its embedded visible patches x[N, V, D] (=): row 0 = cls[D]; row 1+j =
+ * x[n, j] + pos[1 + idsKeep[n, j]] of pos[1+L, D]. The same tokens as embedding every patch,
+ * adding pos and gathering (gatherVisible), for V/L of the work.
+ */
+export function embedVisible(rec: Recorder, out: Tensor, x: Tensor, cls: Tensor, idsKeep: Tensor, pos: Tensor, N: number, L: number, V: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'embed_visible' }, [out, x, cls, idsKeep, pos], [N, L, V, D], grid2d(N * (1 + V) * D));
+}
+
+/** embedVisible's backward: dx[N, V, D] (=) = dout[n, 1+j]; dcls[D] += Σ_n dout[n, 0]. pos is fixed. */
+export function embedVisibleBackward(rec: Recorder, dx: Tensor, dcls: Tensor, dout: Tensor, N: number, L: number, V: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'strip_cls' }, [dx, dout], [N, L, V, D], grid2d(N * V * D));
+  rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
+}
