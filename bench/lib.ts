@@ -234,9 +234,10 @@ export async function commonFields(ctx: BenchContext, started: Date): Promise<Co
   };
 }
 
+/** bench/results/<name>.json, or <name>.json where the name is a path (has a slash). */
 export function writeResults(name: string, body: object): string {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = join(RESULTS_DIR, `${name}.json`);
+  const path = name.includes('/') ? `${name.replace(/\.json$/, '')}.json` : join(RESULTS_DIR, `${name}.json`);
+  mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, `${JSON.stringify(body, null, 2)}\n`);
   return path;
 }

@@ -20,6 +20,16 @@
 //       One workgroup: each thread does rows lid, lid+WG, … in order, then the fixed tree.
 //   xent_backward            1 dlogits[N,K] =        2 logits  3 labels
 //       dlogits = scale·(softmax(z) − q), scale = dloss/N
+//   kd_forward               1 stats[2] =  2 pred[N] u32 =   3 logits[N,K]  4 teacher[N,K]  5 labels[N] u32
+//       knowledge distillation (Hinton): per row, with s the student's logits, t the teacher's,
+//       λ = soft_weight and τ = temperature,
+//         (1−λ)·CE_ε(s, label) + λ·τ²·KL(softmax(t/τ) ‖ softmax(s/τ)),
+//       averaged over rows into stats[0]; stats[1] and pred as xent_forward (the student's argmax).
+//       KL (not the cross-entropy to the soft targets) so that a student matching its teacher
+//       scores 0; the τ² keeps the soft term's gradient scale independent of τ.
+//   kd_backward              1 dlogits[N,K] =        2 logits  3 teacher  4 labels
+//       dlogits = scale·((1−λ)·(softmax(s) − q) + λ·τ·(softmax(s/τ) − softmax(t/τ)))
+//       (the teacher is frozen: no gradient for it)
 //   bn_forward_train         1 out[N,C] = 2 mean[C] = 3 rstd[C] = 4 running_mean[C] (in place)
 //                            5 running_var[C] (in place)  6 x[N,C]
 //       batch statistics (biased variance), out = (x − mean)·rstd, rstd = 1/√(var + eps);
@@ -29,19 +39,23 @@
 //       dx = rstd·(dout − mean_n(dout) − x̂·mean_n(dout·x̂)) (training-mode statistics)
 // The BatchNorm is non-affine (MAE's BatchNorm1d(affine=False, eps=1e-6)): no parameter, so
 // every output here is assigned (=); bn_forward_train saves mean and rstd for bn_backward.
-// Nothing else is saved: the cross-entropy backward recomputes the softmax from the logits.
+// Nothing else is saved: the cross-entropy and distillation backwards recompute their softmaxes
+// from the logits.
 //
 // Determinism: every sum runs in a fixed order — one thread per output looping in order
-// (pooling, BatchNorm channels, a row's classes), and xent_forward's batch mean through
-// workgroup_sum's fixed tree. No atomics.
+// (pooling, BatchNorm channels, a row's classes), and xent_forward's and kd_forward's batch
+// means through workgroup_sum's fixed tree. No atomics.
 
 // #import common/reduce
 // #import common/grid
 
 // N rows; T tokens (pooling); C = D (pooling), K (cross-entropy) or C (BatchNorm).
 // eps: BatchNorm's eps. momentum: BatchNorm's running-stat momentum. smoothing: ε.
-// scale: dloss/N for xent_backward.
-struct Params { N: u32, T: u32, C: u32, _pad: u32, eps: f32, momentum: f32, smoothing: f32, scale: f32 }
+// scale: dloss/N for xent_backward and kd_backward. soft_weight λ, temperature τ: distillation.
+struct Params {
+  N: u32, T: u32, C: u32, _pad: u32, eps: f32, momentum: f32, smoothing: f32, scale: f32,
+  soft_weight: f32, temperature: f32, _pad1: u32, _pad2: u32,
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -152,6 +166,109 @@ fn xent_backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     var q = off;
     if (k == y) { q += 1.0 - p.smoothing; }
     xe_dlogits[base + k] = p.scale * (exp(xeb_logits[base + k] - m) / s - q);
+  }
+}
+
+// ---- knowledge distillation: hard-label cross-entropy + τ²·KL to the teacher's soft labels ---
+@group(0) @binding(1) var<storage, read_write> kd_stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kd_pred: array<u32>;
+@group(0) @binding(3) var<storage, read_write> kd_logits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kd_teacher: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kd_labels: array<u32>;
+
+@compute @workgroup_size(REDUCE_WG)
+fn kd_forward(@builtin(local_invocation_index) lid: u32) {
+  let K = p.C;
+  let eps = p.smoothing;
+  let lam = p.soft_weight;
+  let tau = p.temperature;
+  var loss = 0.0;
+  var correct = 0.0;
+  for (var r = lid; r < p.N; r += REDUCE_WG) {
+    let base = r * K;
+    // Row maxima (and the student's argmax, first maximum); τ > 0 keeps the max of z/τ at max/τ.
+    var ms = kd_logits[base];
+    var am = 0u;
+    var mt = kd_teacher[base];
+    for (var k = 1u; k < K; k++) {
+      let z = kd_logits[base + k];
+      if (z > ms) { ms = z; am = k; }
+      mt = max(mt, kd_teacher[base + k]);
+    }
+    // Stable log-sum-exps: of s (the hard term), of s/τ and t/τ (the soft term).
+    var se = 0.0;
+    var sst = 0.0;
+    var stt = 0.0;
+    for (var k = 0u; k < K; k++) {
+      let z = kd_logits[base + k];
+      se += exp(z - ms);
+      sst += exp((z - ms) / tau);
+      stt += exp((kd_teacher[base + k] - mt) / tau);
+    }
+    let lse = ms + log(se);
+    let lse_s = log(sst); // of (s − max s)/τ
+    let lse_t = log(stt); // of (t − max t)/τ
+    var mean_nll = 0.0;
+    var kl = 0.0;
+    for (var k = 0u; k < K; k++) {
+      let z = kd_logits[base + k];
+      mean_nll += lse - z;
+      let log_pt = (kd_teacher[base + k] - mt) / tau - lse_t;
+      let log_ps = (z - ms) / tau - lse_s;
+      kl += exp(log_pt) * (log_pt - log_ps); // p_t = 0 adds 0: no 0·log 0
+    }
+    let y = kd_labels[r];
+    let ce = (1.0 - eps) * (lse - kd_logits[base + y]) + eps * mean_nll / f32(K);
+    loss += (1.0 - lam) * ce + lam * tau * tau * kl;
+    kd_pred[r] = am;
+    if (am == y) { correct += 1.0; }
+  }
+  let total = workgroup_sum(lid, loss);
+  let total_correct = workgroup_sum(lid, correct);
+  if (lid == 0u) {
+    kd_stats[0] = total / f32(p.N);
+    kd_stats[1] = total_correct;
+  }
+}
+
+@group(0) @binding(1) var<storage, read_write> kdb_dlogits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kdb_logits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kdb_teacher: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kdb_labels: array<u32>;
+
+// One thread per row: the three softmax normalisers, then every class in order.
+@compute @workgroup_size(EW_WG)
+fn kd_backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let r = grid_index(wid, nwg, lid, EW_WG);
+  if (r >= p.N) { return; }
+  let K = p.C;
+  let base = r * K;
+  let lam = p.soft_weight;
+  let tau = p.temperature;
+  var ms = kdb_logits[base];
+  var mt = kdb_teacher[base];
+  for (var k = 1u; k < K; k++) {
+    ms = max(ms, kdb_logits[base + k]);
+    mt = max(mt, kdb_teacher[base + k]);
+  }
+  var se = 0.0;
+  var sst = 0.0;
+  var stt = 0.0;
+  for (var k = 0u; k < K; k++) {
+    let z = kdb_logits[base + k] - ms;
+    se += exp(z);
+    sst += exp(z / tau);
+    stt += exp((kdb_teacher[base + k] - mt) / tau);
+  }
+  let y = kdb_labels[r];
+  let off = p.smoothing / f32(K);
+  for (var k = 0u; k < K; k++) {
+    var q = off;
+    if (k == y) { q += 1.0 - p.smoothing; }
+    let z = kdb_logits[base + k] - ms;
+    let hard = exp(z) / se - q;
+    let soft = exp(z / tau) / sst - exp((kdb_teacher[base + k] - mt) / tau) / stt;
+    kdb_dlogits[base + k] = p.scale * ((1.0 - lam) * hard + lam * tau * soft);
   }
 }
 

@@ -3,15 +3,19 @@
  *   - a .safetensors file: reference or timm names (a config.json beside it may give the heads),
  *     a full model export (model.safetensors), or a checkpoint (checkpoint.safetensors: its
  *     model.* tensors; optimizer.* and teacher.* are ignored);
+ *   - a fine-tuned classifier (evaluate --method finetune --save DIR: finetuned.safetensors, or
+ *     a kd student's model.safetensors): its blocks; fc_norm and head are dropped, and the final
+ *     norm it lacks gets a stand-in (weight 1, bias 0; DMAE's features are raw block outputs);
  *   - a run folder: its model.safetensors, else its checkpoint.safetensors, else (runs written
- *     before safetensors) its params.json + params.bin.
+ *     before safetensors) its params.json + params.bin, else a finetuned.safetensors.
  * Only the encoder is kept (the decoder and projection heads, if present, are checked and dropped).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { MaeConfig } from '../engine/config';
 import type { ParamMap } from '../engine/init';
 import { decodeParams } from '../engine/params-file';
+import { finetunedEncoder, importFinetuned, isFinetunedHeader } from '../io/finetuned';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
 import { readTeacherSafetensors } from './export';
 
@@ -29,6 +33,7 @@ export interface TeacherSource {
 export function readTeacher(path: string): TeacherSource {
   if (!existsSync(path)) throw new Error(`--teacher ${path}: no such file or folder.`);
   if (!statSync(path).isDirectory()) {
+    if (isFinetunedFile(path)) return teacherFromFinetuned(path);
     const r = readTeacherSafetensors(path);
     return { config: r.config, params: r.params, step: r.step, file: path, notes: r.report.notes };
   }
@@ -42,5 +47,50 @@ export function readTeacher(path: string): TeacherSource {
     const { meta, params } = decodeParams(JSON.parse(readFileSync(jsonPath, 'utf8')), new Uint8Array(readFileSync(binPath)), jsonPath);
     return { config: meta.config, params, step: meta.step, file: binPath, notes: [] };
   }
+  if (existsSync(join(path, FINETUNED_FILE))) return teacherFromFinetuned(join(path, FINETUNED_FILE));
   throw new Error(`--teacher ${path}: no ${MODEL_FILE}, ${CHECKPOINT_FILE} or params.json + params.bin there (train the teacher first: npm run dmae -- train --mode mae --out ${path}).`);
+}
+
+/** What `evaluate --method finetune --save DIR` writes in DIR (the same name as src/cli/evaluate.ts's FINETUNED_FILE). */
+const FINETUNED_FILE = 'finetuned.safetensors';
+
+/** A fine-tuned classifier's encoder as a DMAE teacher (its blocks; a stand-in final norm). */
+function teacherFromFinetuned(file: string): TeacherSource {
+  let configJson: unknown;
+  const cfgPath = join(dirname(file), 'config.json');
+  if (existsSync(cfgPath)) {
+    try {
+      configJson = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    } catch {
+      configJson = undefined; // the file's own metadata names the heads; a broken config.json is not needed
+    }
+  }
+  const m = importFinetuned(new Uint8Array(readFileSync(file)), { file, configJson });
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  return {
+    config: m.config, params: finetunedEncoder(m), step: n(m.meta?.step) + n(m.meta?.steps), file,
+    notes: [...m.notes,
+      `A fine-tuned classifier (${m.numClasses} classes) as the teacher: its blocks are used, fc_norm and head are dropped. ` +
+      'The encoder\'s final norm is absent (fine-tuning replaces it by fc_norm after pooling): norm.weight = 1, norm.bias = 0 stand in. ' +
+      'DMAE distils raw block outputs before any norm, so its features are exactly the fine-tuned encoder\'s; only a consumer of the normed output (k-NN, linear probe) would see the stand-in.'],
+  };
+}
+
+/** Whether a .safetensors file is a fine-tuned classifier, from its header alone (a teacher file may be large). */
+export function isFinetunedFile(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(8);
+    if (readSync(fd, head, 0, 8, 0) < 8) return false;
+    const len = Number(head.readBigUInt64LE(0));
+    if (!(len > 0 && len <= 100_000_000)) return false; // not safetensors: the full reader says why
+    const json = Buffer.alloc(len);
+    if (readSync(fd, json, 0, len, 8) < len) return false;
+    const header = JSON.parse(json.toString('utf8')) as unknown;
+    return typeof header === 'object' && header !== null && isFinetunedHeader(header as Record<string, unknown>);
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
+  }
 }

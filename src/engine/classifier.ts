@@ -9,7 +9,10 @@
  *                 `head` (timm's VisionTransformer(global_pool='avg'), MAE's models_vit: no final
  *                 `norm`); every parameter trains, with layer-wise lr decay (layerDecayScale) and
  *                 no weight decay on 1-D parameters, tokens and position embeddings; softmax
- *                 cross-entropy with optional label smoothing.
+ *                 cross-entropy with optional label smoothing. With `distill`, the knowledge-
+ *                 distillation baseline (Hinton; DeiT's soft variant): the loss mixes the
+ *                 hard-label cross-entropy with τ²·KL to a frozen teacher classifier's soft
+ *                 labels softmax(t/τ) (trainKdStudent records the teacher in the same step).
  *   linear probe  frozen encoder with its final `norm`; the feature is the cls token or the mean
  *                 of the patch tokens; non-affine BatchNorm1d (eps 1e-6, momentum 0.1; running
  *                 statistics for evaluation) → one Linear `head`. Only the head trains; the
@@ -29,7 +32,9 @@ import { Arena, ArenaLayout, createTensor, readback, readbackU32, upload } from 
 import type { Gpu } from '../gpu/device';
 import { Recorder, type Tensor } from '../gpu/kernels';
 import { ADAMW_DEFAULTS, adamwStep, decayRanges, lrScaleRanges } from '../gpu/ops/adamw';
-import { batchnormEval, batchnormForward, clsPoolForward, crossEntropyBackward, crossEntropyForward, meanPoolBackward, meanPoolForward } from '../gpu/ops/classify';
+import {
+  batchnormEval, batchnormForward, clsPoolForward, crossEntropyBackward, crossEntropyForward, kdCrossEntropyBackward, kdCrossEntropyForward, meanPoolBackward, meanPoolForward,
+} from '../gpu/ops/classify';
 import { fill } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { gatherVisible, gatherVisibleBackward } from '../gpu/ops/masking';
@@ -174,6 +179,19 @@ export interface ClassifierOptions {
   pool?: FeaturePool;
   /** Cross-entropy label smoothing ε (default 0). */
   labelSmoothing?: number;
+  /**
+   * Fine-tuning only: train by knowledge distillation from a teacher's logits (acts
+   * 'teacherLogits', filled by trainKdStudent or setTeacherLogits): per row (1−softWeight)·CE_ε
+   * + softWeight·τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ)). Evaluation forwards
+   * (train = false) still report the hard-label cross-entropy.
+   */
+  distill?: DistillOptions;
+}
+
+/** Knowledge distillation's temperature τ > 0 and the soft term's weight λ ∈ [0, 1]. */
+export interface DistillOptions {
+  temperature: number;
+  softWeight: number;
 }
 
 export interface OptimOptions {
@@ -197,6 +215,8 @@ export class Classifier {
   readonly K: number;
   readonly pool: FeaturePool;
   readonly smoothing: number;
+  /** Knowledge distillation's options (null: the plain cross-entropy). */
+  readonly distill: DistillOptions | null;
   /** Trainable parameters (fine-tuning: everything; linear probe: the head). */
   readonly params: Arena;
   readonly grads: Arena;
@@ -219,6 +239,12 @@ export class Classifier {
     this.K = K;
     this.pool = opts.pool ?? 'cls';
     this.smoothing = opts.labelSmoothing ?? 0;
+    const kd = (this.distill = opts.distill ?? null);
+    if (kd) {
+      if (mode !== 'finetune') throw new Error(`Classifier: knowledge distillation (distill) trains a whole student: it needs mode 'finetune', not '${mode}'.`);
+      if (!(kd.softWeight >= 0 && kd.softWeight <= 1)) throw new Error(`Classifier: distillation soft weight ${kd.softWeight} must lie in [0, 1].`);
+      if (!(kd.temperature > 0 && Number.isFinite(kd.temperature))) throw new Error(`Classifier: distillation temperature ${kd.temperature} must be a positive number.`);
+    }
     const hidden = cfg.mlpRatio * D, Kp = cfg.inChans * cfg.patchSize ** 2;
     const dev = gpu.device;
     const layout = mode === 'finetune' ? finetuneParamLayout(cfg, K) : probeParamLayout(cfg, K);
@@ -258,6 +284,7 @@ export class Classifier {
       a.add('bn.runningVar', [D]);
     }
     a.add('logits', [N, K]);
+    if (kd) a.add('teacherLogits', [N, K]);
     a.add('labels', [N]);
     a.add('pred', [N]);
     a.add('stats', [2]);
@@ -340,6 +367,27 @@ export class Classifier {
     if (labels) this.uploadLabels(labels, n);
   }
 
+  /**
+   * A teacher's logits [n, K] for the batch set with setBatch (distillation only); trainKdStudent
+   * instead copies them on the GPU inside the step's command buffer.
+   */
+  setTeacherLogits(logits: Float32Array, n: number): void {
+    if (!this.distill) throw new Error('setTeacherLogits: this classifier was not built with distill options.');
+    if (!(n >= 1 && n <= this.batch) || logits.length < n * this.K) throw new Error(`setTeacherLogits: ${n} rows of ${this.K} logits for a batch of ${this.batch}.`);
+    upload(this.gpu.device, this.act('teacherLogits'), logits.subarray(0, n * this.K));
+  }
+
+  /** logits [batch, K] of the last forward (a teacher's, for recordTeacherLogits). */
+  get logits(): Tensor {
+    return this.act('logits');
+  }
+
+  /** The distilling student's input of teacher logits [batch, K]. */
+  get teacherLogits(): Tensor {
+    if (!this.distill) throw new Error('teacherLogits: this classifier was not built with distill options.');
+    return this.act('teacherLogits');
+  }
+
   private act = (k: string): Tensor => this.acts.tensor(k);
   private dact = (k: string): Tensor => this.dacts!.tensor(k);
   private p = (k: string): Tensor => this.params.tensor(k);
@@ -396,7 +444,9 @@ export class Classifier {
       meanPoolForward(rec, this.act('pooled'), x, n, T, D);
       layernormForward(rec, this.act('fcn'), this.act('fcn.mean'), this.act('fcn.rstd'), this.act('pooled'), this.p('fc_norm.weight'), this.p('fc_norm.bias'), n, D);
       linearForward(rec, this.act('logits'), this.act('fcn'), this.p('head.weight'), this.p('head.bias'), n, D, K);
-      crossEntropyForward(rec, this.act('stats'), this.act('pred'), this.act('logits'), this.act('labels'), n, K, this.smoothing);
+      if (this.distill && train) {
+        kdCrossEntropyForward(rec, this.act('stats'), this.act('pred'), this.act('logits'), this.act('teacherLogits'), this.act('labels'), n, K, { ...this.distill, smoothing: this.smoothing });
+      } else crossEntropyForward(rec, this.act('stats'), this.act('pred'), this.act('logits'), this.act('labels'), n, K, this.smoothing);
     } else {
       this.recordFeatures(rec, n);
       this.recordHead(rec, n, train);
@@ -443,11 +493,12 @@ export class Classifier {
     return { dres: t('dres'), dtmp: t('dtmp'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh'), da: t('da') };
   }
 
-  /** The backward of the mean cross-entropy; parameter gradients += (zero them first). */
+  /** The backward of the mean cross-entropy (with distill: of the KD loss); parameter gradients += (zero them first). */
   recordBackward(rec: Recorder, n: number): void {
     const { cfg, D, K, T, L } = this;
     const dlogits = this.dact('dlogits');
-    crossEntropyBackward(rec, dlogits, this.act('logits'), this.act('labels'), n, K, this.smoothing);
+    if (this.distill) kdCrossEntropyBackward(rec, dlogits, this.act('logits'), this.act('teacherLogits'), this.act('labels'), n, K, { ...this.distill, smoothing: this.smoothing });
+    else crossEntropyBackward(rec, dlogits, this.act('logits'), this.act('labels'), n, K, this.smoothing);
     if (this.mode === 'linprobe') {
       // The frozen encoder and the parameter-free BatchNorm need no gradient.
       linearBackward(rec, null, this.g('head.weight'), this.g('head.bias'), dlogits, this.act('bn.out'), this.p('head.weight'), n, D, K);
@@ -600,6 +651,75 @@ export async function trainClassifier(model: Classifier, loader: DataLoader, o: 
     } else rec.submitNoWait();
   }
   await model.gpu.device.queue.onSubmittedWorkDone();
+}
+
+/**
+ * Checks that `teacher` can teach `student` by knowledge distillation: the student was built
+ * with distill options, both see the same images (size, channels), the teacher has the same
+ * classes and a batch at least as large. Throws a message that says what differs.
+ */
+export function checkKdPair(student: Classifier, teacher: Classifier): void {
+  if (!student.distill) throw new Error('Knowledge distillation: the student classifier was not built with distill options ({ temperature, softWeight }).');
+  if (teacher === student) throw new Error('Knowledge distillation: the teacher and the student are the same classifier.');
+  if (teacher.K !== student.K) throw new Error(`Knowledge distillation: the teacher has ${teacher.K} classes, the student ${student.K}; they must classify the same classes.`);
+  const t = teacher.cfg, s = student.cfg;
+  if (t.imgSize !== s.imgSize || t.inChans !== s.inChans) {
+    throw new Error(`Knowledge distillation: the teacher sees ${t.imgSize}×${t.imgSize}×${t.inChans} images, the student ${s.imgSize}×${s.imgSize}×${s.inChans}; both must see the same images.`);
+  }
+  if (teacher.batch < student.batch) throw new Error(`Knowledge distillation: the teacher's batch (${teacher.batch}) is smaller than the student's (${student.batch}).`);
+}
+
+/**
+ * Records the frozen teacher's forward (evaluation mode, no backward) on the n images it holds
+ * (setBatch with the student's batch) and copies its logits into the student's teacherLogits,
+ * in the same command buffer as what follows.
+ */
+export function recordTeacherLogits(rec: Recorder, student: Classifier, teacher: Classifier, n: number): void {
+  teacher.recordForward(rec, n, false);
+  rec.copy(teacher.logits, student.teacherLogits, n * student.K);
+}
+
+export interface KdStepMetrics {
+  step: number;
+  /** The student's KD loss on the batch. */
+  loss: number;
+  /** The student's batch accuracy. */
+  accuracy: number;
+  /** The teacher's batch accuracy (it sees the same images). */
+  teacherAccuracy: number;
+  lr: number;
+}
+
+/**
+ * The knowledge-distillation baseline: trains `student` (a fine-tuning Classifier built with
+ * `distill`) for `steps` AdamW steps (warmup then cosine to 0, as trainClassifier) on soft
+ * labels from a frozen `teacher` classifier. Each step is one submission: both get the same
+ * images, the teacher's forward and the copy of its logits, then the student's train step;
+ * stats are read back only on logging steps. `onStep` also receives the teacher's batch accuracy.
+ */
+export async function trainKdStudent(
+  student: Classifier, teacher: Classifier, loader: DataLoader, o: Omit<TrainHeadOptions, 'onStep'> & { onStep?: (m: KdStepMetrics) => void },
+): Promise<void> {
+  checkKdPair(student, teacher);
+  const sched: LrSchedule = { lr: o.lr, minLr: 0, warmupSteps: o.warmupSteps ?? Math.round(0.05 * o.steps), totalSteps: o.steps };
+  const every = o.logEvery ?? Math.max(1, Math.round(o.steps / 20));
+  for (let t = 1; t <= o.steps; t++) {
+    const b = loader.next();
+    if (!b.labels) throw new Error(`${loader.dataset.name} has no labels: a student cannot be distilled on it (the hard term needs them).`);
+    if (b.size !== student.batch) throw new Error(`trainKdStudent: a batch of ${b.size}, the student's is ${student.batch} (use a training loader that drops the last batch).`);
+    student.setBatch(b.x, b.labels, b.size);
+    teacher.setBatch(b.x, b.labels, b.size);
+    const lr = lrAt(t - 1, sched);
+    const rec = new Recorder(student.gpu, undefined, 'kd-step');
+    recordTeacherLogits(rec, student, teacher, b.size);
+    student.recordTrainStep(rec, { lr, step: t, weightDecay: o.weightDecay });
+    if (o.onStep && (t % every === 0 || t === o.steps || t === 1)) {
+      await rec.submit();
+      const s = await student.readStats(), ts = await teacher.readStats();
+      o.onStep({ step: t, loss: s.loss, accuracy: s.correct / b.size, teacherAccuracy: ts.correct / b.size, lr });
+    } else rec.submitNoWait();
+  }
+  await student.gpu.device.queue.onSubmittedWorkDone();
 }
 
 /**

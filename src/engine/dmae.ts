@@ -18,12 +18,11 @@ import type { Gpu } from '../gpu/device';
 import type { Recorder, Tensor } from '../gpu/kernels';
 import { addInPlace } from '../gpu/ops/elementwise';
 import { distillLossBackward, distillLossForward } from '../gpu/ops/loss';
-import { gatherVisible } from '../gpu/ops/masking';
+import { embedVisible } from '../gpu/ops/masking';
 import { linearBackward, linearForward } from '../gpu/ops/matmul';
-import { addPosEmbed } from '../gpu/ops/patch';
 import { numPatches, teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
 import type { ParamMap } from './init';
-import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap } from './mae';
+import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions } from './mae';
 import { addEncoderParams, addProjectionParams, maeParamLayout } from './params';
 
 /** The student's table: the MAE's tensors and `aligned_feature_projection_heads.{k}`. */
@@ -38,6 +37,35 @@ export function teacherLayout(teacherCfg: MaeConfig, d: DistillConfig, stop = te
   const layout = new ArenaLayout();
   addEncoderParams(layout, teacherCfg, stop);
   return layout;
+}
+
+/** What DMAE adds to the student's activation, activation-gradient and io arenas. */
+export function dmaeActivationExtension(cfg: MaeConfig, teacherCfg: MaeConfig, d: DistillConfig, N: number, V: number): ArenaExtensions {
+  const R = N * (1 + V), D = cfg.embedDim, Dt = teacherCfg.embedDim;
+  return {
+    acts: (a) => d.pairs.forEach((_, k) => a.add(`proj.${k}`, [R, Dt])), // head_k(S_k)
+    dacts: (g) => {
+      g.add('dproj', [R, Dt]);
+      d.pairs.forEach((_, k) => g.add(`dfeat.${k}`, [R, D])); // d L / d S_k through head k
+    },
+    io: (o) => d.pairs.forEach((_, k) => o.add(`loss.distill.${k}`, [1])),
+  };
+}
+
+/**
+ * The teacher's activations: its embedded visible patches, the input tokens, two residual buffers
+ * that alternate, one block workspace shared by every block, and the aligned blocks' features.
+ */
+export function teacherActivationLayout(teacherCfg: MaeConfig, d: DistillConfig, N: number, V: number): ArenaLayout {
+  const t = new ArenaLayout();
+  const T = 1 + V, Dt = teacherCfg.embedDim;
+  t.add('embVisible', [N * V, Dt]);
+  t.add('x0', [N, T, Dt]);
+  t.add('xa', [N, T, Dt]);
+  t.add('xb', [N, T, Dt]);
+  addBlockActs(t, 'blk', N, T, Dt, teacherCfg.numHeads, teacherCfg.mlpRatio * Dt);
+  for (const kT of new Set(d.pairs.map((p) => p.teacherBlock))) t.add(`feat.${kT}`, [N, T, Dt]);
+  return t;
 }
 
 export interface DmaeOptions {
@@ -63,27 +91,11 @@ export class DmaeModel extends MaeModel {
     if (!(Number.isInteger(stop) && stop >= teacherStopBlock(distill) && stop < teacherCfg.depth)) {
       throw new Error(`DmaeModel: teacherRunThrough = ${stop} must be an integer in [${teacherStopBlock(distill)}, ${teacherCfg.depth - 1}] (from the deepest aligned teacher block to the last).`);
     }
-    const R = batch * (1 + visible), D = cfg.embedDim, Dt = teacherCfg.embedDim;
-    super(gpu, cfg, batch, visible, dmaeStudentLayout(cfg, teacherCfg, distill), {
-      acts: (a) => distill.pairs.forEach((_, k) => a.add(`proj.${k}`, [R, Dt])), // head_k(S_k)
-      dacts: (g) => {
-        g.add('dproj', [R, Dt]);
-        distill.pairs.forEach((_, k) => g.add(`dfeat.${k}`, [R, D])); // d L / d S_k through head k
-      },
-      io: (o) => distill.pairs.forEach((_, k) => o.add(`loss.distill.${k}`, [1])),
-    });
+    super(gpu, cfg, batch, visible, dmaeStudentLayout(cfg, teacherCfg, distill), dmaeActivationExtension(cfg, teacherCfg, distill, batch, visible));
     this.teacherStop = stop;
     this.teacherBlocks = [...new Set(distill.pairs.map((p) => p.teacherBlock))];
     this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill, stop), 'teacher-params');
-    const t = new ArenaLayout();
-    const N = batch, T = 1 + visible, L = numPatches(cfg);
-    t.add('emb', [N * L, Dt]);
-    t.add('x0', [N, T, Dt]);
-    t.add('xa', [N, T, Dt]);
-    t.add('xb', [N, T, Dt]);
-    addBlockActs(t, 'blk', N, T, Dt, teacherCfg.numHeads, teacherCfg.mlpRatio * Dt);
-    for (const kT of this.teacherBlocks) t.add(`feat.${kT}`, [N, T, Dt]);
-    this.teacherActs = new Arena(gpu.device, t, 'teacher-activations');
+    this.teacherActs = new Arena(gpu.device, teacherActivationLayout(teacherCfg, distill, batch, visible), 'teacher-activations');
   }
 
   override get memoryBytes(): number {
@@ -113,9 +125,9 @@ export class DmaeModel extends MaeModel {
     const Dt = tc.embedDim, K = tc.inChans * tc.patchSize ** 2;
     const P = (n: string) => this.teacherParams.tensor(n);
     const A = (n: string) => this.teacherActs.tensor(n);
-    linearForward(rec, A('emb'), this.acts.tensor('patches'), P('patch_embed.proj.weight'), P('patch_embed.proj.bias'), N * L, K, Dt);
-    addPosEmbed(rec, A('emb'), P('pos_embed'), N, L, Dt, Dt);
-    gatherVisible(rec, A('x0'), A('emb'), P('cls_token'), this.acts.tensor('idsKeep'), N, L, V, Dt);
+    // The student's visible patches (same image, grid and ids), embedded by the teacher: V of L rows.
+    linearForward(rec, A('embVisible'), this.acts.tensor('patchesVisible'), P('patch_embed.proj.weight'), P('patch_embed.proj.bias'), N * V, K, Dt);
+    embedVisible(rec, A('x0'), A('embVisible'), P('cls_token'), this.acts.tensor('idsKeep'), P('pos_embed'), N, L, V, Dt);
     const d = { N, T: 1 + V, W: Dt, heads: tc.numHeads, hidden: tc.mlpRatio * Dt };
     const ws = blockActs(this.teacherActs, 'blk');
     const xa = A('xa'), xb = A('xb');

@@ -21,7 +21,7 @@ import { attentionBackward, attentionForward } from '../gpu/ops/attention';
 import { addInPlace, biasGeluBackward, biasGeluForward, fill } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward, normalizePixelTargets } from '../gpu/ops/loss';
-import { gatherVisible, gatherVisibleBackward, insertMaskTokens, insertMaskTokensBackward, type Masking } from '../gpu/ops/masking';
+import { embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, type Masking } from '../gpu/ops/masking';
 import { biasBackward, linearBackward, linearForward } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
@@ -170,8 +170,9 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   a.add('idsKeep', [N, V]);
   a.add('idsRestore', [N, L]);
   a.add('mask', [N, L]);
-  a.add('patches', [N * L, K]);
-  a.add('emb', [N * L, D]);
+  a.add('patches', [N * L, K]); // every patch (a DMAE teacher with another patch size would read them)
+  a.add('patchesVisible', [N * V, K]);
+  a.add('embVisible', [N * V, D]);
   a.add('x0', [N, T, D]);
   for (let i = 0; i < cfg.depth; i++) {
     addBlockActs(a, `enc.blocks.${i}`, N, T, D, cfg.numHeads, cfg.mlpRatio * D);
@@ -200,7 +201,7 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   g.add('dfull', [N, Td, P]);
   g.add('dy', [N, T, Dd]);
   g.add('dlatent', [N, T, D]);
-  g.add('demb', [N * L, D]);
+  g.add('dembVisible', [N * V, D]);
   extend.dacts?.(g);
 
   const o = new ArenaLayout();
@@ -328,9 +329,10 @@ export class MaeModel {
     const D = cfg.embedDim, C = cfg.inChans, S = cfg.imgSize, p = cfg.patchSize, K = C * p * p;
     const d = this.encDims();
     patchifyConv(rec, this.act('patches'), this.act('imgs'), N, C, S, S, p);
-    linearForward(rec, this.act('emb'), this.act('patches'), this.p('patch_embed.proj.weight'), this.p('patch_embed.proj.bias'), N * L, K, D);
-    addPosEmbed(rec, this.act('emb'), this.p('pos_embed'), N, L, D, D); // patch rows; cls's row is zeros
-    gatherVisible(rec, this.act('x0'), this.act('emb'), this.p('cls_token'), this.act('idsKeep'), N, L, V, D);
+    // Only the visible patches are embedded: the same tokens as MAE's embed-all-then-gather.
+    gatherPatches(rec, this.act('patchesVisible'), this.act('patches'), this.act('idsKeep'), N, L, V, K);
+    linearForward(rec, this.act('embVisible'), this.act('patchesVisible'), this.p('patch_embed.proj.weight'), this.p('patch_embed.proj.bias'), N * V, K, D);
+    embedVisible(rec, this.act('x0'), this.act('embVisible'), this.p('cls_token'), this.act('idsKeep'), this.p('pos_embed'), N, L, V, D);
     let x = this.act('x0');
     for (let i = 0; i < cfg.depth; i++) {
       const out = this.encoderBlockOutput(i);
@@ -429,9 +431,9 @@ export class MaeModel {
       const x = i === 0 ? this.act('x0') : this.encoderBlockOutput(i - 1);
       recordBlockBackward(rec, ws, (n) => this.g(`blocks.${i}.${n}`), (n) => this.p(`blocks.${i}.${n}`), blockActs(this.acts, `enc.blocks.${i}`), x, d);
     }
-    gatherVisibleBackward(rec, this.dact('demb'), this.g('cls_token'), dres, this.act('idsKeep'), N, L, V, D);
+    embedVisibleBackward(rec, this.dact('dembVisible'), this.g('cls_token'), dres, N, L, V, D);
     // pos_embed is fixed: identity backward, no gradient. The images need no gradient (dx = null).
-    linearBackward(rec, null, this.g('patch_embed.proj.weight'), this.g('patch_embed.proj.bias'), this.dact('demb'), this.act('patches'), this.p('patch_embed.proj.weight'), N * L, K, D);
+    linearBackward(rec, null, this.g('patch_embed.proj.weight'), this.g('patch_embed.proj.bias'), this.dact('dembVisible'), this.act('patchesVisible'), this.p('patch_embed.proj.weight'), N * V, K, D);
   }
 
   /** The whole backward, in reverse of the forward. Gradients accumulate: zero them first (recordZeroGrads). */

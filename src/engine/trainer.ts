@@ -31,15 +31,16 @@
  */
 import { Rng, hashInts } from '../data/rng';
 import { randomMasking, lenKeepFor, type Masking } from '../core/masking';
+import { tuneForRecording } from '../gpu/autotune';
 import { ArenaLayout, upload } from '../gpu/buffers';
 import type { Gpu } from '../gpu/device';
 import { Recorder, type Tensor } from '../gpu/kernels';
 import { ADAMW_DEFAULTS } from '../gpu/ops/adamw';
 import { scale } from '../gpu/ops/elementwise';
 import { defaultDistillConfig, numPatches, validateDistill, validateMaeConfig, type DistillConfig, type MaeConfig } from './config';
-import { DmaeModel, dmaeStudentLayout, teacherLayout } from './dmae';
+import { DmaeModel, dmaeActivationExtension, dmaeStudentLayout, teacherActivationLayout, teacherLayout } from './dmae';
 import { initParams, type ParamMap } from './init';
-import { MaeModel, addBlockActs, maeActivationLayouts } from './mae';
+import { MaeModel, maeActivationLayouts } from './mae';
 import { maeParamLayout } from './params';
 import { lrAt, scaledLr, validateSchedule, type LrSchedule } from './schedule';
 
@@ -160,39 +161,19 @@ export interface MemoryPlan {
 
 /** What a run will allocate, before any GPU work (kernel scratch, a few KiB, not counted). */
 export function trainMemoryPlan(c: ResolvedTrainConfig): MemoryPlan {
-  const N = c.batch, V = c.visible, L = c.patches;
+  const N = c.batch, V = c.visible;
   const layout = trainParamLayout(c);
   const parts: Record<string, number> = {};
   const bytes = (l: ArenaLayout) => Math.max(l.bytes, 256);
-  let ext = {};
-  if (c.mode === 'dmae') {
-    // Mirrors DmaeModel's constructor; the trainer test checks that the sums agree.
-    const R = N * (1 + V), D = c.model.embedDim, Dt = c.teacher!.embedDim, d = c.distill!;
-    ext = {
-      acts: (a: ArenaLayout) => d.pairs.forEach((_, k) => a.add(`proj.${k}`, [R, Dt])),
-      dacts: (g: ArenaLayout) => {
-        g.add('dproj', [R, Dt]);
-        d.pairs.forEach((_, k) => g.add(`dfeat.${k}`, [R, D]));
-      },
-      io: (o: ArenaLayout) => d.pairs.forEach((_, k) => o.add(`loss.distill.${k}`, [1])),
-    };
-  }
+  const ext = c.mode === 'dmae' ? dmaeActivationExtension(c.model, c.teacher!, c.distill!, N, V) : {};
   const { acts, dacts, io } = maeActivationLayouts(c.model, N, V, ext);
   for (const role of ['params', 'grads', 'adamw-m', 'adamw-v']) parts[role] = bytes(layout);
   parts.activations = bytes(acts);
   parts['activation-grads'] = bytes(dacts);
   parts.io = bytes(io);
   if (c.mode === 'dmae') {
-    const tc = c.teacher!, Dt = tc.embedDim, T = 1 + V;
-    parts['teacher-params'] = bytes(teacherLayout(tc, c.distill!));
-    const t = new ArenaLayout();
-    t.add('emb', [N * L, Dt]);
-    t.add('x0', [N, T, Dt]);
-    t.add('xa', [N, T, Dt]);
-    t.add('xb', [N, T, Dt]);
-    addBlockActs(t, 'blk', N, T, Dt, tc.numHeads, tc.mlpRatio * Dt);
-    for (const kT of new Set(c.distill!.pairs.map((p) => p.teacherBlock))) t.add(`feat.${kT}`, [N, T, Dt]);
-    parts['teacher-activations'] = bytes(t);
+    parts['teacher-params'] = bytes(teacherLayout(c.teacher!, c.distill!));
+    parts['teacher-activations'] = bytes(teacherActivationLayout(c.teacher!, c.distill!, N, V));
   }
   // The model's own sum uses the layouts' bytes (not the 256-byte minimum buffer); keep it comparable.
   const modelBytes = 4 * layout.bytes + acts.bytes + dacts.bytes + io.bytes + (c.mode === 'dmae' ? parts['teacher-params'] + parts['teacher-activations'] : 0);
@@ -475,6 +456,10 @@ export class Trainer {
     return { t, lr, slot, mapped, before };
   }
 
+  /** Times the matmul variants for this model's products on this adapter (gpu/autotune.ts), once, before anything is recorded. */
+  private tuned?: Promise<unknown>;
+  private tuneMatmuls = (): Promise<unknown> => (this.tuned ??= tuneForRecording(this.gpu, (rec) => this.model.recordStep(rec, { lr: 0, step: 1 })));
+
   private perSubmit = 0;
 
   /**
@@ -534,6 +519,7 @@ export class Trainer {
    * in order. Returns with the GPU idle and nothing in flight.
    */
   async train(opts: { until?: number; onMetrics?: (m: StepMetrics) => void | Promise<void>; shouldStop?: () => boolean } = {}): Promise<TrainResult> {
+    await this.tuneMatmuls();
     const until = opts.until ?? this.config.totalSteps;
     const start = performance.now();
     let last = start;
@@ -606,6 +592,7 @@ export class Trainer {
    * prediction [batch, L, P] and the losses. Call between train() calls; changes no parameter.
    */
   async reconstruct(imgs: Float32Array, masking: Masking): Promise<{ pred: Float32Array; pix: number; loss: number }> {
+    await this.tuneMatmuls();
     this.model.setBatch(imgs, masking);
     const rec = new Recorder(this.gpu, undefined, 'reconstruct');
     this.model.recordForward(rec);

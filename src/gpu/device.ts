@@ -24,6 +24,8 @@ export interface AdapterReport {
   description: string;
   vendor: string;
   architecture: string;
+  /** GPUAdapterInfo.device (may be empty); part of the matmul tuner's adapter fingerprint. */
+  device?: string;
   features: string[];
   limits: Record<string, number>;
 }
@@ -67,7 +69,7 @@ export function describeAdapter(adapter: GPUAdapter): AdapterReport {
   }
   const detail = [info.vendor, info.architecture, info.description || info.device].filter(Boolean).join(' ');
   const name = kind === 'hardware' ? detail || 'GPU' : `${kind} (${detail})`;
-  return { kind, description: name, vendor: info.vendor, architecture: info.architecture, features: [...adapter.features].sort(), limits };
+  return { kind, description: name, vendor: info.vendor, architecture: info.architecture, device: info.device, features: [...adapter.features].sort(), limits };
 }
 
 /** Checks `needs` against the adapter; the message names every limit that falls short. */

@@ -8,6 +8,8 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setDefaultTuneStore } from './autotune';
+import { fileTuneStore } from './autotune-node';
 import { GpuError, classifyAdapter, openDevice, type AdapterKind, type Gpu, type LimitsNeeded } from './device';
 import { loadShaderSourcesFromDisk } from './shader-sources-disk';
 
@@ -62,6 +64,7 @@ async function requestAdapterWith(icd: string | undefined): Promise<GPUAdapter |
 
 /** Finds the best adapter Node can reach, without opening a device. */
 export async function findNodeAdapter(): Promise<GPUAdapter> {
+  setDefaultTuneStore(fileTuneStore, true); // the matmul tuner's choices persist in a file (autotune-node.ts)
   const tried: string[] = [];
   for (const c of candidates()) {
     const adapter = await requestAdapterWith(c.icd);

@@ -1,6 +1,6 @@
 /** Float64 reference of shaders/classify.wgsl; same names and argument order as src/gpu/ops/classify.ts. */
-import { BN_EPS, BN_MOMENTUM } from '../gpu/ops/classify';
-export { BN_EPS, BN_MOMENTUM };
+import { BN_EPS, BN_MOMENTUM, type KdOptions } from '../gpu/ops/classify';
+export { BN_EPS, BN_MOMENTUM, type KdOptions };
 
 type Vec = Float64Array;
 
@@ -62,6 +62,60 @@ export function crossEntropyBackward(dlogits: Vec, logits: Vec, labels: Uint32Ar
     for (let k = 0; k < K; k++) {
       const q = smoothing / K + (k === labels[r] ? 1 - smoothing : 0);
       dlogits[base + k] = (dloss / N) * (Math.exp(logits[base + k] - lse) - q);
+    }
+  }
+}
+
+/** log Σ_k exp(z_k/τ) of row r minus max(z)/τ (the shifted log-normaliser of z/τ), and max z. */
+function rowLseT(z: Vec, base: number, K: number, tau: number): { lse: number; max: number } {
+  let m = z[base];
+  for (let k = 1; k < K; k++) m = Math.max(m, z[base + k]);
+  let s = 0;
+  for (let k = 0; k < K; k++) s += Math.exp((z[base + k] - m) / tau);
+  return { lse: Math.log(s), max: m };
+}
+
+/**
+ * stats[0] = mean over rows of (1−λ)·CE_ε(logits, label) + λ·τ²·KL(softmax(t/τ) ‖ softmax(s/τ));
+ * stats[1] = #(student argmax = label); pred[N] = the student's argmax. The hard term is
+ * computed exactly as crossEntropyForward's, so λ = 0 gives its result bit for bit.
+ */
+export function kdCrossEntropyForward(stats: Vec, pred: Uint32Array, logits: Vec, teacherLogits: Vec, labels: Uint32Array, N: number, K: number, o: KdOptions): void {
+  const eps = o.smoothing ?? 0, lam = o.softWeight, tau = o.temperature;
+  let loss = 0, correct = 0;
+  for (let r = 0; r < N; r++) {
+    const base = r * K;
+    const { lse, argmax } = rowLse(logits, base, K);
+    let meanNll = 0;
+    for (let k = 0; k < K; k++) meanNll += lse - logits[base + k];
+    const ce = (1 - eps) * (lse - logits[base + labels[r]]) + (eps * meanNll) / K;
+    const s = rowLseT(logits, base, K, tau), t = rowLseT(teacherLogits, base, K, tau);
+    let kl = 0;
+    for (let k = 0; k < K; k++) {
+      const logPt = (teacherLogits[base + k] - t.max) / tau - t.lse;
+      const logPs = (logits[base + k] - s.max) / tau - s.lse;
+      kl += Math.exp(logPt) * (logPt - logPs);
+    }
+    loss += (1 - lam) * ce + lam * tau * tau * kl;
+    pred[r] = argmax;
+    if (argmax === labels[r]) correct++;
+  }
+  stats[0] = loss / N;
+  stats[1] = correct;
+}
+
+/** dlogits[N, K] = dloss/N · ((1−λ)·(softmax(s) − q) + λ·τ·(softmax(s/τ) − softmax(t/τ))). */
+export function kdCrossEntropyBackward(dlogits: Vec, logits: Vec, teacherLogits: Vec, labels: Uint32Array, N: number, K: number, o: KdOptions, dloss = 1): void {
+  const eps = o.smoothing ?? 0, lam = o.softWeight, tau = o.temperature;
+  for (let r = 0; r < N; r++) {
+    const base = r * K;
+    const { lse } = rowLse(logits, base, K);
+    const s = rowLseT(logits, base, K, tau), t = rowLseT(teacherLogits, base, K, tau);
+    for (let k = 0; k < K; k++) {
+      const q = eps / K + (k === labels[r] ? 1 - eps : 0);
+      const hard = Math.exp(logits[base + k] - lse) - q;
+      const soft = Math.exp((logits[base + k] - s.max) / tau - s.lse) - Math.exp((teacherLogits[base + k] - t.max) / tau - t.lse);
+      dlogits[base + k] = (dloss / N) * ((1 - lam) * hard + lam * tau * soft);
     }
   }
 }

@@ -89,8 +89,8 @@ describe('a teacher stopped at kT vs the same teacher run through all its blocks
     const tFull = await counted(gpu, (rec) => full.recordForwardTeacher(rec));
     const perBlock = (tFull - tPartial) / 2; // two extra blocks
     expect(perBlock, 'dispatches of one teacher block').toBeGreaterThanOrEqual(8);
-    expect(tPartial, 'patch embed + pos embed + gather, then 2 blocks').toBe(3 + 2 * perBlock);
-    expect(tFull, 'patch embed + pos embed + gather, then 4 blocks').toBe(3 + 4 * perBlock);
+    expect(tPartial, 'embedding of the visible patches (linear, + cls and pos), then 2 blocks').toBe(2 + 2 * perBlock);
+    expect(tFull, 'embedding of the visible patches (linear, + cls and pos), then 4 blocks').toBe(2 + 4 * perBlock);
     expect(nFull - nPartial, 'the step differs by the teacher blocks after kT only').toBe(tFull - tPartial);
 
     // A whole training step (AdamW included) from the same state: the same new parameters.

@@ -2,6 +2,7 @@
  * Matmul and the Linear layer built on it (shaders/matmul.wgsl).
  * Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
+import { tunedMatmulVariant } from '../autotune';
 import type { Gpu } from '../device';
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { zeros } from './common';
@@ -18,20 +19,30 @@ const VEC4_ROWS = 8;
 export const vec4Aligned = (N: number, K: number): boolean => N % 4 === 0 && K % 4 === 0;
 
 /**
- * The variant for an adapter when the caller does not choose one. The kernel lab
- * (bench/results/kernels.json) measures all three: on CPU-emulated adapters, where barriers are
- * costly, vec4 is fastest (tiled runs at 0.39× of it on lavapipe); on real GPUs shared-memory
- * tiling is the classic winner. Per-adapter timing replaces this guess once it exists.
+ * The static guess for an adapter. The kernel lab (bench/results/kernels.json) measures all
+ * three: on CPU-emulated adapters, where barriers are costly, vec4 is fastest (tiled runs at
+ * 0.39× of it on lavapipe); on real GPUs shared-memory tiling is the classic winner.
  */
-export function defaultMatmulVariant(gpu: Gpu): MatmulVariant {
+export function staticMatmulVariant(gpu: Gpu): MatmulVariant {
   return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
+}
+
+/**
+ * The variant for a product when the caller does not choose one. Given the product's shape:
+ * the per-adapter tuner's choice for its shape class once tuned (gpu/autotune.ts: timed before
+ * recording, never here; fixed per device from the first ask), else the static guess.
+ * Without a shape: the static guess.
+ */
+export function defaultMatmulVariant(gpu: Gpu, layout?: MatmulLayout, M?: number, N?: number, K?: number): MatmulVariant {
+  if (layout === undefined || M === undefined || N === undefined || K === undefined) return staticMatmulVariant(gpu);
+  return tunedMatmulVariant(gpu, { layout, M, N, K });
 }
 
 /** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). 'vec4' falls back to 'blocked' unless N and K are multiples of 4. */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
-  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant(rec.gpu),
+  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant(rec.gpu, layout, M, N, K),
 ): void {
   const constants = {
     TRANS_A: layout === 'tn' ? 1 : 0,

@@ -1,0 +1,446 @@
+/**
+ * `npm run bench -- gpu`: the GPU benchmark as one command, sized to the adapter.
+ *
+ *   (a) the matmul tuner's table (src/gpu/autotune.ts): every Linear product of MAE and DMAE
+ *       training steps of ViT-Tiny, -Small and -Base students at 224×224 (p = 16, L = 196, V = 49
+ *       at mask 0.75) and 32×32 (p = 4, L = 64, V = 16), every applicable variant verified and
+ *       timed on each shape (GFLOP/s), and the variant the tuner keeps per shape class;
+ *   (b) whole training steps (zero grads, forward, backward, grad norm, AdamW; one submit) with
+ *       the tuned variants: MAE, and DMAE with a frozen teacher one size up (Tiny ← Small,
+ *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matmul FLOPs, and
+ *       its matmul rate against the best rate of the table ("step efficiency").
+ *
+ * Sized to the adapter: on a hardware GPU all of it, at batches that fit its buffer limits (and a
+ * memory budget), in a few minutes; on a CPU adapter (lavapipe, SwiftShader) only ViT-Tiny at
+ * 32×32 with a small batch and fewer repetitions; what is skipped is listed in the JSON with the
+ * reason. Results: bench/results/gpu-<adapterKind>.json (bench/README.md).
+ */
+import { lenKeepFor, randomMasking } from '../src/core/masking';
+import { posEmbed2d } from '../src/core/posembed';
+import { defaultDistillConfig, maeConfig, numPatches, teacherStopBlock, type EncoderPreset, type MaeConfig } from '../src/engine/config';
+import { DmaeModel } from '../src/engine/dmae';
+import { MaeModel } from '../src/engine/mae';
+import { planExceedsLimits } from '../src/engine/run';
+import { formatBytes, resolveTrainConfig, trainMemoryPlan } from '../src/engine/trainer';
+import { mulberry32 } from '../src/core/random';
+import { upload, type Arena } from '../src/gpu/buffers';
+import {
+  MATMUL_VARIANTS, collectMatmulShapes, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
+} from '../src/gpu/autotune';
+import { openDevice } from '../src/gpu/device';
+import { Recorder } from '../src/gpu/kernels';
+import { findNodeAdapter } from '../src/gpu/node-device';
+import type { MatmulVariant } from '../src/gpu/ops/matmul';
+import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
+import { GpuTimer } from '../src/gpu/timing';
+import { commonFields, median, ourContender, round, timeInterleaved, writeResults, type BenchContext } from './lib';
+
+export interface GpuBenchOptions {
+  /** 'auto': by the adapter's kind; 'gpu' / 'cpu' force a plan. */
+  plan: 'auto' | 'gpu' | 'cpu';
+  /** Timed step repetitions (default: 5 on a GPU, 2 on a CPU adapter). */
+  reps?: number;
+  /** Timed runs per variant and shape in the tuner's table (default: 3 on a GPU, 2 on a CPU adapter). */
+  tuneReps?: number;
+  /** Only runs whose name contains one of these (comma-separated), e.g. 'vit-tiny@32'. */
+  only?: string;
+  /** Seconds after which no further step run starts (default 240). */
+  budgetS: number;
+  /** The largest memory one run may plan, GiB (default 24 on a GPU). */
+  memoryGiB?: number;
+  /** Print the plan (runs, batches, what is skipped) and stop. */
+  dry: boolean;
+  out?: string;
+}
+
+const GEOMETRIES = [
+  { name: '32', imgSize: 32, patchSize: 4, inChans: 3 },
+  { name: '224', imgSize: 224, patchSize: 16, inChans: 3 },
+] as const;
+type Geometry = (typeof GEOMETRIES)[number];
+const STUDENTS: EncoderPreset[] = ['vit-tiny', 'vit-small', 'vit-base'];
+const TEACHER_OF: Record<string, EncoderPreset> = { 'vit-tiny': 'vit-small', 'vit-small': 'vit-base', 'vit-base': 'vit-large' };
+const MASK_RATIO = 0.75;
+/** The batch each run starts from; halved until it fits the adapter's limits and the memory budget. */
+const TARGET_BATCH = { gpu: { '32': 256, '224': 64 }, cpu: { '32': 8, '224': 2 } } as const;
+const STEP_OPTS = { lr: 1.5e-4, step: 1 };
+
+interface Run {
+  /** 'vit-tiny@32' */
+  name: string;
+  student: EncoderPreset;
+  teacher: EncoderPreset;
+  geometry: Geometry;
+  batch: number;
+  /** Why the batch is below the target, when it is. */
+  batchNote?: string;
+  visible: number;
+  /** The steps that fit (MAE alone when the DMAE's teacher does not). */
+  modes: ('mae' | 'dmae')[];
+}
+
+interface Skipped {
+  what: string;
+  reason: string;
+}
+
+const cfgOf = (preset: EncoderPreset, g: Geometry): MaeConfig => maeConfig(preset, { imgSize: g.imgSize, patchSize: g.patchSize, inChans: g.inChans });
+
+/** The largest batch ≤ target (halving) whose MAE and DMAE both fit the limits and the budget, with the reason it is smaller. */
+function fitBatch(student: MaeConfig, teacher: MaeConfig, target: number, limits: Record<string, number>, budgetBytes: number, modes: readonly ('mae' | 'dmae')[]): { batch: number; note?: string } | { batch: 0; note: string } {
+  let note: string | undefined;
+  let last = 'does not fit';
+  for (let batch = target; batch >= 1; batch = Math.floor(batch / 2)) {
+    let why: string | null = null;
+    for (const mode of modes) {
+      const rc = resolveTrainConfig({ mode, model: student, teacher: mode === 'dmae' ? teacher : undefined, batch, maskRatio: MASK_RATIO, lr: STEP_OPTS.lr, totalSteps: 1, seed: 1, nanGuard: 'stop' });
+      const plan = trainMemoryPlan(rc);
+      why = planExceedsLimits(plan, limits);
+      if (!why && plan.totalBytes > budgetBytes) why = `${mode.toUpperCase()} plans ${formatBytes(plan.totalBytes)}, over the ${formatBytes(budgetBytes)} budget`;
+      if (why) {
+        why = `${mode.toUpperCase()} at batch ${batch}: ${why.split('. ')[0]}`;
+        break;
+      }
+    }
+    if (!why) return { batch, note };
+    note ??= why; // the target's reason, for a smaller batch that fits
+    last = why; // batch 1's, when none fits
+  }
+  return { batch: 0, note: last };
+}
+
+/** The recipe's initialisation rules with a fast seeded stream, straight into the arena (timing does not depend on the values). */
+function fillParams(gpu: BenchContext['gpu'], arena: Arena, grid: number, seed: number): void {
+  const u = mulberry32(seed);
+  const flat = new Float32Array(arena.layout.size);
+  for (const e of arena.layout.entries) {
+    const t = flat.subarray(e.start, e.start + e.length);
+    const name = e.name;
+    if (name === 'pos_embed' || name === 'decoder_pos_embed') t.set(posEmbed2d(e.shape[2], grid, true));
+    else if (name === 'cls_token' || name === 'mask_token') for (let i = 0; i < t.length; i++) t[i] = 0.02 * (2 * u() - 1);
+    else if (/(^|\.)(norm\d*|decoder_norm|norm)\.weight$/.test(name)) t.fill(1);
+    else if (name.endsWith('.weight') && e.shape.length >= 2) {
+      const bound = Math.sqrt(6 / (e.length / e.shape[0] + e.shape[0]));
+      for (let i = 0; i < t.length; i++) t[i] = (2 * u() - 1) * bound;
+    }
+    // biases and layer-norm biases stay 0
+  }
+  upload(gpu.device, arena.all, flat);
+}
+
+/** Seeded images in [-1, 1) and a seeded masking. */
+function batchData(run: Run): { imgs: Float32Array; masking: ReturnType<typeof randomMasking> } {
+  const g = run.geometry, N = run.batch, L = (g.imgSize / g.patchSize) ** 2;
+  const u = mulberry32(3);
+  const imgs = new Float32Array(N * g.inChans * g.imgSize ** 2);
+  for (let i = 0; i < imgs.length; i++) imgs[i] = 2 * u() - 1;
+  const noise = new Float32Array(N * L);
+  for (let i = 0; i < noise.length; i++) noise[i] = u();
+  return { imgs, masking: randomMasking(noise, N, L, run.visible) };
+}
+
+type StepModel = MaeModel | DmaeModel;
+
+/** The run's MAE or DMAE; `weights` false for a model that is only dry-recorded (its products listed). */
+function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', weights = true): StepModel {
+  const g = run.geometry, grid = g.imgSize / g.patchSize;
+  const student = cfgOf(run.student, g);
+  if (mode === 'mae') {
+    const m = new MaeModel(gpu, student, run.batch, run.visible);
+    if (weights) fillParams(gpu, m.params, grid, 1);
+    return m;
+  }
+  const teacher = cfgOf(run.teacher, g);
+  const m = new DmaeModel(gpu, student, teacher, defaultDistillConfig(student.depth, teacher.depth), run.batch, run.visible);
+  if (weights) {
+    fillParams(gpu, m.params, grid, 1);
+    fillParams(gpu, m.teacherParams, grid, 2);
+  }
+  return m;
+}
+
+const flopsOf = (u: MatmulUse): number => 2 * u.M * u.N * u.K * u.count;
+const shapeId = (s: MatmulShape): string => `${s.layout} ${s.M}×${s.N}×${s.K}`;
+
+/** A Recorder that counts its passes and its matmul dispatches by entry point. */
+class CountingRecorder extends Recorder {
+  passes = 0;
+  readonly matmulEntries = new Map<string, number>();
+  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
+    const spec = args[0];
+    this.passes++;
+    if (spec.shader === 'matmul' && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
+    super.dispatch(...args);
+  }
+}
+
+interface StepFigure {
+  name: string;
+  what: 'mae_step' | 'dmae_step';
+  student: EncoderPreset;
+  teacher?: { preset: EncoderPreset; stopBlock: number; depth: number };
+  image: string;
+  patchSize: number;
+  patches: number;
+  visible: number;
+  batch: number;
+  batchNote?: string;
+  passes: number;
+  /** Matmul dispatches of the step by variant (what the tuner's choices made of them). */
+  matmulDispatches: Record<string, number>;
+  loss: number;
+  /** 2·M·N·K summed over every matmul of the step. */
+  matmulFlops: number;
+  medianMs: number;
+  minMs: number;
+  samplesMs: number[];
+  wallMedianMs: number;
+  imagesPerSecond: number;
+  /** matmulFlops / step time. */
+  stepMatmulGflops: number;
+  /** stepMatmulGflops / the best rate in the tuner's table. */
+  stepEfficiency: number;
+  /** GPU timestamps only: the matmul passes' own time (median over reps), their rate and its fraction of the best. */
+  matmulMs?: number;
+  matmulShareOfStep?: number;
+  matmulPassGflops?: number;
+  matmulPassEfficiency?: number;
+}
+
+export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
+  const started = new Date();
+  const t0 = performance.now();
+  const log = (s: string): void => console.log(s);
+  const elapsed = (): number => (performance.now() - t0) / 1000;
+
+  // The adapter's own buffer limits, not WebGPU's defaults: the real sizes need big activations.
+  const adapter = await findNodeAdapter();
+  const adapterLimits = adapter.limits as unknown as Record<string, number>;
+  const gpu = await openDevice(adapter, loadShaderSourcesFromDisk(), {
+    maxBufferSize: adapterLimits.maxBufferSize,
+    maxStorageBufferBindingSize: adapterLimits.maxStorageBufferBindingSize,
+  });
+  const kind = gpu.adapter.kind;
+  const plan: 'gpu' | 'cpu' = opts.plan === 'auto' ? (kind === 'hardware' ? 'gpu' : 'cpu') : opts.plan;
+  const reps = opts.reps ?? (plan === 'gpu' ? 5 : 2);
+  const tuneReps = opts.tuneReps ?? (plan === 'gpu' ? 3 : 2);
+  const memoryBudget = (opts.memoryGiB ?? (plan === 'gpu' ? 24 : 2)) * 2 ** 30;
+  const limits = gpu.device.limits as unknown as Record<string, number>;
+  const limitsReport = Object.fromEntries(['maxBufferSize', 'maxStorageBufferBindingSize', 'maxComputeWorkgroupsPerDimension'].map((k) => [k, limits[k]]));
+  const planReason = plan === 'gpu'
+    ? `${kind} adapter${opts.plan === 'gpu' ? ' (plan forced)' : ''}: every student at both image sizes`
+    : `${kind} adapter${opts.plan === 'cpu' ? ' (plan forced)' : ''}: the GPU is emulated on the CPU, so only ViT-Tiny at 32×32, batch ${TARGET_BATCH.cpu['32']}, ${reps} repetitions`;
+  log(`adapter: ${gpu.adapter.description} (${kind}); plan: ${planReason}`);
+  log(`limits ${JSON.stringify(limitsReport)}; memory budget per run ${formatBytes(memoryBudget)}; step reps ${reps}, tuner reps ${tuneReps}`);
+
+  // ---- The runs and what is skipped -------------------------------------------------------------
+  const runs: Run[] = [];
+  const skipped: Skipped[] = [];
+  const only = opts.only?.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const g of GEOMETRIES) {
+    for (const s of STUDENTS) {
+      const name = `${s}@${g.name}`;
+      const teacher = TEACHER_OF[s];
+      if (only && !only.some((o) => name.includes(o))) {
+        skipped.push({ what: name, reason: `not selected by --only ${opts.only}` });
+        continue;
+      }
+      if (plan === 'cpu' && !(s === 'vit-tiny' && g.name === '32')) {
+        skipped.push({ what: name, reason: `${kind} emulates the GPU on the CPU: a ${s} step at ${g.imgSize}×${g.imgSize} (and its tuner shapes) would take minutes here; run \`npm run bench -- gpu\` on a hardware adapter` });
+        continue;
+      }
+      const target = TARGET_BATCH[plan][g.name];
+      let modes: Run['modes'] = ['mae', 'dmae'];
+      let fit = fitBatch(cfgOf(s, g), cfgOf(teacher, g), target, limits, memoryBudget, modes);
+      if (fit.batch === 0) {
+        const both = fit.note;
+        fit = fitBatch(cfgOf(s, g), cfgOf(teacher, g), target, limits, memoryBudget, (modes = ['mae']));
+        if (fit.batch === 0) {
+          skipped.push({ what: name, reason: `does not fit this adapter even at batch 1: ${fit.note}` });
+          continue;
+        }
+        skipped.push({ what: `dmae_${name}`, reason: `does not fit this adapter even at batch 1: ${both}` });
+      }
+      runs.push({ name, student: s, teacher, geometry: g, batch: fit.batch, batchNote: fit.note && `batch ${fit.batch} instead of ${target}: ${fit.note}`, visible: lenKeepFor((g.imgSize / g.patchSize) ** 2, MASK_RATIO), modes });
+    }
+  }
+  for (const r of runs) log(`run ${r.name.padEnd(16)} ${r.modes.join('+').padEnd(8)} teacher ${r.teacher.padEnd(9)} batch ${String(r.batch).padStart(3)}, ${r.visible} of ${numPatches(cfgOf(r.student, r.geometry))} visible${r.batchNote ? ` (${r.batchNote})` : ''}`);
+  for (const s of skipped) log(`skip ${s.what}: ${s.reason}`);
+
+  // ---- (a) The products of every step, then the tuner's table -----------------------------------
+  const usesByStep = new Map<string, MatmulUse[]>();
+  for (const r of runs) {
+    for (const mode of r.modes) {
+      const m = buildModel(gpu, r, mode, false);
+      try {
+        usesByStep.set(`${mode}_${r.name}`, collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
+      } finally {
+        m.destroy();
+      }
+    }
+  }
+  const shapes = new Map<string, MatmulShape>();
+  for (const uses of usesByStep.values()) for (const u of uses) shapes.set(shapeId(u), { layout: u.layout, M: u.M, N: u.N, K: u.K });
+  log(`(a) tuner table: ${shapes.size} distinct products in ${new Set([...shapes.values()].map(shapeClass)).size} shape classes`);
+  if (opts.dry) {
+    log('dry run: nothing timed, nothing written');
+    gpu.destroy();
+    return;
+  }
+  // Every shape, every variant timed (no pruning), choices replaced and persisted: a deliberate retune.
+  const tune: TuneReport = await tuneMatmul(gpu, [...shapes.values()], { force: true, measureAll: true, pruneFactor: Infinity, reps: tuneReps });
+  const table = tableRows(tune, usesByStep);
+  for (const row of table) {
+    const g = MATMUL_VARIANTS.map((v) => `${v} ${row.gflops[v] === undefined ? (row.failures[v] ? 'FAILED' : '—') : row.gflops[v]!.toFixed(1)}`.padEnd(15)).join(' ');
+    log(`  ${row.shape.padEnd(22)} ${g} GFLOP/s  best ${row.best ?? '—'}, class ${row.class} → ${row.chosen}`);
+  }
+  log(summarizeTuning(tune));
+  const best = table.reduce<{ gflops: number; variant?: MatmulVariant; shape?: string }>((b, row) => {
+    for (const v of MATMUL_VARIANTS) if ((row.gflops[v] ?? 0) > b.gflops) b = { gflops: row.gflops[v]!, variant: v, shape: row.shape };
+    return b;
+  }, { gflops: 0 });
+  log(`best matmul rate: ${best.gflops} GFLOP/s (${best.variant} on ${best.shape})`);
+
+  // ---- (b) Whole training steps ---------------------------------------------------------------
+  const timer = GpuTimer.available(gpu.device) ? new GpuTimer(gpu.device, 2048) : undefined;
+  const ctx: BenchContext = { gpu, timer, method: timer ? 'gpu-timestamp' : 'wall-clock', warmup: 0, reps };
+  const steps: StepFigure[] = [];
+  const failures: Skipped[] = [];
+  for (const r of runs) {
+    for (const mode of r.modes) {
+      const name = `${mode}_${r.name}`;
+      if (elapsed() > opts.budgetS) {
+        skipped.push({ what: name, reason: `time budget: ${opts.budgetS} s spent before it started` });
+        log(`skip ${name}: time budget`);
+        continue;
+      }
+      let m: StepModel | undefined;
+      try {
+        gpu.device.pushErrorScope('out-of-memory');
+        m = buildModel(gpu, r, mode);
+        const oom = await gpu.device.popErrorScope();
+        if (oom) throw new Error(`out of GPU memory building the model: ${oom.message}`);
+        const { imgs, masking } = batchData(r);
+        m.setBatch(imgs, masking);
+        const model = m;
+        // One checked step: compiles the pipelines, counts the passes, and the loss must be finite.
+        const counter = new CountingRecorder(gpu, undefined, 'count');
+        model.recordStep(counter, STEP_OPTS);
+        await counter.submit();
+        const loss = (await model.readLosses()).loss;
+        if (!Number.isFinite(loss)) throw new Error(`the step's loss is ${loss}`);
+        if (timer && counter.passes > timer.capacity) throw new Error(`${counter.passes} passes, more than the timer's ${timer.capacity}`);
+        const matmulNs: number[] = [];
+        const contender = ourContender(ctx, name, (rec) => model.recordStep(rec, STEP_OPTS), (byPass) => {
+          let ns = 0;
+          for (const [label, v] of byPass) if (label.startsWith('matmul:matmul_')) ns += v;
+          matmulNs.push(ns);
+        });
+        const t = (await timeInterleaved(ctx, [contender])).get(name)!;
+        const uses = usesByStep.get(name)!;
+        const matmulFlops = uses.reduce((s, u) => s + flopsOf(u), 0);
+        const stepMatmulGflops = matmulFlops / (t.medianMs * 1e6);
+        const f: StepFigure = {
+          name, what: `${mode}_step`, student: r.student,
+          ...(mode === 'dmae' ? { teacher: { preset: r.teacher, stopBlock: teacherStopBlock(defaultDistillConfig(cfgOf(r.student, r.geometry).depth, cfgOf(r.teacher, r.geometry).depth)), depth: cfgOf(r.teacher, r.geometry).depth } } : {}),
+          image: `${r.geometry.imgSize}×${r.geometry.imgSize}×${r.geometry.inChans}`, patchSize: r.geometry.patchSize, patches: numPatches(cfgOf(r.student, r.geometry)),
+          visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.passes,
+          matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
+          loss: round(loss), matmulFlops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
+          imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), stepEfficiency: round(stepMatmulGflops / best.gflops, 3),
+        };
+        if (timer && matmulNs.length > 0) {
+          const mm = median(matmulNs) / 1e6;
+          f.matmulMs = round(mm);
+          f.matmulShareOfStep = round(mm / t.medianMs, 3);
+          f.matmulPassGflops = round(matmulFlops / (mm * 1e6));
+          f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / best.gflops, 3);
+        }
+        steps.push(f);
+        log(`(b) ${name.padEnd(20)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best` +
+          (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
+      } catch (e) {
+        const reason = (e as Error).message;
+        failures.push({ what: name, reason });
+        log(`(b) ${name}: FAILED: ${reason}`);
+      } finally {
+        m?.destroy();
+      }
+    }
+  }
+
+  const body = {
+    ...(await commonFields(ctx, started)),
+    plan: {
+      kind: plan, reason: planReason, stepReps: reps, tunerReps: tuneReps, budgetSeconds: opts.budgetS, memoryBudgetBytes: memoryBudget, limits: limitsReport,
+      maskRatio: MASK_RATIO,
+      geometries: GEOMETRIES.map((g) => ({ image: `${g.imgSize}×${g.imgSize}×${g.inChans}`, patchSize: g.patchSize, patches: (g.imgSize / g.patchSize) ** 2, visible: lenKeepFor((g.imgSize / g.patchSize) ** 2, MASK_RATIO) })),
+      runs: runs.map((r) => ({ name: r.name, steps: r.modes, student: r.student, teacher: r.teacher, batch: r.batch, batchNote: r.batchNote })),
+      step: `zero grads, forward, backward, global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit; DMAE: frozen teacher one size up stopped at ¾ depth (teacherStopBlock(defaultDistillConfig)), L1, α = 1`,
+      weights: 'the recipe initialisation rules with a seeded fast stream (xavier-uniform Linears, LN 1/0, sin-cos tables); images seeded uniform in [-1, 1); timing does not depend on the values',
+    },
+    skipped,
+    failures,
+    tuner: {
+      method: tune.method, fingerprint: tune.fingerprint, store: tune.store, seconds: round(tune.seconds, 3), runs: tune.runs, warnings: tune.warnings,
+      description: 'every applicable variant verified (float64 product: small odd shape in full, sampled elements of each shape) then timed on every shape, interleaved; GFLOP/s from the fastest run; a class goes to the variant with the least total time over its shapes',
+      classes: tune.classes.map((c) => ({ key: c.key, chosen: c.chosen, source: c.source, shapes: c.shapes.length })),
+    },
+    matmulTable: table,
+    bestMatmul: best,
+    steps,
+    summary: {
+      seconds: round(elapsed(), 3),
+      stepsTimed: steps.length,
+      images_per_second: Object.fromEntries(steps.map((s) => [s.name, s.imagesPerSecond])),
+      step_efficiency: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiency])),
+      chosenVariants: Object.fromEntries(MATMUL_VARIANTS.map((v) => [v, tune.classes.filter((c) => c.chosen === v).length])),
+    },
+  };
+  const path = writeResults(opts.out ?? `gpu-${kind}`, body);
+  log(`wrote ${path} in ${body.summary.seconds} s`);
+  const errors = gpu.takeUncapturedErrors();
+  if (errors.length) log(`uncaptured GPU errors: ${errors.join('; ')}`);
+  timer?.destroy();
+  gpu.destroy();
+  if (errors.length || failures.length) process.exitCode = 1;
+}
+
+interface TableRow {
+  shape: string;
+  layout: string;
+  M: number;
+  N: number;
+  K: number;
+  class: string;
+  /** Steps that dispatch this product, with how many times per step. */
+  usedBy: Record<string, number>;
+  gflops: Partial<Record<MatmulVariant, number>>;
+  medianMs: Partial<Record<MatmulVariant, number>>;
+  failures: Partial<Record<MatmulVariant, string>>;
+  /** Fastest variant on this shape. */
+  best?: MatmulVariant;
+  /** The class's choice (over all its shapes). */
+  chosen: MatmulVariant;
+}
+
+function tableRows(tune: TuneReport, usesByStep: Map<string, MatmulUse[]>): TableRow[] {
+  const rows: TableRow[] = [];
+  for (const c of tune.classes) {
+    for (const s of c.shapes) {
+      const id = shapeId(s);
+      const ts = c.timings.filter((t) => shapeId(t.shape) === id);
+      const gflops: TableRow['gflops'] = {}, ms: TableRow['medianMs'] = {}, failures: TableRow['failures'] = {};
+      for (const t of ts) {
+        if (t.gflops !== undefined) gflops[t.variant] = t.gflops;
+        if (t.medianMs !== undefined) ms[t.variant] = round(t.medianMs);
+        if (t.failure) failures[t.variant] = t.failure;
+      }
+      const best = (Object.entries(gflops) as [MatmulVariant, number][]).sort((p, q) => q[1] - p[1])[0]?.[0];
+      const usedBy: Record<string, number> = {};
+      for (const [step, uses] of usesByStep) for (const u of uses) if (shapeId(u) === id) usedBy[step] = u.count;
+      rows.push({ shape: id, layout: s.layout, M: s.M, N: s.N, K: s.K, class: c.key, usedBy, gflops, medianMs: ms, failures, best, chosen: c.chosen });
+    }
+  }
+  return rows.sort((p, q) => (p.class < q.class ? -1 : p.class > q.class ? 1 : 2 * p.M * p.N * p.K - 2 * q.M * q.N * q.K));
+}

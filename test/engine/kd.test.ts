@@ -1,0 +1,214 @@
+/**
+ * The knowledge-distillation baseline on real WebGPU: one KD step (the teacher's forward, the
+ * copy of its logits, the student's forward and backward, one command buffer) gives the
+ * student's loss and every gradient of a float64 reference composed from src/ref; a few KD
+ * steps on a separable toy set bring the student's KL to its teacher down and its accuracy up;
+ * the mismatches are refused with messages.
+ */
+import { describe, expect, it } from 'vitest';
+import { makeDataset, type ImageDataset } from '../../src/data/dataset';
+import { DataLoader } from '../../src/data/loader';
+import {
+  Classifier, checkKdPair, classificationMetrics, finetuneParamLayout, initFinetuneParams, predictAll, recordTeacherLogits, trainClassifier, trainKdStudent,
+  type KdStepMetrics,
+} from '../../src/engine/classifier';
+import { maeConfig, numPatches, type MaeConfig } from '../../src/engine/config';
+import type { ParamMap } from '../../src/engine/init';
+import * as refCls from '../../src/ref/classify';
+import { layernormBackward, layernormForward } from '../../src/ref/layernorm';
+import { linearBackward, linearForward } from '../../src/ref/matmul';
+import * as refModel from '../../src/ref/model';
+import { TOL, expectClose, randn, rng, run, testGpu, type Tolerance } from '../helpers';
+import { perturbedParams } from '../model-fixtures';
+
+function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
+}
+
+const cfgOf = (patchSize: number, o: Partial<MaeConfig>): MaeConfig =>
+  maeConfig('test', { imgSize: 8, patchSize, inChans: 3 }, { decoderEmbedDim: 8, decoderNumHeads: 2, ...o });
+
+/** The fine-tuning classifier in float64 (src/ref): logits, and what its backward needs. */
+function refClassifier(params: ParamMap, cfg: MaeConfig, imgs: Float64Array, N: number, K: number) {
+  const L = numPatches(cfg), T = 1 + L, D = cfg.embedDim;
+  const ids = Uint32Array.from({ length: N * L }, (_, i) => i % L);
+  const withNorm = new Map(params);
+  withNorm.set('norm.weight', new Float64Array(D).fill(1));
+  withNorm.set('norm.bias', new Float64Array(D));
+  const enc = refModel.forwardEncoder(withNorm, cfg, imgs, ids, N, { featureBlocks: [cfg.depth - 1] });
+  const x = enc.features.get(cfg.depth - 1)!;
+  const pooled = new Float64Array(N * D), fcn = new Float64Array(N * D), mean = new Float64Array(N), rstd = new Float64Array(N), logits = new Float64Array(N * K);
+  refCls.meanPoolForward(pooled, x, N, T, D);
+  layernormForward(fcn, mean, rstd, pooled, params.get('fc_norm.weight')!, params.get('fc_norm.bias')!, N, D);
+  linearForward(logits, fcn, params.get('head.weight')!, params.get('head.bias')!, N, D, K);
+  const backward = (dlogits: Float64Array): ParamMap => {
+    const G = refModel.zeroGrads(withNorm);
+    const dfcn = new Float64Array(N * D), dpooled = new Float64Array(N * D), dx = new Float64Array(N * T * D);
+    linearBackward(dfcn, G.get('head.weight')!, G.get('head.bias')!, dlogits, fcn, params.get('head.weight')!, N, D, K);
+    layernormBackward(dpooled, G.get('fc_norm.weight')!, G.get('fc_norm.bias')!, dfcn, pooled, params.get('fc_norm.weight')!, mean, rstd, N, D);
+    refCls.meanPoolBackward(dx, dpooled, N, T, D);
+    refModel.backwardEncoder(G, withNorm, cfg, enc.cache, null, new Map([[cfg.depth - 1, dx]]));
+    G.delete('norm.weight');
+    G.delete('norm.bias');
+    return G;
+  };
+  return { logits, backward };
+}
+
+describe('knowledge distillation on the GPU vs the float64 reference', () => {
+  it('one KD step: the teacher\'s logits reach the student inside the command buffer; loss and every student gradient match', async () => {
+    const gpu = await testGpu();
+    // A different teacher (wider, shallower, smaller patches) than the student: only classes and images are shared.
+    const tcfg = cfgOf(2, { embedDim: 12, depth: 1, numHeads: 3 });
+    const scfg = cfgOf(4, { embedDim: 8, depth: 2, numHeads: 2 });
+    const [N, K] = [3, 5];
+    const o = { temperature: 4, softWeight: 0.5 }, eps = 0.1;
+    const tParams = perturbedParams(finetuneParamLayout(tcfg, K), tcfg, 3);
+    const sParams = perturbedParams(finetuneParamLayout(scfg, K), scfg, 7);
+    // A sharper teacher head, so that the soft targets are far from uniform.
+    tParams.set('head.weight', tParams.get('head.weight')!.map((v) => Math.fround(4 * v)));
+    const imgs = randn(N * 3 * 64, 8);
+    const labels = Uint32Array.from([4, 0, 2]);
+
+    const t = refClassifier(tParams, tcfg, imgs, N, K);
+    const s = refClassifier(sParams, scfg, imgs, N, K);
+    const stats = new Float64Array(2), dlogits = new Float64Array(N * K);
+    refCls.kdCrossEntropyForward(stats, new Uint32Array(N), s.logits, t.logits, labels, N, K, { ...o, smoothing: eps });
+    refCls.kdCrossEntropyBackward(dlogits, s.logits, t.logits, labels, N, K, { ...o, smoothing: eps });
+    const G = s.backward(dlogits);
+
+    const teacher = new Classifier(gpu, tcfg, { mode: 'finetune', numClasses: K, batch: N });
+    const student = new Classifier(gpu, scfg, { mode: 'finetune', numClasses: K, batch: N, labelSmoothing: eps, distill: o }, 0.75);
+    teacher.uploadParams(tParams);
+    student.uploadParams(sParams);
+    teacher.setBatch(Float32Array.from(imgs), labels, N);
+    student.setBatch(Float32Array.from(imgs), labels, N);
+    await run(gpu, (rec) => {
+      recordTeacherLogits(rec, student, teacher, N);
+      student.recordZeroGrads(rec);
+      student.recordForward(rec, N, true);
+      student.recordBackward(rec, N);
+    });
+    expectClose(await teacher.readLogits(N), t.logits, TOL.reduction, 'teacher logits');
+    expectClose(await student.readLogits(N), s.logits, TOL.reduction, 'student logits');
+    expectClose([(await student.readStats()).loss], [stats[0]], TOL.reduction, 'KD loss');
+    expectSameParams(await student.readGrads(), G, TOL.gradient, 'd KD loss /');
+    // The soft term matters here: the KD gradient of the head is far from the plain cross-entropy's.
+    const plain = new Float64Array(N * K);
+    refCls.crossEntropyBackward(plain, s.logits, labels, N, K, eps);
+    const hw = s.backward(plain).get('head.weight')!, kw = G.get('head.weight')!;
+    expect(Math.max(...kw.map((v, i) => Math.abs(v - hw[i])))).toBeGreaterThan(1e-2 * Math.max(...hw.map(Math.abs)));
+    // An evaluation forward reports the hard-label cross-entropy, not the KD loss.
+    await run(gpu, (rec) => student.recordForward(rec, N, false));
+    const ce = new Float64Array(2);
+    refCls.crossEntropyForward(ce, new Uint32Array(N), s.logits, labels, N, K, eps);
+    expectClose([(await student.readStats()).loss], [ce[0]], TOL.reduction, 'evaluation loss');
+    teacher.destroy();
+    student.destroy();
+  });
+});
+
+describe('knowledge distillation: known answers and refusals', () => {
+  /** K classes, each a random prototype image plus small noise (as classifier.test.ts). */
+  function blobs(K: number, perClass: number, S: number, seed: number, noise = 0.05): ImageDataset {
+    const HW = S * S, N = K * perClass * 2;
+    const protos = Array.from({ length: K }, (_, k) => randn(HW, seed + k, 0.5));
+    const images = new Uint8Array(N * HW), labels = new Int32Array(N);
+    const r = rng(seed + 99);
+    for (let i = 0; i < N; i++) {
+      const k = i % K;
+      labels[i] = k;
+      for (let j = 0; j < HW; j++) images[i * HW + j] = Math.max(0, Math.min(255, Math.round(255 * (0.5 + protos[k][j] + noise * (2 * r() - 1)))));
+    }
+    return makeDataset({ name: 'blobs', source: 'test', images, labels, classNames: Array.from({ length: K }, (_, k) => `c${k}`), N, C: 1, H: S, W: S, nTrain: N / 2 });
+  }
+
+  /** Mean over the validation images of KL(softmax(t/τ) ‖ softmax(s/τ)), from both models' logits. */
+  async function valKl(student: Classifier, teacher: Classifier, ds: ImageDataset, tau: number): Promise<number> {
+    const K = student.K;
+    let sum = 0, n = 0;
+    const val = new DataLoader(ds, { split: 'val', batchSize: student.batch, seed: 1 });
+    while (n < val.count) {
+      const b = val.next();
+      const m = Math.min(b.size, val.count - n);
+      for (const c of [student, teacher]) {
+        c.setBatch(b.x, b.labels, m);
+        await run(c.gpu, (rec) => c.recordForward(rec, m, false));
+      }
+      const s = Float64Array.from(await student.readLogits(m)), t = Float64Array.from(await teacher.readLogits(m));
+      const st = new Float64Array(2);
+      // λ = 1, τ: the loss is τ²·KL averaged over the rows.
+      refCls.kdCrossEntropyForward(st, new Uint32Array(m), s, t, Uint32Array.from(b.labels!.subarray(0, m)), m, K, { softWeight: 1, temperature: tau });
+      sum += (st[0] / tau ** 2) * m;
+      n += m;
+    }
+    return sum / n;
+  }
+
+  it('a few KD steps on soft labels only (λ = 1) bring the student\'s KL to its teacher down and its accuracy up', { timeout: 120_000 }, async () => {
+    const gpu = await testGpu();
+    const K = 4, B = 16, tau = 2;
+    const ds = blobs(K, 24, 8, 3);
+    const tcfg = maeConfig('test', { imgSize: 8, patchSize: 4, inChans: 1 }, { embedDim: 16, depth: 1, numHeads: 2 });
+    const scfg = maeConfig('test', { imgSize: 8, patchSize: 2, inChans: 1 }, { embedDim: 8, depth: 1, numHeads: 2 });
+    const teacher = new Classifier(gpu, tcfg, { mode: 'finetune', numClasses: K, batch: B });
+    teacher.uploadParams(initFinetuneParams(tcfg, K, null, 1));
+    await trainClassifier(teacher, new DataLoader(ds, { split: 'train', batchSize: B, seed: 2, augment: false }), { steps: 40, lr: 3e-3, warmupSteps: 3 });
+    const tAcc = classificationMetrics((await predictAll(teacher, new DataLoader(ds, { split: 'val', batchSize: B, seed: 1 }))).pred,
+      Int32Array.from({ length: ds.N - ds.nTrain }, (_, i) => ds.labels![ds.nTrain + i]), K).accuracy;
+    expect(tAcc, 'the teacher learned the toy set').toBeGreaterThanOrEqual(0.9);
+    // Sharpen it (the same predictions, larger logits): soft labels far from uniform, so that
+    // a student that ignored them would stay far from its teacher.
+    const tp = await teacher.readParams();
+    for (const n of ['head.weight', 'head.bias']) tp.set(n, tp.get(n)!.map((v) => Math.fround(4 * v)));
+    teacher.uploadParams(tp);
+
+    const student = new Classifier(gpu, scfg, { mode: 'finetune', numClasses: K, batch: B, distill: { temperature: tau, softWeight: 1 } }, 1);
+    student.uploadParams(initFinetuneParams(scfg, K, null, 5));
+    const klBefore = await valKl(student, teacher, ds, tau);
+    const accOf = async () => {
+      const r = await predictAll(student, new DataLoader(ds, { split: 'val', batchSize: B, seed: 1 }));
+      return classificationMetrics(r.pred, r.labels, K).accuracy;
+    };
+    const accBefore = await accOf();
+    const log: KdStepMetrics[] = [];
+    await trainKdStudent(student, teacher, new DataLoader(ds, { split: 'train', batchSize: B, seed: 4, augment: false }), {
+      steps: 60, lr: 1e-2, warmupSteps: 3, weightDecay: 0, logEvery: 10, onStep: (m) => log.push(m),
+    });
+    const klAfter = await valKl(student, teacher, ds, tau);
+    const accAfter = await accOf();
+    expect(log.map((m) => m.step)).toEqual([1, 10, 20, 30, 40, 50, 60]);
+    expect(log.every((m) => m.teacherAccuracy >= 0.75), `the teacher sees the same batches (${log.map((m) => m.teacherAccuracy).join(' ')})`).toBe(true);
+    expect(log[log.length - 1].loss, `KD loss went down (${log.map((m) => m.loss.toFixed(4)).join(' ')})`).toBeLessThan(0.5 * log[0].loss);
+    expect(klAfter, `KL to the teacher: ${klBefore.toFixed(4)} → ${klAfter.toFixed(4)}`).toBeLessThan(0.3 * klBefore);
+    expect(accAfter, `student accuracy ${accBefore} → ${accAfter}`).toBeGreaterThanOrEqual(0.9);
+    expect(accAfter).toBeGreaterThan(accBefore);
+    teacher.destroy();
+    student.destroy();
+  });
+
+  it('refuses distillation outside fine-tuning, bad λ or τ, and teachers of other classes, images or batch', async () => {
+    const gpu = await testGpu();
+    const cfg = maeConfig('test', { imgSize: 8, patchSize: 4, inChans: 1 }, { embedDim: 8, depth: 1, numHeads: 2 });
+    expect(() => new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: 3, batch: 2, distill: { temperature: 4, softWeight: 0.5 } })).toThrow(/needs mode 'finetune'/);
+    expect(() => new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 2, distill: { temperature: 0, softWeight: 0.5 } })).toThrow(/temperature 0/);
+    expect(() => new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 2, distill: { temperature: 4, softWeight: 2 } })).toThrow(/soft weight 2/);
+    const student = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 4, distill: { temperature: 4, softWeight: 0.5 } });
+    const plain = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 4 });
+    const other = [
+      new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 4, batch: 4 }),
+      new Classifier(gpu, { ...cfg, imgSize: 16 }, { mode: 'finetune', numClasses: 3, batch: 4 }),
+      new Classifier(gpu, { ...cfg, inChans: 3 }, { mode: 'finetune', numClasses: 3, batch: 4 }),
+      new Classifier(gpu, cfg, { mode: 'finetune', numClasses: 3, batch: 2 }),
+    ];
+    expect(() => checkKdPair(student, other[0])).toThrow(/teacher has 4 classes, the student 3/);
+    expect(() => checkKdPair(student, other[1])).toThrow(/16×16×1 images, the student 8×8×1/);
+    expect(() => checkKdPair(student, other[2])).toThrow(/8×8×3 images/);
+    expect(() => checkKdPair(student, other[3])).toThrow(/batch \(2\) is smaller/);
+    expect(() => checkKdPair(plain, student)).toThrow(/not built with distill/);
+    expect(() => checkKdPair(student, plain)).not.toThrow();
+    expect(() => plain.teacherLogits).toThrow(/not built with distill/);
+    for (const c of [student, plain, ...other]) c.destroy();
+  });
+});
