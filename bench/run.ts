@@ -12,6 +12,20 @@
  *          --warmup N (extra untimed rounds, default 0: every contender has already run once,
  *          checked, before timing), --batch N (default 16), --ratios 0.75,0.9,0.95,0.98, --out NAME,
  *          --student JSON --teacher JSON (MaeConfigs instead of ViT-Tiny ← ViT-Small at 32×32×3).
+ *   gpu       the matmul tuner's table (every variant on every Linear product of ViT-Tiny/Small/Base
+ *             MAE and DMAE steps at 224×224 and 32×32) and whole MAE/DMAE steps with the tuned
+ *             variants (images/s, step efficiency), sized to the adapter → bench/results/gpu-<kind>.json
+ * gpu options: --plan auto|gpu|cpu (default: by the adapter's kind), --reps N, --tune-reps N,
+ *          --only vit-tiny@32,… (run names), --budget-s S (no step run starts after S s, default 240),
+ *          --memory-gib G (largest plan per run), --dry (print the plan only), --out NAME.
+ *   peer      the TensorFlow.js peers in one run: our ViT-Tiny MAE step vs the same step in tfjs
+ *             (bench/tfjs-mae.ts) on tfjs-webgpu built on our device, and the step's matmuls, interleaved
+ *             → bench/results/peer-node.json; with --browser, the same in Debian's chromium with
+ *             tfjs-webgpu and tfjs-webgl (bench/page/) → bench/results/peer-chromium.json
+ * peer options: --batch N (default 8), --mask-ratio R (0.75), --reps N (3), --warmup N (1),
+ *          --gpu-reps N (timestamped step reps, 1; 0 skips), --matmul-batch N (64; 0 skips),
+ *          --matmul-reps N (5), --no-tune (our static matmul variant instead of the tuned ones), --out NAME;
+ *          --browser [--timeout-s S] [--no-webgl] (page defaults: bench/page/main.ts).
  *   import    images per second of each dataset format (IDX raw/gzip, CIFAR-10 bin/tar.gz, PNG folder
  *             and zip, JPEG, WebP) through importPaths, on the CPU → bench/results/import.json
  *             (see bench/import.ts for its options).
@@ -53,6 +67,61 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       ? { student: JSON.parse(values.student), teacher: JSON.parse(values.teacher), studentName: 'student', teacherName: 'teacher' }
       : undefined;
     await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out!, models });
+  },
+  async gpu(args) {
+    const { values } = parseArgs({
+      args,
+      options: {
+        plan: { type: 'string', default: 'auto' },
+        reps: { type: 'string' },
+        'tune-reps': { type: 'string' },
+        only: { type: 'string' },
+        'budget-s': { type: 'string', default: '240' },
+        'memory-gib': { type: 'string' },
+        dry: { type: 'boolean', default: false },
+        out: { type: 'string' },
+      },
+    });
+    if (!['auto', 'gpu', 'cpu'].includes(values.plan!)) throw new Error(`--plan ${values.plan}: auto, gpu or cpu`);
+    const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+    const { runGpuBench } = await import('./gpu');
+    await runGpuBench({
+      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), only: values.only,
+      budgetS: Number(values['budget-s']), memoryGiB: num(values['memory-gib']), dry: values.dry!, out: values.out,
+    });
+  },
+  async peer(args) {
+    const { values } = parseArgs({
+      args,
+      options: {
+        browser: { type: 'boolean', default: false },
+        batch: { type: 'string' },
+        'mask-ratio': { type: 'string', default: '0.75' },
+        reps: { type: 'string' },
+        warmup: { type: 'string' },
+        'gpu-reps': { type: 'string', default: '1' },
+        'matmul-batch': { type: 'string' },
+        'matmul-reps': { type: 'string' },
+        'timeout-s': { type: 'string', default: '420' },
+        'no-webgl': { type: 'boolean', default: false },
+        'no-tune': { type: 'boolean', default: false },
+        out: { type: 'string' },
+      },
+    });
+    const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+    if (values.browser) {
+      const { runPeerBrowser } = await import('./page/runner');
+      await runPeerBrowser({
+        batch: num(values.batch), maskRatio: Number(values['mask-ratio']), reps: num(values.reps), warmup: num(values.warmup),
+        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
+      });
+      return;
+    }
+    const { runPeer } = await import('./step-peer');
+    await runPeer({
+      batch: num(values.batch) ?? 8, maskRatio: Number(values['mask-ratio']), reps: num(values.reps) ?? 3, warmup: num(values.warmup) ?? 1,
+      kernelReps: Number(values['gpu-reps']), matmulBatch: num(values['matmul-batch']) ?? 64, matmulReps: num(values['matmul-reps']) ?? 5, tune: !values['no-tune'], out: values.out ?? 'peer-node',
+    });
   },
   async import(args) {
     const { values } = parseArgs({ args, options: { reps: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, images: { type: 'string', default: '3000' }, photos: { type: 'string', default: '300' }, out: { type: 'string', default: 'import' }, keep: { type: 'boolean', default: false } } });

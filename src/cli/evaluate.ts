@@ -15,15 +15,11 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ImageDataset } from '../data/dataset';
-import { DataLoader } from '../data/loader';
 import { importPaths, loadBuiltinNode } from '../data/node';
-import {
-  Classifier, classificationMetrics, extractFeatures, initFinetuneParams, initHead, knnPredict, predictAll, predictFeatures, trainClassifier, trainProbeOnFeatures,
-  type ClassMetrics, type EvalMethod, type FeaturePool,
-} from '../engine/classifier';
+import type { EvalMethod, FeaturePool } from '../engine/classifier';
 import type { MaeConfig } from '../engine/config';
+import { evaluateEncoder, type EvaluateOptions, type EvaluateOutput } from '../engine/evaluate';
 import type { ParamMap } from '../engine/init';
-import type { ArenaLayout } from '../gpu/buffers';
 import { shapesOptionsFor } from '../engine/run';
 import type { Gpu } from '../gpu/device';
 import { acquireNodeGpu } from '../gpu/node-device';
@@ -38,8 +34,11 @@ export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | FILE.sa
                              its checkpoint.safetensors; an older run's params.json + params.bin),
                              or a .safetensors file: a full export, a checkpoint, or a timm
                              encoder (only the encoder is used)
-  --method knn|linprobe|finetune
-                             k-NN on frozen features (default), linear probe, or fine-tuning
+  --method knn|linprobe|finetune|head
+                             k-NN on frozen features (default), linear probe, or fine-tuning;
+                             head: a fine-tuned classifier file (finetuned.safetensors, a kd
+                             student) evaluated as it is, its own head, no training (--data,
+                             --batch, --max-val, --seed, --out; default out <its folder>/eval-head.json)
   --data NAME|PATH           mnist, procedural (shapes), or a dataset folder/archive/IDX/CIFAR
                              file to import (default: the run's dataset, else mnist)
   --pool cls|mean            frozen feature of knn/linprobe: the normed cls token (default) or
@@ -54,7 +53,10 @@ export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | FILE.sa
   --layer-decay D            fine-tuning's layer-wise lr decay (default 0.75)
   --smoothing E              fine-tuning's label smoothing (default 0.1)
   --scratch                  fine-tune from the recipe's random init instead of the run's weights
-  --seed S                   head init and data order (default 0)
+  --max-train N --max-val N  evaluate on a seeded subset of each split (--seed picks it): N training
+                             images for the k-NN bank / probe / fine-tuning, N validation images
+                             (default: all)
+  --seed S                   head init, data order and the subsets (default 0)
   --out FILE.json            where to write the result (default <run dir>/eval-<method>.json)
   --save DIR                 finetune: write the fine-tuned model (encoder without norm, fc_norm,
                              head; timm names, F32) as DIR/finetuned.safetensors
@@ -64,45 +66,11 @@ const OPTIONS = {
   method: { type: 'string' }, data: { type: 'string' }, pool: { type: 'string' }, k: { type: 'string' }, temperature: { type: 'string' },
   steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, warmup: { type: 'string' },
   'weight-decay': { type: 'string' }, 'layer-decay': { type: 'string' }, smoothing: { type: 'string' }, scratch: { type: 'boolean' },
-  seed: { type: 'string' }, out: { type: 'string' }, save: { type: 'string' },
+  seed: { type: 'string' }, out: { type: 'string' }, save: { type: 'string' }, 'max-train': { type: 'string' }, 'max-val': { type: 'string' },
 } as const;
 
-export interface EvaluateOptions {
-  method: EvalMethod;
-  pool?: FeaturePool;
-  k?: number;
-  temperature?: number;
-  steps?: number;
-  batch?: number;
-  lr?: number;
-  warmupSteps?: number;
-  weightDecay?: number;
-  layerDecay?: number;
-  labelSmoothing?: number;
-  scratch?: boolean;
-  seed?: number;
-  log?: (line: string) => void;
-}
-
-export interface EvaluateResult extends ClassMetrics {
-  method: EvalMethod;
-  classNames: string[];
-  /** The options as resolved (defaults filled in). */
-  options: Record<string, number | string | boolean>;
-  data: { name: string; train: number; val: number; C: number; H: number; W: number };
-  model: Pick<MaeConfig, 'imgSize' | 'patchSize' | 'inChans' | 'embedDim' | 'depth' | 'numHeads' | 'mlpRatio'>;
-  /** Mean cross-entropy on the validation split (linprobe / finetune). */
-  valLoss?: number;
-  /** Training curve samples (linprobe / finetune). */
-  trainLog?: { step: number; loss: number; accuracy: number; lr: number }[];
-  seconds: number;
-}
-
-/** The fine-tuned parameters (fine-tuning only; kept out of the JSON): a fine-tuned teacher for distillation baselines. */
-export interface EvaluateOutput {
-  result: EvaluateResult;
-  finetuned?: { layout: ArenaLayout; params: ParamMap };
-}
+// The options and the result live with the environment-free implementation (src/engine/evaluate.ts, shared with the studio's worker).
+export type { EvaluateOptions, EvaluateOutput, EvaluateProgress, EvaluateResult } from '../engine/evaluate';
 
 /** The encoder of a run folder or a .safetensors file (readTeacher), and the folder it lies in. */
 export function readEvalModel(path: string): TeacherSource & { dir: string } {
@@ -123,93 +91,12 @@ export async function loadEvalDataset(data: string, model: MaeConfig): Promise<I
   return (await importPaths([data])).dataset;
 }
 
-const numClassesOf = (ds: ImageDataset): number => {
-  if (!ds.labels) throw new Error(`${ds.name} has no labels: it cannot be used to evaluate a classifier.`);
-  let max = 0;
-  for (const y of ds.labels) max = Math.max(max, y);
-  return Math.max(ds.classNames.length, max + 1, 2);
-};
-
-/** Runs one evaluation of an encoder on a dataset's validation split (training on its training split). */
+/**
+ * Runs one evaluation of an encoder on a dataset's validation split (training on its training
+ * split): src/engine/evaluate.ts's evaluateEncoder, which the studio's worker runs too.
+ */
 export async function evaluateRun(gpu: Gpu, cfg: MaeConfig, pretrained: ParamMap, ds: ImageDataset, o: EvaluateOptions): Promise<EvaluateOutput> {
-  const log = o.log ?? (() => {});
-  const t0 = performance.now();
-  const K = numClassesOf(ds);
-  const classNames = Array.from({ length: K }, (_, k) => ds.classNames[k] ?? String(k));
-  const seed = o.seed ?? 0;
-  const loaderOpts = { resolution: cfg.imgSize, channels: cfg.inChans as 1 | 3 };
-  let batch = o.batch ?? (o.method === 'finetune' ? 32 : 256);
-  const trainAll = () => new DataLoader(ds, { split: 'train', batchSize: batch, seed, augment: false, shuffle: false, dropLast: false, ...loaderOpts });
-  const val = () => new DataLoader(ds, { split: 'val', batchSize: batch, seed, ...loaderOpts });
-  const trainStream = () => new DataLoader(ds, { split: 'train', batchSize: batch, seed, augment: false, ...loaderOpts });
-  const pool = o.pool ?? 'cls';
-  const dataInfo = { name: ds.name, train: ds.nTrain, val: ds.N - ds.nTrain, C: cfg.inChans, H: cfg.imgSize, W: cfg.imgSize };
-  const model = { imgSize: cfg.imgSize, patchSize: cfg.patchSize, inChans: cfg.inChans, embedDim: cfg.embedDim, depth: cfg.depth, numHeads: cfg.numHeads, mlpRatio: cfg.mlpRatio };
-  const done = (m: ClassMetrics, options: EvaluateResult['options'], extra: Partial<EvaluateResult> = {}): EvaluateOutput =>
-    ({ result: { method: o.method, ...m, classNames, options, data: dataInfo, model, ...extra, seconds: (performance.now() - t0) / 1000 } });
-
-  if (o.method === 'knn') {
-    const k = o.k ?? 20, temperature = o.temperature ?? 0.07;
-    const clf = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch, pool });
-    try {
-      clf.uploadEncoder(pretrained);
-      log(`knn      features of ${dataInfo.train} training images (the bank) and ${dataInfo.val} validation images, pool ${pool}`);
-      const bank = await extractFeatures(clf, trainAll());
-      const q = await extractFeatures(clf, val());
-      const pred = await knnPredict(gpu, bank.features, bank.labels, q.features, cfg.embedDim, K, { k, temperature });
-      return done(classificationMetrics(pred, q.labels, K, classNames), { pool, k, temperature, batch, seed });
-    } finally {
-      clf.destroy();
-    }
-  }
-
-  const steps = o.steps ?? (o.method === 'finetune' ? 300 : 1000);
-  const warmupSteps = o.warmupSteps ?? Math.round(0.05 * steps);
-  if (ds.nTrain < batch) batch = Math.max(2, ds.nTrain);
-  const trainLog: NonNullable<EvaluateResult['trainLog']> = [];
-  const onStep = (m: { step: number; loss: number; accuracy: number; lr: number }) => {
-    trainLog.push(m);
-    log(`step ${String(m.step).padStart(String(steps).length)}/${steps}  loss ${m.loss.toFixed(4)}  batch acc ${(100 * m.accuracy).toFixed(1)} %  lr ${m.lr.toExponential(2)}`);
-  };
-
-  if (o.method === 'linprobe') {
-    // MAE probes with LARS at lr 0.1·batch/256 (a large lr on BatchNorm-ed features). With AdamW
-    // on the MNIST teacher (runs/mnist-mae-teacher, cls): lr 1e-3 ×500 steps 42.6 %, 1e-2 ×500
-    // 64.0 %, 5e-2 ×1000 73.5 %: the probe needs the large lr too.
-    const lr = o.lr ?? 5e-2, weightDecay = o.weightDecay ?? 0;
-    const clf = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch, pool });
-    try {
-      clf.uploadEncoder(pretrained);
-      const h = initHead(K, cfg.embedDim, 0.01, seed); // MAE's linear probe: trunc_normal_(head.weight, std=0.01)
-      clf.uploadParams(new Map([['head.weight', h.weight], ['head.bias', h.bias]]));
-      log(`linprobe features of ${dataInfo.train} training and ${dataInfo.val} validation images (frozen encoder, once each), pool ${pool}`);
-      const trainFeats = await extractFeatures(clf, trainAll());
-      const valFeats = await extractFeatures(clf, val());
-      log(`linprobe ${steps} steps of ${batch}, AdamW lr ${lr} (warmup ${warmupSteps}, cosine), wd ${weightDecay}, BatchNorm(affine=False, eps 1e-6)`);
-      await trainProbeOnFeatures(clf, trainFeats, { steps, lr, warmupSteps, weightDecay, seed, onStep, logEvery: Math.max(1, Math.round(steps / 10)) });
-      const r = await predictFeatures(clf, valFeats);
-      return done(classificationMetrics(r.pred, r.labels, K, classNames), { pool, steps, batch, lr, warmupSteps, weightDecay, seed }, { valLoss: r.loss, trainLog });
-    } finally {
-      clf.destroy();
-    }
-  }
-
-  const layerDecay = o.layerDecay ?? 0.75, labelSmoothing = o.labelSmoothing ?? 0.1, weightDecay = o.weightDecay ?? 0.05;
-  // MAE fine-tunes ViT-B with blr 1e-3 scaled by batch/256 (4e-3 at its batch 1024). A tiny model
-  // in a ~1-epoch budget needs as much at a small batch: on the MNIST teacher, batch 32, lr 5e-4
-  // ×150 steps gave 27.6 %, lr 4e-3 ×300 steps 59.3 %. Default: 4e-3.
-  const lr = o.lr ?? 4e-3;
-  const clf = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: K, batch, labelSmoothing }, layerDecay);
-  try {
-    clf.uploadParams(initFinetuneParams(cfg, K, o.scratch ? null : pretrained, seed));
-    log(`finetune ${steps} steps of ${batch}${o.scratch ? ' from scratch' : ''}, AdamW lr ${lr.toExponential(3)} (warmup ${warmupSteps}, cosine), betas (0.9, 0.999), wd ${weightDecay}, layer decay ${layerDecay}, label smoothing ${labelSmoothing}`);
-    await trainClassifier(clf, trainStream(), { steps, lr, warmupSteps, weightDecay, onStep, logEvery: Math.max(1, Math.round(steps / 10)) });
-    const r = await predictAll(clf, val());
-    const out = done(classificationMetrics(r.pred, r.labels, K, classNames), { steps, batch, lr, warmupSteps, weightDecay, layerDecay, labelSmoothing, scratch: o.scratch === true, seed }, { valLoss: r.loss, trainLog });
-    return { ...out, finetuned: { layout: clf.params.layout, params: await clf.readParams() } };
-  } finally {
-    clf.destroy();
-  }
+  return evaluateEncoder(gpu, cfg, pretrained, ds, o);
 }
 
 /** What --save writes in its folder. */
@@ -231,8 +118,9 @@ function int(v: string | undefined, flag: string): number | undefined {
 export async function evaluateCommand(args: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   if (positionals.length !== 1) throw new Error(`evaluate needs one run folder or .safetensors file (got ${positionals.length}); see npm run dmae -- evaluate --help.`);
+  if (v.method === 'head') return (await import('./kd')).evaluateHeadCommand(args); // a fine-tuned classifier as it is (src/cli/kd.ts)
   const method = (v.method ?? 'knn') as EvalMethod;
-  if (!['knn', 'linprobe', 'finetune'].includes(method)) throw new Error(`--method ${method} must be knn, linprobe or finetune.`);
+  if (!['knn', 'linprobe', 'finetune'].includes(method)) throw new Error(`--method ${method} must be knn, linprobe or finetune (or head, for a fine-tuned classifier file).`);
   const pool = (v.pool ?? 'cls') as FeaturePool;
   if (pool !== 'cls' && pool !== 'mean') throw new Error(`--pool ${pool} must be cls or mean.`);
   const run = readEvalModel(positionals[0]);
@@ -253,6 +141,7 @@ export async function evaluateCommand(args: string[]): Promise<number> {
     method, pool, k: int(v.k, 'k'), temperature: num(v.temperature, 'temperature'), steps: int(v.steps, 'steps'), batch: int(v.batch, 'batch'),
     lr: num(v.lr, 'lr'), warmupSteps: int(v.warmup, 'warmup'), weightDecay: num(v['weight-decay'], 'weight-decay'),
     layerDecay: num(v['layer-decay'], 'layer-decay'), labelSmoothing: num(v.smoothing, 'smoothing'), scratch: v.scratch === true, seed: int(v.seed, 'seed'), log,
+    maxTrain: int(v['max-train'], 'max-train'), maxVal: int(v['max-val'], 'max-val'),
   };
   if (opts.batch !== undefined && opts.batch < 2) throw new Error('--batch must be at least 2 (BatchNorm statistics).');
 

@@ -83,10 +83,10 @@ const FULL: Scale = {
   teacher: { embedDim: 128, depth: 6, heads: 4, decoderDim: 64, decoderDepth: 2, decoderHeads: 4, steps: 600, batch: 64, lr: 1e-3, warmup: 30, seed: 0 },
   student: { embedDim: 64, depth: 4, heads: 4, decoderDim: 64, decoderDepth: 1, decoderHeads: 4, steps: 300, batch: 32, lr: 1e-3, warmup: 15 },
   ratios: [0.75, 0.9, 0.95, 0.98],
-  features: { maxTrain: 5000, maxVal: 1000 },
+  features: { maxTrain: 2000, maxVal: 1000 },
   linprobe: { steps: 500, batch: 256 },
-  finetune: { steps: 150, batch: 32 },
-  teacherFinetune: { steps: 150, batch: 32 },
+  finetune: { steps: 100, batch: 32 },
+  teacherFinetune: { steps: 100, batch: 32 },
   kd: { temperature: 4, softWeight: 0.5 },
   cost: { batch: 32, reps: 5 },
 };
@@ -146,12 +146,12 @@ export const commandOf = (j: Pick<Job, 'tool' | 'argv'>): string => `npm run ${j
 
 const readJson = <T>(path: string): T => JSON.parse(readFileSync(path, 'utf8')) as T;
 
-/** The last line of a run's metrics.jsonl, if any. */
+/** The last training-step line of a run's metrics.jsonl (validation and k-NN lines carry no loss), if any. */
 function lastMetrics(runDir: string): { step: number; elapsedMs?: number } | null {
   const p = join(runDir, 'metrics.jsonl');
   if (!existsSync(p)) return null;
-  const lines = readFileSync(p, 'utf8').trim().split('\n').filter(Boolean);
-  return lines.length ? (JSON.parse(lines[lines.length - 1]) as { step: number; elapsedMs?: number }) : null;
+  const steps = readFileSync(p, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { step: number; loss?: number; elapsedMs?: number }).filter((m) => m.loss !== undefined);
+  return steps.length ? steps[steps.length - 1] : null;
 }
 
 /** A training run in its folder: started by this very command? finished? */
@@ -183,6 +183,8 @@ function spawnJob(args: string[], tool: Job['tool'], logPath: string): Promise<n
 
 export class JobRunner {
   readonly records = new Map<string, JobRecord>();
+  /** Jobs found done (by their record, or as a finished run). */
+  readonly reused = new Set<string>();
   constructor(readonly work: string, readonly say: (line: string) => void) {}
 
   private recordPath = (id: string) => join(this.work, 'jobs', `${id}.json`);
@@ -197,6 +199,7 @@ export class JobRunner {
       if (r.command === command) {
         this.say(`${index} ${job.id}: done before (${seconds(r.seconds)}), reused`);
         this.records.set(job.id, r);
+        this.reused.add(job.id);
         return r;
       }
     }
@@ -205,6 +208,7 @@ export class JobRunner {
     if (state === 'done') {
       record = { id: job.id, command, seconds: (lastMetrics(job.runDir!)!.elapsedMs ?? 0) / 1000, finishedAt: new Date().toISOString(), adopted: true };
       this.say(`${index} ${job.id}: finished run found in ${job.runDir}, adopted`);
+      this.reused.add(job.id);
     } else {
       if (state === 'other') throw new Error(`${job.runDir} holds another run (its config.json has another command); move it away or give another --work.`);
       const args = state === 'partial' ? ['train', '--resume', job.runDir!] : job.argv;
@@ -281,16 +285,22 @@ export class Plan {
     });
   }
 
-  evaluation(of: Job, metric: Metric, seed: number): Job {
+  /**
+   * An evaluation of a student's encoder (or, for `head`, of a trained classifier file). Every
+   * evaluation uses seed 0 (the same validation and bank subsets, head init and order), so the
+   * spread over seeds is the students'.
+   */
+  evaluation(of: Job, metric: Metric | 'head'): Job {
     const { features, linprobe, finetune } = this.scale;
-    const dir = of.runDir!, result = join(dir, `eval-${metric}.json`);
-    const common = ['--data', this.scale.data, '--max-val', `${features.maxVal}`, '--seed', `${seed}`];
+    const dir = of.runDir ?? dirname(of.result), result = join(dir, `eval-${metric}.json`);
+    const common = ['--data', this.scale.data, '--max-val', `${features.maxVal}`, '--seed', '0'];
     const rest = metric === 'knn' ? ['--max-train', `${features.maxTrain}`]
       : metric === 'linprobe' ? ['--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, '--batch', `${linprobe.batch}`]
-        : ['--steps', `${finetune.steps}`, '--batch', `${finetune.batch}`];
+        : metric === 'finetune' ? ['--steps', `${finetune.steps}`, '--batch', `${finetune.batch}`] : [];
+    const what = metric === 'head' ? join(dir, MODEL_FILE) : dir;
     return this.add({
-      id: `${of.id}.${metric}`, title: `${METRIC_NAMES[metric]} accuracy of ${of.id}`, tool: 'dmae', result,
-      argv: ['evaluate', dir, '--method', metric, ...common, ...rest, '--out', result],
+      id: `${of.id}.${metric}`, title: `${metric === 'head' ? 'its own classifier\'s' : METRIC_NAMES[metric]} accuracy of ${of.id}`, tool: 'dmae', result,
+      argv: ['evaluate', what, '--method', metric, ...common, ...rest, '--out', result],
     });
   }
 
@@ -302,8 +312,7 @@ export class Plan {
       id: `kd-s${seed}`, title: `logit-KD student from the fine-tuned teacher, ${steps} steps, seed ${seed}`, tool: 'dmae', result: join(out, 'eval-kd.json'),
       argv: ['kd', '--teacher', this.dir('teacher-finetuned'), '--data', this.scale.data, '--embed-dim', `${s.embedDim}`, '--depth', `${s.depth}`, '--heads', `${s.heads}`,
         '--steps', `${steps}`, '--batch', `${this.scale.finetune.batch}`, '--lr', num(s.lr), '--warmup', `${s.warmup}`,
-        '--temperature', `${this.scale.kd.temperature}`, '--soft-weight', `${this.scale.kd.softWeight}`, '--max-val', `${this.scale.features.maxVal}`,
-        '--seed', `${seed}`, '--out', out],
+        '--temperature', `${this.scale.kd.temperature}`, '--soft-weight', `${this.scale.kd.softWeight}`, '--seed', `${seed}`, '--out', out],
     });
   }
 
@@ -311,9 +320,10 @@ export class Plan {
   cost(): Job {
     const { image, student: s, teacher: t, cost, ratios } = this.scale;
     const cfg = (z: Sizes) => ({ ...image, embedDim: z.embedDim, depth: z.depth, numHeads: z.heads, mlpRatio: 4, decoderEmbedDim: z.decoderDim, decoderDepth: z.decoderDepth, decoderNumHeads: z.decoderHeads, normPixLoss: true });
-    const name = `experiment-cost${this.work.includes('smoke') ? '-smoke' : ''}`;
+    // The full scale's figures join the other benchmarks' results; a smoke run's stay in its work folder.
+    const name = this.scale === FULL ? 'experiment-cost' : join(this.work, 'cost');
     return this.add({
-      id: 'cost', title: 'step-time benchmark at these sizes', tool: 'bench', result: join(ROOT, 'bench/results', `${name}.json`),
+      id: 'cost', title: 'step-time benchmark at these sizes', tool: 'bench', result: this.scale === FULL ? join(ROOT, 'bench/results', `${name}.json`) : `${name}.json`,
       argv: ['train', '--student', JSON.stringify(cfg(s)), '--teacher', JSON.stringify(cfg(t)), '--batch', `${cost.batch}`, '--reps', `${cost.reps}`,
         '--ratios', ratios.join(','), '--out', name],
     });
@@ -371,14 +381,14 @@ const dmaeVsMae: Experiment = {
     for (const seed of p.seeds) {
       for (const kind of ['mae', 'dmae'] as const) {
         const s = p.student(kind, 0.75, seed);
-        jobs.push(s, ...(['knn', 'linprobe', 'finetune'] as const).map((m) => p.evaluation(s, m, seed)));
+        jobs.push(s, ...(['knn', 'linprobe', 'finetune'] as const).map((m) => p.evaluation(s, m)));
       }
     }
     return jobs;
   },
   async page(p, records) {
     const metrics = ['knn', 'linprobe', 'finetune'] as const;
-    const acc = (kind: 'mae' | 'dmae', m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(p.student(kind, 0.75, s), m, s)));
+    const acc = (kind: 'mae' | 'dmae', m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(p.student(kind, 0.75, s), m)));
     const rows: Point[] = [];
     for (const kind of ['mae', 'dmae'] as const) for (const m of metrics) acc(kind, m).forEach((a, i) => rows.push({ method: kind === 'mae' ? 'MAE only' : 'DMAE', metric: METRIC_NAMES[m], seed: p.seeds[i], accuracy: a }));
     const verdicts = Object.fromEntries(metrics.map((m) => [m, verdict(acc('dmae', m), acc('mae', m))]));
@@ -401,14 +411,15 @@ const dmaeVsKd: Experiment = {
     const jobs: Job[] = [p.teacher(), p.teacherFinetuned()];
     for (const seed of p.seeds) {
       const d = p.student('dmae', 0.75, seed), f = p.student('dmae', 0.75, seed, 'teacher-finetuned');
-      jobs.push(d, p.evaluation(d, 'finetune', seed), f, p.evaluation(f, 'finetune', seed), p.kdStudent(seed));
+      const kd = p.kdStudent(seed);
+      jobs.push(d, p.evaluation(d, 'finetune'), f, p.evaluation(f, 'finetune'), kd, p.evaluation(kd, 'head'));
     }
     return jobs;
   },
   async page(p, records) {
-    const dmae = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s), 'finetune', s)));
-    const ftFeat = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s, 'teacher-finetuned'), 'finetune', s)));
-    const kd = p.seeds.map((s) => accuracyOf(p.kdStudent(s)));
+    const dmae = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s), 'finetune')));
+    const ftFeat = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s, 'teacher-finetuned'), 'finetune')));
+    const kd = p.seeds.map((s) => accuracyOf(p.evaluation(p.kdStudent(s), 'head')));
     const teacherFt = accuracyOf(p.teacherFinetuned());
     const time = (ids: string[]) => spread(p.seeds.map((s) => ids.reduce((t, id) => t + (records.get(id.replace('{s}', `${s}`))?.seconds ?? NaN), 0)));
     const label = { dmae: 'DMAE, pre-trained teacher', ft: 'DMAE, fine-tuned teacher\'s features', kd: 'logit KD, fine-tuned teacher' };
@@ -419,7 +430,7 @@ const dmaeVsKd: Experiment = {
     const table = markdownTable(['student', 'how it is trained', 'accuracy %', 'wall time per student'], [
       [label.dmae, `${st} DMAE steps (mask 0.75) + ${ft} fine-tuning steps`, pctSpread(spread(dmae)), seconds(time(['dmae-m0.75-s{s}', 'dmae-m0.75-s{s}.finetune']).mean)],
       [label.ft, `the same, the teacher being the fine-tuned encoder`, pctSpread(spread(ftFeat)), seconds(time(['dmae-ftteacher-m0.75-s{s}', 'dmae-ftteacher-m0.75-s{s}.finetune']).mean)],
-      [label.kd, `${st + ft} steps on full images: ${1 - p.scale.kd.softWeight} · CE(labels) + ${p.scale.kd.softWeight} · τ² · KL(teacher ‖ student), τ = ${p.scale.kd.temperature}`, pctSpread(spread(kd)), seconds(time(['kd-s{s}']).mean)],
+      [label.kd, `${st + ft} steps on full images: ${1 - p.scale.kd.softWeight} · CE(labels) + ${p.scale.kd.softWeight} · τ² · KL(teacher ‖ student), τ = ${p.scale.kd.temperature}`, pctSpread(spread(kd)), seconds(time(['kd-s{s}', 'kd-s{s}.head']).mean)],
     ]);
     const headline = `${gainLine('DMAE beats KD from the fine-tuned teacher', vKd)}; ${gainLine('pre-trained beats fine-tuned teacher features', vFeat)}`;
     const svg = await renderSvg(barsWithSeeds('Distilling the pre-trained vs the fine-tuned teacher', rows, { group: 'method', value: 'accuracy', axis: 'accuracy', percent: true }));
@@ -436,7 +447,7 @@ const maskRatio: Experiment = {
     for (const r of p.scale.ratios) {
       for (const seed of p.seeds) {
         const s = p.student('dmae', r, seed);
-        jobs.push(s, p.evaluation(s, 'knn', seed), p.evaluation(s, 'linprobe', seed));
+        jobs.push(s, p.evaluation(s, 'knn'), p.evaluation(s, 'linprobe'));
       }
     }
     return jobs;
@@ -444,7 +455,7 @@ const maskRatio: Experiment = {
   async page(p, records) {
     const L = (p.scale.image.imgSize / p.scale.image.patchSize) ** 2;
     const metrics = ['knn', 'linprobe'] as const;
-    const acc = (r: number, m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', r, s), m, s)));
+    const acc = (r: number, m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', r, s), m)));
     const rows: Point[] = [];
     for (const r of p.scale.ratios) for (const m of metrics) acc(r, m).forEach((a, i) => rows.push({ maskRatio: r, metric: METRIC_NAMES[m], seed: p.seeds[i], accuracy: a }));
     const trainTime = (r: number) => spread(p.seeds.map((s) => records.get(p.student('dmae', r, s).id)?.seconds ?? NaN));
@@ -489,7 +500,7 @@ const cost: Experiment = {
     const markdown = [head('cost', 'DMAE is cheap: the teacher sees only the visible patches and runs only its first blocks.', `${headline}.`),
       `## Results\n\nMedian GPU time of one whole training step (zero grads, forward, backward, AdamW: one submit), batch ${p.scale.cost.batch}, the contenders interleaved in one run (\`npm run bench -- train\` at these sizes; the teacher stops after block ${stopBlock} of ${fullBlocksRun}). Adapter: ${b.adapter}; ${b.date}.\n`,
       table, '\n![time per step](cost.svg)\n',
-      'On 2 shared CPU cores the absolute times are noisy; the ratios come from one interleaved run. The full JSON, with every sample, is bench/results/ ' + `\`${relative(ROOT, job.result)}\`.\n`,
+      `On 2 shared CPU cores the absolute times are noisy; the ratios come from one interleaved run. The full JSON, with every sample: \`${relative(ROOT, job.result)}\`.\n`,
       '## Setup\n', setupTable(p), `\n${machineLine(p)}\n`, commandsSection(this.jobs(p), records)].join('\n');
     return { markdown, svg, headline, summary: { ratios: b.ratios, figures: b.figures, adapter: b.adapter } };
   },
@@ -541,7 +552,8 @@ export async function runExperiments(o: ExperimentOptions): Promise<{ pages: str
     say(`${n}: ${page.headline}\n  → ${join(o.out, `${n}.md`)}`);
   }
   writeIndex(o.out);
-  say(`experiments done in ${seconds((performance.now() - t0) / 1000)} (jobs run before were reused)`);
+  const reused = jobs.filter((j) => runner.reused.has(j.id)).length;
+  say(`experiments done in ${seconds((performance.now() - t0) / 1000)}: ${jobs.length - reused} jobs run, ${reused} done before`);
   return { pages };
 }
 

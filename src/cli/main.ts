@@ -6,6 +6,8 @@
 import { DATASET_HELP, datasetCommand } from './dataset';
 import { EXPORT_HELP, exportCommand } from './export';
 import { EVALUATE_HELP, evaluateCommand } from './evaluate';
+import { KD_HELP, kdCommand } from './kd';
+import { EXPERIMENT_HELP, experimentCommand } from './experiment';
 import { TRAIN_HELP, trainCommand } from './train';
 
 const HELP = `Usage: npm run dmae -- <command> [options]
@@ -15,6 +17,9 @@ Commands:
   export    a checkpoint as safetensors (full, timm) or ONNX
   dataset   detect a dataset's format and print its summary as JSON (a path or mnist, shapes)
   evaluate  accuracy of a run's encoder: k-NN, linear probe or fine-tuning, as JSON
+  kd        knowledge-distillation baseline: a student classifier from a fine-tuned teacher
+  experiment  the method's claims end to end on built-in data → docs/results (dmae-vs-mae,
+            dmae-vs-kd, mask-ratio, cost, all)
   help      this text; \`npm run dmae -- train --help\` for the options of train
 `;
 
@@ -45,6 +50,18 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       return evaluateCommand(rest);
+    case 'kd':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(KD_HELP);
+        return 0;
+      }
+      return kdCommand(rest);
+    case 'experiment':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(EXPERIMENT_HELP);
+        return 0;
+      }
+      return experimentCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -1,7 +1,7 @@
 /**
  * `npm run dmae -- train`: MAE pretraining or DMAE distillation in Node.
  * Writes, under --out: config.json (the run as resolved, and how it was started and resumed),
- * metrics.jsonl (one JSON line per step), recon-<step>.png (original / masked / reconstruction /
+ * metrics.jsonl (one JSON line per step; with --knn-every, a `knn` line at those steps), recon-<step>.png (original / masked / reconstruction /
  * reconstruction + visible, for fixed validation images and a fixed mask), and at every
  * checkpoint (every --checkpoint-every steps, at each picture by default, at the end and on
  * Ctrl-C): model.safetensors (the full export, reference names; a DMAE run's --teacher reads it),
@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig, type DistillConfig } from '../engine/config';
 import type { ParamMap } from '../engine/init';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
+import { KnnMonitor } from '../engine/evaluate';
 import { describeMasking, limitsNeededFor, makeRunData, reconstructValidation } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig } from '../engine/trainer';
 import { acquireNodeGpu } from '../gpu/node-device';
@@ -62,6 +63,10 @@ export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
                              folder) left it: same configuration, data order, masks and optimiser
                              state; appends to its metrics.jsonl. Only --out, --data, --recon-every,
                              --checkpoint-every, --max-memory and --teacher may be given with it
+  --knn-every N              every N steps (and at 0 and the end) the k-NN accuracy of the encoder
+                             on a fixed subset (1000 training, 250 validation images, chosen by
+                             --seed) as a {"step", "knn"} line in metrics.jsonl; needs labels;
+                             changes nothing of the run (default 0: off)
   --max-memory MIB           refuse a run whose GPU buffers exceed this budget
   --config FILE.json         options as JSON ({"steps": 300, "mask-ratio": 0.9, …}); flags override
 `;
@@ -79,11 +84,11 @@ const OPTIONS = {
   teacher: { type: 'string' }, 'student-block': { type: 'string' }, 'teacher-block': { type: 'string' },
   alpha: { type: 'string' }, 'distill-loss': { type: 'string' }, augment: { type: 'string' },
   out: { type: 'string' }, 'recon-every': { type: 'string' }, 'max-memory': { type: 'string' }, config: { type: 'string' },
-  'checkpoint-every': { type: 'string' }, resume: { type: 'string' },
+  'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'knn-every': { type: 'string' },
 } as const;
 
 /** What may accompany --resume: where the run goes and how it reports, never what it computes. */
-const RESUME_OPTIONS = new Set(['resume', 'out', 'data', 'dataset', 'recon-every', 'checkpoint-every', 'max-memory', 'teacher', 'config']);
+const RESUME_OPTIONS = new Set(['resume', 'out', 'data', 'dataset', 'recon-every', 'checkpoint-every', 'max-memory', 'teacher', 'config', 'knn-every']);
 
 type Opts = Record<string, string | boolean | undefined>;
 
@@ -248,6 +253,8 @@ export async function trainCommand(args: string[]): Promise<number> {
   const ckEvery = int(o, 'checkpoint-every', prevNum('checkpointEvery')) ?? null;
   if (reconEvery < 1) throw new Error(`--recon-every ${reconEvery} must be at least 1.`);
   if (ckEvery !== null && ckEvery < 1) throw new Error(`--checkpoint-every ${ckEvery} must be at least 1.`);
+  const knnEvery = int(o, 'knn-every', prevNum('knnEvery') ?? 0)!;
+  if (knnEvery < 0) throw new Error(`--knn-every ${knnEvery} must be 0 (off) or more.`);
 
   // Memory before anything touches the GPU.
   const plan = trainMemoryPlan(rc);
@@ -279,11 +286,15 @@ export async function trainCommand(args: string[]): Promise<number> {
   const { loader, val, summary } = makeRunData(ds, rc, { augment, hflip: info.flipSafe });
   log(`data     ${ds.name}: ${summary.train} training, ${summary.val} validation images; ${augment === 'mae' ? `random resized crop${info.flipSafe ? ' + flip' : ''}` : 'no augmentation'}`);
 
+  if (knnEvery > 0 && !ds.labels) {
+    gpu.destroy();
+    throw new Error(`--knn-every needs a labelled dataset; ${ds.name} has no labels.`);
+  }
   const trainer = new Trainer(gpu, rc, loader, { initialParams: resumed?.checkpoint.params, teacherParams });
   if (resumed) applyResume(trainer, resumed.checkpoint); // moments, step, masking stream, data position
   mkdirSync(out, { recursive: true });
   const command = `dmae train ${args.join(' ')}`;
-  const runInfo = { data: dataSpec, augment, reconEvery, checkpointEvery: ckEvery };
+  const runInfo = { data: dataSpec, augment, reconEvery, checkpointEvery: ckEvery, ...(knnEvery > 0 ? { knnEvery } : {}) };
   if (resumed && prev) {
     const resumes = Array.isArray(prev.resumes) ? prev.resumes : [];
     writeFileAtomic(join(out, 'config.json'), JSON.stringify({ ...prev, ...runInfo, resumes: [...resumes, { command, fromStep: startedAt, at: new Date().toISOString() }] }, null, 2));
@@ -305,6 +316,16 @@ export async function trainCommand(args: string[]): Promise<number> {
     pictures.push(path);
     appendFileSync(metricsPath, `${JSON.stringify({ step, val: { pix: r.pix, loss: r.loss }, png: path })}\n`);
     return r;
+  };
+
+  // The live k-NN monitor: its own buffers, the encoder copied from the trainer's arena on the GPU.
+  const monitor = knnEvery > 0 ? new KnnMonitor(gpu, model, ds, { seed: rc.seed }) : null;
+  const measureKnn = async () => {
+    if (!monitor) return;
+    const k = await monitor.measure(trainer.model.params);
+    appendFileSync(metricsPath, `${JSON.stringify({ step: trainer.step, knn: { accuracy: k.accuracy, bank: k.bank, queries: k.queries, ms: Math.round(k.ms) } })}\n`);
+    if (tty) process.stdout.write('\n');
+    log(`knn      step ${trainer.step}: accuracy ${(100 * k.accuracy).toFixed(1)} % (${k.queries} validation images against ${k.bank} training images, ${(k.ms / 1000).toFixed(1)} s)`);
   };
 
   const tty = process.stdout.isTTY === true;
@@ -343,10 +364,11 @@ export async function trainCommand(args: string[]): Promise<number> {
     if (!resumed) {
       const v0 = await reconstruct(0);
       log(`val      step 0: pix ${v0.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v0.loss.toFixed(4)}` : ''}`);
+      await measureKnn();
     }
     let result = { status: 'done' as string, step: 0, message: '' };
     while (trainer.step < steps && !stop) {
-      const until = nextStop(trainer.step, steps, reconEvery, ckEvery);
+      const until = nextStop(trainer.step, steps, reconEvery, ckEvery, knnEvery);
       const r = await trainer.train({
         until, shouldStop: () => stop,
         onMetrics: (m) => {
@@ -365,6 +387,7 @@ export async function trainCommand(args: string[]): Promise<number> {
           if (tty) process.stdout.write('\n');
           log(`val      step ${trainer.step}: pix ${v.pix.toFixed(4)}${mode === 'dmae' ? `, loss ${v.loss.toFixed(4)}` : ''} → ${pictures[pictures.length - 1]}`);
         }
+        if (knnEvery > 0 && (trainer.step % knnEvery === 0 || trainer.step === steps)) await measureKnn();
         if (trainer.step < steps) saved(await checkpointer.maybeSave(trainer));
       }
     }
@@ -391,6 +414,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSigint);
     trainer.destroy();
+    monitor?.destroy();
     gpu.destroy();
   }
 }

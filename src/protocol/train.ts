@@ -23,6 +23,13 @@
  * `metricsIntervalMs` (100 ms by default) and always before any other message of the run, so a
  * page can append them to a chart buffer without re-rendering per step.
  *
+ * Evaluation ('evaluate' → 'evaluation-progress'* → 'evaluation'): k-NN, linear probe or
+ * fine-tuning of a run's encoder on its dataset (src/engine/evaluate.ts), served like attention
+ * maps — between steps of an active run, at once for a paused one, from the kept final parameters
+ * of an ended one, or from parameters the page sends (`source`, a run kept in its storage). It
+ * reads the run's parameters and never changes the run. With `RunOptions.knnEvery` a run also
+ * reports the k-NN accuracy of its encoder on a small fixed subset every N steps ('knn').
+ *
  * Extending: a new request/answer pair (as attention maps: 'request-attention' → 'attention')
  * is added under the same version (a page ignores message types it does not know; a worker answers
  * one with an 'internal' error naming it); a changed meaning of an existing field bumps
@@ -132,6 +139,15 @@ export interface RunOptions {
   snapshotEvery?: number;
   /** Refuse ('out-of-memory') a run whose GPU buffers exceed this many bytes. */
   maxMemoryBytes?: number;
+  /**
+   * The live k-NN monitor: every N optimiser steps (and at the start and the end) the k-NN
+   * accuracy of the encoder on a fixed subset of the dataset, posted as `knn`; default 0 (off).
+   * Needs a labelled dataset. The run's results are the same with and without it.
+   */
+  knnEvery?: number;
+  /** The monitor's bank (training images, default 1000) and queries (validation images, default 250), fixed by the run's seed. */
+  knnBank?: number;
+  knnQueries?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,6 +280,76 @@ export interface DataSummary {
   W: number;
   mean: number[];
   std: number[];
+  /** Classes of a labelled dataset (what an evaluation reports on); 0 when it has no labels. */
+  classes?: number;
+}
+
+export type EvalMethodSpec = 'knn' | 'linprobe' | 'finetune';
+
+/** What to evaluate and how (src/engine/evaluate.ts's EvaluateOptions; every field but the method has a default there). */
+export interface EvaluateRequestSpec {
+  method: EvalMethodSpec;
+  /** At most this many training images (k-NN bank, probe or fine-tuning data) and validation images: seeded subsets. Default: all. */
+  maxTrain?: number;
+  maxVal?: number;
+  /** Frozen feature of knn / linprobe (default 'cls'). */
+  pool?: 'cls' | 'mean';
+  /** k-NN neighbours (default 20). */
+  k?: number;
+  /** linprobe / finetune: training steps, batch, peak lr. */
+  steps?: number;
+  batch?: number;
+  lr?: number;
+  /** Subsets, head init and data order (default 0). */
+  seed?: number;
+}
+
+/** The weights and data of a run the worker does not hold (one kept in the page's storage). */
+export interface EvaluateSourceSpec {
+  model: ModelSpec;
+  params: ParamsPayload;
+  data: DataSpec;
+  /** The step the weights are from. */
+  step: number;
+}
+
+/** An evaluation's result: accuracy, per-class accuracy and the confusion matrix on the validation images. */
+export interface EvaluationResultSpec {
+  method: EvalMethodSpec;
+  /** The run's optimiser steps when its weights were evaluated. */
+  step: number;
+  /** Fraction of the validation images classified correctly. */
+  accuracy: number;
+  /** Validation images evaluated. */
+  count: number;
+  perClass: { index: number; name: string; count: number; accuracy: number | null }[];
+  /** confusion[true][predicted] = count. */
+  confusion: number[][];
+  classNames: string[];
+  /** The options as resolved (defaults filled in). */
+  options: Record<string, number | string | boolean>;
+  /** The dataset and the images used (after subsetting). */
+  data: { name: string; train: number; val: number; C: number; H: number; W: number };
+  /** Mean cross-entropy on the validation images (linprobe / finetune). */
+  valLoss?: number;
+  seconds: number;
+}
+
+export interface EvaluationProgressSpec {
+  phase: 'features' | 'train' | 'predict';
+  done: number;
+  total: number;
+}
+
+/** One point of the live k-NN monitor. */
+export interface KnnPoint {
+  step: number;
+  accuracy: number;
+  /** Bank and query images. */
+  bank: number;
+  queries: number;
+  /** Time the measure took, ms. */
+  ms: number;
 }
 
 export type TrainErrorKind =
@@ -312,6 +398,12 @@ export type ToTrainWorker = V & (
   | { type: 'request-checkpoint'; runId: string }
   /** An attention map now (at the next step boundary; at once when paused or ended): answered by `attention`. */
   | ({ type: 'request-attention'; runId: string } & AttentionRequestSpec)
+  /**
+   * Evaluate the run's encoder (at the next step boundary; at once when paused; an ended run from
+   * its kept final parameters; else from `source`): answered by `evaluation-progress`* and one
+   * `evaluation` with the same evalId. Never ends or changes the run.
+   */
+  | { type: 'evaluate'; runId: string; evalId: string; request: EvaluateRequestSpec; source?: EvaluateSourceSpec }
   /** Drop the parameters the worker keeps of an ended run (kept for `teacher: { kind: 'run' }`). */
   | { type: 'forget-run'; runId: string }
   /** Tests only: destroy the GPU device as a driver reset would. */
@@ -357,6 +449,12 @@ export type FromTrainWorker = V & (
    * student from its final parameters. Never ends or changes the run.
    */
   | { type: 'attention'; runId: string; request: AttentionRequestSpec; map?: AttentionMap; problem?: string }
+  /** How far an evaluation is (a few per second at most). */
+  | { type: 'evaluation-progress'; runId: string; evalId: string; progress: EvaluationProgressSpec }
+  /** The answer to `evaluate`: the result, or why there is none (an unlabelled dataset, a run the worker no longer holds…). */
+  | { type: 'evaluation'; runId: string; evalId: string; request: EvaluateRequestSpec; result?: EvaluationResultSpec; problem?: string }
+  /** The live k-NN monitor (RunOptions.knnEvery): a point, or once, why there is none (an unlabelled dataset). */
+  | { type: 'knn'; runId: string; point?: KnnPoint; problem?: string }
   | {
     type: 'stopped';
     runId: string;
@@ -402,7 +500,7 @@ export function transferablesOf(msg: unknown): ArrayBuffer[] {
   return [...found];
 }
 
-const TO_WORKER_TYPES = new Set<string>(['init', 'start', 'pause', 'resume', 'stop', 'request-reconstruction', 'request-checkpoint', 'request-attention', 'forget-run', 'debug-lose-device']);
+const TO_WORKER_TYPES = new Set<string>(['init', 'start', 'pause', 'resume', 'stop', 'request-reconstruction', 'request-checkpoint', 'request-attention', 'evaluate', 'forget-run', 'debug-lose-device']);
 
 /**
  * Checks the envelope of a message to the worker: an object with a known `type`, this
@@ -420,6 +518,10 @@ export function checkToTrainWorker(msg: unknown): string | null {
   if (m.type === 'start') {
     if (m.config === null || typeof m.config !== 'object') return '"start" needs a config';
     if (m.data === null || typeof m.data !== 'object') return '"start" needs a data choice';
+  }
+  if (m.type === 'evaluate') {
+    if (typeof m.evalId !== 'string' || m.evalId === '') return '"evaluate" needs an evalId';
+    if (m.request === null || typeof m.request !== 'object') return '"evaluate" needs a request';
   }
   return null;
 }

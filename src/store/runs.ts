@@ -12,12 +12,14 @@
  *
  * Runs are recorded from the training store: startStudioRun() notes the form behind a run, and
  * the run is written when the worker starts it (status 'running': after a reload it shows as
- * interrupted) and again when it ends ('done', 'stopped', 'error' with what it had).
+ * interrupted) and again when it ends ('done', 'stopped', 'error' with what it had). A run also
+ * keeps its live k-NN monitor's points and the latest evaluation result of each method (written
+ * when an evaluation of it finishes), so they come back after a reload.
  */
 import { create } from 'zustand';
-import type { DataSpec, ModelSpec, ParamsPayload, ResolvedTrainSpec, StepRecord, TrainErrorKind, TrainSpec } from '../protocol/train';
+import type { DataSpec, EvalMethodSpec, EvaluationResultSpec, KnnPoint, ModelSpec, ParamsPayload, ResolvedTrainSpec, StepRecord, TrainErrorKind, TrainSpec } from '../protocol/train';
 import type { StudioConfig } from '../ui/studio/config';
-import { trainMetrics, useStudioStore, useTrainStore, type RunView, type StartRequest } from './train';
+import { knnMetrics, trainMetrics, useEvaluationStore, useStudioStore, useTrainStore, type RunView, type StartRequest } from './train';
 import { idbDone, idbRequest as req } from '../core/idb';
 
 export const HISTORY_POINTS = 2000;
@@ -50,6 +52,12 @@ export interface RunRecord {
   weightsBytes: number;
   /** Why there are no weights, when there are none. */
   weightsNote?: string;
+  /** The live k-NN monitor's points (thinned like the history), when the run had it on. */
+  knn?: KnnPoint[];
+  /** Classes of its dataset (0: unlabelled; absent in older records). */
+  classes?: number;
+  /** The latest evaluation of each method (accuracy, per class, confusion matrix). */
+  evaluations?: Partial<Record<EvalMethodSpec, EvaluationResultSpec>>;
 }
 
 export interface StoredWeights {
@@ -242,6 +250,7 @@ function record(run: RunView, status: RunRecord['status']): RunRecord | null {
   const existing = useRunsStore.getState().runs.find((r) => r.id === run.runId);
   const all = trainMetrics.records(run.runId);
   const last = all[all.length - 1];
+  const knn = knnMetrics.records(run.runId);
   const number = useRunsStore.getState().runs.length + 1;
   return {
     id: run.runId,
@@ -263,7 +272,17 @@ function record(run: RunView, status: RunRecord['status']): RunRecord | null {
     history: thin(all),
     keep: existing?.keep ?? false,
     weightsBytes: existing?.weightsBytes ?? 0,
+    ...(knn.length > 0 ? { knn: thin(knn) } : {}),
+    ...(run.started?.data.classes !== undefined ? { classes: run.started.data.classes } : {}),
+    ...(existing?.evaluations ? { evaluations: existing.evaluations } : {}),
   };
+}
+
+/** Keeps a finished evaluation with its run (the latest of each method). */
+export async function saveEvaluation(runId: string, result: EvaluationResultSpec): Promise<void> {
+  const r = useRunsStore.getState().runs.find((x) => x.id === runId);
+  if (!r) return;
+  await putRecord({ ...r, evaluations: { ...r.evaluations, [result.method]: result } });
 }
 
 async function persistEnded(run: RunView): Promise<void> {
@@ -306,6 +325,11 @@ export function watchRuns(): void {
     }
     if (['done', 'stopped', 'error'].includes(run.status) && before?.status !== run.status) later(() => void persistEnded(run));
   });
+  useEvaluationStore.subscribe((s, prev) => {
+    for (const [runId, e] of Object.entries(s.byRun)) {
+      if (e.status === 'done' && e.result && prev.byRun[runId] !== e) void saveEvaluation(runId, e.result);
+    }
+  });
 }
 
 /** Puts a stored run's history into the metrics buffer (for overlays), once. */
@@ -313,4 +337,5 @@ export function loadHistory(id: string): void {
   if (trainMetrics.records(id).length > 0) return;
   const r = useRunsStore.getState().runs.find((x) => x.id === id);
   if (r && r.history.length > 0) trainMetrics.append(id, r.history);
+  if (r?.knn && r.knn.length > 0 && knnMetrics.records(id).length === 0) knnMetrics.append(id, r.knn);
 }

@@ -5,13 +5,16 @@
  *
  * Per-step numbers do not go through React state: they land in `trainMetrics`, an append-only
  * buffer per run that charts and counters subscribe to (the worker batches them, ≤ 10 messages a
- * second). The store's state changes only when the run's status, picture or result does.
+ * second); the live k-NN monitor's points land in `knnMetrics` the same way. The store's state
+ * changes only when the run's status, picture or result does. Evaluations of a run ('evaluate'
+ * → progress → result) are the `useEvaluationStore` slice at the end.
  */
 import { create } from 'zustand';
 import type { AdapterSummary } from '../protocol/gpu';
 import {
   TRAIN_PROTOCOL_VERSION, transferablesOf,
-  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type DataSummary, type FromTrainWorker, type MemoryPlanSpec, type ResolvedTrainSpec,
+  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type DataSummary, type EvaluateRequestSpec, type EvaluateSourceSpec,
+  type EvaluationProgressSpec, type EvaluationResultSpec, type FromTrainWorker, type KnnPoint, type MemoryPlanSpec, type ResolvedTrainSpec,
   type RunOptions, type StepRecord, type TeacherSource, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
 } from '../protocol/train';
 
@@ -44,6 +47,8 @@ export interface RunView {
   result?: { reason: 'done' | 'stopped'; step: number; elapsedMs: number };
   /** The latest kept state: a requested checkpoint, or what the run had when it ended. */
   checkpoint?: Checkpoint;
+  /** Why the live k-NN monitor is off for this run (an unlabelled dataset); its points: knnMetrics. */
+  knnProblem?: string;
 }
 
 export type TrainWorkerState =
@@ -78,31 +83,31 @@ export interface TrainSlice {
 // Per-step metrics, outside React
 // ---------------------------------------------------------------------------------------------
 
-export type MetricsListener = (runId: string, records: readonly StepRecord[]) => void;
+export type MetricsListener<T = StepRecord> = (runId: string, records: readonly T[]) => void;
 
 /** Every step of every run of this page, append-only; listeners get each new batch. */
-export class MetricsBuffer {
-  private readonly runs = new Map<string, StepRecord[]>();
-  private readonly listeners = new Set<MetricsListener>();
+export class MetricsBuffer<T = StepRecord> {
+  private readonly runs = new Map<string, T[]>();
+  private readonly listeners = new Set<MetricsListener<T>>();
 
-  append(runId: string, records: readonly StepRecord[]): void {
+  append(runId: string, records: readonly T[]): void {
     let all = this.runs.get(runId);
     if (!all) this.runs.set(runId, (all = []));
     for (const r of records) all.push(r);
     for (const l of this.listeners) l(runId, records);
   }
 
-  records(runId: string): readonly StepRecord[] {
+  records(runId: string): readonly T[] {
     return this.runs.get(runId) ?? [];
   }
 
-  latest(runId: string): StepRecord | undefined {
+  latest(runId: string): T | undefined {
     const all = this.runs.get(runId);
     return all?.[all.length - 1];
   }
 
   /** Called with each new batch; returns the unsubscribe function. */
-  subscribe(listener: MetricsListener): () => void {
+  subscribe(listener: MetricsListener<T>): () => void {
     this.listeners.add(listener);
     return () => void this.listeners.delete(listener);
   }
@@ -113,6 +118,9 @@ export class MetricsBuffer {
 }
 
 export const trainMetrics = new MetricsBuffer();
+
+/** The live k-NN monitor's points of every run of this page (RunOptions.knnEvery), in step order. */
+export const knnMetrics = new MetricsBuffer<KnnPoint>();
 
 // ---------------------------------------------------------------------------------------------
 // The bridge
@@ -162,6 +170,8 @@ export function receiveTrainMessage(msg: FromTrainWorker): void {
   if (msg.type === 'unavailable') return set({ worker: { status: 'unavailable', code: msg.code, message: msg.message } });
   if (msg.type === 'metrics') return trainMetrics.append(msg.runId, msg.records);
   if (msg.type === 'attention') return receiveAttention(msg);
+  if (msg.type === 'evaluation' || msg.type === 'evaluation-progress') return receiveEvaluation(msg);
+  if (msg.type === 'knn' && msg.point) return knnMetrics.append(msg.runId, [msg.point]);
   const run = get().run;
   if (msg.type === 'error' && (msg.runId === null || !run || msg.runId !== run.runId)) {
     return set({ workerError: msg.message });
@@ -184,6 +194,8 @@ export function receiveTrainMessage(msg: FromTrainWorker): void {
       return update({ status: run.status === 'stopping' ? 'stopping' : 'running', step: msg.step });
     case 'checkpoint':
       return update({ checkpoint: msg.checkpoint });
+    case 'knn':
+      return update({ knnProblem: msg.problem });
     case 'stopped':
       return update({ status: msg.reason, step: msg.step, result: { reason: msg.reason, step: msg.step, elapsedMs: msg.elapsedMs }, checkpoint: msg.checkpoint });
     case 'error':
@@ -281,4 +293,52 @@ function receiveAttention(msg: Extract<FromTrainWorker, { type: 'attention' }>):
   const cur = useAttentionStore.getState().attention;
   if (!cur || cur.runId !== msg.runId || !sameRequest(cur.request, msg.request)) return; // an answer to an older request
   useAttentionStore.setState({ attention: { ...cur, status: msg.map ? 'done' : 'failed', map: msg.map, problem: msg.problem } });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluations (src/ui/studio/EvaluatePanel.tsx): one per run at a time, the latest wins.
+// ---------------------------------------------------------------------------------------------
+
+export interface EvaluationState {
+  runId: string;
+  evalId: string;
+  request: EvaluateRequestSpec;
+  status: 'running' | 'done' | 'failed';
+  progress?: EvaluationProgressSpec;
+  result?: EvaluationResultSpec;
+  /** Why there is no result (an unlabelled dataset, a run the worker no longer holds…). */
+  problem?: string;
+}
+
+export interface EvaluationSlice {
+  /** The latest evaluation of each run (this page's; stored results: the runs list). */
+  byRun: Record<string, EvaluationState>;
+  /**
+   * Asks the worker to evaluate a run's encoder: the run it trains or holds, else the weights in
+   * `source` (a run kept in this browser). Returns the evaluation's id.
+   */
+  evaluate: (runId: string, request: EvaluateRequestSpec, source?: EvaluateSourceSpec) => string;
+}
+
+let evalCounter = 0;
+
+export const useEvaluationStore = create<EvaluationSlice>()((set, get) => ({
+  byRun: {},
+  evaluate: (runId, request, source) => {
+    startTrainWorker();
+    const evalId = `eval-${Date.now().toString(36)}-${++evalCounter}`;
+    set({ byRun: { ...get().byRun, [runId]: { runId, evalId, request, status: 'running' } } });
+    send({ type: 'evaluate', runId, evalId, request, ...(source ? { source } : {}) });
+    return evalId;
+  },
+}));
+
+function receiveEvaluation(msg: Extract<FromTrainWorker, { type: 'evaluation' | 'evaluation-progress' }>): void {
+  const { byRun } = useEvaluationStore.getState();
+  const cur = byRun[msg.runId];
+  if (!cur || cur.evalId !== msg.evalId) return; // an answer to an older request
+  const next: EvaluationState = msg.type === 'evaluation-progress'
+    ? { ...cur, progress: msg.progress }
+    : { ...cur, status: msg.result ? 'done' : 'failed', result: msg.result, problem: msg.result ? undefined : msg.problem ?? 'The worker gave no result.' };
+  useEvaluationStore.setState({ byRun: { ...byRun, [msg.runId]: next } });
 }

@@ -1,7 +1,7 @@
 /**
  * The studio's page: Configure (presets, every knob, the masking preview) and Datasets on the
  * left; Run (controls, progress, what is really trained, errors), Watch (curves,
- * reconstructions, attention, teacher) and Runs on the right; the WebGPU adapter and the
+ * reconstructions, attention, teacher), Evaluate (accuracy and confusion matrix) and Runs on the right; the WebGPU adapter and the
  * kernel self-test at the bottom. Without WebGPU the page says why at the top, and
  * configuring, datasets and the runs list still work.
  * Reads everything from the stores; knows nothing of WebGPU beyond what the workers report.
@@ -15,6 +15,7 @@ import { watchRuns, useRunsStore } from '../store/runs';
 import { startTrainWorker, trainMetrics, useStudioStore, useTrainStore } from '../store/train';
 import type { AdapterSummary } from '../protocol/gpu';
 import { ConfigurePanel } from './studio/ConfigurePanel';
+import { EvaluatePanel } from './studio/EvaluatePanel';
 import { ResumeOffer } from './studio/CheckpointPanel';
 import { RunPanel } from './studio/RunPanel';
 import { RunsPanel } from './studio/RunsPanel';
@@ -154,6 +155,7 @@ export function App() {
         <div className="col right">
           <RunPanel canStart={gpu.status === 'ready'} />
           <Watch />
+          <EvaluatePanel />
           <RunsPanel />
         </div>
       </div>

@@ -9,6 +9,13 @@
  * pause, stop or request is seen within one step. Requests are served between slices, in the
  * run's own loop, so nothing else touches the model while it trains.
  *
+ * Evaluations ('evaluate': k-NN, linear probe or fine-tuning of the encoder on the run's dataset,
+ * src/engine/evaluate.ts) are served the same way, from the parameters read back between two
+ * steps, with progress messages; an ended run is evaluated from its kept final parameters and
+ * dataset, another from the parameters the page sends. The live k-NN monitor (RunOptions.knnEvery)
+ * ends a slice every N steps and measures the encoder on a fixed subset (KnnMonitor, its own
+ * buffers, the parameters copied on the GPU): the run's numbers are the same with and without it.
+ *
  * Attention maps ('request-attention') are served the same way: a forward of one validation image
  * through blocks 0..b in a scratch arena over the model's own parameters (src/engine/attention-probe.ts),
  * the student's or the DMAE teacher's. An ended run (one of the last ENDED_KEPT) answers for its
@@ -28,6 +35,7 @@ import { DatasetError } from '../data/errors';
 import { numPatches, type MaeConfig } from '../engine/config';
 import { DmaeModel } from '../engine/dmae';
 import { headMatrix, probeAttention, type ProbeModel } from '../engine/attention-probe';
+import { KnnMonitor, evaluateEncoder, evaluationClasses, type EvaluateOptions, type EvaluateResult } from '../engine/evaluate';
 import type { ParamMap } from '../engine/init';
 import { uploadParamMap } from '../engine/mae';
 import { maeParamLayout } from '../engine/params';
@@ -38,8 +46,8 @@ import { GpuError, type AdapterReport, type Gpu, type LimitsNeeded } from '../gp
 import type { AdapterSummary } from '../protocol/gpu';
 import {
   RECONSTRUCTION_COLUMNS, TRAIN_PROTOCOL_VERSION, checkToTrainWorker, payloadTensors,
-  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions,
-  type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
+  type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type EvaluateRequestSpec, type EvaluationProgressSpec, type EvaluationResultSpec,
+  type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions, type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
 } from '../protocol/train';
 
 // The protocol's plain specs are the engine's configurations (checked here, where both are known).
@@ -63,6 +71,7 @@ export type PostTrainMessage = (msg: FromTrainWorker) => void;
 type Unversioned = FromTrainWorker extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
 type Msg<T extends FromTrainWorker['type']> = Omit<Extract<FromTrainWorker, { type: T }>, 'v'>;
 type StartMsg = Extract<ToTrainWorker, { type: 'start' }>;
+type EvaluateMsg = Extract<ToTrainWorker, { type: 'evaluate' }>;
 
 const summary = (a: AdapterReport): AdapterSummary => ({ kind: a.kind, description: a.description, features: [...a.features], limits: { ...a.limits } });
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -98,6 +107,71 @@ interface EndedRun {
   batch: number;
   visible: number;
   step: number;
+  /** The run's data, for evaluations of its final parameters: loaded again, except for the latest ended run, which keeps it. */
+  data: DataSpec;
+  dataset?: ImageDataset;
+}
+
+const EVAL_METHODS = new Set(['knn', 'linprobe', 'finetune']);
+
+/** The classes an evaluation of this dataset reports on; 0 when it has no labels. */
+const classesOf = (ds: ImageDataset): number => (ds.labels ? evaluationClasses(ds).K : 0);
+
+/** The engine's options of an evaluation request, or the problem with it. */
+function evaluateOptions(req: EvaluateRequestSpec): EvaluateOptions | string {
+  if (!req || !EVAL_METHODS.has(req.method)) return `the method ${JSON.stringify(req?.method)} is not knn, linprobe or finetune`;
+  for (const k of ['maxTrain', 'maxVal', 'k', 'steps', 'batch'] as const) {
+    const v = req[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) return `${k} ${v} must be a whole number ≥ 1`;
+  }
+  if (req.batch !== undefined && req.method !== 'knn' && req.batch < 2) return 'a batch of at least 2 is needed (BatchNorm statistics)';
+  if (req.lr !== undefined && !(req.lr > 0)) return `lr ${req.lr} must be > 0`;
+  if (req.pool !== undefined && req.pool !== 'cls' && req.pool !== 'mean') return `pool ${JSON.stringify(req.pool)} must be cls or mean`;
+  return {
+    method: req.method, maxTrain: req.maxTrain, maxVal: req.maxVal, pool: req.pool, k: req.k, steps: req.steps, batch: req.batch, lr: req.lr, seed: req.seed,
+  };
+}
+
+/** The protocol's plain result (the engine's, less the model and the training log) at a step. */
+export function evaluationResultSpec(r: EvaluateResult, step: number): EvaluationResultSpec {
+  return {
+    method: r.method, step, accuracy: r.accuracy, count: r.count, perClass: r.perClass.map((c) => ({ ...c })), confusion: r.confusion.map((row) => [...row]),
+    classNames: [...r.classNames], options: { ...r.options }, data: { ...r.data }, ...(r.valLoss !== undefined ? { valLoss: r.valLoss } : {}), seconds: r.seconds,
+  };
+}
+
+/**
+ * One evaluation: the encoder in `params` on `ds`, progress posted at most every 200 ms (and at
+ * each phase's end), the answer posted once. A lost device is thrown (the caller knows the run);
+ * every other failure, and any GPU error it left, is the answer's problem.
+ */
+async function evaluationAnswer(
+  gpu: Gpu, model: MaeConfig, params: () => Promise<ParamMap>, ds: ImageDataset, step: number, req: EvaluateRequestSpec,
+  post: (progress: EvaluationProgressSpec) => void, wait: <T>(p: Promise<T>) => Promise<T>, isLost: (e: unknown) => boolean,
+  takeErrors: () => string[],
+): Promise<{ result?: EvaluationResultSpec; problem?: string }> {
+  const opts = evaluateOptions(req);
+  if (typeof opts === 'string') return { problem: `No evaluation: ${opts}.` };
+  if (!ds.labels) {
+    return { problem: `${ds.name} has no labels, so there is nothing to measure accuracy against: evaluate on a labelled dataset (MNIST, Shapes, or one imported with class folders, IDX labels or CIFAR).` };
+  }
+  let last = 0;
+  const onProgress = (p: EvaluationProgressSpec) => {
+    const now = performance.now();
+    if (now - last < 200 && p.done < p.total) return;
+    last = now;
+    post({ ...p });
+  };
+  try {
+    const out = await wait(evaluateEncoder(gpu, model, await wait(params()), ds, { ...opts, onProgress }));
+    const errs = takeErrors();
+    if (errs.length > 0) return { problem: `The evaluation failed on the GPU (${errs[0]}); the run is unchanged. Evaluate on fewer images (or with a smaller batch).` };
+    return { result: evaluationResultSpec(out.result, step) };
+  } catch (e) {
+    if (isLost(e)) throw e;
+    takeErrors();
+    return { problem: `The evaluation could not run: ${errorText(e)} The run is unchanged.` };
+  }
 }
 
 /**
@@ -105,7 +179,7 @@ interface EndedRun {
  * with the request. The probe's own failures are thrown (the caller knows a lost device).
  */
 async function attentionAnswer(
-  gpu: Gpu, probe: ProbeModel, run: EndedRun, request: Required<AttentionRequestSpec>, wait: <T>(p: Promise<T>) => Promise<T>,
+  gpu: Gpu, probe: ProbeModel, run: Pick<EndedRun, 'val' | 'batch' | 'visible' | 'step'>, request: Required<AttentionRequestSpec>, wait: <T>(p: Promise<T>) => Promise<T>,
 ): Promise<{ map?: AttentionMap; problem?: string }> {
   const { cfg } = probe, { val, batch: N, visible: V } = run;
   const L = numPatches(cfg), grid = cfg.imgSize / cfg.patchSize, heads = cfg.numHeads;
@@ -258,6 +332,12 @@ class Session implements TrainSession {
         else await this.endedAttention(runId, request);
         return;
       }
+      case 'evaluate': {
+        const run = this.run;
+        if (run && run.runId === msg.runId) run.requestEvaluation(msg);
+        else await this.evaluateElsewhere(msg);
+        return;
+      }
       default: {
         const run = this.run;
         if (!run || run.runId !== msg.runId) return; // a late message for a run that has ended: nothing to do
@@ -284,6 +364,37 @@ class Session implements TrainSession {
       answer({ problem: `The attention map could not be computed: ${errorText(e)}` });
     } finally {
       arena?.destroy();
+    }
+  }
+
+  /**
+   * An evaluation of a run that is not training here: an ended run (one of the last few) from its
+   * kept final parameters and dataset, else the weights and data the message brings.
+   */
+  async evaluateElsewhere(msg: EvaluateMsg): Promise<void> {
+    const { runId, evalId, request } = msg;
+    const answer = (x: { result?: EvaluationResultSpec; problem?: string }) => this.post({ type: 'evaluation', runId, evalId, request, ...x });
+    const kept = this.kept.get(runId), ended = this.ended.get(runId);
+    let model: MaeConfig, params: () => Promise<ParamMap>, step: number, load: () => Promise<ImageDataset>;
+    if (kept && ended) {
+      const ds = ended.dataset;
+      [model, params, step, load] = [kept.model, async () => paramMapOf(kept.params), ended.step, ds ? async () => ds : () => this.env.loadDataset(ended.data, kept.model)];
+    } else if (msg.source) {
+      const src = msg.source;
+      [model, params, step, load] = [src.model, async () => paramMapOf(src.params), src.step, () => this.env.loadDataset(src.data, src.model)];
+    } else {
+      return answer({ problem: `Run "${runId}" is not in the training worker: a run is evaluated while it trains or is paused, after it ends on this page, or from its kept weights.` });
+    }
+    try {
+      const ds = await load();
+      const gpu = await this.device();
+      answer(await evaluationAnswer(
+        gpu, model, params, ds, step, request, (progress) => this.post({ type: 'evaluation-progress', runId, evalId, progress }), (p) => p, () => false,
+        // GPU errors while another run trains are that run's to report.
+        () => (this.run ? [] : gpu.takeUncapturedErrors()),
+      ));
+    } catch (e) {
+      answer({ problem: `The evaluation could not run: ${errorText(e)}` });
     }
   }
 
@@ -342,13 +453,17 @@ class Session implements TrainSession {
     const snapshotMinMs = options.snapshotEvery === undefined ? 30_000 : 0;
     const metricsIntervalMs = options.metricsIntervalMs ?? 100;
     const reconCount = options.reconCount ?? Math.min(8, rc.batch);
+    const knnEvery = options.knnEvery ?? 0, knnBank = options.knnBank ?? 1000, knnQueries = options.knnQueries ?? 250;
     for (const [name, v, ok] of [
+      ['knnEvery', knnEvery, Number.isInteger(knnEvery) && knnEvery >= 0],
+      ['knnBank', knnBank, Number.isInteger(knnBank) && knnBank >= 1],
+      ['knnQueries', knnQueries, Number.isInteger(knnQueries) && knnQueries >= 1],
       ['reconEvery', reconEvery, Number.isInteger(reconEvery) && reconEvery >= 0],
       ['snapshotEvery', snapshotEvery, Number.isInteger(snapshotEvery) && snapshotEvery >= 0],
       ['metricsIntervalMs', metricsIntervalMs, metricsIntervalMs >= 0],
       ['reconCount', reconCount, Number.isInteger(reconCount) && reconCount >= 1],
     ] as const) {
-      if (!ok) return refuse('invalid-config', `Run option ${name} = ${v} must be a whole number ≥ ${name === 'reconCount' ? 1 : 0}.`);
+      if (!ok) return refuse('invalid-config', `Run option ${name} = ${v} must be a whole number ≥ ${name === 'reconCount' || name === 'knnBank' || name === 'knnQueries' ? 1 : 0}.`);
     }
 
     // 2. Memory, before anything is allocated.
@@ -408,7 +523,7 @@ class Session implements TrainSession {
       if (thrown && !(thrown instanceof GpuError)) return refuse('invalid-config', errorText(thrown));
       return refuse('internal', `Setting up the model failed: ${validation?.message ?? errorText(thrown)}`);
     }
-    return new Run(this, gpu, runId, trainer!, rc, msg.data, data, plan, { reconEvery, snapshotEvery, snapshotMinMs, metricsIntervalMs, reconCount });
+    return new Run(this, gpu, runId, trainer!, rc, msg.data, data, plan, { reconEvery, snapshotEvery, snapshotMinMs, metricsIntervalMs, reconCount, knnEvery, knnBank, knnQueries });
   }
 }
 
@@ -418,6 +533,9 @@ interface RunSettings {
   snapshotMinMs: number;
   metricsIntervalMs: number;
   reconCount: number;
+  knnEvery: number;
+  knnBank: number;
+  knnQueries: number;
 }
 
 type Request = 'pause' | 'resume' | 'stop' | 'request-reconstruction' | 'request-checkpoint';
@@ -429,6 +547,7 @@ class Run {
   private reconWanted = false;
   private checkpointWanted = false;
   private attentionWanted: AttentionRequestSpec[] = [];
+  private evaluationsWanted: EvaluateMsg[] = [];
   private paused = false;
   private abandoned = false;
   private wakers: (() => void)[] = [];
@@ -437,6 +556,9 @@ class Run {
   /** Training time before the current slice, ms. */
   private activeMs = 0;
   private lastReconStep = -1;
+  private monitor: KnnMonitor | null = null;
+  /** The monitor's last step; null once it turned out impossible (an unlabelled dataset). */
+  private lastKnnStep: number | null = -1;
   private snapshot: Checkpoint | null = null;
   private snapshotAt = -Infinity;
   private lostMessage: string | null = null;
@@ -462,6 +584,11 @@ class Run {
 
   requestAttention(req: AttentionRequestSpec): void {
     this.attentionWanted.push(req);
+    this.wake();
+  }
+
+  requestEvaluation(msg: EvaluateMsg): void {
+    this.evaluationsWanted.push(msg);
     this.wake();
   }
 
@@ -505,10 +632,42 @@ class Run {
   }
 
   private nextBoundary(): number {
-    const { reconEvery, snapshotEvery } = this.settings;
+    const { reconEvery, snapshotEvery, knnEvery } = this.settings;
     const s = this.step, total = this.rc.totalSteps;
     const next = (every: number) => (every > 0 ? (Math.floor(s / every) + 1) * every : Infinity);
-    return Math.min(total, next(reconEvery), next(snapshotEvery));
+    return Math.min(total, next(reconEvery), next(snapshotEvery), this.lastKnnStep === null ? Infinity : next(knnEvery));
+  }
+
+  /**
+   * The live k-NN monitor's point at this step (its subset is prepared at the first one). An
+   * unlabelled dataset turns it off with one message saying why; other failures fail the run.
+   */
+  private async measureKnn(): Promise<void> {
+    if (this.lastKnnStep === null) return;
+    if (!this.monitor) {
+      const ds = this.data.loader.dataset;
+      if (!ds.labels) {
+        this.lastKnnStep = null;
+        this.post({ type: 'knn', runId: this.runId, problem: `${ds.name} has no labels: the k-NN monitor needs a labelled dataset, so it is off for this run.` });
+        return;
+      }
+      this.monitor = new KnnMonitor(this.gpu, this.rc.model, ds, { bank: this.settings.knnBank, queries: this.settings.knnQueries, seed: this.rc.seed });
+    }
+    const m = await this.guard(this.monitor.measure(this.trainer.model.params));
+    this.lastKnnStep = this.step;
+    this.post({ type: 'knn', runId: this.runId, point: { step: this.step, accuracy: m.accuracy, bank: m.bank, queries: m.queries, ms: m.ms } });
+  }
+
+  /** An evaluation of the encoder as it is now (read back; nothing of the run changes). A lost device still fails the run. */
+  private async evaluate(msg: EvaluateMsg): Promise<void> {
+    const { runId, evalId, request } = msg;
+    const step = this.step;
+    const x = await evaluationAnswer(
+      this.gpu, this.rc.model, () => this.trainer.readParams(), this.data.loader.dataset, step, request,
+      (progress) => this.post({ type: 'evaluation-progress', runId, evalId, progress }), (p) => this.guard(p),
+      (e) => e instanceof DeviceLost || this.lostMessage !== null, () => this.gpu.takeUncapturedErrors(),
+    );
+    this.post({ type: 'evaluation', runId, evalId, request, ...x });
   }
 
   private async reconstruct(): Promise<void> {
@@ -567,7 +726,9 @@ class Run {
     this.session.kept.set(this.runId, { model: this.rc.model, params: copyPayload(c.params) });
     const ended = this.session.ended;
     ended.delete(this.runId);
-    ended.set(this.runId, { val: this.data.val, batch: this.rc.batch, visible: this.rc.visible, step: c.step });
+    // Only the latest ended run keeps its dataset in memory (an imported one may be large); the others load theirs again.
+    for (const e of ended.values()) delete e.dataset;
+    ended.set(this.runId, { val: this.data.val, batch: this.rc.batch, visible: this.rc.visible, step: c.step, data: this.dataSpec, dataset: this.data.loader.dataset });
     for (const id of ended.keys()) if (ended.size > ENDED_KEPT) ended.delete(id);
     return c;
   }
@@ -596,10 +757,11 @@ class Run {
     try {
       this.post({
         type: 'started', runId: this.runId, config: JSON.parse(JSON.stringify(this.rc)) as ResolvedTrainSpec,
-        memory: JSON.parse(JSON.stringify(this.plan)) as Msg<'started'>['memory'], data: this.data.summary,
+        memory: JSON.parse(JSON.stringify(this.plan)) as Msg<'started'>['memory'], data: { ...this.data.summary, classes: classesOf(this.data.loader.dataset) },
         adapter: summary(this.gpu.adapter), step: this.step,
       });
       await this.reconstruct();
+      if (this.settings.knnEvery > 0) await this.measureKnn();
       if (this.settings.snapshotEvery > 0) await this.takeSnapshot();
       for (;;) {
         if (this.stopWanted) {
@@ -613,6 +775,10 @@ class Run {
         }
         if (this.attentionWanted.length > 0) {
           for (const req of this.attentionWanted.splice(0)) await this.attention(req);
+          continue;
+        }
+        if (this.evaluationsWanted.length > 0) {
+          await this.evaluate(this.evaluationsWanted.shift()!);
           continue;
         }
         if (this.checkpointWanted) {
@@ -637,7 +803,7 @@ class Run {
         const t0 = performance.now();
         const r = await this.guard(this.trainer.train({
           until, onMetrics: this.onMetrics,
-          shouldStop: () => this.stopWanted || this.pauseWanted || this.reconWanted || this.checkpointWanted || this.attentionWanted.length > 0,
+          shouldStop: () => this.stopWanted || this.pauseWanted || this.reconWanted || this.checkpointWanted || this.attentionWanted.length > 0 || this.evaluationsWanted.length > 0,
         }));
         this.activeMs += performance.now() - t0;
         this.takeUncapturedErrors();
@@ -647,21 +813,27 @@ class Run {
           this.post({ type: 'error', runId: this.runId, kind: 'diverged', message: d.message, step: this.step, checkpoint: ck });
           return;
         }
-        const s = this.step, { reconEvery, snapshotEvery } = this.settings;
+        const s = this.step, { reconEvery, snapshotEvery, knnEvery } = this.settings;
         if (reconEvery > 0 && s % reconEvery === 0 && s < total) await this.reconstruct();
+        if (knnEvery > 0 && s % knnEvery === 0 && s < total && this.lastKnnStep !== s) await this.measureKnn();
         if (snapshotEvery > 0 && s % snapshotEvery === 0 && performance.now() - this.snapshotAt >= this.settings.snapshotMinMs) await this.takeSnapshot();
         await sleep(0); // let the page's messages in between slices too
       }
       if (this.lastReconStep !== this.step) await this.reconstruct();
+      if (this.settings.knnEvery > 0 && this.lastKnnStep !== null && this.lastKnnStep !== this.step) await this.measureKnn();
       const ck = this.keep(await this.checkpoint());
       this.post({ type: 'stopped', runId: this.runId, reason, step: this.step, elapsedMs: this.activeMs, checkpoint: ck });
     } catch (e) {
       await this.failed(e);
     } finally {
       this.wake();
-      if (!this.lostMessage) this.trainer.destroy();
+      if (!this.lostMessage) {
+        this.trainer.destroy();
+        this.monitor?.destroy();
+      }
       // Requests that came as the run ended: answered from what the run kept (or with why not).
       for (const req of this.attentionWanted.splice(0)) void this.session.endedAttention(this.runId, req);
+      for (const msg of this.evaluationsWanted.splice(0)) void this.session.evaluateElsewhere(msg);
     }
   }
 

@@ -282,6 +282,18 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
           <Num k="seed" label="Seed" problems={problems} disabled={locked} />
         </div>
       </fieldset>
+
+      <fieldset>
+        <legend>Monitoring</legend>
+        <div className="grid">
+          <Num k="knnEvery" label="k-NN every N steps" problems={problems} disabled={locked} min={0}
+            hint={config.knnEvery > 0 ? `the encoder’s k-NN accuracy every ${config.knnEvery} steps, next to the loss curves; training is unchanged` : '0 = off; a labelled dataset’s k-NN accuracy during training'} />
+          {config.knnEvery > 0 && (
+            <Num k="knnImages" label="k-NN bank images" problems={problems} disabled={locked} min={20}
+              hint={`${config.knnImages} training images vote for ${Math.max(10, Math.round(config.knnImages / 4))} validation images (fixed by the seed); fewer is faster on a software GPU`} />
+          )}
+        </div>
+      </fieldset>
       {problems.general?.map((m) => <p key={m} className="problem" role="alert">{m}</p>)}
       <p className="muted" data-testid="memory-plan">{memory && `Needs about ${memory}.`}</p>
     </>

@@ -8,7 +8,7 @@ import { useEffect, useRef } from 'react';
 import type { Checkpoint, ResolvedTrainSpec, TrainErrorKind } from '../../protocol/train';
 import { requestOf, startStudioRun, useRunsStore } from '../../store/runs';
 import { trainMetrics, useStudioStore, useTrainStore, type RunView } from '../../store/train';
-import { dataSpecOf, hasProblems, toTrainSpec, validateConfig } from './config';
+import { dataSpecOf, hasProblems, knnOptionsOf, toTrainSpec, validateConfig } from './config';
 import { CheckpointControls } from './CheckpointPanel';
 import { ExportButton } from './ExportButton';
 import { useConfigStore } from './state';
@@ -126,6 +126,7 @@ export function RunPanel({ canStart: workerReady }: { canStart: boolean }) {
           reconEvery: Math.max(1, Math.round(steps / 10)), reconCount: Math.min(6, config.batch),
           // A small model's snapshot (kept for a lost device) is a cheap readback: take one often.
           ...(config.embedDim * config.depth <= 512 ? { snapshotEvery: 5 } : {}),
+          ...knnOptionsOf(config),
         },
       },
       config, { teacherLabel: dmae ? teacher.label : undefined },

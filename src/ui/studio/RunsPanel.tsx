@@ -2,11 +2,16 @@
  * Runs: every run of this browser (IndexedDB, src/store/runs.ts) with its configuration, final
  * numbers and whether its weights are kept; rename, delete, keep, export, use as a teacher,
  * load its configuration, and compare (the selected runs' curves are overlaid by the Watch
- * charts through `compareRunIds`; a table of their final numbers is here).
+ * charts through `compareRunIds`; a table of their final numbers is here). A run's kept
+ * evaluations show as badges and, unfolded, as pictures (EvaluationView); a run with kept
+ * weights can be evaluated here (quick k-NN) after a reload.
  */
 import { useState } from 'react';
+import type { EvalMethodSpec } from '../../protocol/train';
 import { WEIGHTS_BUDGET_BYTES, loadHistory, useRunsStore, type RunRecord } from '../../store/runs';
-import { useStudioStore, useTrainStore } from '../../store/train';
+import { useEvaluationStore, useStudioStore, useTrainStore } from '../../store/train';
+import { EvaluationView, methodLabel } from '../watch/EvaluationView';
+import { EvaluationProgress, evaluationRequest } from './EvaluatePanel';
 import { ExportButton } from './ExportButton';
 import { useConfigStore } from './state';
 
@@ -23,6 +28,20 @@ function RunRow({ r, live }: { r: RunRecord; live: boolean }) {
   const [editing, setEditing] = useState(false);
   const [name, setName] = useState(r.name);
   const selected = compare.includes(r.id);
+  const evaluation = useEvaluationStore((s) => s.byRun[r.id]);
+  const workerReady = useTrainStore((s) => s.worker.status === 'ready');
+  const workerAdapter = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.kind : null));
+  // The current run's evaluation shows in Evaluate; a stored run's here.
+  const isCurrent = useTrainStore((s) => s.run?.runId === r.id);
+  const evals = Object.values(r.evaluations ?? {});
+  const [shown, setShown] = useState<EvalMethodSpec | null>(null);
+  const showing = (shown && r.evaluations?.[shown]) || null;
+  const evaluateStored = async () => {
+    const w = await weights(r.id);
+    if (!w) return;
+    const software = workerAdapter !== 'hardware';
+    useEvaluationStore.getState().evaluate(r.id, evaluationRequest('knn', software ? 'small' : 'quick'), { model: w.model, params: w.params, data: r.data, step: r.step });
+  };
   const status = r.status === 'running' && !live ? 'interrupted' : r.status;
   const m = r.spec.model;
   const useAsTeacher = async () => {
@@ -55,6 +74,12 @@ function RunRow({ r, live }: { r: RunRecord; live: boolean }) {
         <span className={`badge status-${status}`}>{status}</span>
         {r.weightsBytes > 0 && <span className="badge weights" title="Final weights kept in this browser">weights {mib(r.weightsBytes)}</span>}
         {teacher?.runId === r.id && <span className="badge teacher">teacher</span>}
+        {evals.map((e) => (
+          <button key={e.method} type="button" className="link" onClick={() => setShown(shown === e.method ? null : e.method)} data-testid="run-eval-badge" data-method={e.method}
+            title="Show this evaluation's pictures">
+            <span className="badge eval">{methodLabel(e.method)} {(100 * e.accuracy).toFixed(1)} %</span>
+          </button>
+        ))}
       </div>
       <div className="muted run-facts">
         {r.spec.mode.toUpperCase()} {m.embedDim}×{m.depth} ({m.numHeads} heads), decoder {m.decoderEmbedDim}×{m.decoderDepth} · {r.dataName ?? (r.data.kind === 'builtin' ? r.data.id : 'stored dataset')} · mask {r.resolved ? r.resolved.maskRatio.toFixed(2) : r.spec.maskRatio} ·
@@ -69,6 +94,10 @@ function RunRow({ r, live }: { r: RunRecord; live: boolean }) {
           <input type="checkbox" checked={r.keep} onChange={(e) => void setKeep(r.id, e.target.checked)} data-testid="run-keep" /> keep weights
         </label>
         <button type="button" className="secondary small" onClick={() => replaceConfig(r.form)} title="Load this run's configuration into Configure">Load config</button>
+        {r.weightsBytes > 0 && r.classes !== 0 && !live && (
+          <button type="button" className="secondary small" onClick={() => void evaluateStored()} disabled={!workerReady || evaluation?.status === 'running'}
+            data-testid="run-evaluate" title="k-NN accuracy of this run's encoder on a seeded subset of its dataset (1,000 training / 250 validation images; 300 / 100 on a software GPU)">Evaluate (k-NN)</button>
+        )}
         {r.spec.mode === 'mae' && r.weightsBytes > 0 && (
           <button type="button" className="secondary small" onClick={() => void useAsTeacher()} data-testid="run-use-teacher">Use as teacher</button>
         )}
@@ -78,6 +107,9 @@ function RunRow({ r, live }: { r: RunRecord; live: boolean }) {
         } : undefined} />
         <button type="button" className="danger small" onClick={() => void remove(r.id)} disabled={live} data-testid="run-delete" aria-label={`Delete ${r.name}`}>Delete</button>
       </div>
+      {!isCurrent && evaluation?.status === 'running' && <div className="run-eval"><EvaluationProgress state={evaluation} /></div>}
+      {!isCurrent && evaluation?.status === 'failed' && <p className="problem run-eval" role="alert">{evaluation.problem}</p>}
+      {showing && <div className="run-eval" data-testid="run-eval-pictures"><EvaluationView result={showing} /></div>}
     </li>
   );
 }

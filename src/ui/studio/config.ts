@@ -40,6 +40,10 @@ export interface StudioConfig {
   totalSteps: number;
   weightDecay: number;
   seed: number;
+  /** The live k-NN monitor: every N steps (0 = off); a run option, not part of what is trained. */
+  knnEvery: number;
+  /** The monitor's bank of training images (its validation queries: a quarter as many). */
+  knnImages: number;
 }
 
 export type PresetId = 'tiny' | 'tiny-teacher' | 'tiny-dmae' | 'vit-tiny' | 'vit-small';
@@ -48,7 +52,7 @@ const TINY: StudioConfig = {
   preset: 'tiny', mode: 'mae', dataset: 'builtin:mnist', imgSize: 28, patchSize: 4, inChans: 1,
   embedDim: 32, depth: 2, numHeads: 2, decoderEmbedDim: 32, decoderDepth: 1, decoderNumHeads: 2, normPixLoss: true,
   maskRatio: 0.75, studentBlock: 1, teacherBlock: 2, alpha: 1, distillKind: 'l1',
-  batch: 8, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0,
+  batch: 8, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0, knnEvery: 0, knnImages: 1000,
 };
 
 export const PRESETS: Record<PresetId, { label: string; description: string; config: StudioConfig }> = {
@@ -110,6 +114,14 @@ export function dataSpecOf(c: StudioConfig): DataSpec {
   return c.dataset.startsWith('builtin:')
     ? { kind: 'builtin', id: c.dataset.slice(8) as 'mnist' | 'shapes' }
     : { kind: 'stored', id: c.dataset.slice(7) };
+}
+
+/** The run options of the live k-NN monitor (none when it is off): its bank, and a quarter as many validation queries. */
+export function knnOptionsOf(c: StudioConfig): { knnEvery?: number; knnBank?: number; knnQueries?: number } {
+  const every = c.knnEvery ?? 0; // a form kept by an older studio has none: off
+  if (!(every > 0)) return {};
+  const bank = c.knnImages ?? 1000;
+  return { knnEvery: every, knnBank: bank, knnQueries: Math.max(10, Math.round(bank / 4)) };
 }
 
 /** Peak learning rate the run will use (after MAE's batch scaling in 'blr' mode). */
@@ -180,6 +192,9 @@ export function validateConfig(c: StudioConfig, teacher?: ModelSpec | null): Pro
   if (!Number.isInteger(c.seed)) add(p, 'seed', `seed ${c.seed} must be an integer`);
   if (!(c.maskRatio >= 0 && c.maskRatio <= 0.98)) add(p, 'maskRatio', `mask ratio ${c.maskRatio} must be in [0, 0.98]`);
   if (!(c.weightDecay >= 0)) add(p, 'weightDecay', 'weight decay must be ≥ 0');
+  // (A form kept by an older studio has no knnEvery: off.)
+  if (!(Number.isInteger(c.knnEvery ?? 0) && (c.knnEvery ?? 0) >= 0)) add(p, 'knnEvery', `k-NN every ${c.knnEvery} steps must be a whole number ≥ 0 (0: off)`);
+  if ((c.knnEvery ?? 0) > 0 && !(Number.isInteger(c.knnImages) && c.knnImages >= 20)) add(p, 'knnImages', `the k-NN bank of ${c.knnImages} images must be a whole number ≥ 20`);
   if (c.mode === 'dmae') {
     if (!teacher) add(p, 'teacher', 'DMAE needs a teacher: train a larger MAE first (preset “Tiny teacher”), keep its weights, and choose it here; or import a weights file.');
     else collect(p, () => validateDistill(model, teacher as MaeConfig, { pairs: [{ studentBlock: c.studentBlock, teacherBlock: c.teacherBlock }], alpha: c.alpha, kind: c.distillKind }));
@@ -198,7 +213,7 @@ const KEYS: Record<keyof StudioConfig, string> = {
   preset: 'p', mode: 'm', dataset: 'ds', imgSize: 'img', patchSize: 'ps', inChans: 'ch',
   embedDim: 'd', depth: 'L', numHeads: 'h', decoderEmbedDim: 'dd', decoderDepth: 'dL', decoderNumHeads: 'dh', normPixLoss: 'np',
   maskRatio: 'mr', studentBlock: 'ks', teacherBlock: 'kt', alpha: 'a', distillKind: 'dk',
-  batch: 'b', lrMode: 'lm', lr: 'lr', warmupSteps: 'w', totalSteps: 's', weightDecay: 'wd', seed: 'seed',
+  batch: 'b', lrMode: 'lm', lr: 'lr', warmupSteps: 'w', totalSteps: 's', weightDecay: 'wd', seed: 'seed', knnEvery: 'knn', knnImages: 'kni',
 };
 
 /** The configuration as a compact query string: the preset, then only the fields that differ from it. */

@@ -7,7 +7,7 @@
  * null where a series has no value. Runs overlaid for comparison have different steps, so their
  * columns are joined on the union of their steps.
  */
-import type { StepRecord } from '../../protocol/train';
+import type { KnnPoint, StepRecord } from '../../protocol/train';
 
 /**
  * TensorBoard's smoothing: an exponential moving average with weight w in [0, 1), debiased
@@ -198,4 +198,15 @@ export function seriesStyle(s: SeriesMeta, runs: number): { stroke: string; dash
   if (runs <= 1) return { stroke: PALETTE[metricIndex % PALETTE.length], width: s.metric === 'loss' ? 2 : 1.5 };
   const dashes: (number[] | undefined)[] = [undefined, [6, 3], [2, 3], [8, 3, 2, 3]];
   return { stroke: PALETTE[s.run % PALETTE.length], dash: dashes[metricIndex % dashes.length], width: 1.5 };
+}
+
+/** The k-NN monitor's chart (KnnChart): one x axis (the union of the runs' steps) and one accuracy column per run, null where a run has no point. */
+export function knnChartData(runs: readonly { runId: string; points: readonly KnnPoint[] }[]): [number[], ...(number | null)[][]] {
+  const steps = [...new Set(runs.flatMap((r) => r.points.map((p) => p.step)))].sort((a, b) => a - b);
+  const at = new Map(steps.map((s, i) => [s, i]));
+  return [steps, ...runs.map((r) => {
+    const col: (number | null)[] = new Array(steps.length).fill(null);
+    for (const p of r.points) col[at.get(p.step)!] = p.accuracy;
+    return col;
+  })];
 }

@@ -7,6 +7,8 @@
  *   <ReconstructionView />        the current run's latest reconstruction grid
  *   <AttentionView />             attention maps of the current run (student; teacher in DMAE)
  *   <TeacherPanel />              train / pick / import a teacher; "Distil from it" (onDistill overrides)
+ *   <KnnChart />                  the live k-NN monitor's accuracy (current run + compared runs; hidden without points)
+ *   <EvaluationView result={r} /> an evaluation's accuracy, per-class bars and confusion heatmap
  *
  * Store contract (src/store/train.ts):
  * - per-step records: `trainMetrics` (the worker's batches). To overlay a stored run, append its
@@ -52,4 +54,6 @@ export { LossChart, type LossChartProps } from './LossChart';
 export { ReconstructionView, type ReconstructionViewProps } from './ReconstructionView';
 export { AttentionView, type AttentionViewProps } from './AttentionView';
 export { TeacherPanel, type TeacherPanelProps } from './TeacherPanel';
+export { KnnChart } from './KnnChart';
+export { ConfusionMatrix, EvaluationView, PerClassBars } from './EvaluationView';
 export { encoderParamCount, teacherModelFor } from './teacher';
