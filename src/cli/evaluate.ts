@@ -24,8 +24,9 @@ import { shapesOptionsFor } from '../engine/run';
 import type { Gpu } from '../gpu/device';
 import { acquireNodeGpu } from '../gpu/node-device';
 import { writeSafetensors } from '../io/safetensors';
+import { FINETUNED_METADATA_KEY } from '../io/finetuned';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
-import { readTeacher, type TeacherSource } from './teacher';
+import { FINETUNED_FILE, readTeacher, type TeacherSource } from './teacher';
 
 export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | FILE.safetensors> [options]
 
@@ -99,8 +100,8 @@ export async function evaluateRun(gpu: Gpu, cfg: MaeConfig, pretrained: ParamMap
   return evaluateEncoder(gpu, cfg, pretrained, ds, o);
 }
 
-/** What --save writes in its folder. */
-export const FINETUNED_FILE = 'finetuned.safetensors';
+/** What --save writes in its folder (re-exported: where the writer is). */
+export { FINETUNED_FILE };
 
 function num(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;
@@ -160,7 +161,7 @@ export async function evaluateCommand(args: string[]): Promise<number> {
       const tensors = finetuned.layout.entries.map((e) => ({ name: e.name, shape: e.shape, data: finetuned.params.get(e.name)! }));
       const meta = { config: cfg, step: run.step, from: run.file, classes: r.classNames, pool: 'mean patch tokens → fc_norm → head', ...r.options };
       mkdirSync(v.save, { recursive: true });
-      writeFileSync(join(v.save, FINETUNED_FILE), writeSafetensors(tensors, { format: 'pt', dmae_studio_finetuned: JSON.stringify(meta) }));
+      writeFileSync(join(v.save, FINETUNED_FILE), writeSafetensors(tensors, { format: 'pt', [FINETUNED_METADATA_KEY]: JSON.stringify(meta) }));
       log(`saved    the fine-tuned model to ${join(v.save, FINETUNED_FILE)}`);
     }
     const worst = r.perClass.filter((c) => c.accuracy !== null).sort((a, b) => a.accuracy! - b.accuracy!)[0];

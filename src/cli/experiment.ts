@@ -71,7 +71,6 @@ export interface Scale {
   /** Frozen-feature evaluation: bank / probe training samples and validation samples. */
   features: { maxTrain: number; maxVal: number };
   linprobe: { steps: number; batch: number };
-  finetune: { steps: number; batch: number };
   teacherFinetune: { steps: number; batch: number };
   kd: { temperature: number; softWeight: number };
   cost: { batch: number; reps: number };
@@ -85,8 +84,7 @@ const FULL: Scale = {
   ratios: [0.75, 0.9, 0.95, 0.98],
   features: { maxTrain: 2000, maxVal: 1000 },
   linprobe: { steps: 500, batch: 256 },
-  finetune: { steps: 100, batch: 32 },
-  teacherFinetune: { steps: 100, batch: 32 },
+  teacherFinetune: { steps: 300, batch: 32 },
   kd: { temperature: 4, softWeight: 0.5 },
   cost: { batch: 32, reps: 5 },
 };
@@ -99,7 +97,6 @@ const SMOKE: Scale = {
   ratios: [0.75, 0.98],
   features: { maxTrain: 64, maxVal: 32 },
   linprobe: { steps: 5, batch: 16 },
-  finetune: { steps: 3, batch: 8 },
   teacherFinetune: { steps: 3, batch: 8 },
   kd: { temperature: 4, softWeight: 0.5 },
   cost: { batch: 4, reps: 1 },
@@ -236,8 +233,14 @@ export class JobRunner {
 // The experiments
 // ---------------------------------------------------------------------------------------------
 
-type Metric = 'knn' | 'linprobe' | 'finetune';
-const METRIC_NAMES: Record<Metric, string> = { knn: 'k-NN', linprobe: 'linear probe', finetune: 'fine-tuned' };
+type Metric = 'knn' | 'linprobe';
+const METRIC_NAMES: Record<Metric, string> = { knn: 'k-NN', linprobe: 'linear probe' };
+/**
+ * The students are compared on frozen features. At these sizes a fine-tuning budget comparable
+ * to the pretraining one (100–150 steps of 32) leaves every encoder near 25–30 %: too short to
+ * separate them, and a long one costs more than the students.
+ */
+const FROZEN = ['knn', 'linprobe'] as const;
 
 /** The jobs of every experiment, by id, built once so that experiments share them. */
 export class Plan {
@@ -291,12 +294,12 @@ export class Plan {
    * spread over seeds is the students'.
    */
   evaluation(of: Job, metric: Metric | 'head'): Job {
-    const { features, linprobe, finetune } = this.scale;
+    const { features, linprobe } = this.scale;
     const dir = of.runDir ?? dirname(of.result), result = join(dir, `eval-${metric}.json`);
     const common = ['--data', this.scale.data, '--max-val', `${features.maxVal}`, '--seed', '0'];
-    const rest = metric === 'knn' ? ['--max-train', `${features.maxTrain}`]
-      : metric === 'linprobe' ? ['--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, '--batch', `${linprobe.batch}`]
-        : metric === 'finetune' ? ['--steps', `${finetune.steps}`, '--batch', `${finetune.batch}`] : [];
+    // Frozen features: the mean of the normed patch tokens, what the KD student's head is trained on.
+    const rest = metric === 'knn' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`]
+      : metric === 'linprobe' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, '--batch', `${linprobe.batch}`] : [];
     const what = metric === 'head' ? join(dir, MODEL_FILE) : dir;
     return this.add({
       id: `${of.id}.${metric}`, title: `${metric === 'head' ? 'its own classifier\'s' : METRIC_NAMES[metric]} accuracy of ${of.id}`, tool: 'dmae', result,
@@ -304,14 +307,14 @@ export class Plan {
     });
   }
 
-  /** A student trained from scratch on the fine-tuned teacher's soft labels, for the DMAE student's pretraining + fine-tuning steps. */
+  /** A student trained from scratch on the fine-tuned teacher's soft labels, as many steps of as many images as a DMAE student. */
   kdStudent(seed: number): Job {
     const s = this.scale.student, out = this.dir(`kd-s${seed}`);
-    const steps = s.steps + this.scale.finetune.steps;
+    const steps = s.steps;
     return this.add({
       id: `kd-s${seed}`, title: `logit-KD student from the fine-tuned teacher, ${steps} steps, seed ${seed}`, tool: 'dmae', result: join(out, 'eval-kd.json'),
       argv: ['kd', '--teacher', this.dir('teacher-finetuned'), '--data', this.scale.data, '--embed-dim', `${s.embedDim}`, '--depth', `${s.depth}`, '--heads', `${s.heads}`,
-        '--steps', `${steps}`, '--batch', `${this.scale.finetune.batch}`, '--lr', num(s.lr), '--warmup', `${s.warmup}`,
+        '--steps', `${steps}`, '--batch', `${s.batch}`, '--lr', num(s.lr), '--warmup', `${s.warmup}`,
         '--temperature', `${this.scale.kd.temperature}`, '--soft-weight', `${this.scale.kd.softWeight}`, '--seed', `${seed}`, '--out', out],
     });
   }
@@ -345,16 +348,16 @@ interface Experiment {
 const accuracyOf = (j: Job): number => readJson<EvalJson>(j.result).accuracy;
 
 function setupTable(p: Plan): string {
-  const { teacher: t, student: s, features, linprobe, finetune } = p.scale;
+  const { teacher: t, student: s, features, linprobe } = p.scale;
   const size = (z: Sizes) => `${z.embedDim} wide, ${z.depth} blocks, ${z.heads} heads; decoder ${z.decoderDim} × ${z.decoderDepth}`;
   return markdownTable(['', 'setting'], [
     ['data', `built-in ${p.scale.data} (${p.scale.image.imgSize}×${p.scale.image.imgSize}×${p.scale.image.inChans}, patch ${p.scale.image.patchSize}: ${(p.scale.image.imgSize / p.scale.image.patchSize) ** 2} patches)`],
     ['teacher (MAE)', `${size(t)}; ${t.steps} steps × ${t.batch} images, lr ${t.lr}, warmup ${t.warmup}, mask 0.75, seed ${t.seed}`],
     ['student', `${size(s)}; ${s.steps} steps × ${s.batch} images, lr ${s.lr}, warmup ${s.warmup}`],
     ['student seeds', p.seeds.join(', ')],
-    ['k-NN', `k = 20, cosine, T = 0.07, on the normed cls token; bank ${features.maxTrain} training images, ${features.maxVal} validation images`],
-    ['linear probe', `non-affine BatchNorm + Linear on frozen features of the same images, ${linprobe.steps} steps × ${linprobe.batch}`],
-    ['fine-tuning', `whole encoder + fc_norm + head, layer decay 0.75, label smoothing 0.1, ${finetune.steps} steps × ${finetune.batch}; ${features.maxVal} validation images`],
+    ['features', `frozen encoder, every patch visible: the mean of the normed patch tokens; ${features.maxTrain} training images (a fixed seeded subset), all ${features.maxVal} validation images; evaluation seed 0 for every student`],
+    ['k-NN', 'k = 20, cosine similarity, votes weighted exp(sim / 0.07)'],
+    ['linear probe', `non-affine BatchNorm + Linear, AdamW, ${linprobe.steps} steps × ${linprobe.batch}`],
   ]);
 }
 
@@ -381,13 +384,13 @@ const dmaeVsMae: Experiment = {
     for (const seed of p.seeds) {
       for (const kind of ['mae', 'dmae'] as const) {
         const s = p.student(kind, 0.75, seed);
-        jobs.push(s, ...(['knn', 'linprobe', 'finetune'] as const).map((m) => p.evaluation(s, m)));
+        jobs.push(s, ...FROZEN.map((m) => p.evaluation(s, m)));
       }
     }
     return jobs;
   },
   async page(p, records) {
-    const metrics = ['knn', 'linprobe', 'finetune'] as const;
+    const metrics = FROZEN;
     const acc = (kind: 'mae' | 'dmae', m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(p.student(kind, 0.75, s), m)));
     const rows: Point[] = [];
     for (const kind of ['mae', 'dmae'] as const) for (const m of metrics) acc(kind, m).forEach((a, i) => rows.push({ method: kind === 'mae' ? 'MAE only' : 'DMAE', metric: METRIC_NAMES[m], seed: p.seeds[i], accuracy: a }));
@@ -395,7 +398,7 @@ const dmaeVsMae: Experiment = {
     const table = markdownTable(['student (mask 0.75)', ...metrics.map((m) => `${METRIC_NAMES[m]} %`)], (['mae', 'dmae'] as const).map((k) => [
       k === 'mae' ? 'MAE loss alone' : 'DMAE (MAE loss + L1 to the teacher\'s features)', ...metrics.map((m) => pctSpread(spread(acc(k, m)))),
     ]));
-    const headline = gainLine('DMAE beats MAE alone (fine-tuned)', verdicts.finetune);
+    const headline = metrics.map((m) => gainLine(`DMAE beats MAE alone (${METRIC_NAMES[m]})`, verdicts[m])).join('; ');
     const outcome = metrics.map((m) => gainLine(`DMAE vs MAE alone, ${METRIC_NAMES[m]}`, verdicts[m])).join('; ') + '.';
     const svg = await renderSvg(barsWithSeeds('DMAE vs MAE alone: accuracy over seeds', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
     const jobs = this.jobs(p);
@@ -410,34 +413,39 @@ const dmaeVsKd: Experiment = {
   jobs(p) {
     const jobs: Job[] = [p.teacher(), p.teacherFinetuned()];
     for (const seed of p.seeds) {
-      const d = p.student('dmae', 0.75, seed), f = p.student('dmae', 0.75, seed, 'teacher-finetuned');
-      const kd = p.kdStudent(seed);
-      jobs.push(d, p.evaluation(d, 'finetune'), f, p.evaluation(f, 'finetune'), kd, p.evaluation(kd, 'head'));
+      const d = p.student('dmae', 0.75, seed), f = p.student('dmae', 0.75, seed, 'teacher-finetuned'), kd = p.kdStudent(seed);
+      for (const s of [d, f, kd]) jobs.push(s, ...FROZEN.map((m) => p.evaluation(s, m)));
+      jobs.push(p.evaluation(kd, 'head'));
     }
     return jobs;
   },
   async page(p, records) {
-    const dmae = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s), 'finetune')));
-    const ftFeat = p.seeds.map((s) => accuracyOf(p.evaluation(p.student('dmae', 0.75, s, 'teacher-finetuned'), 'finetune')));
-    const kd = p.seeds.map((s) => accuracyOf(p.evaluation(p.kdStudent(s), 'head')));
+    const students = {
+      dmae: { label: 'DMAE, pre-trained teacher', job: (s: number) => p.student('dmae', 0.75, s), how: `${p.scale.student.steps} DMAE steps (mask 0.75): MAE loss + L1 to the pre-trained teacher's block-kT features` },
+      ft: { label: 'DMAE, fine-tuned teacher', job: (s: number) => p.student('dmae', 0.75, s, 'teacher-finetuned'), how: 'the same, the teacher being the fine-tuned encoder' },
+      kd: { label: 'logit KD, fine-tuned teacher', job: (s: number) => p.kdStudent(s), how: `${p.scale.student.steps} steps on full images: ${1 - p.scale.kd.softWeight} · CE(labels) + ${p.scale.kd.softWeight} · τ² · KL(teacher ‖ student), τ = ${p.scale.kd.temperature}` },
+    };
+    const acc = (k: keyof typeof students, m: Metric) => p.seeds.map((s) => accuracyOf(p.evaluation(students[k].job(s), m)));
+    const kdHead = p.seeds.map((s) => accuracyOf(p.evaluation(p.kdStudent(s), 'head')));
     const teacherFt = accuracyOf(p.teacherFinetuned());
-    const time = (ids: string[]) => spread(p.seeds.map((s) => ids.reduce((t, id) => t + (records.get(id.replace('{s}', `${s}`))?.seconds ?? NaN), 0)));
-    const label = { dmae: 'DMAE, pre-trained teacher', ft: 'DMAE, fine-tuned teacher\'s features', kd: 'logit KD, fine-tuned teacher' };
+    const trainTime = (k: keyof typeof students) => spread(p.seeds.map((s) => records.get(students[k].job(s).id)?.seconds ?? NaN));
     const rows: Point[] = [];
-    ([[label.dmae, dmae], [label.ft, ftFeat], [label.kd, kd]] as const).forEach(([m, xs]) => xs.forEach((a, i) => rows.push({ method: m, seed: p.seeds[i], accuracy: a })));
-    const vFeat = verdict(dmae, ftFeat), vKd = verdict(dmae, kd);
-    const st = p.scale.student.steps, ft = p.scale.finetune.steps;
-    const table = markdownTable(['student', 'how it is trained', 'accuracy %', 'wall time per student'], [
-      [label.dmae, `${st} DMAE steps (mask 0.75) + ${ft} fine-tuning steps`, pctSpread(spread(dmae)), seconds(time(['dmae-m0.75-s{s}', 'dmae-m0.75-s{s}.finetune']).mean)],
-      [label.ft, `the same, the teacher being the fine-tuned encoder`, pctSpread(spread(ftFeat)), seconds(time(['dmae-ftteacher-m0.75-s{s}', 'dmae-ftteacher-m0.75-s{s}.finetune']).mean)],
-      [label.kd, `${st + ft} steps on full images: ${1 - p.scale.kd.softWeight} · CE(labels) + ${p.scale.kd.softWeight} · τ² · KL(teacher ‖ student), τ = ${p.scale.kd.temperature}`, pctSpread(spread(kd)), seconds(time(['kd-s{s}', 'kd-s{s}.head']).mean)],
-    ]);
-    const headline = `${gainLine('DMAE beats KD from the fine-tuned teacher', vKd)}; ${gainLine('pre-trained beats fine-tuned teacher features', vFeat)}`;
-    const svg = await renderSvg(barsWithSeeds('Distilling the pre-trained vs the fine-tuned teacher', rows, { group: 'method', value: 'accuracy', axis: 'accuracy', percent: true }));
-    const markdown = [head('dmae-vs-kd', 'distilling the pre-trained MAE teacher beats distilling a fine-tuned teacher (ViT-L → ViT-B: 84.0 % vs 82.8 % fine-tuned).', `${headline}. The fine-tuned teacher itself reaches ${pct(teacherFt)} %.`),
-      '## Results\n\nThe students\' own classifier accuracy on the validation split, mean ± sd over seeds (each seed in brackets); every student takes the same number of optimiser steps of the same batch size.\n', table,
-      '\n![DMAE vs KD](dmae-vs-kd.svg)\n', '## Setup\n', setupTable(p), `\nTeacher fine-tuning: ${p.scale.teacherFinetune.steps} steps × ${p.scale.teacherFinetune.batch}, then ${pct(teacherFt)} % on the validation images.\n`, `${machineLine(p)}\n`, commandsSection(this.jobs(p), records)].join('\n');
-    return { markdown, svg, headline, summary: { accuracy: { dmae: spread(dmae), dmaeFinetunedTeacherFeatures: spread(ftFeat), kd: spread(kd) }, teacherFinetuned: teacherFt, verdicts: { kd: vKd, features: vFeat } } };
+    for (const k of ['dmae', 'ft', 'kd'] as const) for (const m of FROZEN) acc(k, m).forEach((a, i) => rows.push({ method: students[k].label, metric: METRIC_NAMES[m], seed: p.seeds[i], accuracy: a }));
+    const v = (other: 'ft' | 'kd') => Object.fromEntries(FROZEN.map((m) => [m, verdict(acc('dmae', m), acc(other, m))]));
+    const vFt = v('ft'), vKd = v('kd');
+    const table = markdownTable(['student', 'how it is trained', ...FROZEN.map((m) => `${METRIC_NAMES[m]} %`), 'training time'],
+      (['dmae', 'ft', 'kd'] as const).map((k) => [students[k].label, students[k].how, ...FROZEN.map((m) => pctSpread(spread(acc(k, m)))), seconds(trainTime(k).mean)]));
+    const headline = `${gainLine('DMAE beats logit KD from the fine-tuned teacher (linear probe)', vKd.linprobe)}; ${gainLine('the pre-trained teacher beats the fine-tuned one as DMAE\'s teacher (linear probe)', vFt.linprobe)}`;
+    const outcome = `${FROZEN.map((m) => gainLine(`DMAE vs logit KD, ${METRIC_NAMES[m]}`, vKd[m])).join('; ')}; ${FROZEN.map((m) => gainLine(`pre-trained vs fine-tuned teacher under DMAE, ${METRIC_NAMES[m]}`, vFt[m])).join('; ')}. ` +
+      `The fine-tuned teacher reaches ${pct(teacherFt)} % with its own head; the KD students' own heads ${pctSpread(spread(kdHead))} %.`;
+    const svg = await renderSvg(barsWithSeeds('Distilling the pre-trained vs the fine-tuned teacher', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
+    const markdown = [head('dmae-vs-kd', 'distilling the pre-trained MAE teacher beats distilling a fine-tuned teacher (ViT-L → ViT-B: 84.0 % vs 82.8 % fine-tuned).', outcome),
+      '## Results\n\nFrozen-feature accuracy of each student\'s encoder on the validation split, mean ± sd over seeds (each seed in brackets); every student takes the same number of optimiser steps of the same batch size from the same initialisation seed. The KD student is trained with labels (its soft and hard targets), the DMAE students never see one.\n', table,
+      `\nThe KD students' own classifier heads: ${pctSpread(spread(kdHead))} % on the same validation images.\n`,
+      '\n![DMAE vs KD](dmae-vs-kd.svg)\n', '## Setup\n', setupTable(p),
+      `\nThe fine-tuned teacher: the MAE teacher fine-tuned with labels for ${p.scale.teacherFinetune.steps} steps × ${p.scale.teacherFinetune.batch} (global pool, fc_norm, head; layer decay 0.75), then ${pct(teacherFt)} % on the validation images. As DMAE's teacher its blocks serve unchanged (its final norm is not used).\n`,
+      `${machineLine(p)}\n`, commandsSection(this.jobs(p), records)].join('\n');
+    return { markdown, svg, headline, summary: { accuracy: Object.fromEntries((['dmae', 'ft', 'kd'] as const).map((k) => [k, Object.fromEntries(FROZEN.map((m) => [m, spread(acc(k, m))]))])), kdHead: spread(kdHead), teacherFinetuned: teacherFt, verdicts: { kd: vKd, finetunedTeacher: vFt } } };
   },
 };
 

@@ -19,7 +19,7 @@
  *
  * kdRun is the programmatic entry (the experiment command calls it); it never exits the process.
  */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ImageDataset } from '../data/dataset';
@@ -29,10 +29,13 @@ import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig } from '
 import { subsetDataset } from '../engine/evaluate';
 import type { Gpu } from '../gpu/device';
 import { acquireNodeGpu } from '../gpu/node-device';
-import { FINETUNED_METADATA_KEY, importFinetuned, type FinetunedModel } from '../io/finetuned';
+import { FINETUNED_METADATA_KEY, type FinetunedModel } from '../io/finetuned';
 import { writeSafetensors } from '../io/safetensors';
 import { MODEL_FILE } from './checkpoints';
-import { FINETUNED_FILE, loadEvalDataset, type EvaluateResult } from './evaluate';
+import { loadEvalDataset, type EvaluateResult } from './evaluate';
+import { readFinetuned } from './teacher';
+
+export { readFinetuned };
 
 export const KD_HELP = `Usage: npm run dmae -- kd --teacher PATH [options]
 
@@ -75,31 +78,6 @@ const OPTIONS = {
 // ---------------------------------------------------------------------------------------------
 // Reading a fine-tuned classifier
 // ---------------------------------------------------------------------------------------------
-
-/**
- * A fine-tuned classifier from a file (finetuned.safetensors, a kd student's model.safetensors,
- * a timm-named fine-tuned ViT with fc_norm) or a folder holding finetuned.safetensors (else a
- * model.safetensors). A config.json beside the file may name the heads.
- */
-export function readFinetuned(path: string): FinetunedModel & { file: string } {
-  if (!existsSync(path)) throw new Error(`${path}: no such file or folder.`);
-  let file = path;
-  if (statSync(path).isDirectory()) {
-    const found = [FINETUNED_FILE, MODEL_FILE].map((f) => join(path, f)).find((f) => existsSync(f));
-    if (!found) throw new Error(`${path}: no ${FINETUNED_FILE} or ${MODEL_FILE} there (write one with npm run dmae -- evaluate RUN --method finetune --save ${path}).`);
-    file = found;
-  }
-  let configJson: unknown;
-  const cfgPath = join(dirname(file), 'config.json');
-  if (existsSync(cfgPath)) {
-    try {
-      configJson = JSON.parse(readFileSync(cfgPath, 'utf8'));
-    } catch {
-      configJson = undefined; // the file's own metadata names the heads
-    }
-  }
-  return { ...importFinetuned(new Uint8Array(readFileSync(file)), { file, configJson }), file };
-}
 
 /** The classes of a labelled dataset (at least 2). */
 function datasetClasses(ds: ImageDataset): { K: number; classNames: string[] } {

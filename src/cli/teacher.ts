@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import type { MaeConfig } from '../engine/config';
 import type { ParamMap } from '../engine/init';
 import { decodeParams } from '../engine/params-file';
-import { finetunedEncoder, importFinetuned, isFinetunedHeader } from '../io/finetuned';
+import { finetunedEncoder, importFinetuned, isFinetunedHeader, type FinetunedModel } from '../io/finetuned';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
 import { readTeacherSafetensors } from './export';
 
@@ -51,11 +51,22 @@ export function readTeacher(path: string): TeacherSource {
   throw new Error(`--teacher ${path}: no ${MODEL_FILE}, ${CHECKPOINT_FILE} or params.json + params.bin there (train the teacher first: npm run dmae -- train --mode mae --out ${path}).`);
 }
 
-/** What `evaluate --method finetune --save DIR` writes in DIR (the same name as src/cli/evaluate.ts's FINETUNED_FILE). */
-const FINETUNED_FILE = 'finetuned.safetensors';
+/** What `evaluate --method finetune --save DIR` writes in DIR. */
+export const FINETUNED_FILE = 'finetuned.safetensors';
 
-/** A fine-tuned classifier's encoder as a DMAE teacher (its blocks; a stand-in final norm). */
-function teacherFromFinetuned(file: string): TeacherSource {
+/**
+ * A fine-tuned classifier from a file (finetuned.safetensors, a kd student's model.safetensors,
+ * a timm-named fine-tuned ViT with fc_norm) or a folder holding finetuned.safetensors (else a
+ * model.safetensors). A config.json beside the file may name the heads.
+ */
+export function readFinetuned(path: string): FinetunedModel & { file: string } {
+  if (!existsSync(path)) throw new Error(`${path}: no such file or folder.`);
+  let file = path;
+  if (statSync(path).isDirectory()) {
+    const found = [FINETUNED_FILE, MODEL_FILE].map((f) => join(path, f)).find((f) => existsSync(f));
+    if (!found) throw new Error(`${path}: no ${FINETUNED_FILE} or ${MODEL_FILE} there (write one with npm run dmae -- evaluate RUN --method finetune --save ${path}).`);
+    file = found;
+  }
   let configJson: unknown;
   const cfgPath = join(dirname(file), 'config.json');
   if (existsSync(cfgPath)) {
@@ -65,7 +76,12 @@ function teacherFromFinetuned(file: string): TeacherSource {
       configJson = undefined; // the file's own metadata names the heads; a broken config.json is not needed
     }
   }
-  const m = importFinetuned(new Uint8Array(readFileSync(file)), { file, configJson });
+  return { ...importFinetuned(new Uint8Array(readFileSync(file)), { file, configJson }), file };
+}
+
+/** A fine-tuned classifier's encoder as a DMAE teacher (its blocks; a stand-in final norm). */
+function teacherFromFinetuned(file: string): TeacherSource {
+  const m = readFinetuned(file);
   const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
   return {
     config: m.config, params: finetunedEncoder(m), step: n(m.meta?.step) + n(m.meta?.steps), file,

@@ -12,58 +12,22 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeDataset } from '../../src/data/dataset';
 import { loadBuiltinNode } from '../../src/data/node';
 import { builtinDatasetId, shapesOptionsFor } from '../../src/engine/run';
-import { acquireNodeGpu } from '../../src/gpu/node-device';
 import {
-  TRAIN_PROTOCOL_VERSION as v, checkToTrainWorker, transferablesOf,
-  type EvaluateRequestSpec, type FromTrainWorker, type ModelSpec, type RunOptions, type StepRecord, type TrainSpec,
+  TRAIN_PROTOCOL_VERSION as v, checkToTrainWorker,
+  type EvaluateRequestSpec, type RunOptions, type TrainSpec,
 } from '../../src/protocol/train';
-import { createTrainSession, type TrainSession } from '../../src/worker/train-session';
+import { model, sessionHarness, shapes, spec } from './session-harness';
 
-type Of<T extends FromTrainWorker['type']> = Extract<FromTrainWorker, { type: T }>;
-
-/** A session whose posts land in `got` (cloned and transferred as postMessage does); 'stored' data is an unlabelled set. */
-function harness() {
-  const got: FromTrainWorker[] = [];
-  let notify = () => {};
-  const session: TrainSession = createTrainSession(
-    {
-      acquireGpu: (needs) => acquireNodeGpu(needs),
-      async loadDataset(data, model) {
-        if (data.kind === 'stored') {
-          const N = 200, S = model.imgSize, r = (i: number) => (i * 2654435761) >>> 24;
-          return makeDataset({ name: 'unlabelled', source: 'test', images: Uint8Array.from({ length: N * S * S }, (_, i) => r(i)), labels: null, classNames: [], N, C: 1, H: S, W: S, nTrain: 160 });
-        }
-        return loadBuiltinNode(builtinDatasetId(data.id), shapesOptionsFor(model));
-      },
-    },
-    (msg) => {
-      got.push(structuredClone(msg, { transfer: transferablesOf(msg) }));
-      notify();
-    },
-  );
-  const waitFor = async <T extends FromTrainWorker['type']>(type: T, pred: (m: Of<T>) => boolean = () => true, from = 0, ms = 90_000): Promise<Of<T>> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = got.slice(from).find((x) => x.type === type && pred(x as Of<T>));
-      if (m) return m as Of<T>;
-      if (Date.now() > deadline) throw new Error(`no "${type}" message in time; got: ${got.map((x) => x.type).join(', ')}`);
-      await new Promise<void>((r) => {
-        notify = r;
-        setTimeout(r, 50);
-      });
+/** 'stored' data is an unlabelled set. */
+const harness = () => sessionHarness({
+  async loadDataset(data, model) {
+    if (data.kind === 'stored') {
+      const N = 200, S = model.imgSize, r = (i: number) => (i * 2654435761) >>> 24;
+      return makeDataset({ name: 'unlabelled', source: 'test', images: Uint8Array.from({ length: N * S * S }, (_, i) => r(i)), labels: null, classNames: [], N, C: 1, H: S, W: S, nTrain: 160 });
     }
-  };
-  const of = <T extends FromTrainWorker['type']>(type: T, runId?: string) => got.filter((m) => m.type === type && (runId === undefined || (m as { runId?: string }).runId === runId)) as Of<T>[];
-  const records = (runId: string): StepRecord[] => of('metrics', runId).flatMap((m) => m.records);
-  return { session, got, waitFor, of, records };
-}
-
-const model = (o: Partial<ModelSpec> = {}): ModelSpec => ({
-  imgSize: 16, patchSize: 4, inChans: 1, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 4,
-  decoderEmbedDim: 32, decoderDepth: 1, decoderNumHeads: 2, normPixLoss: true, ...o,
-});
-const spec = (o: Partial<TrainSpec> = {}): TrainSpec => ({ mode: 'mae', model: model(), batch: 8, totalSteps: 20, seed: 5, lr: 2e-3, warmupSteps: 2, maskRatio: 0.75, ...o });
-const shapes = { kind: 'builtin', id: 'shapes', augment: 'none' } as const;
+    return loadBuiltinNode(builtinDatasetId(data.id), shapesOptionsFor(model));
+  },
+}, 90_000);
 const start = (runId: string, config: TrainSpec, options: RunOptions = {}, data: { kind: 'builtin'; id: 'shapes'; augment: 'none' } | { kind: 'stored'; id: string } = shapes) =>
   ({ v, type: 'start' as const, runId, config, data, options });
 const evaluate = (runId: string, evalId: string, request: EvaluateRequestSpec) => ({ v, type: 'evaluate' as const, runId, evalId, request });
