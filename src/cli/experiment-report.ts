@@ -75,27 +75,25 @@ export interface Point {
 const FONT = { config: { font: 'Helvetica, Arial, sans-serif', view: { stroke: null } } } as const;
 
 /**
- * Bars of the mean per group (x) with sd error bars and each seed as a dot; one panel per facet.
- * rows: { group, facet, value } with value in [0, 1] shown as %.
+ * Per group (a row), the mean over seeds (a coloured tick) with ±sd error bars and each seed as a
+ * dot, on an axis fitted to the values (differences of a point or two stay visible; `zero` for
+ * times); one panel
+ * per facet. rows: { [group], [facet], [value] }, with value in [0, 1] shown as % when `percent`.
  */
-export function barsWithSeeds(title: string, rows: Point[], o: { group: string; facet?: string; value: string; axis: string; percent?: boolean }): TopLevelSpec {
-  const y = { field: o.value, type: 'quantitative' as const, title: o.axis, ...(o.percent ? { axis: { format: '.0%' } } : {}) };
-  const x = { field: o.group, type: 'nominal' as const, title: null, sort: null, axis: { labelAngle: 0 } };
+export function dotsWithSpread(title: string, rows: Point[], o: { group: string; facet?: string; value: string; axis: string; percent?: boolean; zero?: boolean }): TopLevelSpec {
+  const x = { field: o.value, type: 'quantitative' as const, title: o.axis, scale: { zero: o.zero ?? false, nice: true }, ...(o.percent ? { axis: { format: '.1%' } } : {}) };
+  const y = { field: o.group, type: 'nominal' as const, title: null, sort: null, axis: { labelLimit: 320 } };
   const layer = {
     layer: [
-      { mark: { type: 'bar' as const, opacity: 0.75 }, encoding: { x, y: { ...y, aggregate: 'mean' as const }, color: { field: o.group, type: 'nominal' as const, legend: null, sort: null } } },
-      { mark: { type: 'errorbar' as const, extent: 'stdev' as const, ticks: true }, encoding: { x, y: { ...y, scale: { zero: false } } } },
-      { mark: { type: 'point' as const, filled: true, color: 'black', size: 30 }, encoding: { x, y } },
+      { mark: { type: 'errorbar' as const, extent: 'stdev' as const, ticks: { size: 8 } as const, color: 'gray' }, encoding: { y, x } },
+      { mark: { type: 'tick' as const, thickness: 3, size: 22 }, encoding: { y, x: { ...x, aggregate: 'mean' as const }, color: { field: o.group, type: 'nominal' as const, legend: null, sort: null } } },
+      { mark: { type: 'point' as const, filled: true, color: 'black', size: 20, opacity: 0.8 }, encoding: { y, x } },
     ],
   };
+  const size = { width: 260, height: 30 * new Set(rows.map((r) => r[o.group])).size };
   const base = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, data: { values: rows }, ...FONT };
-  if (!o.facet) return { ...base, width: 60 * new Set(rows.map((r) => r[o.group])).size, height: 220, ...layer } as TopLevelSpec;
-  return {
-    ...base,
-    facet: { column: { field: o.facet, type: 'nominal', title: null, sort: null } },
-    spec: { width: 60 * new Set(rows.map((r) => r[o.group])).size, height: 220, ...layer },
-    resolve: { scale: { y: 'independent' } },
-  } as TopLevelSpec;
+  if (!o.facet) return { ...base, ...size, ...layer } as TopLevelSpec;
+  return { ...base, facet: { column: { field: o.facet, type: 'nominal', title: null, sort: null } }, spec: { ...size, ...layer }, resolve: { scale: { x: 'independent' } } } as TopLevelSpec;
 }
 
 /** Lines of the mean over seeds against a quantitative x, sd error bars, one colour per series. */

@@ -10,13 +10,13 @@
  * training run cut short resumes from its checkpoint).
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { lenKeepFor } from '../core/masking';
-import { barsWithSeeds, linesWithSpread, markdownTable, pct, pctSpread, renderSvg, seconds, spread, verdict, type Point, type Spread } from './experiment-report';
+import { dotsWithSpread, linesWithSpread, markdownTable, pct, pctSpread, renderSvg, seconds, spread, verdict, type Point, type Spread } from './experiment-report';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
 
 export const EXPERIMENTS = {
@@ -151,15 +151,18 @@ function lastMetrics(runDir: string): { step: number; elapsedMs?: number } | nul
   return steps.length ? steps[steps.length - 1] : null;
 }
 
-/** A training run in its folder: started by this very command? finished? */
-function runState(job: Job): 'none' | 'other' | 'partial' | 'done' {
+/**
+ * A training run in its folder: none, another command's, this command's cut before its first
+ * checkpoint (stale: started again), cut after one (partial: resumed), or finished.
+ */
+function runState(job: Job): 'none' | 'other' | 'stale' | 'partial' | 'done' {
   const cfgPath = join(job.runDir!, 'config.json');
   if (!existsSync(cfgPath)) return 'none';
   const cfg = readJson<{ command?: string; config?: { totalSteps?: number } }>(cfgPath);
   if (cfg.command !== `dmae ${job.argv.join(' ')}`) return 'other';
   const last = lastMetrics(job.runDir!);
   if (last && last.step === cfg.config?.totalSteps && existsSync(join(job.runDir!, MODEL_FILE))) return 'done';
-  return existsSync(join(job.runDir!, CHECKPOINT_FILE)) ? 'partial' : 'other';
+  return existsSync(join(job.runDir!, CHECKPOINT_FILE)) ? 'partial' : 'stale';
 }
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -208,6 +211,7 @@ export class JobRunner {
       this.reused.add(job.id);
     } else {
       if (state === 'other') throw new Error(`${job.runDir} holds another run (its config.json has another command); move it away or give another --work.`);
+      if (state === 'stale') rmSync(job.runDir!, { recursive: true, force: true });
       const args = state === 'partial' ? ['train', '--resume', job.runDir!] : job.argv;
       this.say(`${index} ${job.id}: ${job.title}${state === 'partial' ? ' (resuming its checkpoint)' : ''} …`);
       const t0 = performance.now();
@@ -400,7 +404,7 @@ const dmaeVsMae: Experiment = {
     ]));
     const headline = metrics.map((m) => gainLine(`DMAE beats MAE alone (${METRIC_NAMES[m]})`, verdicts[m])).join('; ');
     const outcome = metrics.map((m) => gainLine(`DMAE vs MAE alone, ${METRIC_NAMES[m]}`, verdicts[m])).join('; ') + '.';
-    const svg = await renderSvg(barsWithSeeds('DMAE vs MAE alone: accuracy over seeds', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
+    const svg = await renderSvg(dotsWithSpread('DMAE vs MAE alone: accuracy over seeds', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
     const jobs = this.jobs(p);
     const markdown = [head('dmae-vs-mae', 'a small student distilled from a pre-trained MAE teacher (DMAE) beats the same student trained with the MAE loss alone (ViT-T: 66.6 % → higher, its Table 5).', outcome),
       '## Results\n\nAccuracy on the validation split, mean ± sd over seeds (each seed\'s value in brackets). Same student, same steps, same data order and masks per seed.\n', table,
@@ -438,7 +442,7 @@ const dmaeVsKd: Experiment = {
     const headline = `${gainLine('DMAE beats logit KD from the fine-tuned teacher (linear probe)', vKd.linprobe)}; ${gainLine('the pre-trained teacher beats the fine-tuned one as DMAE\'s teacher (linear probe)', vFt.linprobe)}`;
     const outcome = `${FROZEN.map((m) => gainLine(`DMAE vs logit KD, ${METRIC_NAMES[m]}`, vKd[m])).join('; ')}; ${FROZEN.map((m) => gainLine(`pre-trained vs fine-tuned teacher under DMAE, ${METRIC_NAMES[m]}`, vFt[m])).join('; ')}. ` +
       `The fine-tuned teacher reaches ${pct(teacherFt)} % with its own head; the KD students' own heads ${pctSpread(spread(kdHead))} %.`;
-    const svg = await renderSvg(barsWithSeeds('Distilling the pre-trained vs the fine-tuned teacher', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
+    const svg = await renderSvg(dotsWithSpread('Distilling the pre-trained vs the fine-tuned teacher', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
     const markdown = [head('dmae-vs-kd', 'distilling the pre-trained MAE teacher beats distilling a fine-tuned teacher (ViT-L → ViT-B: 84.0 % vs 82.8 % fine-tuned).', outcome),
       '## Results\n\nFrozen-feature accuracy of each student\'s encoder on the validation split, mean ± sd over seeds (each seed in brackets); every student takes the same number of optimiser steps of the same batch size from the same initialisation seed. The KD student is trained with labels (its soft and hard targets), the DMAE students never see one.\n', table,
       `\nThe KD students' own classifier heads: ${pctSpread(spread(kdHead))} % on the same validation images.\n`,
@@ -503,7 +507,7 @@ const cost: Experiment = {
         `${b.ratios[`partial_vs_full_teacher_forward_time_m${r}`]} (${b.ratios[`partial_vs_full_teacher_forward_flops_m${r}`]})`]));
     const r0 = p.scale.ratios[0];
     const headline = `at mask ${r0} a DMAE step costs ${b.ratios[`dmae_vs_mae_step_time_m${r0}`]}× a MAE step; stopping the teacher at kT makes the DMAE step ${b.ratios[`partial_vs_full_teacher_dmae_step_time_m${r0}`]}× of the whole-teacher one`;
-    const svg = await renderSvg(barsWithSeeds('Time per training step (median, ms)', rows.map((x) => ({ ...x })), { group: 'contender', facet: 'maskRatio', value: 'ms', axis: 'ms per step' }));
+    const svg = await renderSvg(dotsWithSpread('Time per training step (median, ms)', rows.map((x) => ({ ...x })), { group: 'contender', facet: 'maskRatio', value: 'ms', axis: 'ms per step', zero: true }));
     const { stopBlock, fullBlocksRun } = b.setup.teacher;
     const markdown = [head('cost', 'DMAE is cheap: the teacher sees only the visible patches and runs only its first blocks.', `${headline}.`),
       `## Results\n\nMedian GPU time of one whole training step (zero grads, forward, backward, AdamW: one submit), batch ${p.scale.cost.batch}, the contenders interleaved in one run (\`npm run bench -- train\` at these sizes; the teacher stops after block ${stopBlock} of ${fullBlocksRun}). Adapter: ${b.adapter}; ${b.date}.\n`,
