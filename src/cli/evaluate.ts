@@ -53,7 +53,8 @@ export const EVALUATE_HELP = `Usage: npm run dmae -- evaluate <run dir | FILE.sa
   --weight-decay WD          AdamW decay on matrices (default: linprobe 0, finetune 0.05)
   --layer-decay D            fine-tuning's layer-wise lr decay (default 0.75)
   --smoothing E              fine-tuning's label smoothing (default 0.1)
-  --scratch                  fine-tune from the recipe's random init instead of the run's weights
+  --scratch                  the recipe's random init (seeded by --seed) instead of the run's
+                             weights: fine-tuning from scratch, or k-NN / probe of a random encoder
   --max-train N --max-val N  evaluate on a seeded subset of each split (--seed picks it): N training
                              images for the k-NN bank / probe / fine-tuning, N validation images
                              (default: all)

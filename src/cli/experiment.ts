@@ -297,17 +297,20 @@ export class Plan {
    * evaluation uses seed 0 (the same validation and bank subsets, head init and order), so the
    * spread over seeds is the students'.
    */
-  evaluation(of: Job, metric: Metric | 'head'): Job {
+  evaluation(of: Job, metric: Metric | 'head', scratch = false): Job {
     const { features, linprobe } = this.scale;
-    const dir = of.runDir ?? dirname(of.result), result = join(dir, `eval-${metric}.json`);
+    const dir = of.runDir ?? dirname(of.result);
+    // A random-encoder baseline: the recipe's initialisation of `of`'s architecture (seed 0).
+    const id = scratch ? `init.${metric}` : `${of.id}.${metric}`;
+    const result = scratch ? join(this.dir('init'), `eval-${metric}.json`) : join(dir, `eval-${metric}.json`);
     const common = ['--data', this.scale.data, '--max-val', `${features.maxVal}`, '--seed', '0'];
     // Frozen features: the mean of the normed patch tokens, what the KD student's head is trained on.
     const rest = metric === 'knn' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`]
       : metric === 'linprobe' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, '--batch', `${linprobe.batch}`] : [];
     const what = metric === 'head' ? join(dir, MODEL_FILE) : dir;
     return this.add({
-      id: `${of.id}.${metric}`, title: `${metric === 'head' ? 'its own classifier\'s' : METRIC_NAMES[metric]} accuracy of ${of.id}`, tool: 'dmae', result,
-      argv: ['evaluate', what, '--method', metric, ...common, ...rest, '--out', result],
+      id, title: `${metric === 'head' ? 'its own classifier\'s' : METRIC_NAMES[metric]} accuracy of ${scratch ? `a random encoder shaped as ${of.id}` : of.id}`, tool: 'dmae', result,
+      argv: ['evaluate', what, '--method', metric, ...(scratch ? ['--scratch'] : []), ...common, ...rest, '--out', result],
     });
   }
 
@@ -391,6 +394,8 @@ const dmaeVsMae: Experiment = {
         jobs.push(s, ...FROZEN.map((m) => p.evaluation(s, m)));
       }
     }
+    // Reference points: the teacher itself, and the students' architecture untrained.
+    jobs.push(...FROZEN.map((m) => p.evaluation(p.teacher(), m)), ...FROZEN.map((m) => p.evaluation(p.student('mae', 0.75, p.seeds[0]), m, true)));
     return jobs;
   },
   async page(p, records) {
@@ -399,17 +404,29 @@ const dmaeVsMae: Experiment = {
     const rows: Point[] = [];
     for (const kind of ['mae', 'dmae'] as const) for (const m of metrics) acc(kind, m).forEach((a, i) => rows.push({ method: kind === 'mae' ? 'MAE only' : 'DMAE', metric: METRIC_NAMES[m], seed: p.seeds[i], accuracy: a }));
     const verdicts = Object.fromEntries(metrics.map((m) => [m, verdict(acc('dmae', m), acc('mae', m))]));
-    const table = markdownTable(['student (mask 0.75)', ...metrics.map((m) => `${METRIC_NAMES[m]} %`)], (['mae', 'dmae'] as const).map((k) => [
-      k === 'mae' ? 'MAE loss alone' : 'DMAE (MAE loss + L1 to the teacher\'s features)', ...metrics.map((m) => pctSpread(spread(acc(k, m)))),
-    ]));
+    const teacherAcc = (m: Metric) => accuracyOf(p.evaluation(p.teacher(), m));
+    const initAcc = (m: Metric) => accuracyOf(p.evaluation(p.student('mae', 0.75, p.seeds[0]), m, true));
+    const table = markdownTable(['encoder', ...metrics.map((m) => `${METRIC_NAMES[m]} %`)], [
+      ...(['mae', 'dmae'] as const).map((k) => [
+        k === 'mae' ? 'student, MAE loss alone' : 'student, DMAE (MAE loss + L1 to the teacher\'s features)', ...metrics.map((m) => pctSpread(spread(acc(k, m)))),
+      ]),
+      ['the student untrained (the recipe\'s initialisation, seed 0)', ...metrics.map((m) => pct(initAcc(m)))],
+      [`the teacher (${p.scale.teacher.embedDim} wide, ${p.scale.teacher.depth} blocks, ${p.scale.teacher.steps} MAE steps)`, ...metrics.map((m) => pct(teacherAcc(m)))],
+    ]);
     const headline = metrics.map((m) => gainLine(`DMAE beats MAE alone (${METRIC_NAMES[m]})`, verdicts[m])).join('; ');
     const outcome = metrics.map((m) => gainLine(`DMAE vs MAE alone, ${METRIC_NAMES[m]}`, verdicts[m])).join('; ') + '.';
     const svg = await renderSvg(dotsWithSpread('DMAE vs MAE alone: accuracy over seeds', rows, { group: 'method', facet: 'metric', value: 'accuracy', axis: 'accuracy', percent: true }));
     const jobs = this.jobs(p);
     const markdown = [head('dmae-vs-mae', 'a small student distilled from a pre-trained MAE teacher (DMAE) beats the same student trained with the MAE loss alone (ViT-T: 66.6 % → higher, its Table 5).', outcome),
-      '## Results\n\nAccuracy on the validation split, mean ± sd over seeds (each seed\'s value in brackets). Same student, same steps, same data order and masks per seed.\n', table,
+      '## Results\n\nFrozen-feature accuracy on the validation split, mean ± sd over seeds (each seed\'s value in brackets). Same student, same steps, same data order and masks per seed. The untrained student and the teacher are reference points (one value each).\n', table,
       '\n![DMAE vs MAE alone](dmae-vs-mae.svg)\n', '## Setup\n', setupTable(p), `\n${machineLine(p)}\n`, commandsSection(jobs, records)].join('\n');
-    return { markdown, svg, headline, summary: { accuracy: { mae: Object.fromEntries(metrics.map((m) => [m, spread(acc('mae', m))])), dmae: Object.fromEntries(metrics.map((m) => [m, spread(acc('dmae', m))])) }, verdicts } };
+    return {
+      markdown, svg, headline,
+      summary: {
+        accuracy: { mae: Object.fromEntries(metrics.map((m) => [m, spread(acc('mae', m))])), dmae: Object.fromEntries(metrics.map((m) => [m, spread(acc('dmae', m))])) },
+        untrained: Object.fromEntries(metrics.map((m) => [m, initAcc(m)])), teacher: Object.fromEntries(metrics.map((m) => [m, teacherAcc(m)])), verdicts,
+      },
+    };
   },
 };
 

@@ -28,7 +28,8 @@ import {
   type ClassMetrics, type EvalMethod, type FeaturePool,
 } from './classifier';
 import type { MaeConfig } from './config';
-import type { ParamMap } from './init';
+import { initParams, type ParamMap } from './init';
+import { maeParamLayout } from './params';
 
 export interface EvaluateOptions {
   method: EvalMethod;
@@ -169,18 +170,22 @@ export async function evaluateEncoder(gpu: Gpu, cfg: MaeConfig, pretrained: Para
     ({ result: { method: o.method, ...m, classNames, options: { ...options, ...subset }, data: dataInfo, model, ...extra, seconds: (performance.now() - t0) / 1000 } });
   const of = ds === dsAll ? '' : ` (seeded subsets of ${dsAll.nTrain} and ${dsAll.N - dsAll.nTrain})`;
 
+  // --scratch: the recipe's random initialisation instead of the weights (for k-NN and the probe, a random-encoder baseline).
+  const frozen = o.scratch ? initParams(maeParamLayout(cfg), cfg.imgSize / cfg.patchSize, seed) : pretrained;
+  const scratch = o.scratch === true;
+
   if (o.method === 'knn') {
     const k = o.k ?? 20, temperature = o.temperature ?? 0.07;
     const clf = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch, pool });
     try {
-      clf.uploadEncoder(pretrained);
+      clf.uploadEncoder(frozen);
       log(`knn      features of ${nTrain} training images (the bank) and ${nVal} validation images${of}, pool ${pool}`);
       const bank = await extractFeatures(clf, trainAll(nTrain + nVal));
       const q = await extractFeatures(clf, valFeatures(nTrain + nVal));
       progress({ phase: 'predict', done: 0, total: nVal });
       const pred = await knnPredict(gpu, bank.features, bank.labels, q.features, cfg.embedDim, K, { k, temperature });
       progress({ phase: 'predict', done: nVal, total: nVal });
-      return done(classificationMetrics(pred, q.labels, K, classNames), { pool, k, temperature, batch, seed });
+      return done(classificationMetrics(pred, q.labels, K, classNames), { pool, k, temperature, batch, scratch, seed });
     } finally {
       clf.destroy();
     }
@@ -203,7 +208,7 @@ export async function evaluateEncoder(gpu: Gpu, cfg: MaeConfig, pretrained: Para
     const lr = o.lr ?? 5e-2, weightDecay = o.weightDecay ?? 0;
     const clf = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch, pool });
     try {
-      clf.uploadEncoder(pretrained);
+      clf.uploadEncoder(frozen);
       const h = initHead(K, cfg.embedDim, 0.01, seed); // MAE's linear probe: trunc_normal_(head.weight, std=0.01)
       clf.uploadParams(new Map([['head.weight', h.weight], ['head.bias', h.bias]]));
       log(`linprobe features of ${nTrain} training and ${nVal} validation images${of} (frozen encoder, once each), pool ${pool}`);
@@ -214,7 +219,7 @@ export async function evaluateEncoder(gpu: Gpu, cfg: MaeConfig, pretrained: Para
       progress({ phase: 'predict', done: 0, total: nVal });
       const r = await predictFeatures(clf, valFeats);
       progress({ phase: 'predict', done: nVal, total: nVal });
-      return done(classificationMetrics(r.pred, r.labels, K, classNames), { pool, steps, batch, lr, warmupSteps, weightDecay, seed }, { valLoss: r.loss, trainLog });
+      return done(classificationMetrics(r.pred, r.labels, K, classNames), { pool, steps, batch, lr, warmupSteps, weightDecay, scratch, seed }, { valLoss: r.loss, trainLog });
     } finally {
       clf.destroy();
     }

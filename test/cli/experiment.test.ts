@@ -67,7 +67,9 @@ describe('npm run dmae -- experiment (smoke scale)', () => {
     const again: string[] = [];
     await runExperiments({ names: ['dmae-vs-mae'], scale: 'smoke', seeds: [0, 1], work, out, say: (l) => again.push(l) });
     const jobLines = again.filter((l) => /^\[\d+\/\d+\]/.test(l));
-    expect(jobLines.length).toBe(1 + 2 * 2 * 3); // teacher + 2 seeds × 2 students × (run + 2 evaluations)
+    expect(jobLines.length).toBe(1 + 2 * 2 * 3 + 2 + 2); // teacher + 2 seeds × 2 students × (run + 2 evaluations) + the teacher's and an untrained student's
+    expect(s1.untrained.knn).toBeGreaterThanOrEqual(0);
+    expect(s1.teacher.linprobe).toBeGreaterThanOrEqual(0);
     expect(jobLines.every((l) => l.includes('reused'))).toBe(true);
 
     // A finished run without its record is adopted, not trained again.

@@ -19,6 +19,7 @@ import { encoderParamLayout } from '../../src/engine/classifier';
 import { maeConfig, type MaeConfig } from '../../src/engine/config';
 import { KnnMonitor, evaluateEncoder, subsetDataset, type EvaluateProgress } from '../../src/engine/evaluate';
 import { initParams } from '../../src/engine/init';
+import { maeParamLayout } from '../../src/engine/params';
 import { Trainer, type StepMetrics } from '../../src/engine/trainer';
 import { quiet, randn, rng, testGpu } from '../helpers';
 
@@ -105,6 +106,20 @@ describe('evaluateEncoder', () => {
     expect(acc).toBeLessThan(0.37);
     const unlabelled = makeDataset({ name: 'no-labels', source: 'test', images, labels: null, classNames: [], N, C: 1, H: 8, W: 8, nTrain: 240 });
     await expect(evaluateEncoder(gpu, cfg, enc, unlabelled, { method: 'knn' })).rejects.toThrow(/no-labels has no labels/);
+  });
+
+  it('scratch: k-NN and the probe of the recipe\'s random initialisation (seeded), whatever weights are given', async () => {
+    const gpu = await testGpu();
+    const cfg = tiny(), ds = blobs(3, 40, 8, 5);
+    const init = initParams(maeParamLayout(cfg), 2, 7);
+    const trained = initParams(maeParamLayout(cfg), 2, 99); // stands for a run's weights: --scratch must ignore them
+    for (const method of ['knn', 'linprobe'] as const) {
+      const o = { method, pool: 'mean' as const, seed: 7, steps: 20 };
+      const a = (await evaluateEncoder(gpu, cfg, trained, ds, { ...o, scratch: true })).result;
+      const b = (await evaluateEncoder(gpu, cfg, init, ds, o)).result;
+      expect(a.options.scratch).toBe(true);
+      expect(a.confusion).toEqual(b.confusion);
+    }
   });
 });
 
