@@ -84,7 +84,7 @@ const FULL: Scale = {
   ratios: [0.75, 0.9, 0.95, 0.98],
   features: { maxTrain: 2000, maxVal: 1000 },
   linprobe: { steps: 500, batch: 256 },
-  teacherFinetune: { steps: 300, batch: 32 },
+  teacherFinetune: { steps: 200, batch: 32 },
   kd: { temperature: 4, softWeight: 0.5 },
   cost: { batch: 32, reps: 5 },
 };
