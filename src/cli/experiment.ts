@@ -305,8 +305,10 @@ export class Plan {
     const result = scratch ? join(this.dir('init'), `eval-${metric}.json`) : join(dir, `eval-${metric}.json`);
     const common = ['--data', this.scale.data, '--max-val', `${features.maxVal}`, '--seed', '0'];
     // Frozen features: the mean of the normed patch tokens, what the KD student's head is trained on.
-    const rest = metric === 'knn' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`]
-      : metric === 'linprobe' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, '--batch', `${linprobe.batch}`] : [];
+    // The teacher's activations for 256 images pass lavapipe's 128 MiB buffer limit: half the batch.
+    const small = of.id === 'teacher' ? ['--batch', `${linprobe.batch / 2}`] : [];
+    const rest = metric === 'knn' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`, ...small]
+      : metric === 'linprobe' ? ['--pool', 'mean', '--max-train', `${features.maxTrain}`, '--steps', `${linprobe.steps}`, ...(small.length ? small : ['--batch', `${linprobe.batch}`])] : [];
     const what = metric === 'head' ? join(dir, MODEL_FILE) : dir;
     return this.add({
       id, title: `${metric === 'head' ? 'its own classifier\'s' : METRIC_NAMES[metric]} accuracy of ${scratch ? `a random encoder shaped as ${of.id}` : of.id}`, tool: 'dmae', result,
