@@ -78,6 +78,10 @@ export async function findNodeAdapter(): Promise<GPUAdapter> {
       tried.push(`system drivers: only ${kind}`);
       continue;
     }
+    // SwiftShader is several times slower than lavapipe on the same cores: say how to get lavapipe.
+    if (c.kind === 'swiftshader' && !process.env.DMAE_ADAPTER && !existsSync(LAVAPIPE_ICD)) {
+      process.stderr.write(`note: no lavapipe at ${LAVAPIPE_ICD} (run \`bash scripts/setup-lavapipe.sh\`): WebGPU runs on SwiftShader, several times slower.\n`);
+    }
     return adapter;
   }
   throw new GpuError(
