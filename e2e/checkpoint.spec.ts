@@ -12,17 +12,10 @@
  */
 import { expect, test, type Page } from '@playwright/test';
 import { readFileSync } from 'node:fs';
+import { collectErrors } from './chromium';
 
 interface Rec { step: number; loss: number }
 
-function collectErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  return errors;
-}
 
 type Studio = { __dmaeStudio: { train: { getState(): { run: { runId: string; status: string } | null; worker: { status: string } } }; metrics: { records(id: string): Rec[] } } };
 

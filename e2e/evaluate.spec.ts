@@ -8,20 +8,10 @@
  * result is still with the run in Runs and its pictures unfold there.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { SCREENSHOTS, collectErrors } from './chromium';
 
-const IMG = process.env.UPDATE_SCREENSHOTS ? join(process.cwd(), 'docs', 'img') : join(process.cwd(), 'test-results', 'screenshots');
-mkdirSync(IMG, { recursive: true });
 
-function collectErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  return errors;
-}
 
 type Studio = {
   train: { getState(): { worker: { status: string }; run: { runId: string; checkpoint?: { params: { buffer: ArrayBuffer } } } | null } };
@@ -55,7 +45,7 @@ test('a tiny MAE with the k-NN monitor; Evaluate (k-NN) shows the accuracy, per-
   expect(monitored).toBeGreaterThan(0);
   expect(monitored).toBeLessThanOrEqual(1);
   await expect(page.getByTestId('knn-chart-plot').locator('canvas').first()).toBeVisible();
-  await knn.screenshot({ path: join(IMG, 'studio-knn.png') });
+  await knn.screenshot({ path: join(SCREENSHOTS, 'studio-knn.png') });
 
   // Evaluate the ended run: k-NN on the small subset (SwiftShader's default).
   const panel = page.getByTestId('evaluate');
@@ -95,7 +85,7 @@ test('a tiny MAE with the k-NN monitor; Evaluate (k-NN) shows the accuracy, per-
   const paramsAfter = await page.evaluate(() => Array.from(new Uint8Array((window as unknown as { __dmaeStudio: Studio }).__dmaeStudio.train.getState().run!.checkpoint!.params.buffer).slice(0, 4096)));
   expect(paramsAfter).toEqual(paramsBefore);
   await expect(page.getByTestId('train-status')).toHaveText('done');
-  await panel.screenshot({ path: join(IMG, 'studio-evaluate.png') });
+  await panel.screenshot({ path: join(SCREENSHOTS, 'studio-evaluate.png') });
 
   // Kept with the run: after a reload, its badge in Runs unfolds the same pictures.
   const row = page.getByTestId('run-row').first();

@@ -1,15 +1,8 @@
 /** The studio page in real Chromium with WebGPU (SwiftShader here): adapter shown, kernels correct. */
 import { expect, test, type Page } from '@playwright/test';
+import { collectErrors } from './chromium';
 
 /** Page errors and console errors, collected so a test can assert there were none. */
-function collectErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  return errors;
-}
 
 test('shows the WebGPU adapter and no error', async ({ page }) => {
   const errors = collectErrors(page);

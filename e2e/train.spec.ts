@@ -17,21 +17,12 @@
  * leaves the working tree as it was.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { unzipSync } from 'fflate';
 import { join } from 'node:path';
+import { SCREENSHOTS, collectErrors } from './chromium';
 
-const IMG = process.env.UPDATE_SCREENSHOTS ? join(process.cwd(), 'docs', 'img') : join(process.cwd(), 'test-results', 'screenshots');
-mkdirSync(IMG, { recursive: true });
 
-function collectErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  return errors;
-}
 
 /** Records every long task (> 50 ms on the main thread) from the page's first script on. */
 async function recordLongTasks(page: Page): Promise<void> {
@@ -165,8 +156,8 @@ test('a tiny MAE from the UI: falling loss, non-blank reconstructions, pause and
   const row = page.getByTestId('run-row').first();
   await expect(row).toHaveAttribute('data-status', 'done');
   await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(IMG, 'studio-mae.png'), fullPage: false });
-  await page.getByTestId('watch').screenshot({ path: join(IMG, 'studio-watch.png') });
+  await page.screenshot({ path: join(SCREENSHOTS, 'studio-mae.png'), fullPage: false });
+  await page.getByTestId('watch').screenshot({ path: join(SCREENSHOTS, 'studio-watch.png') });
   await page.reload();
   await expect(row).toHaveAttribute('data-status', 'done');
   await expect(row).toContainText('step 20 / 20');
@@ -226,7 +217,7 @@ test('DMAE from a teacher trained in the studio: both losses; the masking slider
   await expect(chart).toHaveAttribute('data-last-step', '8');
   expect(Number(await chart.getAttribute('data-last-distill'))).toBeGreaterThan(0);
   await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(IMG, 'studio-dmae.png'), fullPage: false });
+  await page.screenshot({ path: join(SCREENSHOTS, 'studio-dmae.png'), fullPage: false });
   expect(errors).toEqual([]);
 });
 

@@ -5,8 +5,9 @@
  * a random encoder on random labels is near chance, fine-tuning a tiny ViT on easy shapes beats
  * chance clearly.
  */
+import { blobs } from '../blobs';
 import { describe, expect, it } from 'vitest';
-import { makeDataset, type ImageDataset } from '../../src/data/dataset';
+import { makeDataset } from '../../src/data/dataset';
 import { DataLoader } from '../../src/data/loader';
 import { makeShapesDataset } from '../../src/data/procedural';
 import {
@@ -133,25 +134,12 @@ describe('fine-tuning on the GPU vs the float64 reference', () => {
 });
 
 describe('known answers', () => {
-  /** K classes, each a random prototype image plus small noise: well separated in any continuous feature space. */
-  function blobs(K: number, perClass: number, S: number, C: 1 | 3, seed: number, noise = 0.05): ImageDataset {
-    const HW = S * S, N = K * perClass * 2;
-    const protos = Array.from({ length: K }, (_, k) => randn(C * HW, seed + k, 0.5));
-    const images = new Uint8Array(N * C * HW), labels = new Int32Array(N);
-    const r = rng(seed + 99);
-    for (let i = 0; i < N; i++) {
-      const k = i % K;
-      labels[i] = k;
-      for (let j = 0; j < C * HW; j++) images[i * C * HW + j] = Math.max(0, Math.min(255, Math.round(255 * (0.5 + protos[k][j] + noise * (2 * r() - 1)))));
-    }
-    return makeDataset({ name: 'blobs', source: 'test', images, labels, classNames: Array.from({ length: K }, (_, k) => `c${k}`), N, C, H: S, W: S, nTrain: N / 2 });
-  }
 
   it('a linearly separable toy set reaches ~100 % with the linear probe and with k-NN (random encoder)', async () => {
     const gpu = await testGpu();
     const cfg = tiny({ inChans: 1, embedDim: 16 });
     const K = 4;
-    const ds = blobs(K, 24, 8, 1, 3);
+    const ds = blobs(K, 24, 8, 3);
     const enc = initParams(encoderParamLayout(cfg), cfg.imgSize / cfg.patchSize, 5);
     const model = new Classifier(gpu, cfg, { mode: 'linprobe', numClasses: K, batch: 16, pool: 'cls' });
     model.uploadEncoder(enc);

@@ -10,9 +10,10 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { blobs } from '../blobs';
 import { describe, expect, it } from 'vitest';
 import { trainCommand } from '../../src/cli/train';
-import { makeDataset, type ImageDataset } from '../../src/data/dataset';
+import { makeDataset } from '../../src/data/dataset';
 import { DataLoader } from '../../src/data/loader';
 import { makeShapesDataset } from '../../src/data/procedural';
 import { encoderParamLayout } from '../../src/engine/classifier';
@@ -21,24 +22,11 @@ import { KnnMonitor, evaluateEncoder, subsetDataset, type EvaluateProgress } fro
 import { initParams } from '../../src/engine/init';
 import { maeParamLayout } from '../../src/engine/params';
 import { Trainer, type StepMetrics } from '../../src/engine/trainer';
-import { quiet, randn, rng, testGpu } from '../helpers';
+import { quiet, rng, testGpu } from '../helpers';
 
 const tiny = (o: Partial<MaeConfig> = {}): MaeConfig =>
   maeConfig('test', { imgSize: 8, patchSize: 4, inChans: 1 }, { embedDim: 16, depth: 2, numHeads: 2, decoderEmbedDim: 16, decoderNumHeads: 2, ...o });
 
-/** K classes, each a random prototype image plus small noise: well separated in any continuous feature space. */
-function blobs(K: number, perClass: number, S: number, seed: number, noise = 0.05): ImageDataset {
-  const HW = S * S, N = K * perClass * 2;
-  const protos = Array.from({ length: K }, (_, k) => randn(HW, seed + k, 0.5));
-  const images = new Uint8Array(N * HW), labels = new Int32Array(N);
-  const r = rng(seed + 99);
-  for (let i = 0; i < N; i++) {
-    const k = i % K;
-    labels[i] = k;
-    for (let j = 0; j < HW; j++) images[i * HW + j] = Math.max(0, Math.min(255, Math.round(255 * (0.5 + protos[k][j] + noise * (2 * r() - 1)))));
-  }
-  return makeDataset({ name: 'blobs', source: 'test', images, labels, classNames: Array.from({ length: K }, (_, k) => `c${k}`), N, C: 1, H: S, W: S, nTrain: N / 2 });
-}
 
 describe('subsetDataset', () => {
   const ds = makeShapesDataset({ n: 300, size: 8, channels: 1, seed: 2 });

@@ -5,8 +5,9 @@
  * steps on a separable toy set bring the student's KL to its teacher down and its accuracy up;
  * the mismatches are refused with messages.
  */
+import { blobs } from '../blobs';
 import { describe, expect, it } from 'vitest';
-import { makeDataset, type ImageDataset } from '../../src/data/dataset';
+import type { ImageDataset } from '../../src/data/dataset';
 import { DataLoader } from '../../src/data/loader';
 import {
   Classifier, checkKdPair, classificationMetrics, finetuneParamLayout, initFinetuneParams, predictAll, recordTeacherLogits, trainClassifier, trainKdStudent,
@@ -18,7 +19,7 @@ import * as refCls from '../../src/ref/classify';
 import { layernormBackward, layernormForward } from '../../src/ref/layernorm';
 import { linearBackward, linearForward } from '../../src/ref/matmul';
 import * as refModel from '../../src/ref/model';
-import { TOL, expectClose, randn, rng, run, testGpu, type Tolerance } from '../helpers';
+import { TOL, expectClose, randn, run, testGpu, type Tolerance } from '../helpers';
 import { perturbedParams } from '../model-fixtures';
 
 function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
@@ -110,19 +111,6 @@ describe('knowledge distillation on the GPU vs the float64 reference', () => {
 });
 
 describe('knowledge distillation: known answers and refusals', () => {
-  /** K classes, each a random prototype image plus small noise (as classifier.test.ts). */
-  function blobs(K: number, perClass: number, S: number, seed: number, noise = 0.05): ImageDataset {
-    const HW = S * S, N = K * perClass * 2;
-    const protos = Array.from({ length: K }, (_, k) => randn(HW, seed + k, 0.5));
-    const images = new Uint8Array(N * HW), labels = new Int32Array(N);
-    const r = rng(seed + 99);
-    for (let i = 0; i < N; i++) {
-      const k = i % K;
-      labels[i] = k;
-      for (let j = 0; j < HW; j++) images[i * HW + j] = Math.max(0, Math.min(255, Math.round(255 * (0.5 + protos[k][j] + noise * (2 * r() - 1)))));
-    }
-    return makeDataset({ name: 'blobs', source: 'test', images, labels, classNames: Array.from({ length: K }, (_, k) => `c${k}`), N, C: 1, H: S, W: S, nTrain: N / 2 });
-  }
 
   /** Mean over the validation images of KL(softmax(t/τ) ‖ softmax(s/τ)), from both models' logits. */
   async function valKl(student: Classifier, teacher: Classifier, ds: ImageDataset, tau: number): Promise<number> {
