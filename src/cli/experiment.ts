@@ -34,7 +34,7 @@ ${Object.entries(EXPERIMENTS).map(([k, v]) => `  ${k.padEnd(12)} ${v}`).join('\n
   all          the four, sharing the teacher and the students
 
   --seeds 0,1,2        student seeds (init, data order, masks); the spread over them is reported
-  --scale full|smoke   full: the sizes of docs/results (about 1.5 h on 2 CPU cores with lavapipe);
+  --scale full|smoke   full: the sizes of docs/results (about 2 h on 2 CPU cores with lavapipe);
                        smoke: tiny models and a few steps, to check the pipeline (about 3 min)
   --work DIR           where runs, logs and job records go (default runs/experiments; runs/smoke
                        for --scale smoke); jobs already done there are reused
