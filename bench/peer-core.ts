@@ -12,8 +12,10 @@
 import type { Contender, Sample, Timing } from './lib';
 import { numPatches, patchDim, type MaeConfig } from '../src/engine/config';
 import type { Gpu } from '../src/gpu/device';
+import { createTensor, readback } from '../src/gpu/buffers';
 import { Recorder } from '../src/gpu/kernels';
-import type { MatmulLayout } from '../src/gpu/ops/matmul';
+import { defaultMatmulVariant, matmul, type MatmulLayout } from '../src/gpu/ops/matmul';
+import { matmul as refMatmul } from '../src/ref/matmul';
 import type { GpuTimer } from '../src/gpu/timing';
 import { mulberry32 } from '../src/core/random';
 import type { Tf, TfjsMae } from './tfjs-mae';
@@ -235,6 +237,26 @@ export function matmulCases(shapes: readonly LinearShape[], seed = 1000): Matmul
     for (const [layout, role, M, N, K] of geo) cases.push({ id: `${layout}_${layer}`, layer, layout, role, M, N, K, a: rand(M * K), b: rand(K * N) });
   }
   return cases;
+}
+
+/**
+ * Our side of a matmul case: its float64 answer, the inputs and output on the GPU, the variant
+ * the engine picks for it, the recording of the product, its result, and the buffers' release.
+ */
+export function ourMatmulCase(gpu: Gpu, c: MatmulCase) {
+  const { M, N, K, layout } = c;
+  const want = new Float64Array(M * N);
+  refMatmul(want, c.a, c.b, null, M, N, K, layout, false);
+  const a = createTensor(gpu.device, c.a.length, 'peer-a', Float32Array.from(c.a));
+  const b = createTensor(gpu.device, c.b.length, 'peer-b', Float32Array.from(c.b));
+  const out = createTensor(gpu.device, M * N, 'peer-c');
+  return {
+    want,
+    variant: defaultMatmulVariant(gpu, layout, M, N, K),
+    record: (rec: Recorder): void => matmul(rec, out, a, b, null, M, N, K, layout, false),
+    result: (): Promise<Float32Array> => readback(gpu.device, out),
+    destroy: (): void => [a, b, out].forEach((t) => t.buffer.destroy()),
+  };
 }
 
 /** Sums of K float32 products: the matmul tests' tolerance (atol grows as √K). */

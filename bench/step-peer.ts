@@ -21,15 +21,12 @@ import { initParams } from '../src/engine/init';
 import { MaeModel } from '../src/engine/mae';
 import { maeParamLayout } from '../src/engine/params';
 import { summarizeTuning, tuneForRecording, tuneMatmul, type TuneReport } from '../src/gpu/autotune';
-import { createTensor, readback } from '../src/gpu/buffers';
 import { Recorder } from '../src/gpu/kernels';
-import { defaultMatmulVariant, matmul } from '../src/gpu/ops/matmul';
 import { lenKeepFor, randomMasking } from '../src/gpu/ops/masking';
 import { GpuTimer } from '../src/gpu/timing';
-import { matmul as refMatmul } from '../src/ref/matmul';
 import { commandLine, commonFields, openBench, randn, rng, round, timeInterleaved, writeResults, type Timing } from './lib';
 import {
-  GEOMETRY, STEP_OPTS, checkClose, geomean, matmulCases, matmulTol, ourStepContender, speedup, targetReport, tfjsFirstStepLoss,
+  GEOMETRY, STEP_OPTS, checkClose, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, speedup, targetReport, tfjsFirstStepLoss,
   tfjsStepContender, tfjsWebgpuBackend, vitLinearShapes,
 } from './peer-core';
 import { TfjsMae } from './tfjs-mae';
@@ -148,20 +145,15 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
     if (opts.tune) tuning.matmul = tuningSummary(await tuneMatmul(gpu, cases.map(({ layout, M, N: n, K }) => ({ layout, M, N: n, K }))));
     for (const c of cases) {
       const { M, N: Nn, K, layout } = c;
-      const want = new Float64Array(M * Nn);
-      refMatmul(want, c.a, c.b, null, M, Nn, K, layout, false);
-      const tA = createTensor(gpu.device, c.a.length, 'peer-a', Float32Array.from(c.a));
-      const tB = createTensor(gpu.device, c.b.length, 'peer-b', Float32Array.from(c.b));
-      const tC = createTensor(gpu.device, M * Nn, 'peer-c');
-      const variant = defaultMatmulVariant(gpu, layout, M, Nn, K);
-      const record = (rec: Recorder): void => matmul(rec, tC, tA, tB, null, M, Nn, K, layout, false);
+      const ours = ourMatmulCase(gpu, c);
+      const { want, variant, record } = ours;
       const oursM = ourStepContender(gpu, ctx.timer, `ours_${c.id}`, record);
       const tfM = peer.matmul(`tfjs-webgpu_${c.id}`, c.a, c.b, M, Nn, K, layout);
       const rec = new Recorder(gpu);
       record(rec);
       await rec.submit();
       const tol = matmulTol(K);
-      const vOurs = checkClose(await readback(gpu.device, tC), want, tol);
+      const vOurs = checkClose(await ours.result(), want, tol);
       const vTf = checkClose(await tfM.result(), want, tol);
       const flops = 2 * M * Nn * K;
       let t: Map<string, Timing> | undefined;
@@ -183,7 +175,7 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
         });
       }
       tfM.dispose();
-      for (const x of [tA, tB, tC]) x.buffer.destroy();
+      ours.destroy();
     }
   }
 

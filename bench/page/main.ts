@@ -22,16 +22,13 @@ import { initParams } from '../../src/engine/init';
 import { MaeModel } from '../../src/engine/mae';
 import { maeParamLayout } from '../../src/engine/params';
 import { tuneForRecording, tuneMatmul, type TuneReport } from '../../src/gpu/autotune';
-import { createTensor, readback } from '../../src/gpu/buffers';
 import { acquireBrowserGpu, type Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../../src/gpu/ops/masking';
-import { defaultMatmulVariant, matmul } from '../../src/gpu/ops/matmul';
 import { shaderSources } from '../../src/gpu/shader-sources';
 import { GpuTimer } from '../../src/gpu/timing';
-import { matmul as refMatmul } from '../../src/ref/matmul';
 import {
-  GEOMETRY, STEP_OPTS, activate, checkClose, geomean, matmulCases, matmulTol, ourStepContender, registerTfjsWebgpuOn, speedup,
+  GEOMETRY, STEP_OPTS, activate, checkClose, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, registerTfjsWebgpuOn, speedup,
   targetReport, tfjsFirstStepLoss, tfjsMatmulContender, tfjsStepContender, tfjsWebglBackend, tfjsWebgpuBackend, vitLinearShapes,
   type Contender, type TfjsBackend,
 } from '../peer-core';
@@ -219,18 +216,13 @@ async function run(): Promise<object> {
     for (const [k, c] of cases.entries()) {
       status(`matmul ${k + 1} of ${cases.length}: ${c.id}`);
       const { M, N: Nn, K, layout } = c;
-      const want = new Float64Array(M * Nn);
-      refMatmul(want, c.a, c.b, null, M, Nn, K, layout, false);
-      const tA = createTensor(gpu.device, c.a.length, 'peer-a', Float32Array.from(c.a));
-      const tB = createTensor(gpu.device, c.b.length, 'peer-b', Float32Array.from(c.b));
-      const tC = createTensor(gpu.device, M * Nn, 'peer-c');
-      const variant = defaultMatmulVariant(gpu, layout, M, Nn, K);
-      const record = (rec: Recorder): void => matmul(rec, tC, tA, tB, null, M, Nn, K, layout, false);
+      const ours = ourMatmulCase(gpu, c);
+      const { want, variant, record } = ours;
       const rec = new Recorder(gpu);
       record(rec);
       await rec.submit();
       const tol = matmulTol(K);
-      const checks: Record<string, ReturnType<typeof checkClose>> = { ours: checkClose(await readback(gpu.device, tC), want, tol) };
+      const checks: Record<string, ReturnType<typeof checkClose>> = { ours: checkClose(await ours.result(), want, tol) };
       const theirs = backends.map((b) => tfjsMatmulContender(tf, b, `${b.impl}_${c.id}`, c));
       for (const [j, b] of backends.entries()) checks[b.impl] = checkClose(await theirs[j].result(), want, tol);
       const oursM = ourStepContender(gpu, timer, `ours_${c.id}`, record);
@@ -257,7 +249,7 @@ async function run(): Promise<object> {
         });
       }
       for (const x of theirs) x.dispose();
-      for (const x of [tA, tB, tC]) x.buffer.destroy();
+      ours.destroy();
     }
     timer?.destroy();
   }

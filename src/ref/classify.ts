@@ -38,15 +38,20 @@ function rowLse(z: Vec, base: number, K: number): { lse: number; argmax: number 
   return { lse: m + Math.log(s), argmax: am };
 }
 
+/** Row r's cross-entropy with label smoothing ε against `label`, and the row's argmax. */
+function rowCrossEntropy(z: Vec, base: number, K: number, label: number, eps: number): { ce: number; argmax: number } {
+  const { lse, argmax } = rowLse(z, base, K);
+  let meanNll = 0;
+  for (let k = 0; k < K; k++) meanNll += lse - z[base + k];
+  return { ce: (1 - eps) * (lse - z[base + label]) + (eps * meanNll) / K, argmax };
+}
+
 /** stats[0] = mean cross-entropy with smoothing ε; stats[1] = #(argmax = label); pred[N] = argmax. */
 export function crossEntropyForward(stats: Vec, pred: Uint32Array, logits: Vec, labels: Uint32Array, N: number, K: number, smoothing = 0): void {
   let loss = 0, correct = 0;
   for (let r = 0; r < N; r++) {
-    const base = r * K;
-    const { lse, argmax } = rowLse(logits, base, K);
-    let meanNll = 0;
-    for (let k = 0; k < K; k++) meanNll += lse - logits[base + k];
-    loss += (1 - smoothing) * (lse - logits[base + labels[r]]) + (smoothing * meanNll) / K;
+    const { ce, argmax } = rowCrossEntropy(logits, r * K, K, labels[r], smoothing);
+    loss += ce;
     pred[r] = argmax;
     if (argmax === labels[r]) correct++;
   }
@@ -85,10 +90,7 @@ export function kdCrossEntropyForward(stats: Vec, pred: Uint32Array, logits: Vec
   let loss = 0, correct = 0;
   for (let r = 0; r < N; r++) {
     const base = r * K;
-    const { lse, argmax } = rowLse(logits, base, K);
-    let meanNll = 0;
-    for (let k = 0; k < K; k++) meanNll += lse - logits[base + k];
-    const ce = (1 - eps) * (lse - logits[base + labels[r]]) + (eps * meanNll) / K;
+    const { ce, argmax } = rowCrossEntropy(logits, base, K, labels[r], eps);
     const s = rowLseT(logits, base, K, tau), t = rowLseT(teacherLogits, base, K, tau);
     let kl = 0;
     for (let k = 0; k < K; k++) {
