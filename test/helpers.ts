@@ -8,6 +8,7 @@ import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
 import { createTensor, readback, readbackU32 } from '../src/gpu/buffers';
 import { Recorder, type Tensor } from '../src/gpu/kernels';
+import type { ParamMap } from '../src/engine/init';
 
 let shared: Promise<Gpu> | undefined;
 
@@ -139,4 +140,10 @@ export async function quiet<T>(f: () => Promise<T>, onLine?: (line: string) => v
   } finally {
     process.stdout.write = write;
   }
+}
+
+/** Every tensor of a parameter table, compared by name. */
+export function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
 }

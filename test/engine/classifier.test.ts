@@ -14,24 +14,18 @@ import {
   Classifier, classificationMetrics, encoderParamLayout, extractFeatures, finetuneParamLayout, initFinetuneParams, initHead, knnPredict, knnVote,
   layerDecayScale, predictAll, predictFeatures, trainClassifier, trainProbeOnFeatures,
 } from '../../src/engine/classifier';
-import { maeConfig, numPatches, type MaeConfig } from '../../src/engine/config';
+import { maeConfig, type MaeConfig } from '../../src/engine/config';
 import { initParams } from '../../src/engine/init';
 import { lrScaleRanges, decayRanges } from '../../src/gpu/ops/adamw';
 import { Recorder } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as refCls from '../../src/ref/classify';
-import { layernormBackward, layernormForward } from '../../src/ref/layernorm';
-import { linearBackward, linearForward } from '../../src/ref/matmul';
-import * as refModel from '../../src/ref/model';
 import type { ArenaLayout } from '../../src/gpu/buffers';
 import type { ParamMap } from '../../src/engine/init';
-import { TOL, expectClose, randn, rng, run, testGpu, type Tolerance } from '../helpers';
+import { expectClose, expectSameParams, randn, rng, run, testGpu, TOL } from '../helpers';
+import { refClassifier } from '../ref-classifier';
 import { perturbedParams } from '../model-fixtures';
 
-function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
-}
 const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
   const out = new Float64Array(layout.size);
   for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
@@ -74,34 +68,18 @@ describe('fine-tuning on the GPU vs the float64 reference', () => {
     const gpu = await testGpu();
     const cfg = tiny();
     const [N, K, eps] = [3, 5, 0.1];
-    const L = numPatches(cfg), T = 1 + L, D = cfg.embedDim;
     const layout = finetuneParamLayout(cfg, K);
     const params = perturbedParams(layout, cfg, 7);
     const imgs = randn(N * cfg.inChans * cfg.imgSize ** 2, 8);
     const labels = Uint32Array.from([4, 0, 2]);
 
     // Reference: the encoder of src/ref/model.ts (all patches visible, raw last block), then the new ops.
-    const ids = Uint32Array.from({ length: N * L }, (_, i) => i % L);
-    const withNorm = new Map(params);
-    withNorm.set('norm.weight', new Float64Array(D).fill(1));
-    withNorm.set('norm.bias', new Float64Array(D));
-    const enc = refModel.forwardEncoder(withNorm, cfg, imgs, ids, N, { featureBlocks: [cfg.depth - 1] });
-    const x = enc.features.get(cfg.depth - 1)!;
-    const pooled = new Float64Array(N * D), fcn = new Float64Array(N * D), mean = new Float64Array(N), rstd = new Float64Array(N), logits = new Float64Array(N * K);
-    refCls.meanPoolForward(pooled, x, N, T, D);
-    layernormForward(fcn, mean, rstd, pooled, params.get('fc_norm.weight')!, params.get('fc_norm.bias')!, N, D);
-    linearForward(logits, fcn, params.get('head.weight')!, params.get('head.bias')!, N, D, K);
+    const { logits, backward } = refClassifier(params, cfg, imgs, N, K);
     const stats = new Float64Array(2);
     refCls.crossEntropyForward(stats, new Uint32Array(N), logits, labels, N, K, eps);
-    const G = refModel.zeroGrads(withNorm);
-    const dlogits = new Float64Array(N * K), dfcn = new Float64Array(N * D), dpooled = new Float64Array(N * D), dx = new Float64Array(N * T * D);
+    const dlogits = new Float64Array(N * K);
     refCls.crossEntropyBackward(dlogits, logits, labels, N, K, eps);
-    linearBackward(dfcn, G.get('head.weight')!, G.get('head.bias')!, dlogits, fcn, params.get('head.weight')!, N, D, K);
-    layernormBackward(dpooled, G.get('fc_norm.weight')!, G.get('fc_norm.bias')!, dfcn, pooled, params.get('fc_norm.weight')!, mean, rstd, N, D);
-    refCls.meanPoolBackward(dx, dpooled, N, T, D);
-    refModel.backwardEncoder(G, withNorm, cfg, enc.cache, null, new Map([[cfg.depth - 1, dx]]));
-    G.delete('norm.weight');
-    G.delete('norm.bias');
+    const G = backward(dlogits);
 
     const model = new Classifier(gpu, cfg, { mode: 'finetune', numClasses: K, batch: N, labelSmoothing: eps }, 0.75);
     model.uploadParams(params);

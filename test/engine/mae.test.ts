@@ -13,14 +13,9 @@ import type { ArenaLayout } from '../../src/gpu/buffers';
 import { Recorder, dispatchCache } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
-import { TOL, expectClose, expectSameBits, randn, read, run, testGpu, type Tolerance } from '../helpers';
+import { expectClose, expectSameBits, expectSameParams, randn, read, run, testGpu, TOL } from '../helpers';
 import { perturbedParams, testMasking, tinyConfig, tinyTeacherConfig } from '../model-fixtures';
 
-/** Every tensor of the table, compared by name. */
-export function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
-}
 
 /** A ParamMap flattened into its arena layout (padding 0), and back: for the reference AdamW. */
 export const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {

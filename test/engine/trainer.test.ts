@@ -19,15 +19,10 @@ import { makeShapesDataset } from '../../src/data/procedural';
 import type { ArenaLayout } from '../../src/gpu/buffers';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
-import { TOL, expectClose, expectSameBits, randn, testGpu } from '../helpers';
+import { expectClose, expectSameBits, expectSameParams, randn, testGpu, TOL } from '../helpers';
 import { perturbedParams, tinyConfig, tinyTeacherConfig } from '../model-fixtures';
-import type { Tolerance } from '../helpers';
 
 // (Local copies of mae.test.ts's helpers: importing that file would register its tests here too.)
-function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
-}
 const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
   const out = new Float64Array(layout.size);
   for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
