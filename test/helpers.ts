@@ -8,6 +8,7 @@ import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
 import { createTensor, readback, readbackU32 } from '../src/gpu/buffers';
 import { Recorder, type Tensor } from '../src/gpu/kernels';
+import { rng as seededRng } from './numerics';
 import type { ParamMap } from '../src/engine/init';
 
 let shared: Promise<Gpu> | undefined;
@@ -146,4 +147,20 @@ export async function quiet<T>(f: () => Promise<T>, onLine?: (line: string) => v
 export function expectSameParams(got: ParamMap, want: ParamMap, tol: Tolerance, what: string): void {
   expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
   for (const [name, w] of want) expectClose(got.get(name)!, w, tol, `${what} ${name}`);
+}
+
+/**
+ * Gradients of a mean-reduced loss are of size 1/count, far below TOL.gradient.atol at real
+ * sizes, which would make an absolute bound vacuous: scale atol by the largest |reference|.
+ */
+export function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
+  let m = 0;
+  for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
+  return { atol: tol.atol * Math.max(m, 1e-30), rtol: tol.rtol };
+}
+
+/** N class labels in [0, K), seeded. */
+export function randomLabels(N: number, K: number, seed: number): Uint32Array {
+  const r = seededRng(seed);
+  return Uint32Array.from({ length: N }, () => Math.floor(r() * K));
 }

@@ -7,19 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/classify';
 import * as ref from '../../src/ref/classify';
-import { TOL, checkGradients, expectClose, expectSameBits, gpuTensor, randn, read, readU32, rng, run, testGpu, type Tolerance } from '../helpers';
+import { checkGradients, expectClose, expectSameBits, gpuTensor, randn, randomLabels, read, readU32, run, scaledTol, testGpu, TOL, type Tolerance } from '../helpers';
 
-const labelsFor = (N: number, K: number, seed: number): Uint32Array => {
-  const r = rng(seed);
-  return Uint32Array.from({ length: N }, () => Math.floor(r() * K));
-};
 
-/** Mean-reduced gradients are O(1/N): scale atol by the largest |reference| (as classify.test.ts). */
-function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
-  let m = 0;
-  for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
-  return { atol: tol.atol * Math.max(m, 1e-30), rtol: tol.rtol };
-}
 
 // [name, N, K, λ, τ, ε]
 const KD: Array<[string, number, number, number, number, number]> = [
@@ -37,7 +27,7 @@ describe('knowledge-distillation cross-entropy (GPU vs float64 reference)', () =
     it(`${name} N=${N} K=${K} λ=${lam} τ=${tau} ε=${eps}`, async () => {
       const gpu = await testGpu();
       // Logits spread like a trained classifier's (±6), the teacher's sharper (±8).
-      const logits = randn(N * K, 41, 6), teacher = randn(N * K, 42, 8), labels = labelsFor(N, K, 43);
+      const logits = randn(N * K, 41, 6), teacher = randn(N * K, 42, 8), labels = randomLabels(N, K, 43);
       const o = { softWeight: lam, temperature: tau, smoothing: eps };
       const stats = new Float64Array(2), pred = new Uint32Array(N), dl = new Float64Array(N * K);
       ref.kdCrossEntropyForward(stats, pred, logits, teacher, labels, N, K, o);
@@ -59,7 +49,7 @@ describe('knowledge-distillation cross-entropy (GPU vs float64 reference)', () =
   it('λ = 0 is the plain cross-entropy: bit for bit in the reference, within tolerance on the GPU', async () => {
     const gpu = await testGpu();
     const [N, K, eps] = [37, 7, 0.1];
-    const logits = randn(N * K, 51, 5), teacher = randn(N * K, 52, 5), labels = labelsFor(N, K, 53);
+    const logits = randn(N * K, 51, 5), teacher = randn(N * K, 52, 5), labels = randomLabels(N, K, 53);
     const o = { softWeight: 0, temperature: 4, smoothing: eps };
     const a = new Float64Array(2), b = new Float64Array(2), da = new Float64Array(N * K), db = new Float64Array(N * K);
     const pa = new Uint32Array(N), pb = new Uint32Array(N);
@@ -88,7 +78,7 @@ describe('knowledge-distillation cross-entropy (GPU vs float64 reference)', () =
   it('known answers: a student equal to its teacher has KL 0 and no soft gradient; a 2-class KL by hand', async () => {
     const gpu = await testGpu();
     const [N, K] = [5, 7];
-    const z = randn(N * K, 61, 4), labels = labelsFor(N, K, 62);
+    const z = randn(N * K, 61, 4), labels = randomLabels(N, K, 62);
     const o = { softWeight: 1, temperature: 4 };
     const stats = gpuTensor(gpu, 2), dl = gpuTensor(gpu, N * K);
     const gz = gpuTensor(gpu, z), gt = gpuTensor(gpu, z);
@@ -110,7 +100,7 @@ describe('knowledge-distillation cross-entropy (GPU vs float64 reference)', () =
     const gpu = await testGpu();
     const [N, K] = [301, 10];
     const o = { softWeight: 0.5, temperature: 4, smoothing: 0.1 };
-    const logits = gpuTensor(gpu, randn(N * K, 71, 5)), teacher = gpuTensor(gpu, randn(N * K, 72, 5)), labels = gpuTensor(gpu, labelsFor(N, K, 73));
+    const logits = gpuTensor(gpu, randn(N * K, 71, 5)), teacher = gpuTensor(gpu, randn(N * K, 72, 5)), labels = gpuTensor(gpu, randomLabels(N, K, 73));
     const outs: Float32Array[][] = [];
     for (let i = 0; i < 2; i++) {
       const stats = gpuTensor(gpu, 2), pred = gpuTensor(gpu, N), dl = gpuTensor(gpu, N * K);
@@ -140,7 +130,7 @@ describe('knowledge-distillation cross-entropy: reference gradient vs finite dif
     for (const tau of [1, 4]) {
       for (const eps of [0, 0.1]) {
         it(`λ=${lam} τ=${tau} ε=${eps}`, () => {
-          const labels = labelsFor(N, K, 81);
+          const labels = randomLabels(N, K, 81);
           const logits = randn(N * K, 82, 3), teacher = randn(N * K, 83, 3);
           const o = { softWeight: lam, temperature: tau, smoothing: eps };
           const dl = new Float64Array(N * K);

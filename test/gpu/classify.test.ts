@@ -1,19 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/classify';
 import * as ref from '../../src/ref/classify';
-import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, readU32, rng, run, testGpu, type Tolerance } from '../helpers';
+import { checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, randomLabels, read, readU32, run, scaledTol, testGpu, TOL, type Tolerance } from '../helpers';
 
-const labelsFor = (N: number, K: number, seed: number): Uint32Array => {
-  const r = rng(seed);
-  return Uint32Array.from({ length: N }, () => Math.floor(r() * K));
-};
 
-/** Mean-reduced gradients are O(1/N): scale atol by the largest |reference| (as loss.test.ts). */
-function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
-  let m = 0;
-  for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
-  return { atol: tol.atol * Math.max(m, 1e-30), rtol: tol.rtol };
-}
 
 // [name, N, T, D]
 const POOL: Array<[string, number, number, number]> = [
@@ -72,7 +62,7 @@ describe('softmax cross-entropy (GPU vs float64 reference)', () => {
   for (const [name, N, K, eps] of XENT) {
     it(`${name} N=${N} K=${K} ε=${eps}`, async () => {
       const gpu = await testGpu();
-      const logits = randn(N * K, 11, 4), labels = labelsFor(N, K, 12);
+      const logits = randn(N * K, 11, 4), labels = randomLabels(N, K, 12);
       const stats = new Float64Array(2), pred = new Uint32Array(N), dl = new Float64Array(N * K);
       ref.crossEntropyForward(stats, pred, logits, labels, N, K, eps);
       ref.crossEntropyBackward(dl, logits, labels, N, K, eps, 0.7);
@@ -103,7 +93,7 @@ describe('softmax cross-entropy (GPU vs float64 reference)', () => {
   it('is deterministic: bit-identical loss and gradient on repeated runs', async () => {
     const gpu = await testGpu();
     const [N, K] = [517, 10];
-    const logits = gpuTensor(gpu, randn(N * K, 15, 3)), labels = gpuTensor(gpu, labelsFor(N, K, 16));
+    const logits = gpuTensor(gpu, randn(N * K, 15, 3)), labels = gpuTensor(gpu, randomLabels(N, K, 16));
     const outs: Float32Array[][] = [];
     for (let i = 0; i < 2; i++) {
       const stats = gpuTensor(gpu, 2), pred = gpuTensor(gpu, N), dl = gpuTensor(gpu, N * K);
@@ -119,7 +109,7 @@ describe('softmax cross-entropy (GPU vs float64 reference)', () => {
 
   it('reference gradient matches finite differences (with and without smoothing)', () => {
     const [N, K] = [3, 5];
-    const labels = labelsFor(N, K, 17);
+    const labels = randomLabels(N, K, 17);
     for (const eps of [0, 0.1]) {
       const logits = randn(N * K, 18, 2);
       const dl = new Float64Array(N * K);
@@ -134,7 +124,7 @@ describe('softmax cross-entropy (GPU vs float64 reference)', () => {
 
   it('loss of uniform logits is log K', () => {
     const s = new Float64Array(2);
-    ref.crossEntropyForward(s, new Uint32Array(4), new Float64Array(4 * 10), labelsFor(4, 10, 1), 4, 10, 0.1);
+    ref.crossEntropyForward(s, new Uint32Array(4), new Float64Array(4 * 10), randomLabels(4, 10, 1), 4, 10, 0.1);
     expect(s[0]).toBeCloseTo(Math.log(10), 12);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/loss';
 import * as ref from '../../src/ref/loss';
 import type { Gpu } from '../../src/gpu/device';
-import { TOL, checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, testGpu, type Tolerance } from '../helpers';
+import { checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL, type Tolerance } from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
 function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
@@ -14,15 +14,6 @@ function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64A
   return mask;
 }
 
-/**
- * Gradients of a mean-reduced loss are of size 1/(count), far below TOL.gradient.atol at real
- * sizes, which would make an absolute bound vacuous: scale atol by the largest |reference|.
- */
-function scaledTol(want: ArrayLike<number>, tol: Tolerance): Tolerance {
-  let m = 0;
-  for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(want[i]));
-  return { atol: tol.atol * m, rtol: tol.rtol };
-}
 
 // [name, N, L, P, lenKeep]
 const MAE_CASES: Array<[string, number, number, number, number]> = [
