@@ -21,7 +21,9 @@
 //   embed_visible           out[N, 1+V, D]: row 0 = cls; row 1+j = x[n, j] + pos[1 + ids_keep[n, j]]
 //                           x [N, V, D] (the embedded visible patches), pos [1+L, D]
 //   strip_cls               dx[N, V, D] = dout[n, 1+j]: embed_visible's backward to x (pos is fixed;
-//                           cls_backward gives dcls)
+//                           cls_backward gives dcls); also the decoder's prediction without its
+//                           cls row (V = L)
+//   pad_cls                 dx[N, 1+V, D]: row 0 = 0, row 1+j = dout[n, j] (strip_cls's backward)
 //
 // Bindings: 0 params, 1 the output (read_write), 2 the token rows (x / dout), 3 the token
 // vector (cls / mask_token), 4 the ids (u32), 5 the position embedding (embed_visible). An entry point binds only what it uses (the
@@ -189,4 +191,20 @@ fn strip_cls(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let n = r / u.V;
   let j = r % u.V;
   dst[t] = rows[(n * (1u + u.V) + 1u + j) * u.D + d];
+}
+
+// dst = dx [N, 1+V, D], rows = dout [N, V, D].
+@compute @workgroup_size(WG)
+fn pad_cls(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = grid_index(wid, nwg, lid.x, WG);
+  if (t >= u.N * (1u + u.V) * u.D) { return; }
+  let d = t % u.D;
+  let r = t / u.D; // n·(1+V) + j
+  let n = r / (1u + u.V);
+  let j = r % (1u + u.V);
+  if (j == 0u) {
+    dst[t] = 0.0;
+  } else {
+    dst[t] = rows[(n * u.V + j - 1u) * u.D + d];
+  }
 }

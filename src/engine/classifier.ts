@@ -35,7 +35,7 @@ import { ADAMW_DEFAULTS, adamwStep, decayRanges, lrScaleRanges } from '../gpu/op
 import {
   batchnormEval, batchnormForward, clsPoolForward, crossEntropyBackward, crossEntropyForward, kdCrossEntropyBackward, kdCrossEntropyForward, meanPoolBackward, meanPoolForward,
 } from '../gpu/ops/classify';
-import { fill } from '../gpu/ops/elementwise';
+
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { gatherVisible, gatherVisibleBackward } from '../gpu/ops/masking';
 import { linearBackward, linearForward, matmul } from '../gpu/ops/matmul';
@@ -520,7 +520,7 @@ export class Classifier {
   }
 
   recordZeroGrads(rec: Recorder): void {
-    fill(rec, this.grads.all, 0, this.params.layout.size);
+    rec.clear(this.grads.all, this.params.layout.size);
   }
 
   /** AdamW over the trainable table: layer-wise lr scales (fine-tuning), no decay on 1-D tensors, tokens, pos_embed. */

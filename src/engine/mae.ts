@@ -21,7 +21,7 @@ import { attentionBackward, attentionForward } from '../gpu/ops/attention';
 import { addInPlace, biasGeluBackward, biasGeluForward, fill } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward, normalizePixelTargets } from '../gpu/ops/loss';
-import { embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, type Masking } from '../gpu/ops/masking';
+import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
 import { biasBackward, linearBackward, linearForward } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
@@ -360,11 +360,7 @@ export class MaeModel {
     layernormForward(rec, this.act('dec.normed'), this.act('dec.mean'), this.act('dec.rstd'), x, this.p('decoder_norm.weight'), this.p('decoder_norm.bias'), Rd, Dd);
     const full = this.act('dec.full');
     linearForward(rec, full, this.act('dec.normed'), this.p('decoder_pred.weight'), this.p('decoder_pred.bias'), Rd, Dd, P);
-    // Drop the cls row: one copy per image (copies need only 4-byte offsets, and another buffer).
-    const pred = this.io.tensor('pred');
-    for (let n = 0; n < N; n++) {
-      rec.copy({ buffer: full.buffer, offset: full.offset + (n * d.T + 1) * P * 4, length: L * P }, { buffer: pred.buffer, offset: pred.offset + n * L * P * 4, length: L * P });
-    }
+    dropCls(rec, this.io.tensor('pred'), full, N, L, P);
   }
 
   /** The target MAE's loss compares with: patchify(imgs), standardised per patch with norm_pix. */
@@ -395,11 +391,8 @@ export class MaeModel {
     const Rd = N * d.T;
     const ws = this.workspace();
     maeLossBackward(rec, this.io.tensor('dpred'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), N, L, P);
-    const dfull = this.dact('dfull'), dpred = this.io.tensor('dpred');
-    fill(rec, dfull, 0, Rd * P); // the dropped cls rows get no gradient
-    for (let n = 0; n < N; n++) {
-      rec.copy({ buffer: dpred.buffer, offset: dpred.offset + n * L * P * 4, length: L * P }, { buffer: dfull.buffer, offset: dfull.offset + (n * d.T + 1) * P * 4, length: L * P });
-    }
+    const dfull = this.dact('dfull');
+    padCls(rec, dfull, this.io.tensor('dpred'), N, L, P); // the dropped cls rows get no gradient
     const dnormed = view(ws.dln, Rd * Dd);
     linearBackward(rec, dnormed, this.g('decoder_pred.weight'), this.g('decoder_pred.bias'), dfull, this.act('dec.normed'), this.p('decoder_pred.weight'), Rd, Dd, P);
     const last = this.act(`dec.blocks.${cfg.decoderDepth - 1}.out`);
@@ -443,7 +436,7 @@ export class MaeModel {
   }
 
   recordZeroGrads(rec: Recorder): void {
-    fill(rec, this.grads.all, 0, this.layout.size);
+    rec.clear(this.grads.all, this.layout.size);
   }
 
   /** One training step: zero the gradients, forward, backward, (clip,) AdamW. */

@@ -476,7 +476,7 @@ export class Trainer {
       })(this.gpu, undefined, 'count');
       this.model.recordForward(counter);
       this.model.recordBackward(counter);
-      counter.encoder.finish(); // discarded, never submitted
+      counter.discard();
       this.perSubmit = Math.max(1, Math.floor((MAX_DISPATCHES_PER_SUBMIT - 64) / Math.max(1, n)));
     }
     return this.perSubmit;

@@ -817,7 +817,7 @@ export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): 
   } finally {
     dryRecordings--;
   }
-  rec.encoder.finish(); // discarded, never submitted
+  rec.discard();
   return [...uses.values()];
 }
 

@@ -239,13 +239,18 @@ export function dispatchCache(device: GPUDevice): DispatchCache {
 
 /**
  * Records dispatches into one command encoder and submits them as one command buffer.
- * Each dispatch is its own compute pass so that a timer can bracket it.
+ * Without a timer, consecutive dispatches share one compute pass (WebGPU orders their storage
+ * accesses within a pass; each pass boundary costs the driver a little); with a timer each
+ * dispatch is its own pass so that the timer can bracket it. Copies and clears end the pass.
  */
 export class Recorder {
   readonly encoder: GPUCommandEncoder;
   private readonly cache: DispatchCache;
   private readonly staging: DataView;
   private slots = 0;
+  private pass: GPUComputePassEncoder | null = null;
+  /** Compute passes begun so far (one per dispatch with a timer). */
+  passCount = 0;
 
   constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, label = 'step') {
     this.encoder = gpu.device.createCommandEncoder({ label });
@@ -269,15 +274,39 @@ export class Recorder {
       packParams(params, this.staging, slot * UNIFORM_SLOT);
     }
     const name = label ?? `${spec.shader}:${spec.entry}`;
-    const pass = this.encoder.beginComputePass({ label: name, timestampWrites: this.timer?.writes(name) });
+    const pass = this.timer ? this.beginPass(name, this.timer.writes(name)) : (this.pass ??= this.beginPass('dispatches'));
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.cache.bindGroup(pipeline, slot, bindings));
     pass.dispatchWorkgroups(x, y, z);
-    pass.end();
+    if (this.timer) pass.end();
+  }
+
+  private beginPass(label: string, timestampWrites?: GPUComputePassTimestampWrites): GPUComputePassEncoder {
+    this.passCount++;
+    return this.encoder.beginComputePass({ label, timestampWrites });
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
   }
 
   copy(src: Tensor, dst: Tensor, length = src.length): void {
+    this.endPass();
     this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, length * 4);
+  }
+
+  /** t = 0, with the queue's own buffer clear (a memset on most drivers, no shader pass). */
+  clear(t: Tensor, length = t.length): void {
+    this.endPass();
+    this.encoder.clearBuffer(t.buffer, t.offset, length * 4);
+  }
+
+  /** Ends recording without submitting (dry recordings that only count or list dispatches). */
+  discard(): void {
+    this.endPass();
+    this.encoder.finish();
+    this.cache.returnStaging(this.staging);
   }
 
   /** Uploads the parameters, submits, and waits until the GPU has finished. */
@@ -291,6 +320,7 @@ export class Recorder {
   submitNoWait(): void {
     if (this.slots > 0) this.gpu.device.queue.writeBuffer(this.cache.uniforms, 0, this.staging.buffer, 0, this.slots * UNIFORM_SLOT);
     this.cache.returnStaging(this.staging); // writeBuffer has copied it
+    this.endPass();
     this.timer?.resolve(this.encoder);
     this.gpu.device.queue.submit([this.encoder.finish()]);
   }

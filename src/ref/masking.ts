@@ -91,3 +91,19 @@ export function embedVisibleBackward(dx: Vec, dcls: Vec, dout: Vec, N: number, L
     dcls[d] += s;
   }
 }
+
+/** out[N, T, D] = x[n, 1+t] of x[N, 1+T, D]. */
+export function dropCls(out: Vec, x: Vec, N: number, T: number, D: number): void {
+  for (let n = 0; n < N; n++)
+    for (let t = 0; t < T; t++)
+      for (let d = 0; d < D; d++) out[(n * T + t) * D + d] = x[(n * (1 + T) + 1 + t) * D + d];
+}
+
+/** dx[N, 1+T, D]: row 0 = 0, row 1+t = dout[n, t]. */
+export function padCls(dx: Vec, dout: Vec, N: number, T: number, D: number): void {
+  for (let n = 0; n < N; n++) {
+    for (let d = 0; d < D; d++) dx[n * (1 + T) * D + d] = 0;
+    for (let t = 0; t < T; t++)
+      for (let d = 0; d < D; d++) dx[(n * (1 + T) + 1 + t) * D + d] = dout[(n * T + t) * D + d];
+  }
+}

@@ -172,7 +172,7 @@ describe('DMAE on the GPU vs the float64 reference (losses, every student and he
 });
 
 describe('the step loop', () => {
-  it('a repeated DMAE step creates no GPU buffers or bind groups, and is bit-for-bit deterministic', async () => {
+  it('a repeated DMAE step creates no GPU objects, is one submission in one compute pass, and is bit-for-bit deterministic', async () => {
     const gpu = await testGpu();
     const cfg = tinyConfig(3, true);
     const d: DistillConfig = { pairs: [{ studentBlock: 1, teacherBlock: 1 }], alpha: 1, kind: 'l1' };
@@ -183,30 +183,44 @@ describe('the step loop', () => {
     model.uploadTeacher(perturbedParams(maeParamLayout(tcfg), tcfg, 62));
     model.setBatch(Float32Array.from(randn(N * 3 * 64, 63)), testMasking(N, numPatches(cfg), V, 64));
     expect(model.memoryBytes).toBeGreaterThan(0);
+    let passes = 0;
     const step = async () => {
       model.uploadParams(student);
       model.resetOptimizer();
       const rec = new Recorder(gpu);
       model.recordStep(rec, { lr: 1e-3, step: 1 });
       await rec.submit();
+      passes = rec.passCount;
     };
     await step(); // the first step grows the kernels' per-device scratch and builds pipelines
     const grads1 = await read(gpu, model.grads.all), params1 = await read(gpu, model.params.all);
     const groups = dispatchCache(gpu.device).bindGroupCount;
-    const device = gpu.device as GPUDevice & { createBuffer: GPUDevice['createBuffer'] };
-    const original = device.createBuffer.bind(device);
-    let created = 0;
-    device.createBuffer = (desc: GPUBufferDescriptor) => {
-      created++;
-      return original(desc);
-    };
+    // Count, during the repeated step, every call that creates a GPU object or submits work (the
+    // real device's methods are wrapped, and still run).
+    const device = gpu.device as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const queue = gpu.device.queue as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const watched: [Record<string, (...args: unknown[]) => unknown>, string][] = [
+      ...['createBuffer', 'createBindGroup', 'createComputePipeline', 'createComputePipelineAsync', 'createShaderModule', 'createBindGroupLayout', 'createQuerySet'].map((m) => [device, m] as [typeof device, string]),
+      [queue, 'submit'],
+    ];
+    const calls = new Map<string, number>();
+    const originals = watched.map(([o, m]) => o[m]);
+    watched.forEach(([o, m], i) => {
+      const original = originals[i].bind(o);
+      o[m] = (...args: unknown[]) => {
+        calls.set(m, (calls.get(m) ?? 0) + 1);
+        return original(...args);
+      };
+    });
     try {
       await step();
     } finally {
-      device.createBuffer = original;
+      watched.forEach(([o, m], i) => (o[m] = originals[i]));
     }
-    expect(created, 'buffers created by a repeated step').toBe(0);
+    expect(Object.fromEntries(calls), 'GPU objects created and submissions made by a repeated step').toEqual({ submit: 1 });
     expect(dispatchCache(gpu.device).bindGroupCount, 'bind groups after a repeated step').toBe(groups);
+    // Zeroing the gradients is a buffer clear before the first dispatch, so the dispatches share one pass.
+    expect(passes, 'compute passes of one step').toBe(1);
     expectSameBits(await read(gpu, model.grads.all), grads1, 'gradients of a repeated step');
     expectSameBits(await read(gpu, model.params.all), params1, 'parameters after a repeated step');
     model.destroy();

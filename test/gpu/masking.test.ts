@@ -119,6 +119,21 @@ describe('masking kernels (GPU vs float64 reference)', () => {
       expectClose(await read(gpu, gDcls), dcls, TOL.reduction, 'embedVisibleBackward dcls');
     });
 
+    it(`${name}: dropCls and padCls (the decoder prediction's cls row), N=${N} T=${L} D=${D}`, async () => {
+      const gpu = await testGpu();
+      const x = randn(N * (1 + L) * D, 71), dout = randn(N * L * D, 72);
+      const out = new Float64Array(N * L * D), dx = new Float64Array(N * (1 + L) * D);
+      ref.dropCls(out, x, N, L, D);
+      ref.padCls(dx, dout, N, L, D);
+      const gOut = gpuTensor(gpu, randn(out.length, 73)), gDx = gpuTensor(gpu, randn(dx.length, 74)); // "=" overwrites, row 0 included
+      await run(gpu, (rec) => {
+        gpuOps.dropCls(rec, gOut, gpuTensor(gpu, x), N, L, D);
+        gpuOps.padCls(rec, gDx, gpuTensor(gpu, dout), N, L, D);
+      });
+      expectClose(await read(gpu, gOut), out, TOL.exact, 'dropCls out');
+      expectClose(await read(gpu, gDx), dx, TOL.exact, 'padCls dx');
+    });
+
     it(`${name}: insertMaskTokens forward and backward, N=${N} L=${L} V=${V} D=${D}`, async () => {
       const gpu = await testGpu();
       const x = randn(N * (1 + V) * D, 11), maskToken = randn(D, 12), dout = randn(N * (1 + L) * D, 13), dm0 = randn(D, 14);

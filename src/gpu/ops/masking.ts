@@ -67,3 +67,13 @@ export function embedVisibleBackward(rec: Recorder, dx: Tensor, dcls: Tensor, do
   rec.dispatch({ shader: 'masking', entry: 'strip_cls' }, [dx, dout], [N, L, V, D], grid2d(N * V * D));
   rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
 }
+
+/** out[N, T, D] (=) = x[n, 1+t] of x[N, 1+T, D]: the tokens without their cls row. */
+export function dropCls(rec: Recorder, out: Tensor, x: Tensor, N: number, T: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'strip_cls' }, [out, x], [N, T, T, D], grid2d(N * T * D));
+}
+
+/** dropCls's backward: dx[N, 1+T, D] (=): row 0 = 0, row 1+t = dout[n, t]. */
+export function padCls(rec: Recorder, dx: Tensor, dout: Tensor, N: number, T: number, D: number): void {
+  rec.dispatch({ shader: 'masking', entry: 'pad_cls' }, [dx, dout], [N, T, T, D], grid2d(N * (1 + T) * D));
+}
