@@ -212,18 +212,24 @@ function otherDeclarations(): KernelBench[] {
     decls.push({ name, family, bench });
   };
 
-  // Layer norm (eps 1e-6) at both widths: every block's norm1/norm2 and the final norms.
-  for (const [where, rows, C] of [['enc', R_ENC, D], ['dec', R_DEC, Dd]] as const) {
-    add('layernorm', `layernorm_forward_${where}`, () => ({
+  // Layer norm (eps 1e-6) at both widths: every block's norm1/norm2 and the final norms. Both
+  // variants of the row kernels, timed interleaved per group ('subgroup' needs the 'subgroups'
+  // feature: on a device without it, its declarations fail verification with the reason).
+  for (const [where, rows, C] of [['enc', R_ENC, D], ['dec', R_DEC, Dd]] as const) for (const variant of ['workgroup', 'subgroup'] as const) {
+    const suffix = variant === 'workgroup' ? where : `subgroup_${where}`;
+    const addLn = (name: string, bench: () => KernelInstance): void => {
+      decls.push({ name: `${name}_${suffix}`, family: 'layernorm', group: `${name}_${where}`, tags: { variant }, bench });
+    };
+    addLn('layernorm_forward', () => ({
       shape: { rows, C },
       bytes: F32 * (2 * rows * C + 2 * C + 2 * rows),
       inputs: { x: randn(rows * C, 1, 3), weight: randn(C, 2), bias: randn(C, 3) },
       outputs: { out: rows * C, mean: rows, rstd: rows },
-      gpu: (rec, o, i) => gpuLayernorm.layernormForward(rec, o.out, o.mean, o.rstd, i.x, i.weight, i.bias, rows, C),
+      gpu: (rec, o, i) => gpuLayernorm.layernormForward(rec, o.out, o.mean, o.rstd, i.x, i.weight, i.bias, rows, C, 1e-6, variant),
       ref: (o, i) => refLayernorm.layernormForward(o.out, o.mean, o.rstd, i.x, i.weight, i.bias, rows, C),
       tol: TOL.reduction,
     }));
-    add('layernorm', `layernorm_backward_${where}`, () => {
+    addLn('layernorm_backward', () => {
       const x = randn(rows * C, 4, 3), weight = randn(C, 5);
       const y = new Float64Array(rows * C), mean = new Float64Array(rows), rstd = new Float64Array(rows);
       refLayernorm.layernormForward(y, mean, rstd, x, weight, new Float64Array(C), rows, C);
@@ -232,7 +238,7 @@ function otherDeclarations(): KernelBench[] {
         bytes: F32 * (3 * rows * C + 2 * rows + C + 4 * C),
         inputs: { dout: randn(rows * C, 6), x, weight, mean: f32(mean), rstd: f32(rstd) },
         outputs: { dx: rows * C, dweight: randn(C, 7), dbias: randn(C, 8) }, // parameter gradients accumulate
-        gpu: (rec, o, i) => gpuLayernorm.layernormBackward(rec, o.dx, o.dweight, o.dbias, i.dout, i.x, i.weight, i.mean, i.rstd, rows, C),
+        gpu: (rec, o, i) => gpuLayernorm.layernormBackward(rec, o.dx, o.dweight, o.dbias, i.dout, i.x, i.weight, i.mean, i.rstd, rows, C, false, variant),
         ref: (o, i) => refLayernorm.layernormBackward(o.dx, o.dweight, o.dbias, i.dout, i.x, i.weight, i.mean, i.rstd, rows, C),
         check: { dx: TOL.gradient, dweight: sumTol(TOL.gradient, rows), dbias: sumTol(TOL.gradient, rows) },
       };
@@ -404,25 +410,30 @@ function otherDeclarations(): KernelBench[] {
 
   // AdamW over the parameter arena (5.5 M elements), and the global gradient norm before it.
   const n = 5_500_000;
-  add('adamw', 'adamw_step', () => ({
-    shape: { n },
-    bytes: F32 * 7 * n, // reads params, grads, m, v; writes params, m, v
-    inputs: { grads: randn(n, 51, 0.01), clipCoef: Float64Array.of(Math.fround(0.8)) },
-    ids: { ranges: Uint32Array.of(0, 4_000_000, 4_100_000, 5_400_000) }, // decay on matrices only: a few ranges
-    outputs: { params: randn(n, 52), m: randn(n, 53, 1e-3), v: f32(randn(n, 54, 1e-3).map((x) => x * x)) },
-    gpu: (rec, o, i) => gpuAdamw.adamwStep(rec, o.params, i.grads, o.m, o.v, i.ranges, i.clipCoef, n, ADAMW_OPTS),
-    ref: (o, i, ids) => refAdamw.adamwStep(o.params, i.grads, o.m, o.v, ids.ranges, i.clipCoef, n, ADAMW_OPTS),
-    tol: TOL.elementwise,
-  }));
-  add('adamw', 'global_grad_norm', () => ({
-    shape: { n },
-    bytes: F32 * (n + 1),
-    inputs: { grads: randn(n, 55, 0.01) },
-    outputs: { out: 1 },
-    gpu: (rec, o, i) => gpuAdamw.globalGradNorm(rec, o.out, i.grads, n),
-    ref: (o, i) => refAdamw.globalGradNorm(o.out, i.grads, n),
-    tol: TOL.reduction,
-  }));
+  // Both AdamW variants (bit-identical results) and both first passes of the norm, interleaved.
+  for (const variant of ['vec4', 'scalar'] as const) {
+    decls.push({ family: 'adamw', name: variant === 'vec4' ? 'adamw_step' : 'adamw_step_scalar', group: 'adamw_step', tags: { variant }, bench: () => ({
+      shape: { n },
+      bytes: F32 * 7 * n, // reads params, grads, m, v; writes params, m, v
+      inputs: { grads: randn(n, 51, 0.01), clipCoef: Float64Array.of(Math.fround(0.8)) },
+      ids: { ranges: Uint32Array.of(0, 4_000_000, 4_100_000, 5_400_000) }, // decay on matrices only: a few ranges
+      outputs: { params: randn(n, 52), m: randn(n, 53, 1e-3), v: f32(randn(n, 54, 1e-3).map((x) => x * x)) },
+      gpu: (rec, o, i) => gpuAdamw.adamwStep(rec, o.params, i.grads, o.m, o.v, i.ranges, i.clipCoef, n, ADAMW_OPTS, null, variant),
+      ref: (o, i, ids) => refAdamw.adamwStep(o.params, i.grads, o.m, o.v, ids.ranges, i.clipCoef, n, ADAMW_OPTS),
+      tol: TOL.elementwise,
+    }) });
+  }
+  for (const variant of ['vec4', 'scalar'] as const) {
+    decls.push({ family: 'adamw', name: variant === 'vec4' ? 'global_grad_norm' : 'global_grad_norm_scalar', group: 'global_grad_norm', tags: { variant }, bench: () => ({
+      shape: { n },
+      bytes: F32 * (n + 1),
+      inputs: { grads: randn(n, 55, 0.01) },
+      outputs: { out: 1 },
+      gpu: (rec, o, i) => gpuAdamw.globalGradNorm(rec, o.out, i.grads, n, variant),
+      ref: (o, i) => refAdamw.globalGradNorm(o.out, i.grads, n),
+      tol: TOL.reduction,
+    }) });
+  }
   return decls;
 }
 

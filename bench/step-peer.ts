@@ -20,7 +20,8 @@ import { maeConfig, numPatches } from '../src/engine/config';
 import { initParams } from '../src/engine/init';
 import { MaeModel } from '../src/engine/mae';
 import { maeParamLayout } from '../src/engine/params';
-import { summarizeTuning, tuneForRecording, tuneMatmul, type TuneReport } from '../src/gpu/autotune';
+import { summarizeTuning, tuneMatmul, type TuneReport } from '../src/gpu/autotune';
+import { tuneKernelsForRecording } from '../src/gpu/autotune-families';
 import { Recorder } from '../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../src/gpu/ops/masking';
 import { GpuTimer } from '../src/gpu/timing';
@@ -99,7 +100,7 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
   // is then fixed for the device); do the same, so that "ours" is what a training run uses.
   const tuning: Record<string, ReturnType<typeof tuningSummary>> = {};
   if (opts.tune) {
-    const r = await tuneForRecording(gpu, (rec) => ours.recordStep(rec, STEP_OPTS));
+    const r = (await tuneKernelsForRecording(gpu, (rec) => ours.recordStep(rec, STEP_OPTS)))?.matmul ?? null;
     tuning.step = tuningSummary(r);
     if (r) log(`tuned the step's matmuls: ${summarizeTuning(r)}`);
   }

@@ -8,8 +8,9 @@
  *
  * The device is opened with WebGPU's default limits, which are the project's kernel rules
  * (≤ 256 invocations per workgroup, ≤ 16 KiB of workgroup memory, ≤ 8 storage buffers per entry
- * point), so a kernel that breaks one fails here. Override constants keep their defaults; one
- * without a default fails the pipeline, which is what we want (wrappers may omit it).
+ * point), so a kernel that breaks one fails here; it has the optional features a kernel may
+ * `enable` (subgroups, shader-f16), as openDevice asks for them. Override constants keep their
+ * defaults; one without a default fails the pipeline, which is what we want (wrappers may omit it).
  * Files that declare no entry point (shaders/common/*) are libraries: checked through the
  * shaders that import them. Prints one line per file; on an error, `file:line:col`, the line
  * and a caret, and exits 1.
@@ -55,11 +56,14 @@ async function openDevice(): Promise<{ device: GPUDevice; backend: string }> {
   const gpu = create(['backend=null']);
   (globalThis as { __keepDawnAlive?: unknown }).__keepDawnAlive = gpu; // collecting it crashes the process
   const adapter = await gpu.requestAdapter();
-  if (adapter) return { device: await adapter.requestDevice(), backend: "Dawn's null backend" };
+  // The optional features kernels may `enable` (openDevice asks for them when the adapter has them).
+  const features = (['subgroups', 'shader-f16'] as GPUFeatureName[]).filter((f) => adapter?.features.has(f));
+  if (adapter) return { device: await adapter.requestDevice({ requiredFeatures: features }), backend: "Dawn's null backend" };
   // The null backend compiles and builds pipelines in the `webgpu` package we pin; should a
   // build ever lack it, any real adapter Node can reach does the same job, only slower.
   const real = await findNodeAdapter();
-  return { device: await real.requestDevice(), backend: `${real.info.description || real.info.vendor} (no null backend)` };
+  const realFeatures = (['subgroups', 'shader-f16'] as GPUFeatureName[]).filter((f) => real.features.has(f));
+  return { device: await real.requestDevice({ requiredFeatures: realFeatures }), backend: `${real.info.description || real.info.vendor} (no null backend)` };
 }
 
 async function checkFile(device: GPUDevice, name: string, sources: ShaderSources): Promise<{ ok: boolean; line: string; errors: string }> {

@@ -5,10 +5,13 @@
 //
 // Every entry point binds 0 = params {rows, C, eps, nchunks}; its storage bindings, outputs first:
 //   layernorm_forward          1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
-//   layernorm_backward_dx      1 dx[R,C] =, 2 corr[R] = (scratch), 3 dout, 4 x, 5 weight, 6 mean, 7 rstd
+//   layernorm_backward_dx      1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
+//                              5 weight, 6 mean, 7 rstd
 //   layernorm_backward_partial 1 partial[2,K,C] = (scratch), 2 dout, 3 x, 4 mean, 5 rstd, 6 corr
 //   layernorm_backward_params  1 dweight[C] +=, 2 dbias[C] +=, 3 partial[2,K,C]
 // The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate.
+// ACCUMULATE_DX (override) makes dx accumulate instead: the residual stream's gradient takes the
+// norm's contribution in the same pass (dres += dx_norm) rather than through a scratch and an add.
 // Storage is declared read_write throughout: WebGPU forbids binding one buffer both read-only and
 // writable in a dispatch, and inputs and outputs are often slices of the same arena.
 //
@@ -22,6 +25,8 @@
 // dweight/dbias are summed over chunks of ROWS_PER_CHUNK rows in order into `partial`, then over
 // chunks in order.
 //
+// shaders/layernorm_subgroups.wgsl has the same two row kernels with subgroup reductions.
+//
 // Geometry: the row kernels (forward, backward_dx) run one workgroup of REDUCE_WG threads per row
 // (the wrapper sets 64), rows past 65535 spilling into y (common/grid); the per-channel kernels
 // (backward_partial, backward_params) run WG threads per workgroup, one channel per thread.
@@ -30,6 +35,8 @@
 // #import common/grid
 
 struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
+
+override ACCUMULATE_DX: bool = false;
 
 const WG = 64u;
 const ROWS_PER_CHUNK = 32u;
@@ -132,7 +139,8 @@ fn layernorm_backward_dx(@builtin(local_invocation_index) tid: u32, @builtin(wor
   for (var i = tid; i < C; i += REDUCE_WG) {
     let xhat = ((b_x[base + i] - mean) - corr) * rstd;
     let g = b_dout[base + i] * b_weight[i];
-    b_dx[base + i] = rstd * (g - mean_g - xhat * mean_gxhat);
+    let dx = rstd * (g - mean_g - xhat * mean_gxhat);
+    if (ACCUMULATE_DX) { b_dx[base + i] += dx; } else { b_dx[base + i] = dx; }
   }
   if (tid == 0u) { b_corr[row] = corr; }
 }

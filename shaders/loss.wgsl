@@ -14,6 +14,7 @@
 //   distill_row_loss       1 row_loss[R] = Σ_c f(t̂ − ŝ), f = |·| or (·)²                   2 teacher 3 student
 //   distill_backward       1 dstudent[R,C] = d(scale·Σ f(t̂ − ŝ))/dstudent                  2 teacher 3 student
 //   reduce_sum_partial     1 partials[G] = per-workgroup Σ x (or Σ x²)                     2 x
+//   reduce_sum_partial_vec4 1 partials[G·256] = per-thread Σ x (or Σ x²), x read as vec4s   2 x
 //   reduce_sum_final       1 out[1] = scale · Σ partials (or scale · sqrt(Σ partials))     2 partials
 // x̂ = x / max(‖x‖₂, 1e-12) per row, as torch.nn.functional.normalize. The teacher is frozen:
 // only the student side gets a gradient. Nothing is saved by a forward for its backward: the
@@ -56,6 +57,7 @@ struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
 @group(0) @binding(5) var<storage, read_write> in_mask_sum: array<f32>;
 
 @group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*
+@group(0) @binding(2) var<storage, read_write> in_x4: array<vec4<f32>>; // reduce_sum_partial_vec4: in_x as vec4s
 @group(0) @binding(2) var<storage, read_write> in_teacher: array<f32>;  // distill_*
 @group(0) @binding(3) var<storage, read_write> in_student: array<f32>;  // distill_*
 @group(0) @binding(2) var<storage, read_write> in_lpp: array<f32>;      // mae_loss_reduce: loss_per_patch
@@ -235,6 +237,33 @@ fn reduce_sum_partial(
   }
   let total = workgroup_sum(lid, acc);
   if (lid == 0u) { out[wid.x] = total; }
+}
+
+// The first pass for big sums, reading x as vec4s (in_x4) and with no barrier: workgroup w of G
+// owns the contiguous block of B = ⌈⌈count/4⌉/G⌉ vec4s from w·B; its thread t sums the block's
+// vec4s t, t + REDUCE_WG, … in order, lane by lane (lane j holds x[4q + j]), adds its lanes as
+// (x + y) + (z + w), and writes partials[w·REDUCE_WG + t]; reduce_sum_final then sums the G·REDUCE_WG
+// partials (thread t: partials t, t + REDUCE_WG, …, i.e. thread t of every workgroup in order,
+// then the tree). A fixed order, another one than reduce_sum_partial's. Why no in-workgroup
+// tree: on CPU adapters (lavapipe) every barrier switches all of a workgroup's SIMD batches,
+// and G trees of 9 barriers cost several times the reading itself; one tree in the final pass
+// does. The wrapper binds a view of at least 4⌈count/4⌉ elements; lanes at or past count add 0.
+@compute @workgroup_size(REDUCE_WG)
+fn reduce_sum_partial_vec4(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  var acc = vec4<f32>(0.0);
+  let nq = (p.count + 3u) / 4u;
+  let per = (nq + nwg.x - 1u) / nwg.x;
+  let end = min(nq, (wid.x + 1u) * per);
+  for (var q = wid.x * per + lid; q < end; q += REDUCE_WG) {
+    let inside = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.count);
+    let v = select(vec4<f32>(0.0), in_x4[q], inside);
+    if (SQUARE) { acc += v * v; } else { acc += v; }
+  }
+  out[wid.x * REDUCE_WG + lid] = (acc.x + acc.y) + (acc.z + acc.w);
 }
 
 @compute @workgroup_size(REDUCE_WG)

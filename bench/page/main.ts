@@ -21,7 +21,8 @@ import { maeConfig, numPatches } from '../../src/engine/config';
 import { initParams } from '../../src/engine/init';
 import { MaeModel } from '../../src/engine/mae';
 import { maeParamLayout } from '../../src/engine/params';
-import { tuneForRecording, tuneMatmul, type TuneReport } from '../../src/gpu/autotune';
+import { tuneMatmul, type TuneReport } from '../../src/gpu/autotune';
+import { tuneKernelsForRecording } from '../../src/gpu/autotune-families';
 import { acquireBrowserGpu, type Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../../src/gpu/ops/masking';
@@ -164,7 +165,7 @@ async function run(): Promise<object> {
   const summary = (r: TuneReport | null) => r && { seconds: r4(r.seconds), method: r.method, classes: r.classes.map((c) => ({ key: c.key, chosen: c.chosen, source: c.source })) };
   if (S.tune) {
     status('tuning our matmul variants for the step…');
-    tuning.step = summary(await tuneForRecording(gpu, (rec) => ours.recordStep(rec, STEP_OPTS), { store: null }));
+    tuning.step = summary((await tuneKernelsForRecording(gpu, (rec) => ours.recordStep(rec, STEP_OPTS), { store: null }))?.matmul ?? null);
     log(`tuned the step's matmuls in ${(tuning.step as { seconds?: number } | null)?.seconds ?? 0} s`);
   }
   const oursC = ourStepContender(gpu, undefined, 'ours', (rec) => ours.recordStep(rec, STEP_OPTS));

@@ -92,13 +92,13 @@ export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: 
 /** The activation-gradient workspace, each tensor sized for the largest block that uses it. */
 export interface Workspace {
   dres: Tensor; // [R, W] the residual stream's gradient
-  dtmp: Tensor; dln: Tensor; dattn: Tensor; // [R, W]
+  dln: Tensor; dattn: Tensor; // [R, W]
   dqkv: Tensor; // [R, 3W]
   dh: Tensor; da: Tensor; // [R, 4W]
 }
 
 export function addWorkspace(layout: ArenaLayout, rowsTimesWidth: number, rowsTimesHidden: number): void {
-  for (const k of ['dres', 'dtmp', 'dln', 'dattn']) layout.add(k, [rowsTimesWidth]);
+  for (const k of ['dres', 'dln', 'dattn']) layout.add(k, [rowsTimesWidth]);
   layout.add('dqkv', [3 * rowsTimesWidth]);
   layout.add('dh', [rowsTimesHidden]);
   layout.add('da', [rowsTimesHidden]);
@@ -111,21 +111,19 @@ export function addWorkspace(layout: ArenaLayout, rowsTimesWidth: number, rowsTi
 export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: Lookup, A: BlockActs, x: Tensor, d: BlockDims): void {
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
-  const dres = view(ws.dres, R * W), dtmp = view(ws.dtmp, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
+  const dres = view(ws.dres, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
   const dqkv = view(ws.dqkv, R * 3 * W), dh = view(ws.dh, R * hidden), da = view(ws.da, R * hidden);
   // MLP branch
   linearBackward(rec, da, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W);
   biasGeluBackward(rec, dh, da, A.h, P('mlp.fc1.bias'), R, hidden);
   biasBackward(rec, G('mlp.fc1.bias'), dh, R, hidden);
   linearBackward(rec, dln, G('mlp.fc1.weight'), null, dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);
-  layernormBackward(rec, dtmp, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W);
-  addInPlace(rec, dres, dtmp, R * W); // d x1
+  layernormBackward(rec, dres, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W, true); // d x1 (+= the residual's)
   // attention branch
   linearBackward(rec, dattn, G('attn.proj.weight'), G('attn.proj.bias'), dres, A.attn, P('attn.proj.weight'), R, W, W);
   attentionBackward(rec, dqkv, dattn, A.qkv, A.probs, N, T, heads, W / heads);
   linearBackward(rec, dln, G('attn.qkv.weight'), G('attn.qkv.bias'), dqkv, A.ln1, P('attn.qkv.weight'), R, W, 3 * W);
-  layernormBackward(rec, dtmp, G('norm1.weight'), G('norm1.bias'), dln, x, P('norm1.weight'), A.mean1, A.rstd1, R, W);
-  addInPlace(rec, dres, dtmp, R * W); // d x
+  layernormBackward(rec, dres, G('norm1.weight'), G('norm1.bias'), dln, x, P('norm1.weight'), A.mean1, A.rstd1, R, W, true); // d x
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,7 +456,7 @@ export class MaeModel {
 
   protected workspace(): Workspace {
     const t = (k: string) => this.dact(k);
-    return { dres: t('dres'), dtmp: t('dtmp'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh'), da: t('da') };
+    return { dres: t('dres'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh'), da: t('da') };
   }
 
   /** The losses of the last submitted forward (waits for the GPU). */

@@ -31,7 +31,7 @@
  */
 import { Rng, hashInts } from '../data/rng';
 import { randomMasking, lenKeepFor, type Masking } from '../core/masking';
-import { tuneForRecording } from '../gpu/autotune';
+import { tuneKernelsForRecording } from '../gpu/autotune-families';
 import { ArenaLayout, upload } from '../gpu/buffers';
 import type { Gpu } from '../gpu/device';
 import { Recorder, type Tensor } from '../gpu/kernels';
@@ -456,9 +456,9 @@ export class Trainer {
     return { t, lr, slot, mapped, before };
   }
 
-  /** Times the matmul variants for this model's products on this adapter (gpu/autotune.ts), once, before anything is recorded. */
+  /** Times the kernel variants for this model's step on this adapter (gpu/autotune*.ts), once, before anything is recorded. */
   private tuned?: Promise<unknown>;
-  private tuneMatmuls = (): Promise<unknown> => (this.tuned ??= tuneForRecording(this.gpu, (rec) => this.model.recordStep(rec, { lr: 0, step: 1 })));
+  private tuneKernels = (): Promise<unknown> => (this.tuned ??= tuneKernelsForRecording(this.gpu, (rec) => this.model.recordStep(rec, { lr: 0, step: 1 })));
 
   private perSubmit = 0;
 
@@ -519,7 +519,7 @@ export class Trainer {
    * in order. Returns with the GPU idle and nothing in flight.
    */
   async train(opts: { until?: number; onMetrics?: (m: StepMetrics) => void | Promise<void>; shouldStop?: () => boolean } = {}): Promise<TrainResult> {
-    await this.tuneMatmuls();
+    await this.tuneKernels();
     const until = opts.until ?? this.config.totalSteps;
     const start = performance.now();
     let last = start;
@@ -592,7 +592,7 @@ export class Trainer {
    * prediction [batch, L, P] and the losses. Call between train() calls; changes no parameter.
    */
   async reconstruct(imgs: Float32Array, masking: Masking): Promise<{ pred: Float32Array; pix: number; loss: number }> {
-    await this.tuneMatmuls();
+    await this.tuneKernels();
     this.model.setBatch(imgs, masking);
     const rec = new Recorder(this.gpu, undefined, 'reconstruct');
     this.model.recordForward(rec);

@@ -7,8 +7,8 @@
  * choice per class: products of one class behave alike, and a model has few classes.
  *
  * Tuning is an explicit async step before any recording (`tuneMatmul(gpu, shapes)`, or
- * `tuneForRecording(gpu, record)`, which collects the shapes from a dry recording of a model's
- * step): per class not yet known, every applicable variant is verified against a float64
+ * `tuneKernelsForRecording(gpu, record)` of autotune-families.ts, which collects the shapes from
+ * a dry recording of a model's step and also tunes the other kernel families): per class not yet known, every applicable variant is verified against a float64
  * product — once per device on a small odd shape in full, then on the class's own shape at
  * sampled elements, edges included, in a screening run of its first rows (which also drops the
  * variants far slower than the fastest) and on the whole product — and timed a couple of times,
@@ -479,7 +479,7 @@ const median = (xs: readonly number[]): number => {
 
 let chain: Promise<unknown> = Promise.resolve();
 /** One tuning at a time per process: two would time each other. */
-function serial<T>(f: () => Promise<T>): Promise<T> {
+export function serial<T>(f: () => Promise<T>): Promise<T> {
   const next = chain.then(f, f);
   chain = next.catch(() => undefined);
   return next;
@@ -819,24 +819,6 @@ export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): 
   }
   rec.discard();
   return [...uses.values()];
-}
-
-/**
- * The engine's hook: tunes the products of a model's step (dry-recorded by `record`) before the
- * first real recording. Never throws: on a failure it warns and the static guesses stay.
- * DMAE_TUNE=verbose prints what it did.
- */
-export async function tuneForRecording(gpu: Gpu, record: (rec: Recorder) => void, opts: TuneOptions = {}): Promise<TuneReport | null> {
-  if (!tuningEnabled()) return null;
-  try {
-    const verbose = env().DMAE_TUNE?.trim().toLowerCase() === 'verbose';
-    const report = await tuneMatmul(gpu, collectMatmulShapes(gpu, record), verbose ? { log: (l) => console.log(l), ...opts } : opts);
-    if (verbose) console.log(summarizeTuning(report));
-    return report;
-  } catch (e) {
-    console.warn(`matmul tuner: ${(e as Error).message}; keeping the static choice`);
-    return null;
-  }
 }
 
 /** One line: classes, how many were timed, the choices, where they are kept. */

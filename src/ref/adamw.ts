@@ -1,7 +1,8 @@
 /**
  * Float64 reference of shaders/adamw.wgsl: torch.optim.AdamW (decoupled decay, torch's bias
  * correction form) and torch.nn.utils.clip_grad_norm_'s norm and coefficient. Same names and
- * argument order as src/gpu/ops/adamw.ts.
+ * argument order as src/gpu/ops/adamw.ts (whose trailing `variant` arguments choose a kernel,
+ * not a result, and have no counterpart here).
  */
 import { ADAMW_DEFAULTS, adamwScalars, type AdamwOptions } from '../gpu/ops/adamw';
 import { sumReduce } from './loss';

@@ -18,9 +18,13 @@ export function layernormForward(out: Vec, mean: Vec, rstd: Vec, x: Vec, weight:
   }
 }
 
-/** dx[rows,C] = (assigned), dweight[C] +=, dbias[C] +=. */
+/**
+ * dx[rows,C] = (assigned; with accumulateDx, dx +=), dweight[C] +=, dbias[C] +=. The GPU's
+ * trailing `variant` has no counterpart here: every variant computes this.
+ */
 export function layernormBackward(
   dx: Vec, dweight: Vec, dbias: Vec, dout: Vec, x: Vec, weight: Vec, mean: Vec, rstd: Vec, rows: number, C: number,
+  accumulateDx = false,
 ): void {
   for (let r = 0; r < rows; r++) {
     const base = r * C;
@@ -40,7 +44,8 @@ export function layernormBackward(
     for (let i = 0; i < C; i++) {
       const xhat = (x[base + i] - m) * s;
       const g = dout[base + i] * weight[i];
-      dx[base + i] = s * (g - meanG - xhat * meanGXhat);
+      const d = s * (g - meanG - xhat * meanGXhat);
+      dx[base + i] = accumulateDx ? dx[base + i] + d : d;
       dweight[i] += dout[base + i] * xhat;
       dbias[i] += dout[base + i];
     }

@@ -3,7 +3,7 @@ import { Arena, ArenaLayout, createTensor, upload } from '../../src/gpu/buffers'
 import type { Gpu } from '../../src/gpu/device';
 import * as gpuOps from '../../src/gpu/ops/adamw';
 import * as ref from '../../src/ref/adamw';
-import { TOL, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, expectClose, expectSameBits, gpuTensor, randn, read, rng, run, testGpu } from '../helpers';
 
 /** An MAE parameter layout with timm names (width D, decoder width Dd, patch p×p×C, L patches). */
 function maeLayout(cfg: { D: number; depth: number; Dd: number; depthD: number; p: number; C: number; L: number }): ArenaLayout {
@@ -309,5 +309,135 @@ describe('global gradient norm', () => {
     }
     expectSameBits(outs[2], outs[0], 'norm');
     expectSameBits(outs[3], outs[1], 'params');
+  });
+});
+
+/**
+ * Sorted, disjoint [start, end) ranges inside [0, n) with random gaps and lengths up to `maxLen`
+ * (so boundaries fall anywhere inside a vec4 and a block, and short ranges share a vec4),
+ * flattened with `per` u32s a range; `extra(r)` fills the u32s after start and end.
+ */
+function randomRanges(n: number, seed: number, maxLen: number, per = 2, extra: (r: () => number) => number[] = () => []): Uint32Array {
+  const r = rng(seed);
+  const out: number[] = [];
+  let at = Math.floor(r() * Math.min(maxLen, 7));
+  while (at < n) {
+    const end = Math.min(n, at + 1 + Math.floor(r() * maxLen));
+    out.push(at, end, ...extra(r).slice(0, per - 2));
+    at = end + 1 + Math.floor(r() * maxLen);
+  }
+  return Uint32Array.from(out);
+}
+
+/** lr-scale triples with f32 scales in (0, 1]. */
+const randomLrScales = (n: number, seed: number, maxLen: number): Uint32Array => {
+  const bits = new Uint32Array(1), f = new Float32Array(bits.buffer);
+  return randomRanges(n, seed, maxLen, 3, (r) => {
+    f[0] = Math.fround(0.65 ** Math.floor(1 + r() * 12));
+    return [bits[0]];
+  });
+};
+
+describe('AdamW vec4 path: bit-identical to the scalar entry point', () => {
+  const SENTINEL = 12345.5; // beyond n: must stay untouched
+
+  async function compareVariants(gpu: Gpu, n: number, table: Uint32Array | null, lrTable: Uint32Array | null, what: string, steps = 2): Promise<void> {
+    const len = n + 5;
+    const withSentinels = (x: Float64Array): Float64Array => { const y = new Float64Array(len).fill(SENTINEL); y.set(x); return y; };
+    const p = withSentinels(randn(n, 1)), m = withSentinels(randn(n, 2, 0.1)), v = withSentinels(secondMoments(n, 3));
+    const sets = (['vec4', 'scalar'] as const).map((variant) => ({ variant, p: gpuTensor(gpu, p), m: gpuTensor(gpu, m), v: gpuTensor(gpu, v) }));
+    const gg = gpuTensor(gpu, len);
+    const gr = table ? gpuTensor(gpu, table.length ? table : Uint32Array.of(0)) : null;
+    const grEmpty = table && table.length === 0 ? { ...gr!, length: 0 } : gr; // a table of length 0: nothing decays
+    const gl = lrTable && lrTable.length ? gpuTensor(gpu, lrTable) : null;
+    const clip = gpuTensor(gpu, Float64Array.of(Math.fround(0.7)));
+    for (let s = 0; s < steps; s++) {
+      upload(gpu.device, gg, Float32Array.from(withSentinels(grads(n, 200 + s))));
+      const opts = { lr: 3e-3, step: 7 + s, weightDecay: 0.3 };
+      await run(gpu, (rec) => {
+        for (const t of sets) gpuOps.adamwStep(rec, t.p, gg, t.m, t.v, grEmpty, clip, n, opts, gl, t.variant);
+      });
+    }
+    const [a, b] = sets;
+    for (const k of ['p', 'm', 'v'] as const) {
+      const got = await read(gpu, a[k]), want = await read(gpu, b[k]);
+      expectSameBits(got, want, `${k}, vec4 vs scalar (${what})`);
+      expect(Array.from(got.subarray(n)), `${k}: elements past n`).toEqual(new Array(5).fill(SENTINEL));
+      if (n > 0) expect(got[n - 1], `${k}[n − 1] was updated`).not.toBe(k === 'p' ? Math.fround(p[n - 1]) : k === 'm' ? Math.fround(m[n - 1]) : Math.fround(v[n - 1]));
+    }
+    for (const t of sets) for (const x of [t.p, t.m, t.v]) x.buffer.destroy();
+  }
+
+  // Lengths around the vec4 width and the vec4 path's block (2048 vec4s = 8192 elements).
+  for (const n of [1, 2, 3, 4, 5, 7, 8, 257, 4097, 8191, 8192, 8193, 16_387, 100_003]) {
+    it(`n=${n}: odd decay ranges and lr scales, decay everywhere, decay nowhere`, async () => {
+      const gpu = await testGpu();
+      const maxLen = Math.max(2, Math.floor(n / 5));
+      await compareVariants(gpu, n, randomRanges(n, n, maxLen), randomLrScales(n, n + 1, maxLen), 'odd ranges + lr scales');
+      await compareVariants(gpu, n, randomRanges(n, n + 2, maxLen), null, 'odd ranges');
+      await compareVariants(gpu, n, null, randomLrScales(n, n + 3, maxLen), 'decay all + lr scales');
+      await compareVariants(gpu, n, new Uint32Array(0), null, 'no decay');
+    });
+  }
+
+  it('many short ranges in one block (lengths and gaps 1–3) and a table over several blocks', async () => {
+    const gpu = await testGpu();
+    await compareVariants(gpu, 10_001, randomRanges(10_001, 5, 3), randomLrScales(10_001, 6, 3), 'short ranges');
+    await compareVariants(gpu, 262_147, randomRanges(262_147, 7, 700), randomLrScales(262_147, 8, 5000), 'several blocks');
+  });
+
+  it('an MAE layout with the recipe decay table and a layer-decay lr table', async () => {
+    const gpu = await testGpu();
+    const layout = maeLayout({ D: 192, depth: 2, Dd: 128, depthD: 1, p: 4, C: 3, L: 64 });
+    const depthOf = (name: string): number => (name.startsWith('blocks.') ? 1 + Number(name.split('.')[1]) : name.startsWith('decoder') || name === 'mask_token' || name === 'norm.weight' || name === 'norm.bias' ? 3 : 0);
+    const lrTable = gpuOps.lrScaleRanges(layout, (name) => 0.75 ** (3 - depthOf(name)));
+    expect(lrTable.length).toBeGreaterThan(3);
+    await compareVariants(gpu, layout.size, gpuOps.decayRanges(layout), lrTable, 'MAE layout', 1);
+  });
+});
+
+describe('global gradient norm: the vec4 first pass', () => {
+  // Views longer than n (sentinels of 1e30 past n, which must not count) and exactly 4⌈n/4⌉.
+  for (const [n, extra] of [[65_536, 0], [100_003, 1], [1_000_001, 3], [5_800_000, 8]] as const) {
+    it(`n=${n} (view of n + ${extra}) matches the reference, forced and by default`, async () => {
+      const gpu = await testGpu();
+      const g = randn(n, n + 9, 0.01);
+      const padded = new Float64Array(n + extra).fill(1e30);
+      padded.set(g);
+      const x = gpuTensor(gpu, padded);
+      const want = new Float64Array(1);
+      ref.globalGradNorm(want, g, n);
+      const outs = { vec4: gpuTensor(gpu, 1), auto: gpuTensor(gpu, 1), scalar: gpuTensor(gpu, 1) };
+      await run(gpu, (rec) => {
+        for (const [variant, out] of Object.entries(outs)) gpuOps.globalGradNorm(rec, out, x, n, variant as 'vec4' | 'auto' | 'scalar');
+      });
+      const got = { vec4: await read(gpu, outs.vec4), auto: await read(gpu, outs.auto), scalar: await read(gpu, outs.scalar) };
+      expectClose(got.vec4, want, TOL.reduction, `‖g‖ vec4 (n=${n})`);
+      expectClose(got.scalar, want, TOL.reduction, `‖g‖ scalar (n=${n})`);
+      expectSameBits(got.auto, got.vec4, 'the default takes the vec4 pass for a view of 4⌈n/4⌉ elements');
+    });
+  }
+
+  it('takes the scalar pass where the view ends at an odd n, and refuses a forced vec4 pass there', async () => {
+    const gpu = await testGpu();
+    const n = 100_003;
+    const x = gpuTensor(gpu, randn(n, 3, 0.01));
+    const outs = { auto: gpuTensor(gpu, 1), scalar: gpuTensor(gpu, 1) };
+    await run(gpu, (rec) => {
+      gpuOps.globalGradNorm(rec, outs.auto, x, n);
+      gpuOps.globalGradNorm(rec, outs.scalar, x, n, 'scalar');
+      expect(() => gpuOps.globalGradNorm(rec, outs.auto, x, n, 'vec4')).toThrow(/needs a view of 100004 elements/);
+    });
+    expectSameBits(await read(gpu, outs.auto), await read(gpu, outs.scalar), 'auto on an odd-length view');
+  });
+
+  it('is deterministic: bit-identical norms on rerun', async () => {
+    const gpu = await testGpu();
+    const n = 700_000;
+    const x = gpuTensor(gpu, randn(n, 17));
+    const a = gpuTensor(gpu, 1), b = gpuTensor(gpu, 1);
+    await run(gpu, (rec) => gpuOps.globalGradNorm(rec, a, x, n, 'vec4'));
+    await run(gpu, (rec) => gpuOps.globalGradNorm(rec, b, x, n, 'vec4'));
+    expectSameBits(await read(gpu, b), await read(gpu, a), 'vec4 norm');
   });
 });

@@ -1,8 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
 import * as gpuOps from '../../src/gpu/ops/layernorm';
+import type { LayernormVariant } from '../../src/gpu/ops/layernorm';
 import * as ref from '../../src/ref/layernorm';
-import type { Gpu } from '../../src/gpu/device';
+import { GpuError, type Gpu } from '../../src/gpu/device';
+import { ceilDiv, type Recorder } from '../../src/gpu/kernels';
+import { grid2d, scratch } from '../../src/gpu/ops/common';
 import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
 
 // [name, rows, C]
@@ -11,12 +14,25 @@ const SHAPES: Array<[string, number, number]> = [
   ['one channel', 5, 1],
   ['odd', 7, 13],
   ['C not a multiple of the workgroup', 3, 67],
+  ['C prime, rows odd', 11, 101],
   ['rows not a multiple of the row chunk', 37, 200],
   ['ViT-Tiny encoder, one visible patch, batch 8', 8 * 2, 192],
   ['ViT-Tiny encoder, 1+16 tokens, batch 8', 8 * 17, 192],
   ['decoder, 1+64 tokens, width 128, batch 8', 8 * 65, 128],
+  ['width 384', 8 * 17, 384],
   ['width 768', 33, 768],
 ];
+
+const VARIANTS: LayernormVariant[] = ['workgroup', 'subgroup'];
+
+/** The test's device, or a skip that says why, when it cannot run `variant`. */
+async function gpuFor(variant: LayernormVariant, ctx: TestContext): Promise<Gpu> {
+  const gpu = await testGpu();
+  if (!gpuOps.layernormVariants(gpu).includes(variant)) {
+    ctx.skip(`the '${variant}' variant needs the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
+  }
+  return gpu;
+}
 
 interface Case {
   x: Float64Array;
@@ -25,6 +41,8 @@ interface Case {
   dout: Float64Array;
   dweight0: Float64Array;
   dbias0: Float64Array;
+  /** What dx holds before an accumulateDx backward (the residual stream's gradient). */
+  dres0: Float64Array;
 }
 
 function makeCase(rows: number, C: number, seed: number, offset = 0, noise = 1): Case {
@@ -36,6 +54,7 @@ function makeCase(rows: number, C: number, seed: number, offset = 0, noise = 1):
     dout: randn(rows * C, seed + 3),
     dweight0: randn(C, seed + 4), // parameter gradients accumulate onto what is there
     dbias0: randn(C, seed + 5),
+    dres0: randn(rows * C, seed + 6),
   };
 }
 
@@ -44,42 +63,57 @@ function reference(k: Case, rows: number, C: number) {
   ref.layernormForward(out, mean, rstd, k.x, k.weight, k.bias, rows, C);
   const dx = new Float64Array(rows * C), dweight = Float64Array.from(k.dweight0), dbias = Float64Array.from(k.dbias0);
   ref.layernormBackward(dx, dweight, dbias, k.dout, k.x, k.weight, mean, rstd, rows, C);
-  return { out, mean, rstd, dx, dweight, dbias };
+  const dres = Float64Array.from(k.dres0);
+  ref.layernormBackward(dres, new Float64Array(C), new Float64Array(C), k.dout, k.x, k.weight, mean, rstd, rows, C, true);
+  return { out, mean, rstd, dx, dweight, dbias, dres };
 }
 
-/** Forward then backward on the GPU, the backward fed the GPU's own saved mean and rstd. */
-async function onGpu(gpu: Gpu, k: Case, rows: number, C: number) {
+/**
+ * Forward then backward on the GPU, the backward fed the GPU's own saved mean and rstd; then the
+ * backward again with accumulateDx onto dres (its own dweight/dbias, as a model's second norm).
+ */
+async function onGpu(gpu: Gpu, k: Case, rows: number, C: number, variant: LayernormVariant = 'workgroup') {
   const t = {
     x: gpuTensor(gpu, k.x), weight: gpuTensor(gpu, k.weight), bias: gpuTensor(gpu, k.bias), dout: gpuTensor(gpu, k.dout),
     out: gpuTensor(gpu, randn(rows * C, 91)), mean: gpuTensor(gpu, rows), rstd: gpuTensor(gpu, rows),
     dx: gpuTensor(gpu, randn(rows * C, 92)), // non-zero start: "=" must overwrite it
     dweight: gpuTensor(gpu, k.dweight0), dbias: gpuTensor(gpu, k.dbias0),
+    dres: gpuTensor(gpu, k.dres0), dweight2: gpuTensor(gpu, C), dbias2: gpuTensor(gpu, C),
   };
   await run(gpu, (rec) => {
-    gpuOps.layernormForward(rec, t.out, t.mean, t.rstd, t.x, t.weight, t.bias, rows, C);
-    gpuOps.layernormBackward(rec, t.dx, t.dweight, t.dbias, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C);
+    gpuOps.layernormForward(rec, t.out, t.mean, t.rstd, t.x, t.weight, t.bias, rows, C, 1e-6, variant);
+    gpuOps.layernormBackward(rec, t.dx, t.dweight, t.dbias, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, false, variant);
+    gpuOps.layernormBackward(rec, t.dres, t.dweight2, t.dbias2, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, true, variant);
   });
   return {
     out: await read(gpu, t.out), mean: await read(gpu, t.mean), rstd: await read(gpu, t.rstd),
-    dx: await read(gpu, t.dx), dweight: await read(gpu, t.dweight), dbias: await read(gpu, t.dbias),
+    dx: await read(gpu, t.dx), dweight: await read(gpu, t.dweight), dbias: await read(gpu, t.dbias), dres: await read(gpu, t.dres),
   };
 }
 
-describe('layernorm (GPU vs float64 reference)', () => {
+type Got = Awaited<ReturnType<typeof onGpu>>;
+type Want = ReturnType<typeof reference>;
+
+/** Every output against the reference; `dxScale` widens dx's atol where rstd makes dx larger. */
+function expectAllClose(got: Got, want: Want, rows: number, what: string, dxScale = 1): void {
+  expectClose(got.out, want.out, TOL.reduction, `out${what}`);
+  expectClose(got.mean, want.mean, TOL.reduction, `mean${what}`);
+  expectClose(got.rstd, want.rstd, TOL.reduction, `rstd${what}`);
+  const dxTol = { atol: TOL.gradient.atol * dxScale, rtol: TOL.gradient.rtol };
+  expectClose(got.dx, want.dx, dxTol, `dx${what}`);
+  expectClose(got.dres, want.dres, dxTol, `dres += dx (accumulateDx)${what}`);
+  // dweight and dbias sum over rows; atol grows like √rows for a sum of random-sign terms.
+  const sumTol = { atol: TOL.gradient.atol * Math.sqrt(rows), rtol: TOL.gradient.rtol };
+  expectClose(got.dweight, want.dweight, sumTol, `dweight${what}`);
+  expectClose(got.dbias, want.dbias, sumTol, `dbias${what}`);
+}
+
+describe.each(VARIANTS)("layernorm, '%s' variant (GPU vs float64 reference)", (variant) => {
   SHAPES.forEach(([name, rows, C], s) => {
-    it(`${name}: rows=${rows} C=${C}, forward and backward`, async () => {
-      const gpu = await testGpu();
+    it(`${name}: rows=${rows} C=${C}, forward and backward (dx = and +=)`, async (ctx) => {
+      const gpu = await gpuFor(variant, ctx);
       const k = makeCase(rows, C, 100 + 10 * s);
-      const want = reference(k, rows, C);
-      const got = await onGpu(gpu, k, rows, C);
-      expectClose(got.out, want.out, TOL.reduction, 'out');
-      expectClose(got.mean, want.mean, TOL.reduction, 'mean');
-      expectClose(got.rstd, want.rstd, TOL.reduction, 'rstd');
-      expectClose(got.dx, want.dx, TOL.gradient, 'dx');
-      // dweight and dbias sum over rows; atol grows like √rows for a sum of random-sign terms.
-      const sumTol = { atol: TOL.gradient.atol * Math.sqrt(rows), rtol: TOL.gradient.rtol };
-      expectClose(got.dweight, want.dweight, sumTol, 'dweight');
-      expectClose(got.dbias, want.dbias, sumTol, 'dbias');
+      expectAllClose(await onGpu(gpu, k, rows, C, variant), reference(k, rows, C), rows, '');
     });
   });
 
@@ -87,46 +121,107 @@ describe('layernorm (GPU vs float64 reference)', () => {
   // E[x²] − E[x]² or unshifted sum is visibly wrong here, and so is a backward that trusts the
   // float32-rounded saved mean.
   for (const [rows, C] of [[16, 192], [9, 768]]) {
-    it(`rows with a large common offset (x = 1000 + 0.1·noise): rows=${rows} C=${C}`, async () => {
-      const gpu = await testGpu();
+    it(`rows with a large common offset (x = 1000 + 0.1·noise): rows=${rows} C=${C}`, async (ctx) => {
+      const gpu = await gpuFor(variant, ctx);
       const k = makeCase(rows, C, 7 + C, 1000, 0.1);
-      const want = reference(k, rows, C);
-      const got = await onGpu(gpu, k, rows, C);
-      expectClose(got.out, want.out, TOL.reduction, 'out (offset rows)');
-      expectClose(got.mean, want.mean, TOL.reduction, 'mean (offset rows)');
-      expectClose(got.rstd, want.rstd, TOL.reduction, 'rstd (offset rows)');
       // dx is rstd ≈ 17 times larger than with unit variance; rtol stays the preset's.
-      expectClose(got.dx, want.dx, { atol: TOL.gradient.atol * 17, rtol: TOL.gradient.rtol }, 'dx (offset rows)');
-      const sumTol = { atol: TOL.gradient.atol * Math.sqrt(rows), rtol: TOL.gradient.rtol };
-      expectClose(got.dweight, want.dweight, sumTol, 'dweight (offset rows)');
-      expectClose(got.dbias, want.dbias, sumTol, 'dbias (offset rows)');
+      expectAllClose(await onGpu(gpu, k, rows, C, variant), reference(k, rows, C), rows, ' (offset rows)', 17);
     });
   }
 
-  it('rows beyond 65535 workgroups (2-D grid)', async () => {
-    const gpu = await testGpu();
+  it('rows beyond 65535 workgroups (2-D grid)', async (ctx) => {
+    const gpu = await gpuFor(variant, ctx);
     const [rows, C] = [65_600, 3];
     const k = makeCase(rows, C, 55);
-    const want = reference(k, rows, C);
-    const got = await onGpu(gpu, k, rows, C);
-    expectClose(got.out, want.out, TOL.reduction, 'out');
-    expectClose(got.dx, want.dx, TOL.gradient, 'dx');
-    // 65600 rows: the sum's rounding grows with its length, √rows of the per-term tolerance.
-    const sumTol = { atol: TOL.gradient.atol * Math.sqrt(rows), rtol: TOL.gradient.rtol };
-    expectClose(got.dweight, want.dweight, sumTol, 'dweight');
-    expectClose(got.dbias, want.dbias, sumTol, 'dbias');
+    // 65600 rows: the parameter sums' rounding grows with their length (√rows, in expectAllClose).
+    expectAllClose(await onGpu(gpu, k, rows, C, variant), reference(k, rows, C), rows, '');
   });
 
-  it('is deterministic: the same inputs give bit-identical outputs', async () => {
-    const gpu = await testGpu();
+  it('is deterministic: the same inputs give bit-identical outputs', async (ctx) => {
+    const gpu = await gpuFor(variant, ctx);
     const [rows, C] = [8 * 65, 128];
     const k = makeCase(rows, C, 31);
-    const a = await onGpu(gpu, k, rows, C);
-    const b = await onGpu(gpu, k, rows, C);
-    for (const key of ['out', 'mean', 'rstd', 'dx', 'dweight', 'dbias'] as const) {
-      expectSameBits(b[key], a[key], key);
+    const a = await onGpu(gpu, k, rows, C, variant);
+    const b = await onGpu(gpu, k, rows, C, variant);
+    for (const key of ['out', 'mean', 'rstd', 'dx', 'dweight', 'dbias', 'dres'] as const) {
+      expectSameBits(b[key], a[key], `${key} (${variant})`);
     }
   });
+
+  // What the residual stream did before: backward into a scratch, then dres += it (addInPlace,
+  // one float32 add per element). accumulateDx must add the same float32 dx onto dres.
+  it('accumulateDx gives dres + dx, the same bits as assigning dx and adding it', async (ctx) => {
+    const gpu = await gpuFor(variant, ctx);
+    const [rows, C] = [8 * 17, 192];
+    const k = makeCase(rows, C, 71);
+    const got = await onGpu(gpu, k, rows, C, variant);
+    const sum = Float32Array.from(k.dres0, (r, i) => Math.fround(r + got.dx[i]));
+    expectSameBits(got.dres, sum, `dres (${variant})`);
+  });
+});
+
+// The subgroup kernels at workgroup sizes the wrapper does not pick on this device: in a workgroup
+// of several subgroups only the one holding invocation 0 works; one smaller than a subgroup is a
+// subgroup with idle lanes. Dispatched directly, as the wrapper would with another SG_WG.
+describe('layernorm subgroup kernels at other workgroup sizes', () => {
+  for (const sgWg of [4, 16, 64, 256]) {
+    it(`SG_WG=${sgWg}: forward and dx (= and +=) vs float64`, async (ctx) => {
+      const gpu = await gpuFor('subgroup', ctx);
+      for (const [rows, C, seed] of [[7, 13, 1], [8 * 17, 192, 2], [9, 769, 3]]) {
+        const k = makeCase(rows, C, 300 + seed);
+        const want = reference(k, rows, C);
+        const t = {
+          x: gpuTensor(gpu, k.x), weight: gpuTensor(gpu, k.weight), bias: gpuTensor(gpu, k.bias), dout: gpuTensor(gpu, k.dout),
+          out: gpuTensor(gpu, rows * C), mean: gpuTensor(gpu, rows), rstd: gpuTensor(gpu, rows),
+          dx: gpuTensor(gpu, randn(rows * C, 93)), dres: gpuTensor(gpu, k.dres0),
+        };
+        const spec = (entry: string, acc?: boolean) => ({
+          shader: 'layernorm_subgroups', entry, constants: { SG_WG: sgWg, ...(acc === undefined ? {} : { ACCUMULATE_DX: acc ? 1 : 0 }) },
+        });
+        await run(gpu, (rec) => {
+          const corr = scratch(gpu.device, 'layernorm-corr', rows);
+          const params = [rows, C, { f32: 1e-6 }, ceilDiv(rows, gpuOps.LN_ROWS_PER_CHUNK)];
+          rec.dispatch(spec('layernorm_forward'), [t.out, t.mean, t.rstd, t.x, t.weight, t.bias], params, grid2d(rows, 1));
+          for (const [dx, acc] of [[t.dx, false], [t.dres, true]] as const) {
+            rec.dispatch(spec('layernorm_backward_dx', acc), [dx, corr, t.dout, t.x, t.weight, t.mean, t.rstd], params, grid2d(rows, 1));
+          }
+        });
+        const what = ` (SG_WG=${sgWg}, rows=${rows}, C=${C})`;
+        expectClose(await read(gpu, t.out), want.out, TOL.reduction, `out${what}`);
+        expectClose(await read(gpu, t.mean), want.mean, TOL.reduction, `mean${what}`);
+        expectClose(await read(gpu, t.rstd), want.rstd, TOL.reduction, `rstd${what}`);
+        expectClose(await read(gpu, t.dx), want.dx, TOL.gradient, `dx${what}`);
+        expectClose(await read(gpu, t.dres), want.dres, TOL.gradient, `dres += dx${what}`);
+      }
+    });
+  }
+});
+
+describe('layernorm variants', () => {
+  it("lists 'subgroup' exactly when the device has subgroups, and refuses it clearly without", async () => {
+    const gpu = await testGpu();
+    expect(gpuOps.layernormVariants(gpu)).toEqual(gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup']);
+    const bare = Object.create(gpu, { hasSubgroups: { value: false } }) as Gpu;
+    expect(gpuOps.layernormVariants(bare)).toEqual(['workgroup']);
+    const rec = { gpu: bare } as unknown as Recorder; // refused before anything is recorded
+    const t = gpuTensor(gpu, 8);
+    const fwd = () => gpuOps.layernormForward(rec, t, t, t, t, t, t, 2, 4, 1e-6, 'subgroup');
+    const bwd = () => gpuOps.layernormBackward(rec, t, t, t, t, t, t, t, t, 2, 4, true, 'subgroup');
+    for (const f of [fwd, bwd]) {
+      expect(f).toThrow(GpuError);
+      expect(f).toThrow(/'subgroup' needs the WebGPU feature 'subgroups'.*use 'workgroup'/);
+    }
+  });
+
+  it("'subgroup' runs where listed, and its workgroup size is the adapter's subgroup size", async (ctx) => {
+    const gpu = await gpuFor('subgroup', ctx);
+    const wg = gpuOps.layernormSubgroupWorkgroup(gpu);
+    const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
+    expect(wg).toBe(info?.subgroupMaxSize ?? 32);
+  });
+});
+
+describe('layernorm (workgroup variant)', () => {
 
   it('binds slices of one arena as inputs and outputs of the same dispatch', async () => {
     const gpu = await testGpu();
@@ -179,4 +274,21 @@ describe('layernorm reference vs finite differences', () => {
       checkGradients({ x, weight, bias }, loss, { x: dx, weight: dweight, bias: dbias });
     });
   }
+
+  // The residual use of accumulateDx: y = x + LN(x), so dL/dx = dy (the skip path, already in
+  // dx) + LN's backward added onto it.
+  it('accumulateDx: y = x + layernorm(x), rows=3 C=7', () => {
+    const [rows, C] = [3, 7];
+    const x = randn(rows * C, 51), weight = randn(C, 52), bias = randn(C, 53), w = randn(rows * C, 54);
+    const loss = (i: Record<string, Float64Array>) => {
+      const out = new Float64Array(rows * C);
+      ref.layernormForward(out, new Float64Array(rows), new Float64Array(rows), i.x, i.weight, i.bias, rows, C);
+      return dot(out, w) + dot(i.x, w);
+    };
+    const out = new Float64Array(rows * C), mean = new Float64Array(rows), rstd = new Float64Array(rows);
+    ref.layernormForward(out, mean, rstd, x, weight, bias, rows, C);
+    const dx = Float64Array.from(w), dweight = new Float64Array(C), dbias = new Float64Array(C);
+    ref.layernormBackward(dx, dweight, dbias, w, x, weight, mean, rstd, rows, C, true);
+    checkGradients({ x, weight, bias }, loss, { x: dx, weight: dweight, bias: dbias });
+  });
 });

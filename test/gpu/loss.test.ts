@@ -176,6 +176,25 @@ describe('generic deterministic sum (sumReduce)', () => {
     }
   }
 
+  it('the vec4 first pass (big sums): sum, sumsq and norm of 300 001 elements, lanes past n ignored, bit-identical on rerun', async () => {
+    const gpu = await testGpu();
+    const n = 300_001;
+    const x = randn(n, 34);
+    const padded = new Float64Array(n + 3).fill(1e30); // a view of 4⌈n/4⌉ elements: the last vec4 reaches past n
+    padded.set(x);
+    const xt = gpuTensor(gpu, padded);
+    for (const op of ['sum', 'sumsq', 'norm'] as const) {
+      const outs = [gpuTensor(gpu, 1), gpuTensor(gpu, 1)];
+      for (const out of outs) await run(gpu, (rec) => gpuOps.sumReduce(rec, out, xt, n, op, 0.5, 'vec4'));
+      const want = new Float64Array(1);
+      ref.sumReduce(want, x, n, op, 0.5);
+      const got = await read(gpu, outs[0]);
+      // As above: ~sqrt(n) roundings of the running totals.
+      expectClose(got, want, { atol: TOL.reduction.atol * Math.sqrt(n), rtol: TOL.reduction.rtol }, `${op} of ${n} (vec4)`);
+      expectSameBits(await read(gpu, outs[1]), got, `${op} (vec4) on rerun`);
+    }
+  });
+
   it('writes into a view at an offset (one slot of a stats tensor)', async () => {
     const gpu = await testGpu();
     const x = randn(1000, 33);

@@ -2,8 +2,16 @@
  * Layer norm over the last axis (shaders/layernorm.wgsl): x[rows, C] → out[rows, C], saving
  * mean[rows] and rstd[rows] for the backward. The backward's parameter gradients are reduced
  * deterministically through a per-device scratch buffer (chunks of rows, then chunks in order).
+ *
+ * Two variants of the row kernels (forward, backward_dx), the same maths: 'workgroup' reduces a
+ * row with a tree in workgroup memory (any device); 'subgroup' (shaders/layernorm_subgroups.wgsl)
+ * with subgroupAdd, no barrier, for devices with the 'subgroups' feature (CPU adapters pay dearly
+ * for barriers). The two give close but not bit-identical results: choose one per device and keep
+ * it (a run stays reproducible).
  */
+import { GpuError, type Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
+import { chosenVariant } from '../variant-choices';
 import { grid2d, scratch } from './common';
 
 /** Threads per workgroup: the row kernels' REDUCE_WG (one workgroup per row) and the per-channel kernels'. */
@@ -11,28 +19,79 @@ const WG = 64;
 /** Must match ROWS_PER_CHUNK in shaders/layernorm.wgsl. */
 export const LN_ROWS_PER_CHUNK = 32;
 
-const rowKernel = (entry: string): KernelSpec => ({ shader: 'layernorm', entry, constants: { REDUCE_WG: WG } });
+export type LayernormVariant = 'workgroup' | 'subgroup';
+
+/** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
+export const LAYERNORM_SHADERS: readonly string[] = ['layernorm', 'layernorm_subgroups'];
+
+/** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
+export function layernormVariants(gpu: Gpu): LayernormVariant[] {
+  return gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
+}
+
+/**
+ * The subgroup variant's workgroup size (SG_WG): the adapter's largest subgroup size, so that a
+ * row's workgroup is usually a single subgroup (lavapipe: 8 on AVX2 CPUs; SwiftShader: 4; NVIDIA
+ * and Apple: 32). The kernels are correct for any mapping of invocations onto subgroups (in a
+ * workgroup of several, only the subgroup holding invocation 0 works); this only picks the fast
+ * case. Without the adapter's figure (older browsers lack GPUDevice.adapterInfo): 32.
+ */
+export function layernormSubgroupWorkgroup(gpu: Gpu): number {
+  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
+  const max = info?.subgroupMaxSize;
+  return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
+}
+
+const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
+
+/**
+ * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
+ * (⌊log₂⌋ of rows and of C; gpu/autotune-families.ts), else 'workgroup'.
+ */
+export function defaultLayernormVariant(gpu: Gpu, rows: number, C: number): LayernormVariant {
+  return chosenVariant(gpu, 'layernorm', `r${log2(rows)}.c${log2(C)}`, { rows, C }, 'workgroup', layernormVariants(gpu));
+}
+
+function rowKernel(gpu: Gpu, entry: string, variant: LayernormVariant, constants: Record<string, number> = {}): KernelSpec {
+  if (variant === 'workgroup') return { shader: 'layernorm', entry, constants: { REDUCE_WG: WG, ...constants } };
+  if (variant !== 'subgroup') throw new GpuError(`Unknown layer norm variant '${String(variant)}'; use 'workgroup' or 'subgroup'.`, 'validation');
+  if (!gpu.hasSubgroups) {
+    throw new GpuError(
+      `The layer norm variant 'subgroup' needs the WebGPU feature 'subgroups', which this device (${gpu.adapter.description}) ` +
+        `does not have; use 'workgroup' (layernormVariants(gpu) lists the variants a device can run).`,
+      'limits',
+    );
+  }
+  return { shader: 'layernorm_subgroups', entry, constants: { SG_WG: layernormSubgroupWorkgroup(gpu), ...constants } };
+}
 
 /** out[rows,C] = (x − mean)·rstd·weight + bias; saves mean[rows], rstd[rows]. */
 export function layernormForward(
   rec: Recorder, out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
-  rows: number, C: number, eps = 1e-6,
+  rows: number, C: number, eps = 1e-6, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
 ): void {
-  rec.dispatch(rowKernel('layernorm_forward'), [out, mean, rstd, x, weight, bias], [rows, C, { f32: eps }, 0], grid2d(rows, 1));
+  const spec = rowKernel(rec.gpu, 'layernorm_forward', variant);
+  rec.dispatch(spec, [out, mean, rstd, x, weight, bias], [rows, C, { f32: eps }, 0], grid2d(rows, 1));
 }
 
-/** dx[rows,C] = (assigned), dweight[C] +=, dbias[C] += (parameter gradients accumulate). */
+/**
+ * dx[rows,C] = (assigned; with accumulateDx, dx +=), dweight[C] +=, dbias[C] += (parameter
+ * gradients accumulate). accumulateDx adds the norm's input gradient onto what dx holds — the
+ * residual stream's `dres += dx_norm`, one dispatch instead of a scratch dx and an addInPlace.
+ */
 export function layernormBackward(
   rec: Recorder, dx: Tensor, dweight: Tensor, dbias: Tensor,
   dout: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, rows: number, C: number,
+  accumulateDx = false, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
 ): void {
+  const dxSpec = rowKernel(rec.gpu, 'layernorm_backward_dx', variant, { ACCUMULATE_DX: accumulateDx ? 1 : 0 });
   if (rows === 0 || C === 0) return;
   const nchunks = ceilDiv(rows, LN_ROWS_PER_CHUNK);
   // Per-device scratch, grown when too small: corr[rows] and partial[2, nchunks, C] (sums over chunks of rows).
   const corr = scratch(rec.gpu.device, 'layernorm-corr', rows);
   const partial = scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
   const params = [rows, C, { f32: 0 }, nchunks];
-  rec.dispatch(rowKernel('layernorm_backward_dx'), [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
+  rec.dispatch(dxSpec, [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
   rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_partial' }, [partial, dout, x, mean, rstd, corr], params, [ceilDiv(C, WG), nchunks]);
   rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_params' }, [dweight, dbias, partial], params, [ceilDiv(C, WG)]);
 }

@@ -16,6 +16,8 @@ export type DistillKind = 'l1' | 'l2';
 const SUM_WG = 256;
 /** Elements a thread of reduce_sum_partial should sum at least, before more workgroups are worth it. */
 const SUM_PER_THREAD = 8;
+/** Sums of at least this many elements read x as vec4s (reduce_sum_partial_vec4); below, one dispatch's overhead dominates. */
+const SUM_VEC4_MIN = 65536;
 const EW_WG = 256; // mae_loss_backward
 
 /** Row kernels (one workgroup per row): a narrower workgroup for short rows wastes fewer lanes. */
@@ -24,28 +26,47 @@ const rowWorkgroup = (cols: number): number => (cols <= 64 ? 64 : cols <= 128 ? 
 // ---- generic sum -----------------------------------------------------------------------------
 
 /**
+ * The first pass of sumReduce: 'vec4' reads x as vec4s (reduce_sum_partial_vec4), 'scalar' one
+ * element at a time (reduce_sum_partial); 'auto' takes vec4 for n ≥ 65536 when x's view holds
+ * 4⌈n/4⌉ elements (a gradient arena always does), scalar otherwise. The two sum in different
+ * fixed orders: each is deterministic, their bits differ.
+ */
+export type SumVariant = 'auto' | 'vec4' | 'scalar';
+
+/**
  * out[0] = scale · Σ_{i<n} x[i]  ('sum'),  scale · Σ_{i<n} x[i]²  ('sumsq'),  or
  * scale · sqrt(Σ_{i<n} x[i]²) = scale · ‖x‖₂  ('norm'). Assigned.
  *
- * Deterministic: G = min(256, ⌈n / 2048⌉) workgroups each sum a strided share (every thread in
- * order, then a fixed tree), and a second one-workgroup dispatch sums the G partials in order.
- * G depends only on n, so the same x gives the same bits on the same device.
+ * Deterministic: G workgroups each sum a strided share (every thread in order, then a fixed
+ * tree), and a second one-workgroup dispatch sums the partials in order. Scalar pass:
+ * G = min(256, ⌈n / 2048⌉) partials, a thread's share is elements k·256G apart. Vec4 pass (big
+ * sums): G = min(256, ⌈n / 8192⌉) workgroups own contiguous blocks of vec4s; a thread sums every
+ * 256th vec4 of its block in four lanes, adds them as (x + y) + (z + w) and leaves its own
+ * partial (256·G of them, no tree until the final pass: barriers are costly on CPU adapters).
+ * G and the pass depend only on n and x's length, so the same x gives the same bits on the
+ * same device.
  * `out` may be any tensor view (its element 0 is written), e.g. one slot of a small stats tensor.
  *
  * Uses: a mean is scale = 1/n; the global gradient norm is sumReduce(rec, out, grads.all, n,
  * 'norm') (adamw.ts's globalGradNorm). Float32 throughout: for tens of millions of terms of very
  * different sizes expect float32 rounding (the strided partials keep it close to pairwise).
  */
-export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1): void {
-  const groups = Math.max(1, Math.min(SUM_WG, ceilDiv(n, SUM_WG * SUM_PER_THREAD)));
-  const partials = scratch(rec.gpu.device, 'loss-sum-partials', SUM_WG);
+export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1, variant: SumVariant = 'auto'): void {
+  const nq = ceilDiv(n, 4);
+  const fits = x.length >= Math.max(4, 4 * nq); // a vec4 view binds whole vec4s (16 bytes at least)
+  if (variant === 'vec4' && !fits) throw new Error(`sumReduce: the vec4 pass needs a view of ${4 * nq} elements for n = ${n}; this one has ${x.length}.`);
+  const vec4 = variant === 'vec4' || (variant === 'auto' && n >= SUM_VEC4_MIN && fits);
+  const groups = Math.max(1, Math.min(SUM_WG, ceilDiv(vec4 ? nq : n, SUM_WG * SUM_PER_THREAD)));
+  // The vec4 pass leaves one partial per thread (no in-workgroup tree), the scalar one per workgroup.
+  const count = vec4 ? groups * SUM_WG : groups;
+  const partials = scratch(rec.gpu.device, 'loss-sum-partials', count);
   rec.dispatch(
-    { shader: 'loss', entry: 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sum' ? 0 : 1 } },
+    { shader: 'loss', entry: vec4 ? 'reduce_sum_partial_vec4' : 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sum' ? 0 : 1 } },
     [partials, x], [0, 0, n, { f32: 0 }], [groups],
   );
   rec.dispatch(
     { shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG, ROOT: op === 'norm' ? 1 : 0 } },
-    [out, partials], [0, 0, groups, { f32: scale }], [1],
+    [out, partials], [0, 0, count, { f32: scale }], [1],
   );
 }
 

@@ -1,0 +1,130 @@
+// Layer normalisation's two row kernels (forward, backward_dx) with subgroup reductions: the
+// 'subgroup' variant of shaders/layernorm.wgsl, for devices with the WebGPU feature 'subgroups'.
+// Same maths, shapes, Params, bindings and outputs as there (see its header):
+//
+//   out[R,C] = (x − mean_r) · rstd_r · weight[C] + bias[C],   rstd_r = 1/√(var_r + eps)
+//   R rows, C channels. Binding 0 = params {rows, C, eps, nchunks}; storage, outputs first:
+//   layernorm_forward      1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
+//   layernorm_backward_dx  1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
+//                          5 weight, 6 mean, 7 rstd
+// The forward saves mean and rstd; the backward's dweight/dbias kernels (backward_partial,
+// backward_params) are the ones in layernorm.wgsl, fed this file's corr.
+//
+// Why: the workgroup variant's tree costs 8 barriers per row sum (one per level of 64, and the
+// ends); CPU adapters (lavapipe, SwiftShader) pay a lot per barrier. Here a row sum is one
+// subgroupAdd: no barrier, no workgroup memory.
+//
+// Geometry: one workgroup of SG_WG invocations per row (rows past 65535 spill into y,
+// common/grid). The wrapper sets SG_WG to the adapter's subgroup size, so that the workgroup is
+// usually exactly one subgroup. WebGPU does not promise how invocations map onto subgroups, so
+// the kernels are correct for any mapping:
+//   1. the subgroup that holds invocation 0 does the whole row, its n invocations striding over
+//      C by rank (subgroupExclusiveAdd(1): dense 0..n−1, whatever the subgroup size or which
+//      lanes are active); every other subgroup of the workgroup loops over nothing;
+//   2. row sums are subgroupAdd over that subgroup, so every invocation of it has the total;
+//      the other subgroups' sums (of zeros) are never used for a write.
+// In the usual case the working subgroup is the whole workgroup and nothing idles.
+// Determinism: for a given pipeline and device the mapping and subgroupAdd's order are fixed, so
+// the same inputs give the same bits. They need not equal the workgroup variant's bits.
+//
+// Numerics: as layernorm.wgsl, two-pass and shifted by x[r,0] in the forward, and the backward
+// corrects the f32-rounded saved mean by corr_r = Σ(x − mean_r)/C.
+enable subgroups;
+
+// #import common/grid
+
+struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
+
+// Invocations per workgroup (one workgroup per row); at most 256.
+override SG_WG: u32 = 32u;
+override ACCUMULATE_DX: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// layernorm_forward
+@group(0) @binding(1) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f_mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_rstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> f_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_weight: array<f32>;
+@group(0) @binding(6) var<storage, read_write> f_bias: array<f32>;
+
+// layernorm_backward_dx
+@group(0) @binding(1) var<storage, read_write> b_dx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b_corr: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_weight: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b_mean: array<f32>;
+@group(0) @binding(7) var<storage, read_write> b_rstd: array<f32>;
+
+// Which invocations work on the row, and how (step 1 of the header). Call from uniform control
+// flow: it uses subgroup operations.
+struct Lanes {
+  lane: u32,   // this invocation's rank in its subgroup (dense 0..n−1)
+  n: u32,      // invocations in its subgroup
+  end: u32,    // C in the working subgroup (the one holding invocation 0), 0 in the others
+}
+
+fn lanes(lid: u32, C: u32) -> Lanes {
+  let works = subgroupAny(lid == 0u);
+  return Lanes(subgroupExclusiveAdd(1u), subgroupAdd(1u), select(0u, C, works));
+}
+
+@compute @workgroup_size(SG_WG)
+fn layernorm_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = grid_workgroup(wid, nwg);
+  if (row >= p.rows) { return; }
+  let C = p.C;
+  let base = row * C;
+  let w = lanes(lid, C);
+  let shift = f_x[base];
+  var s = 0.0;
+  for (var i = w.lane; i < w.end; i += w.n) { s += f_x[base + i] - shift; }
+  let mean_d = subgroupAdd(s) / f32(C);
+  var v = 0.0;
+  for (var i = w.lane; i < w.end; i += w.n) {
+    let d = (f_x[base + i] - shift) - mean_d;
+    v += d * d;
+  }
+  let rstd = inverseSqrt(subgroupAdd(v) / f32(C) + p.eps);
+  for (var i = w.lane; i < w.end; i += w.n) {
+    let xhat = ((f_x[base + i] - shift) - mean_d) * rstd;
+    f_out[base + i] = xhat * f_weight[i] + f_bias[i];
+  }
+  if (lid == 0u) { // in the working subgroup
+    f_mean[row] = shift + mean_d;
+    f_rstd[row] = rstd;
+  }
+}
+
+// dx = rstd · (g − mean(g) − xhat · mean(g·xhat)), g = dout·weight, xhat = (x − mean − corr)·rstd;
+// the row sums Σd, Σg, Σg·d (d = x − mean) from one pass, as in layernorm.wgsl.
+@compute @workgroup_size(SG_WG)
+fn layernorm_backward_dx(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = grid_workgroup(wid, nwg);
+  if (row >= p.rows) { return; }
+  let C = p.C;
+  let base = row * C;
+  let w = lanes(lid, C);
+  let mean = b_mean[row];
+  let rstd = b_rstd[row];
+  var acc = vec3(0.0);
+  for (var i = w.lane; i < w.end; i += w.n) {
+    let d = b_x[base + i] - mean;
+    let g = b_dout[base + i] * b_weight[i];
+    acc += vec3(d, g, g * d);
+  }
+  let sums = subgroupAdd(acc);
+  let inv_c = 1.0 / f32(C);
+  let corr = sums.x * inv_c;
+  let mean_g = sums.y * inv_c;
+  let mean_gxhat = rstd * (sums.z - corr * sums.y) * inv_c;
+  for (var i = w.lane; i < w.end; i += w.n) {
+    let xhat = ((b_x[base + i] - mean) - corr) * rstd;
+    let g = b_dout[base + i] * b_weight[i];
+    let dx = rstd * (g - mean_g - xhat * mean_gxhat);
+    if (ACCUMULATE_DX) { b_dx[base + i] += dx; } else { b_dx[base + i] = dx; }
+  }
+  if (lid == 0u) { b_corr[row] = corr; }
+}

@@ -1,0 +1,129 @@
+/**
+ * The tuner of the non-matmul kernel families (src/gpu/autotune-families.ts, choices in
+ * src/gpu/variant-choices.ts): a model's step lists its layer-norm classes in the same dry
+ * recording as its matmuls, each class gets a verified variant the device can run, the choice is
+ * remembered, stored next to the matmul choices and read back, a variant that computes a wrong
+ * result is never chosen, a device keeps what it already dispatches, and DMAE_TUNE=off keeps the
+ * fallback. No timing is asserted.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { maeConfig } from '../../src/engine/config';
+import { MaeModel } from '../../src/engine/mae';
+import { adapterFingerprint, resetMatmulTuning } from '../../src/gpu/autotune';
+import { FAMILIES, tuneFamilies, tuneKernelsForRecording, type Family } from '../../src/gpu/autotune-families';
+import { fileTuneStore } from '../../src/gpu/autotune-node';
+import { createTensor, readback } from '../../src/gpu/buffers';
+import { Recorder } from '../../src/gpu/kernels';
+import { fill } from '../../src/gpu/ops/elementwise';
+import { layernormVariants } from '../../src/gpu/ops/layernorm';
+import { chosenVariant, rememberVariant, resetVariantChoices } from '../../src/gpu/variant-choices';
+import { testGpu } from '../helpers';
+
+/** A family whose fast variant writes nothing: it must fail its check and lose to the slow one. */
+const fake: Family<'wrong' | 'right'> = {
+  name: 'test-fake',
+  shaders: [],
+  variants: () => ['wrong', 'right'],
+  fallback: 'right',
+  trial(gpu, { n }) {
+    const out = createTensor(gpu.device, n, 'fake-out');
+    return {
+      record(rec, v) {
+        if (v === 'wrong') fill(rec, out, 0, n); // one pass, wrong
+        else for (let i = 0; i < 8; i++) fill(rec, out, 7, n); // slower: eight passes
+      },
+      async check(v) {
+        const rec = new Recorder(gpu);
+        fill(rec, out, 0, n);
+        this.record(rec, v);
+        await rec.submit();
+        const got = await readback(gpu.device, out);
+        return got.every((x) => x === 7) ? null : `out[0] = ${got[0]}, want 7`;
+      },
+      destroy: () => out.buffer.destroy(),
+    };
+  },
+};
+
+describe('kernel family tuner', () => {
+  const saved = { cache: process.env.DMAE_TUNE_CACHE, tune: process.env.DMAE_TUNE };
+  let cache: string;
+  beforeEach(() => {
+    resetMatmulTuning();
+    resetVariantChoices();
+    cache = join(mkdtempSync(join(tmpdir(), 'dmae-tune-')), 'matmul-tune.json');
+    process.env.DMAE_TUNE_CACHE = cache;
+    delete process.env.DMAE_TUNE;
+  });
+  afterEach(() => {
+    for (const [k, v] of [['DMAE_TUNE_CACHE', saved.cache], ['DMAE_TUNE', saved.tune]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    delete FAMILIES[fake.name];
+  });
+
+  it("tunes a step's layer norms with its matmuls, remembers, stores and reads back the choices", async () => {
+    const gpu = await testGpu();
+    const model = new MaeModel(gpu, maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 3 }), 2, 4);
+    const record = (rec: Recorder) => model.recordStep(rec, { lr: 0, step: 1 });
+    const first = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+    expect(first, 'a report').not.toBeNull();
+    const ln = first!.families.classes.filter((c) => c.family === 'layernorm');
+    expect(ln.length, 'layer-norm classes of the step').toBeGreaterThan(0);
+    const can = layernormVariants(gpu);
+    for (const c of ln) {
+      expect(can, `${c.cls}: a variant this device runs`).toContain(c.chosen);
+      expect(c.failures, `${c.cls}: every variant verified`).toEqual({});
+      if (can.length > 1) {
+        expect(c.source).toBe('measured');
+        expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
+      }
+    }
+    expect(first!.matmul.classes.length, 'the matmuls were tuned in the same call').toBeGreaterThan(0);
+
+    const again = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+    expect(again!.families.classes.every((c) => c.source === 'memory' || c.source === 'fallback')).toBe(true);
+
+    if (can.length > 1) {
+      const doc = JSON.parse(readFileSync(cache, 'utf8'));
+      const entry = doc.adapters[adapterFingerprint(gpu)];
+      expect(Object.keys(entry.families).some((k) => k.startsWith('layernorm#')), 'stored under the family and its shader hash').toBe(true);
+      expect(Object.keys(entry.classes).length, 'the matmul choices are still there').toBeGreaterThan(0);
+      resetVariantChoices(); // a new process: only the file knows
+      const fresh = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+      for (const c of fresh!.families.classes.filter((x) => x.family === 'layernorm')) {
+        expect(c.source).toBe('stored');
+        expect(c.chosen).toBe(ln.find((x) => x.cls === c.cls)!.chosen);
+      }
+    }
+    model.destroy();
+  });
+
+  it('never chooses a variant that fails its check, however fast', async () => {
+    const gpu = await testGpu();
+    FAMILIES[fake.name] = fake as Family;
+    const r = await tuneFamilies(gpu, new Map([[fake.name, new Map([['n4096', { n: 4096 }]])]]), { store: null });
+    const c = r.classes[0];
+    expect(c.failures.wrong).toMatch(/want 7/);
+    expect(c.chosen).toBe('right');
+    expect(Object.keys(c.ms)).toEqual(['right']);
+  });
+
+  it('a device keeps the variant it already dispatches; DMAE_TUNE=off keeps the fallback', async () => {
+    const gpu = await testGpu();
+    FAMILIES[fake.name] = fake as Family;
+    // First use before any tuning: the fallback, frozen for this device.
+    expect(chosenVariant(gpu, fake.name, 'n64', { n: 64 }, 'right', ['wrong', 'right'])).toBe('right');
+    rememberVariant(adapterFingerprint(gpu), fake.name, 'n64', 'wrong'); // as a later tuning would
+    const r = await tuneFamilies(gpu, new Map([[fake.name, new Map([['n64', { n: 64 }]])]]), { store: null });
+    expect(r.classes[0]).toMatchObject({ chosen: 'wrong', source: 'memory', inUseOnDevice: 'right' });
+    expect(chosenVariant(gpu, fake.name, 'n64', { n: 64 }, 'right', ['wrong', 'right']), 'still what it ran').toBe('right');
+    process.env.DMAE_TUNE = 'off';
+    expect(chosenVariant(gpu, fake.name, 'n128', { n: 128 }, 'right', ['wrong', 'right'])).toBe('right');
+    expect(await tuneKernelsForRecording(gpu, () => {})).toBeNull();
+  });
+});
