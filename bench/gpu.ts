@@ -33,6 +33,8 @@ import { findNodeAdapter } from '../src/gpu/node-device';
 import type { MatmulVariant } from '../src/gpu/ops/matmul';
 import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
+import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
+import { collectFamilyShapes } from '../src/gpu/variant-choices';
 import { commonFields, median, ourContender, round, timeInterleaved, writeResults, type BenchContext } from './lib';
 
 export interface GpuBenchOptions {
@@ -269,11 +271,21 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
 
   // ---- (a) The products of every step, then the tuner's table -----------------------------------
   const usesByStep = new Map<string, MatmulUse[]>();
+  const familyShapes = new Map<string, Map<string, FamilyShape>>(); // layer norm, attention: one shape per class (the largest)
   for (const r of runs) {
     for (const mode of r.modes) {
       const m = buildModel(gpu, r, mode, false);
       try {
-        usesByStep.set(`${mode}_${r.name}`, collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
+        const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
+        usesByStep.set(`${mode}_${r.name}`, result);
+        for (const [family, classes] of shapes) {
+          const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
+          familyShapes.set(family, into);
+          for (const [cls, shape] of classes) {
+            const size = (x: FamilyShape) => Object.values(x).reduce((a, b) => a * b, 1);
+            if (!into.has(cls) || size(shape) > size(into.get(cls)!)) into.set(cls, shape);
+          }
+        }
       } finally {
         m.destroy();
       }
@@ -295,6 +307,9 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
     log(`  ${row.shape.padEnd(22)} ${g} GFLOP/s  best ${row.best ?? '—'}, class ${row.class} → ${row.chosen}`);
   }
   log(summarizeTuning(tune));
+  // The other kernel families (layer norm, attention): every variant verified and timed per class, replaced and persisted.
+  const families = await tuneFamilies(gpu, familyShapes, { force: true, reps: tuneReps + 1 });
+  for (const c of families.classes) log(`  ${c.family} ${c.cls.padEnd(14)} ${JSON.stringify(c.shape)} ${Object.entries(c.ms).map(([v, ms]) => `${v} ${ms} ms`).join(', ')} → ${c.chosen}`);
   const best = table.reduce<{ gflops: number; variant?: MatmulVariant; shape?: string }>((b, row) => {
     for (const v of MATMUL_VARIANTS) if ((row.gflops[v] ?? 0) > b.gflops) b = { gflops: row.gflops[v]!, variant: v, shape: row.shape };
     return b;
@@ -385,6 +400,11 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       method: tune.method, fingerprint: tune.fingerprint, store: tune.store, seconds: round(tune.seconds, 3), runs: tune.runs, warnings: tune.warnings,
       description: 'every applicable variant verified (float64 product: small odd shape in full, sampled elements of each shape) then timed on every shape, interleaved; GFLOP/s from the fastest run; a class goes to the variant with the least total time over its shapes',
       classes: tune.classes.map((c) => ({ key: c.key, chosen: c.chosen, source: c.source, shapes: c.shapes.length })),
+    },
+    kernelFamilies: {
+      method: families.method, seconds: round(families.seconds, 3), warnings: families.warnings,
+      description: 'per family and shape class (its largest shape over the runs): every variant the device runs checked against float64, then timed interleaved; ms = the fastest run; the class goes to the fastest verified variant',
+      classes: families.classes.map((c) => ({ family: c.family, class: c.cls, shape: c.shape, ms: c.ms, failures: c.failures, chosen: c.chosen })),
     },
     matmulTable: table,
     bestMatmul: best,
