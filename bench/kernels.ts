@@ -331,6 +331,16 @@ function otherDeclarations(): KernelBench[] {
     ref: (o, i) => refPatch.patchifyTarget(o.target, i.img, N, C, Hh, Ww, p),
     tol: TOL.exact,
   }));
+  // The MAE step's target with norm_pix: patchify and standardise per patch in one pass.
+  add('patch', 'patchify_target_norm', () => ({
+    shape: { N, C, H: Hh, W: Ww, p },
+    bytes: F32 * 2 * imgLen,
+    inputs: { img: randn(imgLen, 32, 2) },
+    outputs: { target: imgLen },
+    gpu: (rec, o, i) => gpuPatch.patchifyTarget(rec, o.target, i.img, N, C, Hh, Ww, p, true),
+    ref: (o, i) => refPatch.patchifyTarget(o.target, i.img, N, C, Hh, Ww, p, true),
+    tol: TOL.reduction,
+  }));
   add('masking', 'gather_visible', () => ({
     shape: { N, L, V, D },
     bytes: F32 * (2 * N * (1 + V) * D) + 4 * N * V,
@@ -388,21 +398,22 @@ function otherDeclarations(): KernelBench[] {
     shape: { N, L, P },
     bytes: F32 * (2 * rows * P + 2 * rows + 1),
     inputs: { pred: randn(rows * P, 42), target: randn(rows * P, 43), mask: mask() },
-    outputs: { loss: 1, lossPerPatch: rows },
+    outputs: { loss: 2, lossPerPatch: rows }, // (loss, Σmask)
     gpu: (rec, o, i) => gpuLoss.maeLossForward(rec, o.loss, o.lossPerPatch, i.pred, i.target, i.mask, N, L, P),
     ref: (o, i) => refLoss.maeLossForward(o.loss, o.lossPerPatch, i.pred, i.target, i.mask, N, L, P),
     tol: TOL.reduction,
   }));
   add('loss', 'mae_loss_backward', () => {
     const pred = randn(rows * P, 44), target = randn(rows * P, 45), m = mask();
+    const loss = Float64Array.of(0, m.reduce((a, b) => a + b, 0)); // the forward's (loss, Σmask): the backward reads Σmask
     const want = new Float64Array(rows * P);
-    refLoss.maeLossBackward(want, pred, target, m, N, L, P);
+    refLoss.maeLossBackward(want, pred, target, m, loss, N, L, P);
     return {
       shape: { N, L, P },
-      bytes: F32 * (3 * rows * P + rows),
-      inputs: { pred, target, mask: m },
+      bytes: F32 * (3 * rows * P + rows + 1),
+      inputs: { pred, target, mask: m, loss },
       outputs: { dpred: rows * P },
-      gpu: (rec, o, i) => gpuLoss.maeLossBackward(rec, o.dpred, i.pred, i.target, i.mask, N, L, P),
+      gpu: (rec, o, i) => gpuLoss.maeLossBackward(rec, o.dpred, i.pred, i.target, i.mask, i.loss, N, L, P),
       ref: (o) => o.dpred.set(want),
       tol: scaledTol(TOL.gradient, want),
     };

@@ -2,20 +2,24 @@
 // distillation loss, forward and backward, plus a generic deterministic sum.
 //
 // Shape letters: N batch, L patches per image, P patch vector length (p·p·C), R feature rows
-// (tokens, cls included), C feature width (teacher width). All tensors are row-major f32.
+// (tokens, cls included), C feature width (teacher width), G workgroups of mae_patch_loss
+// (⌈N·L / REDUCE_WG⌉). All tensors are row-major f32.
 // mask[N·L] is MAE's mask as f32: 1 = masked (the loss counts it), 0 = visible (kept).
 //
 // Entry points and bindings (0 = Params; storage from 1, outputs first). Every output is
 // assigned (=): nothing here is a parameter gradient.
 //   normalize_pix_targets  1 out[rows,P] = (x − mean)/sqrt(var_unbiased + 1e-6) per row   2 target
-//   mae_patch_loss         1 loss_per_patch[N·L] = mean_P (pred − target)²                 2 pred 3 target
-//   mae_loss_reduce        1 loss[1] = Σ loss_per_patch·mask / Σ mask (one workgroup)      2 loss_per_patch 3 mask
-//   mae_loss_backward      1 dpred[N·L,P] = mask·2(pred − target)/(P·Σmask)·dloss          2 pred 3 target 4 mask 5 mask_sum[1]
+//   mae_patch_loss         1 loss_per_patch[N·L] = mean_P (pred − target)²                 3 pred 4 target 5 mask
+//                          2 partials[2G] = per workgroup (Σ loss_per_patch·mask, Σ mask)
+//   mae_loss_final         1 loss[2] = (Σ loss_per_patch·mask / Σ mask, Σ mask)            2 partials
+//   mae_loss_backward      1 dpred[N·L,P] = mask·2(pred − target)/(P·Σmask)·dloss          2 pred 3 target 4 mask 5 loss[2]
 //   distill_row_loss       1 row_loss[R] = Σ_c f(t̂ − ŝ), f = |·| or (·)²                   2 teacher 3 student
 //   distill_backward       1 dstudent[R,C] = d(scale·Σ f(t̂ − ŝ))/dstudent                  2 teacher 3 student
 //   reduce_sum_partial     1 partials[G] = per-workgroup Σ x (or Σ x²)                     2 x
 //   reduce_sum_partial_vec4 1 partials[G·256] = per-thread Σ x (or Σ x²), x read as vec4s   2 x
 //   reduce_sum_final       1 out[1] = scale · Σ partials (or scale · sqrt(Σ partials))     2 partials
+// Saved by the MAE forward for its backward: loss[1] = Σ mask (mae_loss_backward reads it, so
+// the backward needs the forward of the same step, recorded before it).
 // x̂ = x / max(‖x‖₂, 1e-12) per row, as torch.nn.functional.normalize. The teacher is frozen:
 // only the student side gets a gradient. Nothing is saved by a forward for its backward: the
 // backwards recompute the per-row norms (cheap, and it keeps the caller's tensors the only state).
@@ -24,7 +28,8 @@
 // workgroup_sum (common/reduce) adds the threads in a fixed tree; cross-workgroup sums go
 // through per-workgroup partials and a second one-workgroup dispatch. No atomics.
 // Row kernels loop over rows with stride num_workgroups (one workgroup per row at a time), so
-// any row count fits in the 65535-workgroup limit.
+// any row count fits in the 65535-workgroup limit; mae_patch_loss (a thread per patch) and
+// mae_loss_backward run on 2-D grids (common/grid).
 
 // #import common/reduce
 // #import common/grid
@@ -41,29 +46,34 @@ const PIX_EPS = 1e-6;     // MAE's norm_pix_loss eps
 const EW_WG = 256u;       // element-wise workgroup size
 
 // rows, cols: the 2-D shape the entry point works on (see each entry point).
-// count: element count of the generic sum (reduce_sum_partial) or of its partials (reduce_sum_final).
+// count: element count of the generic sum (reduce_sum_partial), of its partials (reduce_sum_final),
+// or G, the partial pairs of mae_loss_final.
 // scale: dloss for mae_loss_backward, dloss/(R·C) for distill_backward, the factor of reduce_sum_final.
 struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// Outputs (binding 1); each entry point uses exactly one.
+// The output (binding 1); mae_patch_loss has a second one (out_partials, binding 2).
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 
 // Inputs, named by role. Several names share a binding; no entry point uses two of them.
 @group(0) @binding(2) var<storage, read_write> in_pred: array<f32>;
 @group(0) @binding(3) var<storage, read_write> in_target: array<f32>;
 @group(0) @binding(4) var<storage, read_write> in_mask: array<f32>;
-@group(0) @binding(5) var<storage, read_write> in_mask_sum: array<f32>;
+@group(0) @binding(5) var<storage, read_write> in_loss: array<f32>;     // mae_loss_backward: the forward's loss[2]
 
-@group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*
+@group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*, mae_loss_final
 @group(0) @binding(2) var<storage, read_write> in_x4: array<vec4<f32>>; // reduce_sum_partial_vec4: in_x as vec4s
 @group(0) @binding(2) var<storage, read_write> in_teacher: array<f32>;  // distill_*
 @group(0) @binding(3) var<storage, read_write> in_student: array<f32>;  // distill_*
-@group(0) @binding(2) var<storage, read_write> in_lpp: array<f32>;      // mae_loss_reduce: loss_per_patch
-@group(0) @binding(3) var<storage, read_write> in_lmask: array<f32>;    // mae_loss_reduce: mask
+@group(0) @binding(2) var<storage, read_write> out_partials: array<f32>; // mae_patch_loss: its second output
+@group(0) @binding(3) var<storage, read_write> pl_pred: array<f32>;      // mae_patch_loss: pred
+@group(0) @binding(4) var<storage, read_write> pl_target: array<f32>;    // mae_patch_loss: target
+@group(0) @binding(5) var<storage, read_write> pl_mask: array<f32>;      // mae_patch_loss: mask
 
 // ---- norm_pix_loss targets ------------------------------------------------------------------
+// The standalone form, on patches already in memory; the MAE step standardises while it
+// patchifies (patch.wgsl's patchify_target_norm, the same formula), one pass fewer.
 // rows = number of patches, cols = P. Two passes (mean, then Σ(x − mean)²): stable where
 // E[x²] − E[x]² is not. Unbiased variance as torch's Tensor.var (P = 1 gives NaN, as torch).
 @compute @workgroup_size(REDUCE_WG)
@@ -90,45 +100,67 @@ fn normalize_pix_targets(
 }
 
 // ---- MAE masked MSE -------------------------------------------------------------------------
-// rows = N·L, cols = P. One workgroup per patch; loss_per_patch is kept for display (per-patch
-// error maps) and is the input of mae_loss_reduce.
+// Two dispatches for the forward, one for the backward. mae_patch_loss (rows = N·L, cols = P):
+// one thread per patch sums its P squared errors in order and writes loss_per_patch (kept for
+// the per-patch error maps); the workgroup then adds its patches' loss·mask and mask with the
+// fixed tree into partials[2g], partials[2g + 1]. mae_loss_final (count = G, one workgroup) adds
+// the G pairs in order (thread t: pairs t, t + REDUCE_WG, …, then the tree). G depends only on
+// N·L, so the bits depend only on the inputs. A thread per patch (not a workgroup per patch):
+// a patch is short (P = 48 at ViT-Tiny), and one tree per REDUCE_WG patches instead of one per
+// patch is what makes it cheap on CPU adapters, where every barrier switches all SIMD batches.
 @compute @workgroup_size(REDUCE_WG)
 fn mae_patch_loss(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  let P = p.cols;
-  for (var r = wid.x; r < p.rows; r += nwg.x) {
-    let base = r * P;
-    var s = 0.0;
-    for (var c = lid; c < P; c += REDUCE_WG) {
-      let d = in_pred[base + c] - in_target[base + c];
-      s += d * d;
-    }
-    let total = workgroup_sum(lid, s);
-    if (lid == 0u) { out[r] = total / f32(P); }
-  }
-}
-
-// rows = N·L. One workgroup (N·L is at most a few tens of thousands): each thread sums its
-// strided share in order, then the fixed tree. Σmask = 0 gives 0/0 = NaN, as the reference.
-@compute @workgroup_size(REDUCE_WG)
-fn mae_loss_reduce(@builtin(local_invocation_index) lid: u32) {
+  let g = grid_workgroup(wid, nwg);
+  let r = g * REDUCE_WG + lid;
   var num = 0.0;
   var den = 0.0;
-  for (var i = lid; i < p.rows; i += REDUCE_WG) {
-    let m = in_lmask[i];
-    num += in_lpp[i] * m;
-    den += m;
+  if (r < p.rows) {
+    let P = p.cols;
+    let base = r * P;
+    var s = 0.0;
+    for (var c = 0u; c < P; c++) {
+      let d = pl_pred[base + c] - pl_target[base + c];
+      s += d * d;
+    }
+    let l = s / f32(P);
+    out[r] = l;
+    let m = pl_mask[r];
+    num = l * m;
+    den = m;
   }
   let total_num = workgroup_sum(lid, num);
   let total_den = workgroup_sum(lid, den);
-  if (lid == 0u) { out[0] = total_num / total_den; }
+  // The 2-D grid's last row may hold workgroups past G: they own no partial.
+  if (lid == 0u && g * REDUCE_WG < p.rows) {
+    out_partials[2u * g] = total_num;
+    out_partials[2u * g + 1u] = total_den;
+  }
 }
 
-// rows = N·L, cols = P, scale = dloss. mask_sum[0] = Σ mask, computed on the GPU beforehand
-// (reduce_sum_*), so the backward needs nothing from the forward. 2-D dispatch, flat index.
+// count = G. out[0] = the loss, out[1] = Σ mask (for the backward). Σ mask = 0 gives 0/0 = NaN,
+// as PyTorch and the reference.
+@compute @workgroup_size(REDUCE_WG)
+fn mae_loss_final(@builtin(local_invocation_index) lid: u32) {
+  var num = 0.0;
+  var den = 0.0;
+  for (var g = lid; g < p.count; g += REDUCE_WG) {
+    num += in_x[2u * g];
+    den += in_x[2u * g + 1u];
+  }
+  let total_num = workgroup_sum(lid, num);
+  let total_den = workgroup_sum(lid, den);
+  if (lid == 0u) {
+    out[0] = total_num / total_den;
+    out[1] = total_den;
+  }
+}
+
+// rows = N·L, cols = P, scale = dloss. loss[1] = Σ mask, written by mae_loss_final of the same
+// step's forward (no second sum of the mask). 2-D dispatch, flat index.
 @compute @workgroup_size(EW_WG)
 fn mae_loss_backward(
   @builtin(local_invocation_index) lid: u32,
@@ -137,7 +169,7 @@ fn mae_loss_backward(
 ) {
   let i = grid_index(wid, nwg, lid, EW_WG);
   if (i >= p.rows * p.cols) { return; }
-  let coef = 2.0 * p.scale / (f32(p.cols) * in_mask_sum[0]);
+  let coef = 2.0 * p.scale / (f32(p.cols) * in_loss[1]);
   out[i] = in_mask[i / p.cols] * coef * (in_pred[i] - in_target[i]);
 }
 

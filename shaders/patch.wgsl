@@ -6,12 +6,15 @@
 //                    patch embedding (a P×P stride-P conv) is a Linear with the weight viewed (D, C·P·P)
 //   patchify_target  target[N, L, P·P·C] = each patch as [row-in-patch][col-in-patch][channel]
 //                    (MAE's `patchify`, the pixel loss target; a different order from the conv's)
+//   patchify_target_norm  the same rows standardised per patch as MAE's norm_pix_loss:
+//                    (x − mean)/sqrt(var + 1e-6), mean and unbiased var over the row's P·P·C
+//                    values (loss.wgsl's normalize_pix_targets, fused: one pass, no raw copy)
 //   unpatchify       img[N, C, H, W] from target-ordered patches (the inverse of patchify_target)
 //   add_pos_embed    x[N, L, D] += pos[pos_start + l·D + d], the fixed sin-cos table broadcast over N
 //
 // Bindings: 0 params, 1 the output (read_write), 2 the input.
-// All outputs are `=` (pure rearrangements, one thread per output element, each written once)
-// except add_pos_embed, which adds in place. Nothing is saved for a backward: the patch
+// All outputs are `=` (rearrangements, one thread per output element, each written once;
+// patchify_target_norm: one thread per patch) except add_pos_embed, which adds in place. Nothing is saved for a backward: the patch
 // embedding's weight gradient comes from linearBackward on the saved patches, the image needs
 // no gradient, and the position embedding is fixed, so add_pos_embed's backward is the identity.
 //
@@ -26,6 +29,8 @@ struct Params {
 }
 
 const WG = 256u; // threads per workgroup of the element kernels (grid2d's perGroup)
+const ROW_WG = 64u; // threads (patches) per workgroup of patchify_target_norm
+const PIX_EPS = 1e-6; // MAE's norm_pix_loss eps
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -65,6 +70,50 @@ fn patchify_target(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let j = (k / u.C) % u.P;
   let i = k / (u.C * u.P);
   dst[t] = src[img_index(r / u.L, c, r % u.L, i, j)];
+}
+
+// dst = target [N, L, P·P·C] standardised per patch, src = img. One thread per patch (N·L
+// threads on a 2-D grid): it reads its patch from the image three times, in target order —
+// Σ x, then Σ (x − mean)² (two passes: stable where E[x²] − E[x]² is not), then writes
+// (x − mean)/sd — so the raw patch is never stored. Unbiased variance as torch's Tensor.var
+// (P·P·C = 1 gives NaN, as torch). The image reads of a patch hit the cache after the first pass.
+@compute @workgroup_size(ROW_WG)
+fn patchify_target_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let r = grid_index(wid, nwg, lid.x, ROW_WG); // n·L + l
+  if (r >= u.N * u.L) { return; }
+  let n = r / u.L;
+  let l = r % u.L;
+  let gw = u.W / u.P;
+  let K = u.P * u.P * u.C;
+  // (row-in-patch i, col j, channel c) is img[n, c, y0 + i, x0 + j] = src[corner + c·H·W + i·W + j].
+  let corner = (n * u.C * u.H + (l / gw) * u.P) * u.W + (l % gw) * u.P;
+  let plane = u.H * u.W;
+  var s = 0.0;
+  for (var i = 0u; i < u.P; i++) {
+    for (var j = 0u; j < u.P; j++) {
+      for (var c = 0u; c < u.C; c++) { s += src[corner + c * plane + i * u.W + j]; }
+    }
+  }
+  let mean = s / f32(K);
+  var q = 0.0;
+  for (var i = 0u; i < u.P; i++) {
+    for (var j = 0u; j < u.P; j++) {
+      for (var c = 0u; c < u.C; c++) {
+        let d = src[corner + c * plane + i * u.W + j] - mean;
+        q += d * d;
+      }
+    }
+  }
+  let sd = sqrt(q / f32(K - 1u) + PIX_EPS);
+  var k = r * K;
+  for (var i = 0u; i < u.P; i++) {
+    for (var j = 0u; j < u.P; j++) {
+      for (var c = 0u; c < u.C; c++) {
+        dst[k] = (src[corner + c * plane + i * u.W + j] - mean) / sd;
+        k++;
+      }
+    }
+  }
 }
 
 // dst = img [N, C, H, W], src = patches [N, L, P·P·C]; one thread per pixel, so the image is

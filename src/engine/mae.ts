@@ -20,7 +20,7 @@ import { adamwStep, clipCoefficient, decayRanges, globalGradNorm, type AdamwOpti
 import { attentionBackward, attentionForward } from '../gpu/ops/attention';
 import { addInPlace, biasGeluBackward, biasGeluForward, fill } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
-import { maeLossBackward, maeLossForward, normalizePixelTargets } from '../gpu/ops/loss';
+import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
 import { biasBackward, linearBackward, linearForward } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
@@ -189,8 +189,7 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   a.add('dec.mean', [N * Td]);
   a.add('dec.rstd', [N * Td]);
   a.add('dec.full', [N, Td, P]); // decoder_pred on every token; the cls row is dropped by copy
-  a.add('target', [N * L, P]);
-  a.add('targetNorm', [N * L, P]);
+  a.add('target', [N * L, P]); // patchify(imgs), already standardised per patch with norm_pix
   a.add('lossPerPatch', [N * L]);
   extend.acts?.(a);
 
@@ -205,7 +204,7 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   const o = new ArenaLayout();
   o.add('pred', [N, L, P]);
   o.add('dpred', [N, L, P]);
-  o.add('loss.pix', [1]);
+  o.add('loss.pix', [2]); // the pixel loss, then Σmask (for the loss's backward)
   o.add('gradNorm', [1]);
   o.add('clipCoef', [1]);
   extend.io?.(o);
@@ -361,16 +360,18 @@ export class MaeModel {
     dropCls(rec, this.io.tensor('pred'), full, N, L, P);
   }
 
-  /** The target MAE's loss compares with: patchify(imgs), standardised per patch with norm_pix. */
+  /** The target MAE's loss compares with: patchify(imgs), standardised per patch with norm_pix (one pass). */
   protected targetTensor(): Tensor {
-    return this.cfg.normPixLoss ? this.act('targetNorm') : this.act('target');
+    return this.act('target');
   }
 
-  /** MAE's forward_loss: io['loss.pix'] = masked mean of per-patch MSE. */
+  /**
+   * MAE's forward_loss: io['loss.pix'] = [masked mean of per-patch MSE, Σmask]; the backward
+   * (recordBackwardDecoder) reads that Σmask, so it needs this step's forward recorded first.
+   */
   recordForwardLoss(rec: Recorder): void {
     const { cfg, batch: N, L, P } = this;
-    patchifyTarget(rec, this.act('target'), this.act('imgs'), N, cfg.inChans, cfg.imgSize, cfg.imgSize, cfg.patchSize);
-    if (cfg.normPixLoss) normalizePixelTargets(rec, this.act('targetNorm'), this.act('target'), N * L, P);
+    patchifyTarget(rec, this.targetTensor(), this.act('imgs'), N, cfg.inChans, cfg.imgSize, cfg.imgSize, cfg.patchSize, cfg.normPixLoss);
     maeLossForward(rec, this.io.tensor('loss.pix'), this.act('lossPerPatch'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), N, L, P);
   }
 
@@ -388,7 +389,8 @@ export class MaeModel {
     const d = this.decDims();
     const Rd = N * d.T;
     const ws = this.workspace();
-    maeLossBackward(rec, this.io.tensor('dpred'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), N, L, P);
+    // Σmask comes from this step's forward (io['loss.pix'][1]), recorded before in the same submission.
+    maeLossBackward(rec, this.io.tensor('dpred'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), this.io.tensor('loss.pix'), N, L, P);
     const dfull = this.dact('dfull');
     padCls(rec, dfull, this.io.tensor('dpred'), N, L, P); // the dropped cls rows get no gradient
     const dnormed = view(ws.dln, Rd * Dd);

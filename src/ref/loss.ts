@@ -28,8 +28,9 @@ export function normalizePixelTargets(out: Vec, target: Vec, rows: number, P: nu
   }
 }
 
-/** lossPerPatch[N·L] = mean_P (pred − target)²; loss[0] = Σ lossPerPatch·mask / Σ mask. */
+/** lossPerPatch[N·L] = mean_P (pred − target)²; loss[0] = Σ lossPerPatch·mask / Σ mask, loss[1] = Σ mask. */
 export function maeLossForward(loss: Vec, lossPerPatch: Vec, pred: Vec, target: Vec, mask: Vec, N: number, L: number, P: number): void {
+  if (loss.length < 2) throw new Error('maeLossForward: loss holds (loss, Σmask) and needs 2 elements.');
   let num = 0;
   let den = 0;
   for (let r = 0; r < N * L; r++) {
@@ -40,12 +41,13 @@ export function maeLossForward(loss: Vec, lossPerPatch: Vec, pred: Vec, target: 
     den += mask[r];
   }
   loss[0] = num / den;
+  loss[1] = den;
 }
 
-/** dpred[N·L, P] = mask · 2(pred − target)/P / Σmask · dloss. */
-export function maeLossBackward(dpred: Vec, pred: Vec, target: Vec, mask: Vec, N: number, L: number, P: number, dloss = 1): void {
-  let den = 0;
-  for (let r = 0; r < N * L; r++) den += mask[r];
+/** dpred[N·L, P] = mask · 2(pred − target)/P / Σmask · dloss, with Σmask = loss[1] from maeLossForward. */
+export function maeLossBackward(dpred: Vec, pred: Vec, target: Vec, mask: Vec, loss: Vec, N: number, L: number, P: number, dloss = 1): void {
+  if (loss.length < 2) throw new Error("maeLossBackward: loss is maeLossForward's (loss, Σmask) and needs 2 elements.");
+  const den = loss[1];
   for (let r = 0; r < N * L; r++) {
     for (let c = 0; c < P; c++) {
       const i = r * P + c;

@@ -256,9 +256,10 @@ export function backwardDecoder(G: ParamMap, params: ParamMap, cfg: MaeConfig, c
 
 /**
  * MAE's forward_loss: the masked mean of per-patch MSE against patchify(imgs), standardised
- * per patch when cfg.normPixLoss. mask[N·L] 1 = masked. Returns the target used.
+ * per patch when cfg.normPixLoss. mask[N·L] 1 = masked. Returns the target used, and
+ * maeLossForward's (loss, Σmask) pair, which maeLossBackward takes.
  */
-export function forwardLoss(cfg: MaeConfig, imgs: Vec, pred: Vec, mask: ArrayLike<number>, N: number): { loss: number; target: Vec; lossPerPatch: Vec } {
+export function forwardLoss(cfg: MaeConfig, imgs: Vec, pred: Vec, mask: ArrayLike<number>, N: number): { loss: number; target: Vec; lossPerPatch: Vec; lossStats: Vec } {
   const L = numPatches(cfg), P = patchDim(cfg);
   let target = patchify(cfg, imgs, N);
   if (cfg.normPixLoss) {
@@ -266,9 +267,9 @@ export function forwardLoss(cfg: MaeConfig, imgs: Vec, pred: Vec, mask: ArrayLik
     normalizePixelTargets(t, target, N * L, P);
     target = t;
   }
-  const loss = new Float64Array(1), lossPerPatch = new Float64Array(N * L);
+  const loss = new Float64Array(2), lossPerPatch = new Float64Array(N * L);
   maeLossForward(loss, lossPerPatch, pred, target, Float64Array.from(mask), N, L, P);
-  return { loss: loss[0], target, lossPerPatch };
+  return { loss: loss[0], target, lossPerPatch, lossStats: loss };
 }
 
 export interface MaeStepResult {
@@ -281,10 +282,10 @@ export interface MaeStepResult {
 export function maeForwardBackward(params: ParamMap, cfg: MaeConfig, imgs: Vec, masking: Masking, N: number): MaeStepResult {
   const enc = forwardEncoder(params, cfg, imgs, masking.idsKeep, N);
   const dec = forwardDecoder(params, cfg, enc.latent!, masking.idsRestore, N);
-  const { loss, target } = forwardLoss(cfg, imgs, dec.pred, masking.mask, N);
+  const { loss, target, lossStats } = forwardLoss(cfg, imgs, dec.pred, masking.mask, N);
   const grads = zeroGrads(params);
   const dpred = new Float64Array(dec.pred.length);
-  maeLossBackward(dpred, dec.pred, target, Float64Array.from(masking.mask), N, numPatches(cfg), patchDim(cfg));
+  maeLossBackward(dpred, dec.pred, target, Float64Array.from(masking.mask), lossStats, N, numPatches(cfg), patchDim(cfg));
   const dlatent = backwardDecoder(grads, params, cfg, dec.cache, dpred);
   backwardEncoder(grads, params, cfg, enc.cache, dlatent);
   return { loss, pred: dec.pred, grads };
@@ -331,7 +332,7 @@ export function dmaeForwardBackward(
   const T = teacherFeatures(teacher, teacherCfg, imgs, masking.idsKeep, N, d);
   const enc = forwardEncoder(student, cfg, imgs, masking.idsKeep, N, { featureBlocks: d.pairs.map((p) => p.studentBlock) });
   const dec = forwardDecoder(student, cfg, enc.latent!, masking.idsRestore, N);
-  const { loss: pixLoss, target } = forwardLoss(cfg, imgs, dec.pred, masking.mask, N);
+  const { loss: pixLoss, target, lossStats } = forwardLoss(cfg, imgs, dec.pred, masking.mask, N);
   const grads = zeroGrads(student);
   const dfeatures = new Map<number, Vec>();
   let distillLoss = 0;
@@ -352,7 +353,7 @@ export function dmaeForwardBackward(
     else dfeatures.set(pair.studentBlock, dS);
   });
   const dpred = new Float64Array(dec.pred.length);
-  maeLossBackward(dpred, dec.pred, target, Float64Array.from(masking.mask), N, numPatches(cfg), patchDim(cfg));
+  maeLossBackward(dpred, dec.pred, target, Float64Array.from(masking.mask), lossStats, N, numPatches(cfg), patchDim(cfg));
   const dlatent = backwardDecoder(grads, student, cfg, dec.cache, dpred);
   backwardEncoder(grads, student, cfg, enc.cache, dlatent, dfeatures);
   return { loss: pixLoss + d.alpha * distillLoss, pixLoss, distillLoss, pred: dec.pred, grads };

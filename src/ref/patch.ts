@@ -1,4 +1,5 @@
 /** Float64 reference of shaders/patch.wgsl; same names and argument order as src/gpu/ops/patch.ts. */
+import { normalizePixelTargets } from './loss';
 export { posEmbed2d, posEmbed2dFloat64 } from '../core/posembed';
 
 type Vec = Float64Array;
@@ -22,8 +23,11 @@ export function patchifyConv(patches: Vec, img: Vec, N: number, C: number, H: nu
           for (let j = 0; j < p; j++) patches[(n * L + l) * K + (c * p + i) * p + j] = img[imgIndex(n, c, l, i, j, C, H, W, p)];
 }
 
-/** target[N, L, p·p·C] = each patch as [row-in-patch][col-in-patch][channel] (MAE's `patchify`). */
-export function patchifyTarget(target: Vec, img: Vec, N: number, C: number, H: number, W: number, p: number): void {
+/**
+ * target[N, L, p·p·C] = each patch as [row-in-patch][col-in-patch][channel] (MAE's `patchify`);
+ * with normPix each row standardised as norm_pix_loss (normalizePixelTargets, in place).
+ */
+export function patchifyTarget(target: Vec, img: Vec, N: number, C: number, H: number, W: number, p: number, normPix = false): void {
   const L = (H / p) * (W / p);
   const K = p * p * C;
   for (let n = 0; n < N; n++)
@@ -31,6 +35,7 @@ export function patchifyTarget(target: Vec, img: Vec, N: number, C: number, H: n
       for (let i = 0; i < p; i++)
         for (let j = 0; j < p; j++)
           for (let c = 0; c < C; c++) target[(n * L + l) * K + (i * p + j) * C + c] = img[imgIndex(n, c, l, i, j, C, H, W, p)];
+  if (normPix) normalizePixelTargets(target, target, N * L, K); // row by row: each row is read before it is written
 }
 
 /** img[N, C, H, W] from patches[N, L, p·p·C]: the inverse of patchifyTarget. */

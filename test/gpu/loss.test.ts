@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/loss';
 import * as ref from '../../src/ref/loss';
+import { patchifyTarget as gpuPatchifyTarget } from '../../src/gpu/ops/patch';
+import { patchifyTarget as refPatchifyTarget } from '../../src/ref/patch';
 import type { Gpu } from '../../src/gpu/device';
+import { Recorder } from '../../src/gpu/kernels';
 import { checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL, type Tolerance } from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
@@ -15,28 +18,36 @@ function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64A
 }
 
 
-// [name, N, L, P, lenKeep]
+/** A mask with exactly one masked patch in the whole batch (Σmask = 1). */
+function oneMasked(N: number, L: number, at: number): Float64Array {
+  const mask = new Float64Array(N * L);
+  mask[at] = 1;
+  return mask;
+}
+
+// [name, N, L, P, lenKeep]. mae_patch_loss takes 64 patches (one per thread) to a workgroup: 8·64
+// rows are 8 workgroups; 65535·64 + 100 rows need a second row of the 2-D grid.
 const MAE_CASES: Array<[string, number, number, number, number]> = [
   ['tiny', 1, 2, 3, 1],
   ['odd', 3, 7, 13, 2],
   ['one masked patch per image', 3, 9, 5, 8],
   ['one visible patch per image (L−1 masked)', 4, 16, 48, 1],
-  ['realistic 8×64 patches of 4×4×3, 75% masked', 8, 64, 48, 16],
+  ['realistic 8×64 patches of 4×4×3, 75% masked (8 workgroups)', 8, 64, 48, 16],
   ['16×16×3 patches, 14×14 grid, 75% masked', 2, 196, 768, 49],
-  ['odd P above a workgroup', 5, 11, 301, 3],
+  ['odd P above a workgroup, odd rows across workgroups', 5, 29, 301, 3],
 ];
 
 async function maeOnGpu(gpu: Gpu, pred: Float64Array, target: Float64Array, mask: Float64Array, N: number, L: number, P: number, normPix: boolean, dloss: number) {
   const t = { pred: gpuTensor(gpu, pred), target: gpuTensor(gpu, target), mask: gpuTensor(gpu, mask) };
   const normed = gpuTensor(gpu, N * L * P);
-  const loss = gpuTensor(gpu, randn(1, 90)); // non-zero starts: "=" must overwrite
+  const loss = gpuTensor(gpu, randn(2, 90)); // non-zero starts: "=" must overwrite
   const lpp = gpuTensor(gpu, randn(N * L, 91));
   const dpred = gpuTensor(gpu, randn(N * L * P, 92));
   await run(gpu, (rec) => {
     if (normPix) gpuOps.normalizePixelTargets(rec, normed, t.target, N * L, P);
     const tgt = normPix ? normed : t.target;
     gpuOps.maeLossForward(rec, loss, lpp, t.pred, tgt, t.mask, N, L, P);
-    gpuOps.maeLossBackward(rec, dpred, t.pred, tgt, t.mask, N, L, P, dloss);
+    gpuOps.maeLossBackward(rec, dpred, t.pred, tgt, t.mask, loss, N, L, P, dloss);
   });
   return { loss: await read(gpu, loss), lpp: await read(gpu, lpp), dpred: await read(gpu, dpred), normed: await read(gpu, normed) };
 }
@@ -47,10 +58,18 @@ function maeOnRef(pred: Float64Array, target: Float64Array, mask: Float64Array, 
     tgt = new Float64Array(N * L * P);
     ref.normalizePixelTargets(tgt, target, N * L, P);
   }
-  const loss = new Float64Array(1), lpp = new Float64Array(N * L), dpred = new Float64Array(N * L * P);
+  const loss = new Float64Array(2), lpp = new Float64Array(N * L), dpred = new Float64Array(N * L * P);
   ref.maeLossForward(loss, lpp, pred, tgt, mask, N, L, P);
-  ref.maeLossBackward(dpred, pred, tgt, mask, N, L, P, dloss);
+  ref.maeLossBackward(dpred, pred, tgt, mask, loss, N, L, P, dloss);
   return { loss, lpp, dpred, normed: tgt };
+}
+
+/** Checks a GPU MAE loss run against the reference: per-patch loss, (loss, Σmask), dpred. */
+function expectMaeClose(got: Awaited<ReturnType<typeof maeOnGpu>>, want: ReturnType<typeof maeOnRef>, what: string): void {
+  expectClose(got.lpp, want.lpp, TOL.reduction, `${what}: loss per patch`);
+  expectClose(got.loss.subarray(0, 1), want.loss.subarray(0, 1), TOL.reduction, `${what}: loss`);
+  expect(got.loss[1], `${what}: Σmask (a sum of 0s and 1s, exact in float32)`).toBe(want.loss[1]);
+  expectClose(got.dpred, want.dpred, scaledTol(want.dpred, TOL.gradient), `${what}: dpred`);
 }
 
 describe('MAE masked MSE (GPU vs float64 reference)', () => {
@@ -66,12 +85,55 @@ describe('MAE masked MSE (GPU vs float64 reference)', () => {
         const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, normPix, dloss);
         const want = maeOnRef(pred, target, mask, N, L, P, normPix, dloss);
         if (normPix) expectClose(got.normed, want.normed, TOL.reduction, 'norm_pix targets');
-        expectClose(got.lpp, want.lpp, TOL.reduction, 'loss per patch');
-        expectClose(got.loss, want.loss, TOL.reduction, 'loss');
-        expectClose(got.dpred, want.dpred, scaledTol(want.dpred, TOL.gradient), 'dpred');
+        expectMaeClose(got, want, name);
       });
     }
   }
+
+  it('one masked patch in the whole batch (Σmask = 1), in the last of 8 workgroups', async () => {
+    const gpu = await testGpu();
+    const [N, L, P] = [8, 64, 48];
+    const target = randn(N * L * P, 4), pred = randn(N * L * P, 5);
+    const mask = oneMasked(N, L, N * L - 3);
+    const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, false, 1);
+    const want = maeOnRef(pred, target, mask, N, L, P, false, 1);
+    expectMaeClose(got, want, 'one masked patch');
+    expect(got.dpred.filter((v) => v !== 0).length, 'only the masked patch has a gradient').toBeLessThanOrEqual(P);
+  });
+
+  it('rows beyond 65535 workgroups of 64 patches (2-D grid), P = 1', async () => {
+    const gpu = await testGpu();
+    const [N, L, P] = [1, 65535 * 64 + 100, 1];
+    const target = randn(N * L * P, 6), pred = randn(N * L * P, 7);
+    const mask = Float64Array.from(randn(N * L, 8), (v) => (v > -0.5 ? 1 : 0)); // about 75% masked
+    mask[N * L - 1] = 1; // the last patch, on the grid's second row, counts
+    pred[N * L - 1] = 2000; // and dominates the sum: a partial lost from the grid's second row would show
+    const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, false, 1);
+    const want = maeOnRef(pred, target, mask, N, L, P, false, 1);
+    expectClose(got.loss.subarray(0, 1), want.loss.subarray(0, 1), TOL.reduction, 'loss over 4.2 M patches');
+    expect(got.loss[1], 'Σmask').toBe(want.loss[1]);
+    expectClose(got.lpp, want.lpp, TOL.reduction, 'loss per patch');
+    expectClose(got.dpred, want.dpred, scaledTol(want.dpred, TOL.gradient), 'dpred');
+  });
+
+  it('Σmask = 0 (nothing masked) gives NaN loss and NaN gradients, as PyTorch', async () => {
+    const gpu = await testGpu();
+    const [N, L, P] = [2, 16, 12];
+    const target = randn(N * L * P, 9), pred = randn(N * L * P, 10), mask = new Float64Array(N * L);
+    const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, false, 1);
+    const want = maeOnRef(pred, target, mask, N, L, P, false, 1);
+    expect(Number.isNaN(want.loss[0]) && want.dpred.every(Number.isNaN), 'reference: 0/0').toBe(true);
+    expect(got.loss[1]).toBe(0);
+    expect(Number.isNaN(got.loss[0]), `loss ${got.loss[0]}`).toBe(true);
+    expect(got.dpred.every(Number.isNaN), 'dpred all NaN').toBe(true);
+    expectClose(got.lpp, want.lpp, TOL.reduction, 'loss per patch (still defined)');
+  });
+
+  it('rejects a loss view of one element (the backward needs Σmask in element 1)', async () => {
+    const gpu = await testGpu();
+    const t = gpuTensor(gpu, 64);
+    await expect(run(gpu, (rec) => gpuOps.maeLossForward(rec, gpuTensor(gpu, 1), t, t, gpuTensor(gpu, 64), gpuTensor(gpu, 8), 1, 8, 8))).rejects.toThrow(/needs 2 elements/);
+  });
 
   it('norm_pix is stable for a large offset with a small spread (two-pass, not E[x²] − E[x]²)', async () => {
     const gpu = await testGpu();
@@ -103,6 +165,50 @@ describe('MAE masked MSE (GPU vs float64 reference)', () => {
     for (let i = 0; i < pred.length; i++) if (mask[Math.floor(i / P)] === 0) expect(a.dpred[i] === 0, `dpred[${i}] at a kept patch`).toBe(true);
     expect(sameBits(a.lpp, b.lpp)).toBe(false); // the per-patch map does see them
   });
+});
+
+/** A Recorder that counts its dispatches. */
+class CountingRecorder extends Recorder {
+  dispatches = 0;
+  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
+    this.dispatches++;
+    super.dispatch(...args);
+  }
+}
+
+// [name, N, C, H, W, p]: images, as the step sees them.
+const STEP_CASES: Array<[string, number, number, number, number, number]> = [
+  ['tiny: one 4×4 image, 4 patches of 2×2', 1, 1, 4, 4, 2],
+  ['odd: 3 images 2×15×10, 6 patches of 5×5×2', 3, 2, 15, 10, 5],
+  ['ViT-Tiny: 8 CIFAR images, 64 patches of 4×4×3', 8, 3, 32, 32, 4],
+];
+
+describe('the MAE loss as the step records it (patchifyTarget with norm_pix, maeLossForward, maeLossBackward)', () => {
+  for (const normPix of [false, true]) {
+    for (const [name, N, C, H, W, p] of STEP_CASES) {
+      it(`${name}${normPix ? ', norm_pix' : ''}: 4 dispatches, GPU vs float64`, async () => {
+        const gpu = await testGpu();
+        const L = (H / p) * (W / p), P = p * p * C;
+        const img = randn(N * C * H * W, 81, 1.5).map((v, i) => Math.fround(v + 1.5 + 0.01 * (i % 97)));
+        const pred = randn(N * L * P, 82), mask = makeMask(N, L, Math.max(1, L >> 2), 83);
+        const t = { img: gpuTensor(gpu, img), pred: gpuTensor(gpu, pred), mask: gpuTensor(gpu, mask), target: gpuTensor(gpu, randn(N * L * P, 84)) };
+        const loss = gpuTensor(gpu, randn(2, 85)), lpp = gpuTensor(gpu, N * L), dpred = gpuTensor(gpu, N * L * P);
+        const rec = new CountingRecorder(gpu);
+        gpuPatchifyTarget(rec, t.target, t.img, N, C, H, W, p, normPix);
+        gpuOps.maeLossForward(rec, loss, lpp, t.pred, t.target, t.mask, N, L, P);
+        gpuOps.maeLossBackward(rec, dpred, t.pred, t.target, t.mask, loss, N, L, P, 1);
+        await rec.submit();
+        // Before the fusion: patchify, normalise, per-patch loss, reduce; mask sum (2), backward.
+        expect(rec.dispatches, 'dispatches of the loss, forward and backward').toBe(4);
+
+        const target = new Float64Array(N * L * P);
+        refPatchifyTarget(target, img, N, C, H, W, p, normPix);
+        const want = maeOnRef(pred, target, mask, N, L, P, false, 1);
+        expectClose(await read(gpu, t.target), target, normPix ? TOL.reduction : TOL.exact, 'target');
+        expectMaeClose({ loss: await read(gpu, loss), lpp: await read(gpu, lpp), dpred: await read(gpu, dpred), normed: new Float32Array() }, want, name);
+      });
+    }
+  }
 });
 
 // [name, R, C]
@@ -228,7 +334,8 @@ describe('determinism', () => {
       runs.push({ mae, l1, l2, s: await read(gpu, s) });
     }
     const [a, b] = runs;
-    expectSameBits(b.mae.loss, a.mae.loss, 'MAE loss');
+    expectSameBits(b.mae.loss, a.mae.loss, 'MAE (loss, Σmask)');
+    expectSameBits(b.mae.lpp, a.mae.lpp, 'MAE loss per patch');
     expectSameBits(b.mae.dpred, a.mae.dpred, 'MAE dpred');
     expectSameBits(b.l1.loss, a.l1.loss, 'L1 distill loss');
     expectSameBits(b.l1.dstudent, a.l1.dstudent, 'L1 dstudent');
@@ -247,12 +354,14 @@ describe('reference gradients vs finite differences', () => {
       const pred = randn(N * L * P, 52), mask = makeMask(N, L, lenKeep, 53);
       const dloss = 0.7;
       const f = (i: Record<string, Float64Array>) => {
-        const loss = new Float64Array(1);
+        const loss = new Float64Array(2);
         ref.maeLossForward(loss, new Float64Array(N * L), i.pred, target, mask, N, L, P);
         return dloss * loss[0];
       };
+      const loss = new Float64Array(2);
+      ref.maeLossForward(loss, new Float64Array(N * L), pred, target, mask, N, L, P);
       const dpred = new Float64Array(N * L * P);
-      ref.maeLossBackward(dpred, pred, target, mask, N, L, P, dloss);
+      ref.maeLossBackward(dpred, pred, target, mask, loss, N, L, P, dloss);
       checkGradients({ pred }, f, { pred: dpred });
     }
   });

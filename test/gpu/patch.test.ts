@@ -87,6 +87,22 @@ describe('patchify, patch embedding and unpatchify (GPU vs float64 reference)', 
       expectClose(await read(gpu, gImg2), want, TOL.exact, 'unpatchify');
     });
 
+    it(`${name}: patchifyTarget with norm_pix standardises each patch in the same pass`, async () => {
+      const gpu = await testGpu();
+      // An offset per pixel, so that every patch has a mean to remove.
+      const img = randn(N * C * H * W, 11, 1.5).map((v, i) => Math.fround(v + 1.5 + 0.01 * (i % 89)));
+      const want = new Float64Array(N * L * K);
+      ref.patchifyTarget(want, img, N, C, H, W, p, true);
+      const raw = maePatchify(img, N, C, H, W, p);
+      const row = raw.subarray(0, K), mean = row.reduce((a, b) => a + b, 0) / K;
+      const sd = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / (K - 1) + 1e-6);
+      expect(want[K - 1], 'reference: the first patch\'s last value, by hand').toBeCloseTo((raw[K - 1] - mean) / sd, 12);
+
+      const gTarget = gpuTensor(gpu, randn(N * L * K, 12)); // "=" must overwrite
+      await run(gpu, (rec) => gpuOps.patchifyTarget(rec, gTarget, gpuTensor(gpu, img), N, C, H, W, p, true));
+      expectClose(await read(gpu, gTarget), want, TOL.reduction, 'patchifyTarget with norm_pix');
+    });
+
     it(`${name}: patchifyConv + linearForward is the p×p stride-p conv (D=${D})`, async () => {
       const gpu = await testGpu();
       const img = randn(N * C * H * W, 5);
@@ -125,6 +141,40 @@ describe('patchify, patch embedding and unpatchify (GPU vs float64 reference)', 
     const target = gpuTensor(gpu, N * C * H * W);
     await run(gpu, (rec) => gpuOps.patchifyTarget(rec, target, img, N, C, H, W, p));
     expect(sameBits(await read(gpu, target), outs[0])).toBe(false);
+  });
+
+  it('patchifyTarget with norm_pix is stable for a large offset with a small spread (two-pass)', async () => {
+    const gpu = await testGpu();
+    const [N, C, H, W, p] = [2, 3, 8, 8, 4];
+    // Large offset, small spread: E[x²] − E[x]² would lose every digit here; two passes do not.
+    const img = randn(N * C * H * W, 13, 0.01).map((v) => Math.fround(v + 100));
+    const want = new Float64Array(img.length);
+    ref.patchifyTarget(want, img, N, C, H, W, p, true);
+    const out = gpuTensor(gpu, img.length);
+    await run(gpu, (rec) => gpuOps.patchifyTarget(rec, out, gpuTensor(gpu, img), N, C, H, W, p, true));
+    // A float32 mean of 48 values near 100 is good to ~1e-5, i.e. a few 1e-3 of the 0.006
+    // standard deviation, and every standardised value carries that (as loss.test.ts's
+    // normalizePixelTargets case). One pass would be wrong outright.
+    expectClose(await read(gpu, out), want, { atol: 5e-3, rtol: 0 }, 'norm_pix target with a large offset');
+  });
+
+  it('patchifyTarget with norm_pix: patches beyond 65535 workgroups of 64 (2-D grid), bit-identical on rerun', async () => {
+    const gpu = await testGpu();
+    // p = 1, C = 2: a patch is one pixel's two channels (P = 2); 2048·2049 patches need a second grid row.
+    const [N, C, H, W, p] = [1, 2, 2048, 2049, 1];
+    // Channel 1 at least 0.5 above channel 0: with two values a ≈ b, (a − mean)/sd is ill-conditioned
+    // in float32 (one ulp of a over a tiny sd), whatever the kernel does.
+    const img = randn(N * C * H * W, 14);
+    const plane = H * W, spread = randn(plane, 15, 0.25);
+    for (let k = 0; k < plane; k++) img[plane + k] = Math.fround(img[k] + 0.75 + spread[k]);
+    const want = new Float64Array(img.length);
+    ref.patchifyTarget(want, img, N, C, H, W, p, true);
+    const gImg = gpuTensor(gpu, img);
+    const outs = [gpuTensor(gpu, img.length), gpuTensor(gpu, img.length)];
+    for (const out of outs) await run(gpu, (rec) => gpuOps.patchifyTarget(rec, out, gImg, N, C, H, W, p, true));
+    const got = await read(gpu, outs[0]);
+    expectClose(got, want, TOL.reduction, 'norm_pix target on a 2-D grid');
+    expectSameBits(await read(gpu, outs[1]), got, 'norm_pix target on rerun');
   });
 
   it('rejects an image that is not a whole number of patches', async () => {

@@ -4,8 +4,9 @@
  *
  * Every output is assigned (=). Every reduction has a fixed order (per-workgroup partials, then
  * one small dispatch), so the same inputs give bit-identical losses and gradients. The scratch
- * these need (partial sums, per-row distillation losses, Σmask) is common.ts's per-device scratch,
- * grown when too small, never per call.
+ * these need (partial sums, per-row distillation losses) is common.ts's per-device scratch,
+ * grown when too small, never per call. The MAE loss keeps Σmask in its own output, loss[1],
+ * for its backward.
  */
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { grid2d, MAX_WORKGROUPS_PER_DIM, scratch } from './common';
@@ -19,6 +20,8 @@ const SUM_PER_THREAD = 8;
 /** Sums of at least this many elements read x as vec4s (reduce_sum_partial_vec4); below, one dispatch's overhead dominates. */
 const SUM_VEC4_MIN = 65536;
 const EW_WG = 256; // mae_loss_backward
+/** Patches (one per thread) per workgroup of mae_patch_loss, i.e. per partial pair; fixes the summation order. */
+const PATCH_WG = 64;
 
 /** Row kernels (one workgroup per row): a narrower workgroup for short rows wastes fewer lanes. */
 const rowWorkgroup = (cols: number): number => (cols <= 64 ? 64 : cols <= 128 ? 128 : 256);
@@ -76,6 +79,7 @@ export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 
  * norm_pix_loss targets: out[rows, P] = (x − mean)/sqrt(var + 1e-6) per row (a patch vector),
  * with the row's mean and unbiased variance, two-pass. Assigned; `out` must not be `target`
  * (WebGPU forbids binding one buffer range as both). The target is data: no backward.
+ * The standalone form: the MAE step standardises while it patchifies (patchifyTarget's normPix).
  */
 export function normalizePixelTargets(rec: Recorder, out: Tensor, target: Tensor, rows: number, P: number): void {
   rec.dispatch(
@@ -87,36 +91,43 @@ export function normalizePixelTargets(rec: Recorder, out: Tensor, target: Tensor
 /**
  * MAE's forward_loss. pred, target [N·L, P]; mask [N·L] as f32 (1 = masked, counted; 0 = kept).
  * lossPerPatch[N·L] = mean over P of (pred − target)² (all patches; kept for per-patch maps);
- * loss[0] = Σ lossPerPatch·mask / Σ mask. Both assigned. Pass norm_pix targets already
- * normalised (normalizePixelTargets). Σmask = 0 gives NaN, as PyTorch.
+ * loss[0] = Σ lossPerPatch·mask / Σ mask and loss[1] = Σ mask, which maeLossBackward reads:
+ * `loss` needs 2 elements. All assigned. Pass norm_pix targets already normalised
+ * (patchifyTarget with normPix). Σmask = 0 gives NaN, as PyTorch.
+ *
+ * Two dispatches: a thread per patch writes its loss, and each workgroup of PATCH_WG patches
+ * its (Σ loss·mask, Σ mask) into a scratch of partial pairs; one workgroup adds the pairs in order.
  */
 export function maeLossForward(
   rec: Recorder, loss: Tensor, lossPerPatch: Tensor, pred: Tensor, target: Tensor, mask: Tensor,
   N: number, L: number, P: number,
 ): void {
+  if (loss.length < 2) throw new Error(`maeLossForward: loss holds (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`);
   const rows = N * L;
+  const groups = ceilDiv(rows, PATCH_WG);
+  const partials = scratch(rec.gpu.device, 'loss-mae-partials', 2 * groups);
   rec.dispatch(
-    { shader: 'loss', entry: 'mae_patch_loss', constants: { REDUCE_WG: rowWorkgroup(P) } },
-    [lossPerPatch, pred, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS_PER_DIM)],
+    { shader: 'loss', entry: 'mae_patch_loss', constants: { REDUCE_WG: PATCH_WG } },
+    [lossPerPatch, partials, pred, target, mask], [rows, P, 0, { f32: 0 }], grid2d(rows, PATCH_WG),
   );
-  rec.dispatch({ shader: 'loss', entry: 'mae_loss_reduce', constants: { REDUCE_WG: SUM_WG } }, [loss, lossPerPatch, mask], [rows, 0, 0, { f32: 0 }], [1]);
+  rec.dispatch({ shader: 'loss', entry: 'mae_loss_final', constants: { REDUCE_WG: SUM_WG } }, [loss, partials], [0, 0, groups, { f32: 0 }], [1]);
 }
 
 /**
  * dpred[N·L, P] = mask · 2(pred − target)/P / Σmask · dloss (assigned); dloss is the upstream
  * gradient of the scalar loss (1 for the plain MAE objective).
  *
- * Σmask is computed here on the GPU (a two-dispatch sum of the mask), so the backward needs
- * nothing from the forward and cannot disagree with it about the mask.
+ * `loss` is maeLossForward's output: Σmask is its element 1, so the backward depends on the
+ * forward of the same step having been recorded (or run) before it, with the same mask — in the
+ * engine it always is, in the same submission — and sums nothing itself.
  */
 export function maeLossBackward(
-  rec: Recorder, dpred: Tensor, pred: Tensor, target: Tensor, mask: Tensor,
+  rec: Recorder, dpred: Tensor, pred: Tensor, target: Tensor, mask: Tensor, loss: Tensor,
   N: number, L: number, P: number, dloss = 1,
 ): void {
+  if (loss.length < 2) throw new Error(`maeLossBackward: loss is maeLossForward's (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`);
   const rows = N * L;
-  const maskSum = scratch(rec.gpu.device, 'loss-mask-sum', 1);
-  sumReduce(rec, maskSum, mask, rows);
-  rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, maskSum], [rows, P, 0, { f32: dloss }], grid2d(rows * P, EW_WG));
+  rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, loss], [rows, P, 0, { f32: dloss }], grid2d(rows * P, EW_WG));
 }
 
 // ---- DMAE -----------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ import { grid2d } from './common';
 
 export { posEmbed2d, posEmbed2dFloat64 } from '../../core/posembed';
 
+/** Patches (one per thread) per workgroup of patchify_target_norm (the WGSL's ROW_WG). */
+const ROW_WG = 64;
+
 function checkGrid(what: string, H: number, W: number, p: number): void {
   if (H % p !== 0 || W % p !== 0) throw new Error(`${what}: the image ${H}×${W} is not a whole number of ${p}×${p} patches.`);
 }
@@ -23,11 +26,18 @@ export function patchifyConv(rec: Recorder, patches: Tensor, img: Tensor, N: num
   rec.dispatch({ shader: 'patch', entry: 'patchify_conv' }, [patches, img], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
 }
 
-/** target[N, L, p·p·C] (=): MAE's `patchify`, each patch as [row-in-patch][col-in-patch][channel]. */
-export function patchifyTarget(rec: Recorder, target: Tensor, img: Tensor, N: number, C: number, H: number, W: number, p: number): void {
+/**
+ * target[N, L, p·p·C] (=): MAE's `patchify`, each patch as [row-in-patch][col-in-patch][channel].
+ * With normPix, each patch row is standardised as MAE's norm_pix_loss in the same pass:
+ * (x − mean)/sqrt(var + 1e-6), mean and unbiased variance over the row's p·p·C values (as
+ * normalizePixelTargets in ops/loss.ts), so the raw target is never written. The target is data:
+ * no backward.
+ */
+export function patchifyTarget(rec: Recorder, target: Tensor, img: Tensor, N: number, C: number, H: number, W: number, p: number, normPix = false): void {
   checkGrid('patchifyTarget', H, W, p);
   const L = (H / p) * (W / p);
-  rec.dispatch({ shader: 'patch', entry: 'patchify_target' }, [target, img], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
+  if (normPix) rec.dispatch({ shader: 'patch', entry: 'patchify_target_norm' }, [target, img], [N, C, H, W, p, 0, L, 0], grid2d(N * L, ROW_WG));
+  else rec.dispatch({ shader: 'patch', entry: 'patchify_target' }, [target, img], [N, C, H, W, p, 0, L, 0], grid2d(N * C * H * W));
 }
 
 /** img[N, C, H, W] (=) from patches[N, L, p·p·C] in patchifyTarget's order (its inverse). */
