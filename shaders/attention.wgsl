@@ -28,6 +28,9 @@
 //     channels, so value reads are contiguous and probability reads are shared.
 // Every output element is written by exactly one thread, summing in a fixed order: the same
 // inputs give bit-identical outputs.
+//
+// This is the 'workgroup' variant (any device); shaders/attention_subgroups.wgsl is the
+// 'subgroup' one (same entry points and bindings), for devices with subgroups.
 
 const WG = 64u;       // threads per workgroup in every entry point
 const ROWS = 8u;      // query rows per workgroup in the row kernels

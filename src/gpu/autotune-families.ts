@@ -1,6 +1,7 @@
 /**
- * Per-adapter tuning of the kernel families other than matmul (layer norm; see FAMILIES): the
- * same idea as gpu/autotune.ts, smaller, because these kernels are few and cheap to check.
+ * Per-adapter tuning of the kernel families other than matmul (layer norm, attention; see
+ * FAMILIES): the same idea as gpu/autotune.ts, smaller, because these kernels are few and cheap
+ * to check.
  *
  * A family has variants (e.g. layer norm's workgroup-memory reduction and its subgroup one), an
  * always-correct fallback, and shape classes. `tuneKernelsForRecording` lists the classes a
@@ -18,9 +19,11 @@ import { createTensor, readback } from './buffers';
 import type { Gpu } from './device';
 import { composeShader, Recorder, type Tensor } from './kernels';
 import { layernormBackward, layernormForward, layernormVariants, LAYERNORM_SHADERS, type LayernormVariant } from './ops/layernorm';
+import { attentionBackward, attentionForward, attentionVariants, ATTENTION_SHADERS, type AttentionVariant } from './ops/attention';
 import { GpuTimer } from './timing';
 import { collectFamilyShapes, knownVariant, rememberVariant, variantInUse } from './variant-choices';
 import * as refLayernorm from '../ref/layernorm';
+import * as refAttention from '../ref/attention';
 import { mulberry32 } from '../core/random';
 
 /** One shape of a family, by its dimension names ({ rows, C } for layer norm). */
@@ -119,8 +122,69 @@ const LAYERNORM: Family<LayernormVariant> = {
   },
 };
 
+/** Work a check may give the float64 attention reference (multiply-adds, ≈ 0.1 s); timing uses the whole shape. */
+const CHECK_ATTENTION_MACS = 2e7;
+
+const ATTENTION: Family<AttentionVariant> = {
+  name: 'attention',
+  get shaders() {
+    return ATTENTION_SHADERS;
+  },
+  variants: (gpu) => attentionVariants(gpu),
+  fallback: 'workgroup',
+  trial(gpu, { B, T, H, hd }) {
+    const dev = gpu.device;
+    const D = H * hd;
+    // qkv spread over ±2: softmax rows far from uniform, as in test/gpu/attention.test.ts.
+    const qkv = seeded(B * T * 3 * D, 11).map((x) => 2 * x), dout = seeded(B * T * D, 12);
+    const inputs = { qkv: createTensor(dev, qkv.length, 'att-tune-qkv', qkv), dout: createTensor(dev, dout.length, 'att-tune-dout', dout) };
+    const outs = new Map<AttentionVariant, Record<'out' | 'probs' | 'dqkv', Tensor>>();
+    const outsOf = (v: AttentionVariant) => {
+      let o = outs.get(v);
+      if (!o) {
+        const t = (n: number, what: string) => createTensor(dev, n, `att-tune-${v}-${what}`);
+        outs.set(v, (o = { out: t(B * T * D, 'out'), probs: t(B * H * T * T, 'probs'), dqkv: t(B * T * 3 * D, 'dqkv') }));
+      }
+      return o;
+    };
+    // The check covers the first b images (the batch is independent per image).
+    const b = Math.max(1, Math.min(B, Math.floor(CHECK_ATTENTION_MACS / (4 * H * T * T * hd))));
+    let want: Record<'out' | 'probs' | 'dqkv', Float64Array> | null = null;
+    const reference = () => {
+      if (want) return want;
+      const q64 = Float64Array.from(qkv.subarray(0, b * T * 3 * D)), d64 = Float64Array.from(dout.subarray(0, b * T * D));
+      const out = new Float64Array(b * T * D), probs = new Float64Array(b * H * T * T), dqkv = new Float64Array(b * T * 3 * D);
+      refAttention.attentionForward(out, probs, q64, b, T, H, hd);
+      refAttention.attentionBackward(dqkv, d64, q64, probs, b, T, H, hd);
+      return (want = { out, probs, dqkv });
+    };
+    return {
+      record(rec, v) {
+        const o = outsOf(v);
+        attentionForward(rec, o.out, o.probs, inputs.qkv, B, T, H, hd, v);
+        attentionBackward(rec, o.dqkv, inputs.dout, inputs.qkv, o.probs, B, T, H, hd, v);
+      },
+      async check(v) {
+        const o = outsOf(v);
+        const rec = new Recorder(gpu, undefined, 'att-tune-check');
+        attentionForward(rec, o.out, o.probs, inputs.qkv, b, T, H, hd, v);
+        attentionBackward(rec, o.dqkv, inputs.dout, inputs.qkv, o.probs, b, T, H, hd, v);
+        await rec.submit();
+        const ref = reference();
+        const read = (t: Tensor, n: number) => readback(dev, { buffer: t.buffer, offset: t.offset, length: n });
+        // dqkv goes through two reductions (test/gpu/attention.test.ts checks it at TOL.gradient).
+        return compare(await read(o.probs, b * H * T * T), ref.probs, 'probs') ?? compare(await read(o.out, b * T * D), ref.out, 'out') ??
+          compare(await read(o.dqkv, b * T * 3 * D), ref.dqkv, 'dqkv', 5);
+      },
+      destroy() {
+        for (const t of [...Object.values(inputs), ...[...outs.values()].flatMap((o) => Object.values(o))]) t.buffer.destroy();
+      },
+    };
+  },
+};
+
 /** Every tuned family, by name. */
-export const FAMILIES: Record<string, Family> = { layernorm: LAYERNORM as Family };
+export const FAMILIES: Record<string, Family> = { layernorm: LAYERNORM as Family, attention: ATTENTION as Family };
 
 export interface FamilyClassReport {
   family: string;

@@ -19,6 +19,7 @@ import { createTensor, readback } from '../../src/gpu/buffers';
 import { Recorder } from '../../src/gpu/kernels';
 import { fill } from '../../src/gpu/ops/elementwise';
 import { layernormVariants } from '../../src/gpu/ops/layernorm';
+import { attentionVariants } from '../../src/gpu/ops/attention';
 import { chosenVariant, rememberVariant, resetVariantChoices } from '../../src/gpu/variant-choices';
 import { testGpu } from '../helpers';
 
@@ -101,6 +102,47 @@ describe('kernel family tuner', () => {
       }
     }
     model.destroy();
+  });
+
+  it("tunes a step's attention classes (encoder and decoder) to verified variants, stored and read back", async () => {
+    const gpu = await testGpu();
+    const model = new MaeModel(gpu, maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 3 }), 2, 4);
+    const record = (rec: Recorder) => model.recordStep(rec, { lr: 0, step: 1 });
+    const first = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+    const att = first!.families.classes.filter((c) => c.family === 'attention');
+    // Encoder (1 + 4 visible tokens) and decoder (1 + 16 tokens): two classes of ⌊log₂ T⌋.
+    expect(att.map((c) => c.shape.T).sort((a, b) => a - b), 'attention classes of the step').toEqual([5, 17]);
+    const can = attentionVariants(gpu);
+    for (const c of att) {
+      expect(can, `${c.cls}: a variant this device runs`).toContain(c.chosen);
+      expect(c.failures, `${c.cls}: every variant verified`).toEqual({});
+      if (can.length > 1) {
+        expect(c.source).toBe('measured');
+        expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
+      }
+    }
+    if (can.length > 1) {
+      const doc = JSON.parse(readFileSync(cache, 'utf8'));
+      expect(Object.keys(doc.adapters[adapterFingerprint(gpu)].families).some((k) => k.startsWith('attention#')), 'stored under the family and its shader hash').toBe(true);
+      resetVariantChoices();
+      const fresh = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+      for (const c of fresh!.families.classes.filter((x) => x.family === 'attention')) {
+        expect(c.source).toBe('stored');
+        expect(c.chosen).toBe(att.find((x) => x.cls === c.cls)!.chosen);
+      }
+    }
+    model.destroy();
+  });
+
+  it('the attention trial verifies every variant this device runs, checking part of a large batch', async () => {
+    const gpu = await testGpu();
+    // ViT-B at 224 px: the float64 check covers the first image only (a budget of work), timing all.
+    const trial = FAMILIES.attention.trial(gpu, { B: 2, T: 197, H: 12, hd: 64 });
+    try {
+      for (const v of attentionVariants(gpu)) expect(await trial.check(v), `${v} verifies`).toBeNull();
+    } finally {
+      trial.destroy();
+    }
   });
 
   it('never chooses a variant that fails its check, however fast', async () => {

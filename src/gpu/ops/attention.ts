@@ -5,9 +5,19 @@
  *   qkv   [B, T, 3D]   q = [.., 0:D], k = [.., D:2D], v = [.., 2D:3D]; head h = channels h·hd..
  *   probs [B, H, T, T] softmax(q·kᵀ·hd^-0.5), saved by the forward for the backward
  *   out   [B, T, D]    heads concatenated along channels
+ *
+ * Two variants of the four kernels, the same maths: 'workgroup' reduces a softmax row with a
+ * tree in workgroup memory (any device; the GPU-shaped one); 'subgroup'
+ * (shaders/attention_subgroups.wgsl), for devices with the 'subgroups' feature, reduces with
+ * subgroupMax/subgroupAdd (no barrier, an online softmax), blocks KEYS keys or CH channels per
+ * lane in registers and hands shared operands round with subgroupShuffle — shaped for CPU
+ * adapters, which pay dearly for barriers and run every load in a loop lane by lane. The two give
+ * close but not bit-identical probs and gradients: the tuner chooses one per device and shape
+ * class (defaultAttentionVariant) and a device keeps it.
  */
-import { GpuError } from '../device';
-import { ceilDiv, type Param, type Recorder, type Tensor } from '../kernels';
+import { GpuError, type Gpu } from '../device';
+import { ceilDiv, type KernelSpec, type Param, type Recorder, type Tensor } from '../kernels';
+import { chosenVariant } from '../variant-choices';
 import { scratch } from './common';
 
 // Must match the constants of shaders/attention.wgsl.
@@ -15,6 +25,41 @@ const WG = 64;
 const ROWS = 8;
 const MAX_HD = 256;
 const BLOCK = 4;
+// Must match the constants of shaders/attention_subgroups.wgsl.
+const SG_ROWS = 8;
+const SG_CROWS = 4;
+
+export type AttentionVariant = 'workgroup' | 'subgroup';
+
+/** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
+export const ATTENTION_SHADERS: readonly string[] = ['attention', 'attention_subgroups'];
+
+/** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
+export function attentionVariants(gpu: Gpu): AttentionVariant[] {
+  return gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
+}
+
+/**
+ * The subgroup variant's workgroup size (SG_WG): the adapter's largest subgroup size, so that a
+ * row kernel's workgroup is usually a single subgroup (lavapipe: 8 on AVX2 CPUs; SwiftShader: 4;
+ * NVIDIA and Apple: 32). The kernels are correct for any mapping of invocations onto subgroups;
+ * this only picks the fast case. Without the adapter's figure: 32.
+ */
+export function attentionSubgroupWorkgroup(gpu: Gpu): number {
+  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
+  const max = info?.subgroupMaxSize;
+  return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
+}
+
+const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
+
+/**
+ * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
+ * (⌊log₂⌋ of T, of hd and of B·H; gpu/autotune-families.ts), else 'workgroup'.
+ */
+export function defaultAttentionVariant(gpu: Gpu, B: number, T: number, H: number, hd: number): AttentionVariant {
+  return chosenVariant(gpu, 'attention', `t${log2(T)}.d${log2(hd)}.bh${log2(B * H)}`, { B, T, H, hd }, 'workgroup', attentionVariants(gpu));
+}
 
 function params(B: number, T: number, H: number, hd: number): Param[] {
   if (!(T >= 1 && B >= 1 && H >= 1 && hd >= 1)) throw new GpuError(`attention: bad shape B=${B} T=${T} H=${H} hd=${hd}.`, 'limits');
@@ -22,17 +67,59 @@ function params(B: number, T: number, H: number, hd: number): Param[] {
   return [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
 }
 
-/** Workgroups of the column kernels: one thread per (block of BLOCK rows, channel) of each (b, h). */
-const columnGroups = (B: number, T: number, H: number, hd: number): [number, number, number] => [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B];
+/** The four kernels of a variant and their workgroup grids. */
+interface Kernels {
+  scores: KernelSpec;
+  weightedSum: KernelSpec;
+  backwardScores: KernelSpec;
+  backwardQkv: KernelSpec;
+  rowGroups: [number, number, number];
+  sumGroups: [number, number, number];
+  qkvGroups: [number, number, number];
+}
+
+function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: number, hd: number): Kernels {
+  if (variant === 'workgroup') {
+    const k = (entry: string): KernelSpec => ({ shader: 'attention', entry });
+    // Column kernels: one thread per (block of BLOCK rows, channel) of each (b, h).
+    const columns: [number, number, number] = [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B];
+    return {
+      scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
+      backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
+      rowGroups: [ceilDiv(T, ROWS), H, B], sumGroups: columns, qkvGroups: columns,
+    };
+  }
+  if (variant !== 'subgroup') throw new GpuError(`Unknown attention variant '${String(variant)}'; use 'workgroup' or 'subgroup'.`, 'validation');
+  if (!gpu.hasSubgroups) {
+    throw new GpuError(
+      `The attention variant 'subgroup' needs the WebGPU feature 'subgroups', which this device (${gpu.adapter.description}) ` +
+        `does not have; use 'workgroup' (attentionVariants(gpu) lists the variants a device can run).`,
+      'limits',
+    );
+  }
+  const sg = attentionSubgroupWorkgroup(gpu);
+  // Register blocking: up to 4 keys (channels) per lane per step, no more than a row (head) needs.
+  const constants = { SG_WG: sg, KEYS: Math.min(4, ceilDiv(T, sg)), CH: Math.min(4, ceilDiv(hd, sg)) };
+  const k = (entry: string): KernelSpec => ({ shader: 'attention_subgroups', entry, constants });
+  return {
+    scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
+    backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
+    rowGroups: [ceilDiv(T, SG_ROWS), H, B], sumGroups: [ceilDiv(T, SG_ROWS), H, B], qkvGroups: [ceilDiv(T, SG_CROWS), H, B],
+  };
+}
 
 /**
  * out[B,T,D] = softmax(q·kᵀ·hd^-0.5)·v per head (assigned); probs[B,H,T,T] = the softmax
  * (assigned), saved for the backward.
  */
-export function attentionForward(rec: Recorder, out: Tensor, probs: Tensor, qkv: Tensor, B: number, T: number, H: number, hd: number): void {
+export function attentionForward(
+  rec: Recorder, out: Tensor, probs: Tensor, qkv: Tensor, B: number, T: number, H: number, hd: number,
+  variant: AttentionVariant = defaultAttentionVariant(rec.gpu, B, T, H, hd),
+): void {
+  const k = kernels(rec.gpu, variant, B, T, H, hd);
   const p = params(B, T, H, hd);
-  rec.dispatch({ shader: 'attention', entry: 'attention_scores' }, [probs, qkv], p, [ceilDiv(T, ROWS), H, B]);
-  rec.dispatch({ shader: 'attention', entry: 'attention_weighted_sum' }, [out, probs, qkv], p, columnGroups(B, T, H, hd));
+  rec.dispatch(k.scores, [probs, qkv], p, k.rowGroups);
+  rec.dispatch(k.weightedSum, [out, probs, qkv], p, k.sumGroups);
 }
 
 /**
@@ -42,10 +129,12 @@ export function attentionForward(rec: Recorder, out: Tensor, probs: Tensor, qkv:
 export function attentionBackward(
   rec: Recorder, dqkv: Tensor, dout: Tensor, qkv: Tensor, probs: Tensor,
   B: number, T: number, H: number, hd: number,
+  variant: AttentionVariant = defaultAttentionVariant(rec.gpu, B, T, H, hd),
 ): void {
+  const k = kernels(rec.gpu, variant, B, T, H, hd);
   const p = params(B, T, H, hd);
   // dS [B,H,T,T] between the two dispatches: a per-device scratch, grown when too small, never per call.
   const dscores = scratch(rec.gpu.device, 'attention-dscores', B * H * T * T);
-  rec.dispatch({ shader: 'attention', entry: 'attention_backward_scores' }, [dscores, dout, qkv, probs], p, [ceilDiv(T, ROWS), H, B]);
-  rec.dispatch({ shader: 'attention', entry: 'attention_backward_qkv' }, [dqkv, dscores, probs, qkv, dout], p, columnGroups(B, T, H, hd));
+  rec.dispatch(k.backwardScores, [dscores, dout, qkv, probs], p, k.rowGroups);
+  rec.dispatch(k.backwardQkv, [dqkv, dscores, probs, qkv, dout], p, k.qkvGroups);
 }

@@ -1,0 +1,453 @@
+// Multi-head self-attention for SIMD-style devices with subgroups: the 'subgroup' variant of
+// shaders/attention.wgsl, for devices with the WebGPU feature 'subgroups'. Same maths, shapes,
+// Params, bindings and outputs as there (see its header):
+//
+//   B batch, T tokens, H heads, hd head width, D = H·hd.
+//   qkv [B,T,3D] (q | k | v, head h = channels h·hd..), probs [B,H,T,T] = softmax_j(q_i·k_j·scale),
+//   out [B,T,D] = Σ_j P_ij v_j, dscores [B,H,T,T] = P ⊙ (dP − rowsum(dP ⊙ P)), dP = dout·vᵀ.
+//   Binding 0 = Params {B, T, H, hd, scale}; storage, outputs first:
+//   attention_scores          1 probs (=)    2 qkv
+//   attention_weighted_sum    1 out (=)      2 probs    3 qkv
+//   attention_backward_scores 1 dscores (=)  2 dout     3 qkv    4 probs
+//   attention_backward_qkv    1 dqkv (=)     2 dscores  3 probs  4 qkv   5 dout
+// The forward saves probs for the backward; every output is assigned (=), none accumulated.
+//
+// Why: CPU adapters (lavapipe, SwiftShader) run a subgroup as one SIMD vector, pay dearly for
+// barriers, and inside a loop load every value lane by lane (a gather), even one that all lanes
+// share. So here: no barrier and no workgroup memory (row max and sums are subgroupMax /
+// subgroupAdd); register blocks (KEYS keys or CH channels by ROWS rows per lane), so that each
+// load feeds several products; and the operand every lane shares is loaded SG_WG elements at a
+// time, one per lane, and handed round with subgroupShuffle (one load instead of SG_WG).
+//
+// Geometry: SG_WG invocations per workgroup, set by the wrapper to the adapter's subgroup size,
+// so that the workgroup is usually exactly one subgroup ("fast": then lanes are the subgroup ids
+// 0..SG_WG−1 and values may be shuffled). WebGPU does not promise that mapping, so:
+//   row kernels (scores, backward_scores): a workgroup per (block of ROWS query rows, h, b); the
+//     subgroup holding invocation 0 takes keys j0 + c·n + rank (c < KEYS, n its invocations,
+//     rank = subgroupExclusiveAdd(1): dense 0..n−1 whatever the mapping); any other subgroup of
+//     the workgroup loops over nothing. Not fast: the shared operand is loaded by each lane.
+//   column kernels (weighted_sum, backward_qkv): a workgroup per (block of ROWS / CROWS rows, h,
+//     b); lane l takes channels d0 + c·SG_WG + l (l = subgroup id when fast, else
+//     local_invocation_index) and sums over the tokens in order, in either path: the same
+//     products in the same order as the workgroup variant's column kernels.
+// Determinism: each output element is written by one invocation; for a given pipeline and device
+// the subgroup mapping and the order of subgroupMax/subgroupAdd are fixed, so the same inputs
+// give the same bits (close to, not equal to, the workgroup variant's probs and dscores).
+//
+// Softmax: one pass writes the raw scores and keeps, per lane and row, a running max and a sum
+// of exp(s − max) rescaled when the max grows (online softmax); the lanes' sums are brought to
+// the row max and added; a second pass writes exp(s − max) / sum. Every exponent is ≤ 0.
+enable subgroups;
+// Subgroup operations inside loops whose bounds WGSL cannot prove uniform (they come from
+// subgroupAdd / subgroupAny, which are uniform over the subgroup): see "Geometry".
+diagnostic(off, subgroup_uniformity);
+
+const ROWS = 8u;     // query rows per workgroup in scores, backward_scores and weighted_sum
+const CROWS = 4u;    // rows per workgroup in backward_qkv (three accumulators per row and channel)
+const MAX_KEYS = 4u; // bound of KEYS
+const MAX_CH = 4u;   // bound of CH
+const NEG_BIG = -3.402823e38;
+
+// Invocations per workgroup; at most 256.
+override SG_WG: u32 = 32u;
+// Register blocking: keys per lane per step in the row kernels (1..MAX_KEYS), channels per lane
+// per step in the column kernels (1..MAX_CH).
+override KEYS: u32 = 1u;
+override CH: u32 = 1u;
+
+struct Params { B: u32, T: u32, H: u32, hd: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// attention_scores
+@group(0) @binding(1) var<storage, read_write> s_probs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> s_qkv: array<f32>;
+
+// attention_weighted_sum
+@group(0) @binding(1) var<storage, read_write> w_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w_probs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> w_qkv: array<f32>;
+
+// attention_backward_scores
+@group(0) @binding(1) var<storage, read_write> bs_dscores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bs_dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bs_qkv: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bs_probs: array<f32>;
+
+// attention_backward_qkv
+@group(0) @binding(1) var<storage, read_write> bq_dqkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bq_dscores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bq_probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bq_qkv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bq_dout: array<f32>;
+
+/** Element (b, t, part·D + h·hd + d) of qkv; part 0 = q, 1 = k, 2 = v. */
+fn qkv_at(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
+  let D = p.H * p.hd;
+  return (b * p.T + t) * 3u * D + part * D + h * p.hd + d;
+}
+
+/** Element (b, t, h·hd + d) of a [B, T, D] tensor (out, dout). */
+fn btd_at(b: u32, t: u32, h: u32, d: u32) -> u32 {
+  return (b * p.T + t) * p.H * p.hd + h * p.hd + d;
+}
+
+/** Element (b, h, i, j) of a [B, H, T, T] tensor (probs, dscores). */
+fn bhtt_at(b: u32, h: u32, i: u32, j: u32) -> u32 {
+  return ((b * p.H + h) * p.T + i) * p.T + j;
+}
+
+// How the invocations of a workgroup share the work (Geometry). Call from uniform control flow.
+struct Lanes {
+  lane: u32,  // rank in the subgroup (dense 0..n−1); = subgroup_invocation_id when fast
+  n: u32,     // invocations in the subgroup
+  works: bool, // the subgroup holds invocation 0
+  fast: bool,  // the subgroup is the whole workgroup, ids 0..SG_WG−1: values can be shuffled
+}
+
+fn lanes(lid: u32, sid: u32) -> Lanes {
+  let n = subgroupAdd(1u);
+  return Lanes(subgroupExclusiveAdd(1u), n, subgroupAny(lid == 0u), n == SG_WG && subgroupAll(sid < SG_WG));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row kernels: the ROWS × KEYS block of dot products of one lane, rows a = ab[r] + d (the same
+// for every lane) against the lane's keys bb[c] + d, summed over d in order. Two copies of each
+// (scores: q·kᵀ from qkv; backward: dout·vᵀ), because WGSL cannot pass a storage array.
+
+fn dots_scores(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, ROWS * MAX_KEYS> {
+  let hd = p.hd;
+  var acc = array<f32, ROWS * MAX_KEYS>();
+  if (fast) {
+    // The row values SG_WG channels at a time, one per lane, handed round with subgroupShuffle:
+    // one load for SG_WG products instead of one each. Channels past hd are 0.
+    for (var d0 = 0u; d0 < hd; d0 += SG_WG) {
+      var ac = array<f32, ROWS>();
+      for (var r = 0u; r < ROWS; r++) { ac[r] = select(0.0, s_qkv[ab[r] + min(d0 + lane, hd - 1u)], d0 + lane < hd); }
+      for (var k = 0u; k < SG_WG; k++) {
+        let d = min(d0 + k, hd - 1u);
+        var kv = array<f32, MAX_KEYS>();
+        for (var c = 0u; c < KEYS; c++) { kv[c] = s_qkv[bb[c] + d]; }
+        for (var r = 0u; r < ROWS; r++) {
+          let a = subgroupShuffle(ac[r], k);
+          for (var c = 0u; c < KEYS; c++) { acc[r * MAX_KEYS + c] += a * kv[c]; }
+        }
+      }
+    }
+  } else {
+    for (var d = 0u; d < hd; d++) {
+      var kv = array<f32, MAX_KEYS>();
+      for (var c = 0u; c < KEYS; c++) { kv[c] = s_qkv[bb[c] + d]; }
+      for (var r = 0u; r < ROWS; r++) {
+        let a = s_qkv[ab[r] + d];
+        for (var c = 0u; c < KEYS; c++) { acc[r * MAX_KEYS + c] += a * kv[c]; }
+      }
+    }
+  }
+  return acc;
+}
+
+fn dots_backward(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, ROWS * MAX_KEYS> {
+  let hd = p.hd;
+  var acc = array<f32, ROWS * MAX_KEYS>();
+  if (fast) {
+    for (var d0 = 0u; d0 < hd; d0 += SG_WG) {
+      var ac = array<f32, ROWS>();
+      for (var r = 0u; r < ROWS; r++) { ac[r] = select(0.0, bs_dout[ab[r] + min(d0 + lane, hd - 1u)], d0 + lane < hd); }
+      for (var k = 0u; k < SG_WG; k++) {
+        let d = min(d0 + k, hd - 1u);
+        var kv = array<f32, MAX_KEYS>();
+        for (var c = 0u; c < KEYS; c++) { kv[c] = bs_qkv[bb[c] + d]; }
+        for (var r = 0u; r < ROWS; r++) {
+          let a = subgroupShuffle(ac[r], k);
+          for (var c = 0u; c < KEYS; c++) { acc[r * MAX_KEYS + c] += a * kv[c]; }
+        }
+      }
+    }
+  } else {
+    for (var d = 0u; d < hd; d++) {
+      var kv = array<f32, MAX_KEYS>();
+      for (var c = 0u; c < KEYS; c++) { kv[c] = bs_qkv[bb[c] + d]; }
+      for (var r = 0u; r < ROWS; r++) {
+        let a = bs_dout[ab[r] + d];
+        for (var c = 0u; c < KEYS; c++) { acc[r * MAX_KEYS + c] += a * kv[c]; }
+      }
+    }
+  }
+  return acc;
+}
+
+@compute @workgroup_size(SG_WG)
+fn attention_scores(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let i0 = wid.x * ROWS;
+  let h = wid.y;
+  let b = wid.z;
+  let T = p.T;
+  let w = lanes(lid, sid);
+  let end = select(0u, T, w.works);
+  // Query rows past T read row T−1; never written.
+  var qb = array<u32, ROWS>();
+  for (var r = 0u; r < ROWS; r++) { qb[r] = qkv_at(b, min(i0 + r, T - 1u), 0u, h, 0u); }
+
+  // Pass 1: raw scores into probs, and each lane's running max and sum of exp(s − max) over its
+  // keys (a step's block max first, then one rescale). A step takes KEYS·n keys: lane l has keys
+  // j0 + c·n + l.
+  var mx = array<f32, ROWS>();
+  var sum = array<f32, ROWS>();
+  for (var r = 0u; r < ROWS; r++) { mx[r] = NEG_BIG; }
+  for (var j0 = 0u; j0 < end; j0 += KEYS * w.n) {
+    var kb = array<u32, MAX_KEYS>();
+    for (var c = 0u; c < KEYS; c++) { kb[c] = qkv_at(b, min(j0 + c * w.n + w.lane, T - 1u), 1u, h, 0u); }
+    var acc = dots_scores(qb, kb, w.lane, w.fast);
+    for (var r = 0u; r < ROWS; r++) {
+      var m = mx[r];
+      for (var c = 0u; c < KEYS; c++) {
+        acc[r * MAX_KEYS + c] *= p.scale;
+        if (j0 + c * w.n + w.lane < T) { m = max(m, acc[r * MAX_KEYS + c]); }
+      }
+      var e = sum[r] * exp(mx[r] - m);
+      for (var c = 0u; c < KEYS; c++) {
+        let j = j0 + c * w.n + w.lane;
+        if (j < T) {
+          e += exp(acc[r * MAX_KEYS + c] - m);
+          if (i0 + r < T) { s_probs[bhtt_at(b, h, i0 + r, j)] = acc[r * MAX_KEYS + c]; }
+        }
+      }
+      sum[r] = e;
+      mx[r] = m;
+    }
+  }
+  // The row's max and sum: every lane's sum brought to the row max, then added. (A lane with no
+  // key has sum 0 and max NEG_BIG: it adds 0.)
+  var inv = array<f32, ROWS>();
+  for (var r = 0u; r < ROWS; r++) {
+    let m = subgroupMax(mx[r]);
+    inv[r] = 1.0 / subgroupAdd(sum[r] * exp(mx[r] - m));
+    mx[r] = m;
+  }
+
+  // Pass 2: P = exp(s − max) / sum (stable: every exponent ≤ 0; the row's own max term is 1, so
+  // every sum is ≥ 1).
+  for (var j0 = 0u; j0 < end; j0 += w.n) {
+    let j = j0 + w.lane;
+    if (j < T) {
+      for (var r = 0u; r < ROWS; r++) {
+        if (i0 + r < T) {
+          let at = bhtt_at(b, h, i0 + r, j);
+          s_probs[at] = exp(s_probs[at] - mx[r]) * inv[r];
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(SG_WG)
+fn attention_backward_scores(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let i0 = wid.x * ROWS;
+  let h = wid.y;
+  let b = wid.z;
+  let T = p.T;
+  let w = lanes(lid, sid);
+  let end = select(0u, T, w.works);
+  var gb = array<u32, ROWS>();
+  for (var r = 0u; r < ROWS; r++) { gb[r] = btd_at(b, min(i0 + r, T - 1u), h, 0u); }
+
+  // Pass 1: dP = dout·vᵀ into dscores, and each lane's partial of rowsum(dP ⊙ P), keys as in
+  // attention_scores.
+  var rowdot = array<f32, ROWS>();
+  for (var j0 = 0u; j0 < end; j0 += KEYS * w.n) {
+    var vb = array<u32, MAX_KEYS>();
+    for (var c = 0u; c < KEYS; c++) { vb[c] = qkv_at(b, min(j0 + c * w.n + w.lane, T - 1u), 2u, h, 0u); }
+    let acc = dots_backward(gb, vb, w.lane, w.fast);
+    for (var c = 0u; c < KEYS; c++) {
+      let j = j0 + c * w.n + w.lane;
+      if (j < T) {
+        for (var r = 0u; r < ROWS; r++) {
+          if (i0 + r < T) {
+            let at = bhtt_at(b, h, i0 + r, j);
+            let dp = acc[r * MAX_KEYS + c];
+            bs_dscores[at] = dp;
+            rowdot[r] += dp * bs_probs[at];
+          }
+        }
+      }
+    }
+  }
+  for (var r = 0u; r < ROWS; r++) { rowdot[r] = subgroupAdd(rowdot[r]); }
+
+  // Pass 2: dS = P ⊙ (dP − rowsum).
+  for (var j0 = 0u; j0 < end; j0 += w.n) {
+    let j = j0 + w.lane;
+    if (j < T) {
+      for (var r = 0u; r < ROWS; r++) {
+        if (i0 + r < T) {
+          let at = bhtt_at(b, h, i0 + r, j);
+          bs_dscores[at] = bs_probs[at] * (bs_dscores[at] - rowdot[r]);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column kernels. A step takes CH·SG_WG channels: lane l has channels d0 + c·SG_WG + l (l = the
+// subgroup id when fast, else local_invocation_index: any mapping covers every channel once).
+// Sums run over the tokens in order, in both paths.
+
+@compute @workgroup_size(SG_WG)
+fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let i0 = wid.x * ROWS;
+  let h = wid.y;
+  let b = wid.z;
+  let T = p.T;
+  let hd = p.hd;
+  let w = lanes(lid, sid);
+  let l = select(lid, sid, w.fast);
+  let vstride = 3u * p.H * hd; // from token j to j + 1 in qkv
+  var pb = array<u32, ROWS>();
+  for (var r = 0u; r < ROWS; r++) { pb[r] = bhtt_at(b, h, min(i0 + r, T - 1u), 0u); }
+  for (var d0 = 0u; d0 < hd; d0 += CH * SG_WG) {
+    var vb = array<u32, MAX_CH>();
+    for (var c = 0u; c < CH; c++) { vb[c] = qkv_at(b, 0u, 2u, h, min(d0 + c * SG_WG + l, hd - 1u)); }
+    var acc = array<f32, ROWS * MAX_CH>();
+    if (w.fast) {
+      // The probabilities SG_WG tokens at a time, one per lane, handed round (as dots_scores).
+      for (var j0 = 0u; j0 < T; j0 += SG_WG) {
+        var pc = array<f32, ROWS>();
+        for (var r = 0u; r < ROWS; r++) { pc[r] = w_probs[pb[r] + min(j0 + l, T - 1u)]; }
+        for (var k = 0u; k < SG_WG; k++) {
+          if (j0 + k < T) {
+            var v = array<f32, MAX_CH>();
+            for (var c = 0u; c < CH; c++) { v[c] = w_qkv[vb[c] + (j0 + k) * vstride]; }
+            for (var r = 0u; r < ROWS; r++) {
+              let pr = subgroupShuffle(pc[r], k);
+              for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += pr * v[c]; }
+            }
+          }
+        }
+      }
+    } else {
+      for (var j = 0u; j < T; j++) {
+        var v = array<f32, MAX_CH>();
+        for (var c = 0u; c < CH; c++) { v[c] = w_qkv[vb[c] + j * vstride]; }
+        for (var r = 0u; r < ROWS; r++) {
+          let pr = w_probs[pb[r] + j];
+          for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += pr * v[c]; }
+        }
+      }
+    }
+    for (var c = 0u; c < CH; c++) {
+      let d = d0 + c * SG_WG + l;
+      if (d < hd) {
+        for (var r = 0u; r < ROWS; r++) {
+          if (i0 + r < T) { w_out[btd_at(b, i0 + r, h, d)] = acc[r * MAX_CH + c]; }
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(SG_WG)
+fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let i0 = wid.x * CROWS;
+  let h = wid.y;
+  let b = wid.z;
+  let T = p.T;
+  let hd = p.hd;
+  let w = lanes(lid, sid);
+  let l = select(lid, sid, w.fast);
+  // Rows past T use row T−1 (never written). Row i's entries of dS and P: row base ib (dq) and
+  // column ic (dk, dv: element (m, i) = ic + m·T).
+  var ib = array<u32, CROWS>();
+  var ic = array<u32, CROWS>();
+  for (var r = 0u; r < CROWS; r++) {
+    let i = min(i0 + r, T - 1u);
+    ib[r] = bhtt_at(b, h, i, 0u);
+    ic[r] = bhtt_at(b, h, 0u, i);
+  }
+  let tstride = 3u * p.H * hd;
+  let gstride = p.H * hd;
+  for (var d0 = 0u; d0 < hd; d0 += CH * SG_WG) {
+    var qb = array<u32, MAX_CH>();
+    var gb = array<u32, MAX_CH>();
+    for (var c = 0u; c < CH; c++) {
+      let dc = min(d0 + c * SG_WG + l, hd - 1u);
+      qb[c] = qkv_at(b, 0u, 0u, h, dc);
+      gb[c] = btd_at(b, 0u, h, dc);
+    }
+    var dq = array<f32, CROWS * MAX_CH>();
+    var dk = array<f32, CROWS * MAX_CH>();
+    var dv = array<f32, CROWS * MAX_CH>();
+    if (w.fast) {
+      // dS and P SG_WG tokens at a time, one per lane, handed round (as dots_scores).
+      for (var m0 = 0u; m0 < T; m0 += SG_WG) {
+        let ml = min(m0 + l, T - 1u);
+        var s_im = array<f32, CROWS>();
+        var s_mi = array<f32, CROWS>();
+        var p_mi = array<f32, CROWS>();
+        for (var r = 0u; r < CROWS; r++) {
+          s_im[r] = bq_dscores[ib[r] + ml];
+          s_mi[r] = bq_dscores[ic[r] + ml * T];
+          p_mi[r] = bq_probs[ic[r] + ml * T];
+        }
+        for (var k = 0u; k < SG_WG; k++) {
+          let m = m0 + k;
+          if (m < T) {
+            var qm = array<f32, MAX_CH>();
+            var km = array<f32, MAX_CH>();
+            var gm = array<f32, MAX_CH>();
+            for (var c = 0u; c < CH; c++) {
+              qm[c] = bq_qkv[qb[c] + m * tstride];
+              km[c] = bq_qkv[qb[c] + m * tstride + gstride];
+              gm[c] = bq_dout[gb[c] + m * gstride];
+            }
+            for (var r = 0u; r < CROWS; r++) {
+              let a = subgroupShuffle(s_im[r], k);
+              let t = subgroupShuffle(s_mi[r], k);
+              let u = subgroupShuffle(p_mi[r], k);
+              for (var c = 0u; c < CH; c++) {
+                dq[r * MAX_CH + c] += a * km[c];
+                dk[r * MAX_CH + c] += t * qm[c];
+                dv[r * MAX_CH + c] += u * gm[c];
+              }
+            }
+          }
+        }
+      }
+    } else {
+      for (var m = 0u; m < T; m++) {
+        var qm = array<f32, MAX_CH>();
+        var km = array<f32, MAX_CH>();
+        var gm = array<f32, MAX_CH>();
+        for (var c = 0u; c < CH; c++) {
+          qm[c] = bq_qkv[qb[c] + m * tstride];
+          km[c] = bq_qkv[qb[c] + m * tstride + gstride];
+          gm[c] = bq_dout[gb[c] + m * gstride];
+        }
+        for (var r = 0u; r < CROWS; r++) {
+          let a = bq_dscores[ib[r] + m];
+          let t = bq_dscores[ic[r] + m * T];
+          let u = bq_probs[ic[r] + m * T];
+          for (var c = 0u; c < CH; c++) {
+            dq[r * MAX_CH + c] += a * km[c];
+            dk[r * MAX_CH + c] += t * qm[c];
+            dv[r * MAX_CH + c] += u * gm[c];
+          }
+        }
+      }
+    }
+    for (var c = 0u; c < CH; c++) {
+      let d = d0 + c * SG_WG + l;
+      if (d < hd) {
+        for (var r = 0u; r < CROWS; r++) {
+          let i = i0 + r;
+          if (i < T) {
+            bq_dqkv[qkv_at(b, i, 0u, h, d)] = dq[r * MAX_CH + c] * p.scale;
+            bq_dqkv[qkv_at(b, i, 1u, h, d)] = dk[r * MAX_CH + c] * p.scale;
+            bq_dqkv[qkv_at(b, i, 2u, h, d)] = dv[r * MAX_CH + c];
+          }
+        }
+      }
+    }
+  }
+}
