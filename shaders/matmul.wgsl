@@ -1,30 +1,49 @@
-// Matrix multiply with fused bias, in the three layouts a Linear layer's forward and backward need.
+// Matrix multiply with a fused epilogue, in the three layouts a Linear layer's forward and backward need.
 //
-//   C[M,N] (=|+=) op(A) · op(B) (+ bias[N])
+//   C[M,N] (=|+=) epilogue(op(A) · op(B) (+ bias[N]))
 //   A is [M,K] row-major, or [K,M] when TRANS_A (so op(A) = Aᵀ: dW = dYᵀ·X)
 //   B is [K,N] row-major, or [N,K] when TRANS_B (so op(B) = Bᵀ: Y = X·Wᵀ with W (out,in))
 //
-// Bindings: 0 params {M,N,K}, 1 c (out), 2 a, 3 b, 4 bias (bound even when unused).
+// Bindings: 0 params {M,N,K}, 1 c (out), 2 a, 3 b, 4 bias, 5 aux [M,N] (4 and 5 bound even when unused).
 // ACCUMULATE: c += result (parameter gradients); otherwise c = result (activations).
+// EPILOGUE, on x = op(A)·op(B) (+ bias), element-wise, in the same pass (no second trip over C):
+//   0 none       c = x
+//   1 residual   c = x + aux                      (aux read: the block's shortcut, x1 = proj(attn) + x)
+//   2 gelu       aux = x, c = gelu(x)             (aux written: the pre-activation h, saved for the backward)
+//   3 gelu_grad  c = x · gelu'(aux)               (aux read: h; dh = (dY·W_fc2) ⊙ gelu'(h))
+// An epilogue is never combined with ACCUMULATE (the wrapper refuses it). aux is an output only for gelu.
 //
 // Three variants of the same product; all are verified, the fastest is chosen per adapter:
 //   matmul_tiled   — 64×64 output tile per workgroup, 16-deep K slices staged in workgroup
 //                    memory, 4×4 register block per thread (what wins on real GPUs);
 //   matmul_blocked — the same 4×4 register block per thread read straight from storage, no
 //                    barriers (for CPU-emulated adapters, where barriers are costly);
-//   matmul_vec4    — needs N % 4 == 0 and K % 4 == 0 (the wrapper falls back to blocked
-//                    otherwise). Each invocation owns 4 adjacent columns (one vec4) of 8 rows,
-//                    and the 8 rows are the workgroup's, so every load of A is uniform: on a
-//                    CPU adapter (lavapipe) it is one scalar load broadcast to all SIMD lanes,
-//                    and B comes in as one vec4 per lane instead of four scalar gathers.
-//                    It reads the same bindings through vec4 views (c4, a4, b4, bias4), which
-//                    alias bindings 1–4; an entry point uses one view of each binding only.
+//   matmul_vec4    — an outer product per k on K-major operands: A as Aᵀ [K, M'] (M' = M rounded
+//                    up to 4) and B as [K,N]. 'tn' binds them as they are; for 'nn' the wrapper
+//                    first writes Aᵀ with transpose_vec4 into a scratch, for 'nt' Aᵀ and Bᵀ (one
+//                    pass over M·K and N·K, small next to the product's M·N·K). Needs N % 4 == 0,
+//                    and K % 4 == 0 ('nn', 'nt': the transpose reads A and B in vec4s along K) or
+//                    M % 4 == 0 ('tn': Aᵀ is bound as given); the wrapper falls back to blocked
+//                    otherwise. Details by the entry point. It does not read TRANS_A/TRANS_B
+//                    (they still name the caller's layout in the pipeline key, which the tuner reads).
+//                    It reads the bindings through vec4 views (c4, a4, b4, bias4, aux4), which
+//                    alias bindings 1–5; an entry point uses one view of each binding only.
+// transpose_vec4: out[K, M'] = in[M, K]ᵀ, rows past M repeat row M−1 (matmul_vec4 never stores them).
 // bias_backward: dbias[N] (=|+=) Σ_m dy[m, n], one thread per column, rows in order (deterministic).
+// Every variant sums k = 0, 1, …, K−1 in order into one accumulator per element: fixed order, so
+// the same inputs give the same bits.
+
+// #import common/gelu
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override EPILOGUE: u32 = 0u;
+
+const EPILOGUE_RESIDUAL = 1u;
+const EPILOGUE_GELU = 2u;
+const EPILOGUE_GELU_GRAD = 3u;
 
 struct Params { M: u32, N: u32, K: u32, _pad: u32 }
 
@@ -33,6 +52,7 @@ struct Params { M: u32, N: u32, K: u32, _pad: u32 }
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> aux: array<f32>;
 
 fn load_a(m: u32, k: u32) -> f32 {
   if (m >= p.M || k >= p.K) { return 0.0; }
@@ -46,11 +66,23 @@ fn load_b(k: u32, n: u32) -> f32 {
   return b[k * p.N + n];
 }
 
+// x = the product (+ bias) of element i = m·N + n, through the epilogue.
+fn epilogue(x: f32, i: u32) -> f32 {
+  if (EPILOGUE == EPILOGUE_RESIDUAL) { return x + aux[i]; }
+  if (EPILOGUE == EPILOGUE_GELU) {
+    aux[i] = x;
+    return gelu(x);
+  }
+  if (EPILOGUE == EPILOGUE_GELU_GRAD) { return gelu_grad(aux[i]) * x; }
+  return x;
+}
+
 fn store_c(m: u32, n: u32, v: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let i = m * p.N + n;
   var x = v;
   if (HAS_BIAS) { x += bias[n]; }
+  x = epilogue(x, i);
   if (ACCUMULATE) { x += c[i]; }
   c[i] = x;
 }
@@ -75,7 +107,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
   let flat = lid.y * 16u + lid.x;
   let kk_load = flat / 16u;
   let v_load = (flat % 16u) * 4u;
-  var acc: array<vec4<f32>, 4>;
+  var acc = array<vec4<f32>, 4>();
   for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
     let k = k0 + kk_load;
     let m = m_tile + v_load;
@@ -101,7 +133,7 @@ fn matmul_blocked(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m = gid.y * 4u;
   let n = gid.x * 4u;
   if (m >= p.M || n >= p.N) { return; }
-  var acc: array<vec4<f32>, 4>;
+  var acc = array<vec4<f32>, 4>();
   for (var k = 0u; k < p.K; k++) {
     let bv = vec4(load_b(k, n), load_b(k, n + 1u), load_b(k, n + 2u), load_b(k, n + 3u));
     acc[0] += load_a(m, k) * bv;
@@ -112,7 +144,7 @@ fn matmul_blocked(@builtin(global_invocation_id) gid: vec3<u32>) {
   store_block(m, n, acc);
 }
 
-// Bindings reused: c = dbias [N], a = dy [M,N]. bias/b unused.
+// Bindings reused: c = dbias [N], a = dy [M,N]. bias/b/aux unused.
 @compute @workgroup_size(64)
 fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   let n = gid.x;
@@ -123,64 +155,133 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   c[n] = s;
 }
 
-// ---- matmul_vec4 ---------------------------------------------------------------------------
-// vec4 views of bindings 1–4 (same buffers; only matmul_vec4 uses them).
+// ---- matmul_vec4 and transpose_vec4 ---------------------------------------------------------
+// vec4 views of bindings 1–5 (same buffers; only these two entry points use them).
 @group(0) @binding(1) var<storage, read_write> c4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> bias4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> aux4: array<vec4<f32>>;
 
-// Invocations per workgroup, one vec4 of columns each: a workgroup covers 8 rows × 4·LANES columns.
-override LANES: u32 = 16u;
-const VEC4_ROWS = 8u;
+// Invocations per workgroup of matmul_vec4; each owns two column quads (8 columns) of the
+// workgroup's VEC4_ROWS rows, so a workgroup covers VEC4_ROWS rows × 8·LANES columns.
+override LANES: u32 = 8u;
+const VEC4_ROWS = 16u;
 
-// One element of A through the vec4 view; m < M, k < K (callers clamp).
-fn load_a4(m: u32, k: u32) -> f32 {
-  var i = m * p.K + k;
-  if (TRANS_A) { i = k * p.M + m; }
-  return a4[i / 4u][i % 4u];
+fn gelu4(x: vec4<f32>) -> vec4<f32> {
+  return vec4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
 }
 
-// Columns 4q..4q+3 of row m.
+fn gelu_grad4(x: vec4<f32>) -> vec4<f32> {
+  return vec4(gelu_grad(x.x), gelu_grad(x.y), gelu_grad(x.z), gelu_grad(x.w));
+}
+
+// Columns 4q..4q+3 of row m; the same steps as store_c, four columns at a time.
 fn store_c4(m: u32, q: u32, v: vec4<f32>) {
   if (m >= p.M || q >= p.N / 4u) { return; }
   let i = m * (p.N / 4u) + q;
   var x = v;
   if (HAS_BIAS) { x += bias4[q]; }
+  if (EPILOGUE == EPILOGUE_RESIDUAL) { x += aux4[i]; }
+  if (EPILOGUE == EPILOGUE_GELU) {
+    aux4[i] = x;
+    x = gelu4(x);
+  }
+  if (EPILOGUE == EPILOGUE_GELU_GRAD) { x = gelu_grad4(aux4[i]) * x; }
   if (ACCUMULATE) { x += c4[i]; }
   c4[i] = x;
 }
 
+// Row m's column quads q and q + 1.
+fn store_c4_pair(m: u32, q: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  store_c4(m, q, lo);
+  store_c4(m, q + 1u, hi);
+}
+
+// a4 = Aᵀ [K, M'] and b4 = B [K,N], both K-major, whatever the layout (the wrapper transposes).
+// Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation
+// (uniform: on a CPU adapter such as lavapipe, loads broadcast to all SIMD lanes) and each
+// invocation loads two vec4s of B: 6 loads for 128 multiply-adds. Measured on lavapipe, this
+// outer product beats reading A and B along K (the old 'nt' path, 12 loads per 128) even with
+// the transposes paid, and 16 rows × 8 columns beat the other blockings tried (8–24 rows, 4–16
+// columns per invocation; 4·LANES..16·LANES columns per workgroup).
 @compute @workgroup_size(LANES)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let m0 = wid.y * VEC4_ROWS;
+  let mq = (p.M + 3u) / 4u; // Aᵀ's row length in vec4s
   let nq = p.N / 4u;
-  let q = wid.x * LANES + li;
-  // Lanes past the last column quad and rows past M compute on clamped indices and store
-  // nothing: no early return, so control flow (and hence A's loads) stays uniform.
-  let qc = min(q, nq - 1u);
-  var acc: array<vec4<f32>, VEC4_ROWS>;
-  if (TRANS_B) {
-    // B is [N,K]: four consecutive k of each of the lane's four columns per step.
-    let kq = p.K / 4u;
-    for (var k4 = 0u; k4 < kq; k4++) {
-      let b0 = b4[(qc * 4u + 0u) * kq + k4];
-      let b1 = b4[(qc * 4u + 1u) * kq + k4];
-      let b2 = b4[(qc * 4u + 2u) * kq + k4];
-      let b3 = b4[(qc * 4u + 3u) * kq + k4];
-      for (var i = 0u; i < VEC4_ROWS; i++) {
-        let av = a4[min(m0 + i, p.M - 1u) * kq + k4];
-        acc[i] += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
-      }
-    }
-  } else {
-    // B is [K,N]: row k's columns 4q..4q+3 are one vec4.
-    for (var k = 0u; k < p.K; k++) {
-      let bv = b4[k * nq + qc];
-      for (var i = 0u; i < VEC4_ROWS; i++) {
-        acc[i] += load_a4(min(m0 + i, p.M - 1u), k) * bv;
-      }
-    }
+  let m0 = wid.y * VEC4_ROWS;
+  // Row quads past M' and column quads past N are loaded clamped and never stored: no early
+  // return, so control flow (and hence the loads of Aᵀ) stays uniform.
+  let r0 = wid.y * 4u;
+  let r1 = min(r0 + 1u, mq - 1u);
+  let r2 = min(r0 + 2u, mq - 1u);
+  let r3 = min(r0 + 3u, mq - 1u);
+  let q = (wid.x * LANES + li) * 2u;
+  let q0 = min(q, nq - 1u);
+  let q1 = min(q + 1u, nq - 1u);
+  // acc[2i + j]: row m0 + i, column quad q + j.
+  var acc = array<vec4<f32>, 32>();
+  for (var k = 0u; k < p.K; k++) {
+    let ka = k * mq;
+    let a0 = a4[ka + r0];
+    let a1 = a4[ka + r1];
+    let a2 = a4[ka + r2];
+    let a3 = a4[ka + r3];
+    let kb = k * nq;
+    let b0 = b4[kb + q0];
+    let b1 = b4[kb + q1];
+    // Written out (not a loop over rows): the accumulators stay in registers on CPU adapters.
+    acc[0] += a0.x * b0;  acc[1] += a0.x * b1;
+    acc[2] += a0.y * b0;  acc[3] += a0.y * b1;
+    acc[4] += a0.z * b0;  acc[5] += a0.z * b1;
+    acc[6] += a0.w * b0;  acc[7] += a0.w * b1;
+    acc[8] += a1.x * b0;  acc[9] += a1.x * b1;
+    acc[10] += a1.y * b0; acc[11] += a1.y * b1;
+    acc[12] += a1.z * b0; acc[13] += a1.z * b1;
+    acc[14] += a1.w * b0; acc[15] += a1.w * b1;
+    acc[16] += a2.x * b0; acc[17] += a2.x * b1;
+    acc[18] += a2.y * b0; acc[19] += a2.y * b1;
+    acc[20] += a2.z * b0; acc[21] += a2.z * b1;
+    acc[22] += a2.w * b0; acc[23] += a2.w * b1;
+    acc[24] += a3.x * b0; acc[25] += a3.x * b1;
+    acc[26] += a3.y * b0; acc[27] += a3.y * b1;
+    acc[28] += a3.z * b0; acc[29] += a3.z * b1;
+    acc[30] += a3.w * b0; acc[31] += a3.w * b1;
   }
-  for (var i = 0u; i < VEC4_ROWS; i++) { store_c4(m0 + i, q, acc[i]); }
+  store_c4_pair(m0 + 0u, q, acc[0], acc[1]);
+  store_c4_pair(m0 + 1u, q, acc[2], acc[3]);
+  store_c4_pair(m0 + 2u, q, acc[4], acc[5]);
+  store_c4_pair(m0 + 3u, q, acc[6], acc[7]);
+  store_c4_pair(m0 + 4u, q, acc[8], acc[9]);
+  store_c4_pair(m0 + 5u, q, acc[10], acc[11]);
+  store_c4_pair(m0 + 6u, q, acc[12], acc[13]);
+  store_c4_pair(m0 + 7u, q, acc[14], acc[15]);
+  store_c4_pair(m0 + 8u, q, acc[16], acc[17]);
+  store_c4_pair(m0 + 9u, q, acc[18], acc[19]);
+  store_c4_pair(m0 + 10u, q, acc[20], acc[21]);
+  store_c4_pair(m0 + 11u, q, acc[22], acc[23]);
+  store_c4_pair(m0 + 12u, q, acc[24], acc[25]);
+  store_c4_pair(m0 + 13u, q, acc[26], acc[27]);
+  store_c4_pair(m0 + 14u, q, acc[28], acc[29]);
+  store_c4_pair(m0 + 15u, q, acc[30], acc[31]);
+}
+
+// Bindings reused: c4 = out [K, M'] (M' = M rounded up to 4), a4 = in [M,K], K % 4 == 0.
+// One 4×4 block per invocation: four row quads in, four column quads out; x walks the input's
+// column quads, y its row quads (a 2-D grid: no integer division, which CPU adapters do per lane).
+@compute @workgroup_size(8, 8)
+fn transpose_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let kq = p.K / 4u;
+  let mq = (p.M + 3u) / 4u;
+  let bk = gid.x;
+  let bm = gid.y;
+  if (bk >= kq || bm >= mq) { return; }
+  let x0 = a4[min(bm * 4u + 0u, p.M - 1u) * kq + bk];
+  let x1 = a4[min(bm * 4u + 1u, p.M - 1u) * kq + bk];
+  let x2 = a4[min(bm * 4u + 2u, p.M - 1u) * kq + bk];
+  let x3 = a4[min(bm * 4u + 3u, p.M - 1u) * kq + bk];
+  c4[(bk * 4u + 0u) * mq + bm] = vec4(x0.x, x1.x, x2.x, x3.x);
+  c4[(bk * 4u + 1u) * mq + bm] = vec4(x0.y, x1.y, x2.y, x3.y);
+  c4[(bk * 4u + 2u) * mq + bm] = vec4(x0.z, x1.z, x2.z, x3.z);
+  c4[(bk * 4u + 3u) * mq + bm] = vec4(x0.w, x1.w, x2.w, x3.w);
 }

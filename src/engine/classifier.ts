@@ -490,7 +490,7 @@ export class Classifier {
 
   private workspace(): Workspace {
     const t = (k: string) => this.dact(k);
-    return { dres: t('dres'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh'), da: t('da') };
+    return { dres: t('dres'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh') };
   }
 
   /** The backward of the mean cross-entropy (with distill: of the KD loss); parameter gradients += (zero them first). */

@@ -18,11 +18,11 @@ import type { Gpu } from '../gpu/device';
 import type { Recorder, Tensor } from '../gpu/kernels';
 import { adamwStep, clipCoefficient, decayRanges, globalGradNorm, type AdamwOptions } from '../gpu/ops/adamw';
 import { attentionBackward, attentionForward } from '../gpu/ops/attention';
-import { addInPlace, biasGeluBackward, biasGeluForward, fill } from '../gpu/ops/elementwise';
+import { fill } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
-import { biasBackward, linearBackward, linearForward } from '../gpu/ops/matmul';
+import { linearBackward, linearForward } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
 import type { ParamMap } from './init';
@@ -43,8 +43,8 @@ export interface BlockActs {
   attn: Tensor; // [R, W] before proj
   x1: Tensor; // [R, W] after the attention residual
   ln2: Tensor; mean2: Tensor; rstd2: Tensor;
-  h: Tensor; // [R, 4W] fc1 without its bias (fused into the GELU)
-  a: Tensor; // [R, 4W] gelu(h + fc1.bias)
+  h: Tensor; // [R, 4W] fc1's output, bias included (the GELU's input, saved for its backward)
+  a: Tensor; // [R, 4W] gelu(h), written by the same pass
 }
 
 const BLOCK_ACTS = ['ln1', 'mean1', 'rstd1', 'qkv', 'probs', 'attn', 'x1', 'ln2', 'mean2', 'rstd2', 'h', 'a'] as const;
@@ -80,13 +80,10 @@ export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: 
   layernormForward(rec, A.ln1, A.mean1, A.rstd1, x, P('norm1.weight'), P('norm1.bias'), R, W);
   linearForward(rec, A.qkv, A.ln1, P('attn.qkv.weight'), P('attn.qkv.bias'), R, W, 3 * W);
   attentionForward(rec, A.attn, A.probs, A.qkv, N, T, heads, W / heads);
-  linearForward(rec, A.x1, A.attn, P('attn.proj.weight'), P('attn.proj.bias'), R, W, W);
-  addInPlace(rec, A.x1, x, R * W);
+  linearForward(rec, A.x1, A.attn, P('attn.proj.weight'), P('attn.proj.bias'), R, W, W, { kind: 'residual', residual: x });
   layernormForward(rec, A.ln2, A.mean2, A.rstd2, A.x1, P('norm2.weight'), P('norm2.bias'), R, W);
-  linearForward(rec, A.h, A.ln2, P('mlp.fc1.weight'), null, R, W, hidden);
-  biasGeluForward(rec, A.a, A.h, P('mlp.fc1.bias'), R, hidden);
-  linearForward(rec, out, A.a, P('mlp.fc2.weight'), P('mlp.fc2.bias'), R, hidden, W);
-  addInPlace(rec, out, A.x1, R * W);
+  linearForward(rec, A.a, A.ln2, P('mlp.fc1.weight'), P('mlp.fc1.bias'), R, W, hidden, { kind: 'gelu', preact: A.h });
+  linearForward(rec, out, A.a, P('mlp.fc2.weight'), P('mlp.fc2.bias'), R, hidden, W, { kind: 'residual', residual: A.x1 });
 }
 
 /** The activation-gradient workspace, each tensor sized for the largest block that uses it. */
@@ -94,14 +91,13 @@ export interface Workspace {
   dres: Tensor; // [R, W] the residual stream's gradient
   dln: Tensor; dattn: Tensor; // [R, W]
   dqkv: Tensor; // [R, 3W]
-  dh: Tensor; da: Tensor; // [R, 4W]
+  dh: Tensor; // [R, 4W]
 }
 
 export function addWorkspace(layout: ArenaLayout, rowsTimesWidth: number, rowsTimesHidden: number): void {
   for (const k of ['dres', 'dln', 'dattn']) layout.add(k, [rowsTimesWidth]);
   layout.add('dqkv', [3 * rowsTimesWidth]);
   layout.add('dh', [rowsTimesHidden]);
-  layout.add('da', [rowsTimesHidden]);
 }
 
 /**
@@ -112,12 +108,10 @@ export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: 
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
   const dres = view(ws.dres, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
-  const dqkv = view(ws.dqkv, R * 3 * W), dh = view(ws.dh, R * hidden), da = view(ws.da, R * hidden);
+  const dqkv = view(ws.dqkv, R * 3 * W), dh = view(ws.dh, R * hidden);
   // MLP branch
-  linearBackward(rec, da, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W);
-  biasGeluBackward(rec, dh, da, A.h, P('mlp.fc1.bias'), R, hidden);
-  biasBackward(rec, G('mlp.fc1.bias'), dh, R, hidden);
-  linearBackward(rec, dln, G('mlp.fc1.weight'), null, dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);
+  linearBackward(rec, dh, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W, { kind: 'gelu_grad', preact: A.h });
+  linearBackward(rec, dln, G('mlp.fc1.weight'), G('mlp.fc1.bias'), dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);
   layernormBackward(rec, dres, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W, true); // d x1 (+= the residual's)
   // attention branch
   linearBackward(rec, dattn, G('attn.proj.weight'), G('attn.proj.bias'), dres, A.attn, P('attn.proj.weight'), R, W, W);
@@ -458,7 +452,7 @@ export class MaeModel {
 
   protected workspace(): Workspace {
     const t = (k: string) => this.dact(k);
-    return { dres: t('dres'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh'), da: t('da') };
+    return { dres: t('dres'), dln: t('dln'), dattn: t('dattn'), dqkv: t('dqkv'), dh: t('dh') };
   }
 
   /** The losses of the last submitted forward (waits for the GPU). */

@@ -64,11 +64,11 @@ const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCK
 
 /** 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, and '.v4' when vec4 applies. */
 export function shapeClass(s: MatmulShape): string {
-  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K) ? '.v4' : ''}`;
+  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K, s.layout, s.M) ? '.v4' : ''}`;
 }
 
 /** The variants that compute this product themselves (vec4 only where N and K are multiples of 4). */
-export const applicableVariants = (s: MatmulShape): MatmulVariant[] => (vec4Aligned(s.N, s.K) ? [...MATMUL_VARIANTS] : ['tiled', 'blocked']);
+export const applicableVariants = (s: MatmulShape): MatmulVariant[] => (vec4Aligned(s.N, s.K, s.layout, s.M) ? [...MATMUL_VARIANTS] : ['tiled', 'blocked']);
 
 // ---------------------------------------------------------------------------------------------
 // Switches and counters
@@ -165,7 +165,7 @@ export function tunedMatmulVariant(gpu: Gpu, s: MatmulShape): MatmulVariant {
   let v = f.get(key);
   if (v === undefined) {
     v = memory.get(adapterFingerprint(gpu))?.get(key)?.variant ?? staticMatmulVariant(gpu);
-    if (v === 'vec4' && !vec4Aligned(s.N, s.K)) v = staticMatmulVariant(gpu); // cannot happen: '.v4' is in the key
+    if (v === 'vec4' && !vec4Aligned(s.N, s.K, s.layout, s.M)) v = staticMatmulVariant(gpu); // cannot happen: '.v4' is in the key
     f.set(key, v);
   }
   return v;
@@ -718,7 +718,7 @@ async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: Seque
     const cand = opts.candidates?.[v] ?? realCandidate(v);
     const t: ShapeTiming = { shape: s, variant: v, verified: false };
     timings.push(t);
-    const small = await smallCheck(gpu, v, s.layout, vec4Aligned(s.N, s.K), cand, !opts.candidates?.[v]);
+    const small = await smallCheck(gpu, v, s.layout, vec4Aligned(s.N, s.K, s.layout, s.M), cand, !opts.candidates?.[v]);
     if (small) t.failure = `small-shape check: ${small}`;
     else live.push({ v, cand, t });
   }

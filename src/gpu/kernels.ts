@@ -331,7 +331,7 @@ export class Recorder {
  * buffer in the same dispatch, and an arena is one buffer), so two bindings that overlap would
  * race: refuse them. Kernels that work in place have their own entry points.
  */
-function assertNoOverlap(spec: KernelSpec, bindings: readonly (Tensor | undefined)[]): void {
+export function assertNoOverlap(spec: KernelSpec, bindings: readonly (Tensor | undefined)[]): void {
   for (let i = 0; i < bindings.length; i++) {
     const a = bindings[i];
     if (!a) continue;

@@ -1,11 +1,25 @@
 /** Float64 reference of shaders/matmul.wgsl and the Linear layer; same names and argument order. */
-import type { MatmulLayout } from '../gpu/ops/matmul';
+import type { MatmulLayout, MatmulVariant } from '../gpu/ops/matmul';
+import { gelu, geluGrad } from './elementwise';
 export type { MatmulLayout };
 
 type Vec = Float64Array;
 
-/** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). */
-export function matmul(c: Vec, a: Vec, b: Vec, bias: Vec | null, M: number, N: number, K: number, layout: MatmulLayout = 'nn', accumulate = false): void {
+/** As src/gpu/ops/matmul.ts's MatmulEpilogue, on Float64Arrays. */
+export type MatmulEpilogue =
+  | { kind: 'residual'; residual: Vec }
+  | { kind: 'gelu'; preact: Vec }
+  | { kind: 'gelu_grad'; preact: Vec };
+
+/**
+ * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). `_variant` keeps the GPU wrapper's argument
+ * order (every variant computes the same product). An epilogue with `accumulate` is an error.
+ */
+export function matmul(
+  c: Vec, a: Vec, b: Vec, bias: Vec | null, M: number, N: number, K: number,
+  layout: MatmulLayout = 'nn', accumulate = false, _variant?: MatmulVariant, epilogue?: MatmulEpilogue,
+): void {
+  if (epilogue && accumulate) throw new Error(`matmul: the '${epilogue.kind}' epilogue cannot be combined with accumulate`);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let s = bias ? bias[n] : 0;
@@ -14,7 +28,13 @@ export function matmul(c: Vec, a: Vec, b: Vec, bias: Vec | null, M: number, N: n
         const bv = layout === 'nt' ? b[n * K + k] : b[k * N + n];
         s += av * bv;
       }
-      c[m * N + n] = accumulate ? c[m * N + n] + s : s;
+      const i = m * N + n;
+      if (epilogue?.kind === 'residual') s += epilogue.residual[i];
+      else if (epilogue?.kind === 'gelu') {
+        epilogue.preact[i] = s;
+        s = gelu(s);
+      } else if (epilogue?.kind === 'gelu_grad') s *= geluGrad(epilogue.preact[i]);
+      c[i] = accumulate ? c[i] + s : s;
     }
   }
 }
@@ -27,12 +47,15 @@ export function biasBackward(dbias: Vec, dy: Vec, M: number, N: number, accumula
   }
 }
 
-export function linearForward(y: Vec, x: Vec, w: Vec, b: Vec | null, R: number, inF: number, outF: number): void {
-  matmul(y, x, w, b, R, outF, inF, 'nt');
+export function linearForward(y: Vec, x: Vec, w: Vec, b: Vec | null, R: number, inF: number, outF: number, epilogue?: MatmulEpilogue): void {
+  matmul(y, x, w, b, R, outF, inF, 'nt', false, undefined, epilogue);
 }
 
-export function linearBackward(dx: Vec | null, dw: Vec, db: Vec | null, dy: Vec, x: Vec, w: Vec, R: number, inF: number, outF: number): void {
-  if (dx) matmul(dx, dy, w, null, R, inF, outF, 'nn');
+export function linearBackward(
+  dx: Vec | null, dw: Vec, db: Vec | null, dy: Vec, x: Vec, w: Vec, R: number, inF: number, outF: number,
+  dxEpilogue?: MatmulEpilogue,
+): void {
+  if (dx) matmul(dx, dy, w, null, R, inF, outF, 'nn', false, undefined, dxEpilogue);
   matmul(dw, dy, x, null, outF, inF, R, 'tn', true);
   if (db) biasBackward(db, dy, R, outF, true);
 }

@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
+import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
+import { GpuError } from '../../src/gpu/device';
+import { Recorder, type KernelSpec, type Param, type Tensor } from '../../src/gpu/kernels';
+import { addInPlace, biasGeluBackward, biasGeluForward } from '../../src/gpu/ops/elementwise';
 import * as gpuOps from '../../src/gpu/ops/matmul';
 import * as ref from '../../src/ref/matmul';
-import { TOL, checkGradients, dot, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu, type Tolerance } from '../helpers';
+
+const VARIANTS = ['tiled', 'blocked', 'vec4'] as const;
+const LAYOUTS = ['nn', 'nt', 'tn'] as const;
+/** Sums of K float32 products: atol grows as √K. */
+const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 const SHAPES: Array<[string, number, number, number]> = [
   ['tiny', 1, 1, 1],
@@ -11,13 +20,17 @@ const SHAPES: Array<[string, number, number, number]> = [
   // N not a multiple of the 64 columns of a vec4 workgroup, M not a multiple of its 8 rows.
   ['vec4-aligned, odd M', 67, 36, 20],
   ['one column quad', 3, 4, 8],
+  // M a multiple of 4 with K odd: matmul_vec4 runs 'tn' (it needs M, N % 4) and 'nn'/'nt' fall back.
+  ['vec4 tn-aligned, odd K', 68, 36, 19],
+  ['one row quad, one workgroup', 4, 8, 4],
   ['ViT-Tiny qkv, 25% visible, 4 images', 68, 576, 192],
   ['ViT-Tiny fc2', 65, 192, 768],
+  ['ViT-Tiny fc1, 8 images (R = 8·17)', 136, 768, 192],
 ];
 
 describe('matmul (GPU vs float64 reference)', () => {
-  for (const variant of ['tiled', 'blocked', 'vec4'] as const) {
-    for (const layout of ['nn', 'nt', 'tn'] as const) {
+  for (const variant of VARIANTS) {
+    for (const layout of LAYOUTS) {
       for (const [name, M, N, K] of SHAPES) {
         it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}, bias and accumulate`, async () => {
           const gpu = await testGpu();
@@ -41,18 +54,207 @@ describe('matmul (GPU vs float64 reference)', () => {
     }
   }
 
-  it('is deterministic: the same inputs give bit-identical outputs', async () => {
-    const gpu = await testGpu();
-    const [M, N, K] = [67, 130, 96];
-    const a = gpuTensor(gpu, randn(M * K, 5));
-    const b = gpuTensor(gpu, randn(K * N, 6));
-    const outs: Float32Array[] = [];
-    for (let i = 0; i < 2; i++) {
-      const c = gpuTensor(gpu, M * N);
-      await run(gpu, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, 'nt'));
-      outs.push(await read(gpu, c));
+  for (const layout of LAYOUTS) {
+    it(`is deterministic (${layout}, default variant, and vec4 with the gelu epilogue): the same inputs give bit-identical outputs`, async () => {
+      const gpu = await testGpu();
+      const [M, N, K] = [68, 130, 96];
+      const a = gpuTensor(gpu, randn(M * K, 5));
+      const b = gpuTensor(gpu, randn(K * N, 6));
+      const bias = gpuTensor(gpu, randn(N, 7));
+      const outs: Float32Array[][] = [];
+      for (let i = 0; i < 2; i++) {
+        const c = gpuTensor(gpu, M * N), c2 = gpuTensor(gpu, M * N), h = gpuTensor(gpu, M * N);
+        await run(gpu, (rec) => {
+          gpuOps.matmul(rec, c, a, b, null, M, N, K, layout);
+          gpuOps.matmul(rec, c2, a, b, bias, M, N, K, layout, false, 'vec4', { kind: 'gelu', preact: h });
+        });
+        outs.push([await read(gpu, c), await read(gpu, c2), await read(gpu, h)]);
+      }
+      expectSameBits(outs[1][0], outs[0][0], `C (${layout})`);
+      expectSameBits(outs[1][1], outs[0][1], `gelu(h) (${layout}, vec4)`);
+      expectSameBits(outs[1][2], outs[0][2], `h (${layout}, vec4)`);
+    });
+  }
+});
+
+/** Records the kernels a recording dispatches (entry points, in order) without running them. */
+function dispatchedEntries(gpu: Awaited<ReturnType<typeof testGpu>>, record: (rec: Recorder) => void): string[] {
+  const entries: string[] = [];
+  const rec = new (class extends Recorder {
+    override dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?]): void {
+      entries.push(spec.entry);
+      super.dispatch(spec, bindings, params, workgroups);
     }
-    expect(Buffer.from(outs[0].buffer).equals(Buffer.from(outs[1].buffer))).toBe(true);
+  })(gpu);
+  record(rec);
+  rec.discard();
+  return entries;
+}
+
+describe('matmul_vec4: alignment and fallback', () => {
+  it('vec4Aligned is layout-aware: N % 4 always, K % 4 for nn/nt, M % 4 for tn; old (N, K) callers keep the nt rule', () => {
+    expect(gpuOps.vec4Aligned(36, 20)).toBe(true);
+    expect(gpuOps.vec4Aligned(36, 19)).toBe(false);
+    expect(gpuOps.vec4Aligned(34, 20)).toBe(false);
+    for (const layout of ['nn', 'nt'] as const) {
+      expect(gpuOps.vec4Aligned(36, 20, layout, 67)).toBe(true);
+      expect(gpuOps.vec4Aligned(36, 19, layout, 68)).toBe(false);
+    }
+    expect(gpuOps.vec4Aligned(36, 19, 'tn', 68)).toBe(true);
+    expect(gpuOps.vec4Aligned(36, 20, 'tn', 67)).toBe(false);
+    expect(gpuOps.vec4Aligned(34, 20, 'tn', 68)).toBe(false);
+    expect(gpuOps.vec4Aligned(36, 20, 'tn')).toBe(false); // tn needs M
+  });
+
+  it("dispatches matmul_vec4 (after transposing A for nn, A and B for nt) when aligned, and falls back to 'blocked' otherwise", async () => {
+    const gpu = await testGpu();
+    const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number): string[] => {
+      const [a, b, c] = [gpuTensor(gpu, M * K), gpuTensor(gpu, K * N), gpuTensor(gpu, M * N)];
+      return dispatchedEntries(gpu, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, layout, false, 'vec4'));
+    };
+    expect(entries('tn', 68, 36, 19)).toEqual(['matmul_vec4']);
+    expect(entries('tn', 67, 36, 20)).toEqual(['matmul_blocked']); // M % 4 ≠ 0
+    expect(entries('tn', 68, 34, 20)).toEqual(['matmul_blocked']); // N % 4 ≠ 0
+    expect(entries('nn', 67, 36, 20)).toEqual(['transpose_vec4', 'matmul_vec4']);
+    expect(entries('nn', 67, 36, 19)).toEqual(['matmul_blocked']); // K % 4 ≠ 0
+    expect(entries('nt', 67, 36, 20)).toEqual(['transpose_vec4', 'transpose_vec4', 'matmul_vec4']);
+    expect(entries('nt', 68, 34, 20)).toEqual(['matmul_blocked']);
+  });
+});
+
+/** One arena holding c and the epilogue's tensor side by side (as the model's activations do). */
+function arenaPair(gpu: Awaited<ReturnType<typeof testGpu>>, n: number, c0: Float64Array, aux0: Float64Array): { c: Tensor; aux: Tensor; arena: Arena } {
+  const layout = new ArenaLayout();
+  layout.add('c', [n]);
+  layout.add('aux', [n]);
+  const arena = new Arena(gpu.device, layout, 'matmul-epilogue-test');
+  const c = arena.tensor('c'), aux = arena.tensor('aux');
+  upload(gpu.device, c, Float32Array.from(c0));
+  upload(gpu.device, aux, Float32Array.from(aux0));
+  return { c, aux, arena };
+}
+
+describe('fused epilogues (GPU vs float64 reference)', () => {
+  const EPILOGUE_SHAPES: Array<[string, number, number, number]> = [
+    ['odd', 7, 13, 5],
+    ['vec4-aligned, odd M', 67, 36, 20],
+    ['vec4 tn-aligned, odd K', 68, 36, 19],
+  ];
+  for (const variant of VARIANTS) {
+    for (const layout of LAYOUTS) {
+      for (const [name, M, N, K] of EPILOGUE_SHAPES) {
+        it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}: residual, gelu, gelu_grad`, async () => {
+          const gpu = await testGpu();
+          const a = randn(M * K, 31), b = randn(K * N, 32), bias = randn(N, 33), res = randn(M * N, 34), c0 = randn(M * N, 35);
+          const h = randn(M * N, 36, 2); // a pre-activation for gelu_grad
+          const [ta, tb, tbias] = [gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias)];
+          const tol = matmulTol(K);
+
+          // residual: c = a·b + bias + res, with c and res in one arena
+          const want = new Float64Array(M * N);
+          ref.matmul(want, a, b, bias, M, N, K, layout, false, undefined, { kind: 'residual', residual: res });
+          const r = arenaPair(gpu, M * N, c0, res);
+          await run(gpu, (rec) => gpuOps.matmul(rec, r.c, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'residual', residual: r.aux }));
+          expectClose(await read(gpu, r.c), want, tol, `residual C (${variant} ${layout})`);
+          expectClose(await read(gpu, r.aux), Float32Array.from(res), TOL.exact, `residual input untouched (${variant} ${layout})`);
+          r.arena.destroy();
+
+          // gelu: preact = a·b + bias (written), c = gelu(preact)
+          const wantH = new Float64Array(M * N), wantA = new Float64Array(M * N);
+          ref.matmul(wantA, a, b, bias, M, N, K, layout, false, undefined, { kind: 'gelu', preact: wantH });
+          const g = arenaPair(gpu, M * N, c0, c0);
+          await run(gpu, (rec) => gpuOps.matmul(rec, g.c, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'gelu', preact: g.aux }));
+          expectClose(await read(gpu, g.aux), wantH, tol, `gelu preact h (${variant} ${layout})`);
+          expectClose(await read(gpu, g.c), wantA, tol, `gelu(h) (${variant} ${layout})`);
+          g.arena.destroy();
+
+          // gelu_grad: c = (a·b) · gelu'(h), h read
+          const wantD = new Float64Array(M * N);
+          ref.matmul(wantD, a, b, null, M, N, K, layout, false, undefined, { kind: 'gelu_grad', preact: h });
+          const d = arenaPair(gpu, M * N, c0, h);
+          await run(gpu, (rec) => gpuOps.matmul(rec, d.c, ta, tb, null, M, N, K, layout, false, variant, { kind: 'gelu_grad', preact: d.aux }));
+          expectClose(await read(gpu, d.c), wantD, tol, `gelu_grad C (${variant} ${layout})`);
+          d.arena.destroy();
+        });
+      }
+    }
+  }
+
+  it('refuses an epilogue with accumulate (GPU and reference)', async () => {
+    const gpu = await testGpu();
+    const [a, b, c, h] = [gpuTensor(gpu, 16), gpuTensor(gpu, 16), gpuTensor(gpu, 16), gpuTensor(gpu, 16)];
+    const rec = new Recorder(gpu);
+    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', preact: h })).toThrow(GpuError);
+    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', preact: h })).toThrow(/cannot be combined with accumulate/);
+    rec.discard();
+    const z = new Float64Array(16);
+    expect(() => ref.matmul(z, z, z, null, 4, 4, 4, 'nn', true, undefined, { kind: 'residual', residual: z })).toThrow(/accumulate/);
+  });
+});
+
+describe('fused epilogues in a ViT-Tiny MLP block (R = 8·17 rows, 192 → 768 → 192)', () => {
+  const [R, W, hidden] = [8 * 17, 192, 768];
+  for (const variant of VARIANTS) {
+    it(`${variant}: fc1 + gelu, fc2 + residual, and dh = (dY·W_fc2) ⊙ gelu'(h) match the reference and the unfused kernels`, async () => {
+      const gpu = await testGpu();
+      const x = randn(R * W, 41), x1 = randn(R * W, 42), dy = randn(R * W, 43);
+      const w1 = randn(hidden * W, 44, 0.1), b1 = randn(hidden, 45, 0.5), w2 = randn(W * hidden, 46, 0.05), b2 = randn(W, 47);
+
+      // Reference, fused: h = x·W1ᵀ + b1, a = gelu(h), out = a·W2ᵀ + b2 + x1; dh = (dy·W2) ⊙ gelu'(h).
+      const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden), out = new Float64Array(R * W), dh = new Float64Array(R * hidden);
+      ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
+      ref.linearForward(out, a, w2, b2, R, hidden, W, { kind: 'residual', residual: x1 });
+      const dw2 = new Float64Array(W * hidden);
+      ref.linearBackward(dh, dw2, null, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
+
+      const t = { x: gpuTensor(gpu, x), x1: gpuTensor(gpu, x1), dy: gpuTensor(gpu, dy), w1: gpuTensor(gpu, w1), b1: gpuTensor(gpu, b1), w2: gpuTensor(gpu, w2), b2: gpuTensor(gpu, b2) };
+      const fused = { h: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), dh: gpuTensor(gpu, R * hidden), dw2: gpuTensor(gpu, W * hidden) };
+      await run(gpu, (rec) => {
+        gpuOps.matmul(rec, fused.a, t.x, t.w1, t.b1, R, hidden, W, 'nt', false, variant, { kind: 'gelu', preact: fused.h });
+        gpuOps.matmul(rec, fused.out, fused.a, t.w2, t.b2, R, W, hidden, 'nt', false, variant, { kind: 'residual', residual: t.x1 });
+        gpuOps.matmul(rec, fused.dh, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', preact: fused.h });
+      });
+      expectClose(await read(gpu, fused.h), h, matmulTol(W), `h (${variant})`);
+      expectClose(await read(gpu, fused.a), a, matmulTol(W), `a = gelu(h) (${variant})`);
+      expectClose(await read(gpu, fused.out), out, matmulTol(hidden), `out = fc2(a) + x1 (${variant})`);
+      expectClose(await read(gpu, fused.dh), dh, matmulTol(W), `dh (${variant})`);
+
+      // The unfused kernels the epilogues replace: matmul, then bias_gelu_forward / add_inplace / bias_gelu_backward.
+      const plain = { hPre: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), da: gpuTensor(gpu, R * hidden), dh: gpuTensor(gpu, R * hidden) };
+      await run(gpu, (rec) => {
+        gpuOps.matmul(rec, plain.hPre, t.x, t.w1, null, R, hidden, W, 'nt', false, variant);
+        biasGeluForward(rec, plain.a, plain.hPre, t.b1, R, hidden);
+        gpuOps.matmul(rec, plain.out, plain.a, t.w2, t.b2, R, W, hidden, 'nt', false, variant);
+        addInPlace(rec, plain.out, t.x1, R * W);
+        gpuOps.matmul(rec, plain.da, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant);
+        biasGeluBackward(rec, plain.dh, plain.da, plain.hPre, t.b1, R, hidden);
+      });
+      expectClose(await read(gpu, fused.a), await read(gpu, plain.a), TOL.reduction, `fused gelu vs matmul + bias_gelu_forward (${variant})`);
+      expectClose(await read(gpu, fused.out), await read(gpu, plain.out), TOL.reduction, `fused residual vs matmul + add_inplace (${variant})`);
+      expectClose(await read(gpu, fused.dh), await read(gpu, plain.dh), TOL.reduction, `fused gelu_grad vs matmul + bias_gelu_backward (${variant})`);
+    });
+  }
+
+  it('linearForward and linearBackward pass their epilogues on (default variant): fc1 with gelu, fc2 backward with gelu_grad on dx', async () => {
+    const gpu = await testGpu();
+    const x = randn(R * W, 51), w1 = randn(hidden * W, 52, 0.1), b1 = randn(hidden, 53), w2 = randn(W * hidden, 54, 0.05), dy = randn(R * W, 55);
+    const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
+    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
+    const dw0 = randn(W * hidden, 56), db0 = randn(W, 57); // parameter gradients accumulate onto what is there
+    const dh = new Float64Array(R * hidden), dw2 = Float64Array.from(dw0), db2 = Float64Array.from(db0);
+    ref.linearBackward(dh, dw2, db2, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
+
+    const t = { x: gpuTensor(gpu, x), w1: gpuTensor(gpu, w1), b1: gpuTensor(gpu, b1), w2: gpuTensor(gpu, w2), dy: gpuTensor(gpu, dy) };
+    const th = gpuTensor(gpu, R * hidden), ta = gpuTensor(gpu, R * hidden), tdh = gpuTensor(gpu, R * hidden), tdw = gpuTensor(gpu, dw0), tdb = gpuTensor(gpu, db0);
+    await run(gpu, (rec) => {
+      gpuOps.linearForward(rec, ta, t.x, t.w1, t.b1, R, W, hidden, { kind: 'gelu', preact: th });
+      gpuOps.linearBackward(rec, tdh, tdw, tdb, t.dy, ta, t.w2, R, hidden, W, { kind: 'gelu_grad', preact: th });
+    });
+    expectClose(await read(gpu, th), h, matmulTol(W), 'h');
+    expectClose(await read(gpu, ta), a, matmulTol(W), 'a = gelu(h)');
+    expectClose(await read(gpu, tdh), dh, matmulTol(W), 'dh = (dy·W2) ⊙ gelu\'(h)');
+    expectClose(await read(gpu, tdw), dw2, matmulTol(R), 'dW2 (+=)');
+    expectClose(await read(gpu, tdb), db2, matmulTol(R), 'db2 (+=)');
   });
 });
 

@@ -3,25 +3,48 @@
  * Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
-import type { Gpu } from '../device';
-import { ceilDiv, type Recorder, type Tensor } from '../kernels';
-import { zeros } from './common';
+import { createTensor } from '../buffers';
+import { GpuError, type Gpu } from '../device';
+import { assertNoOverlap, ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { scratch, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
 export type MatmulLayout = 'nn' | 'nt' | 'tn';
 export type MatmulVariant = 'tiled' | 'blocked' | 'vec4';
 
-/** Columns per workgroup of matmul_vec4 is 4·LANES; rows per workgroup is 8. */
-const VEC4_LANES = 16;
-const VEC4_ROWS = 8;
+/**
+ * What happens to each element x = op(a)·op(b) (+ bias) in the same pass, before it is stored
+ * (shaders/matmul.wgsl, EPILOGUE):
+ *   residual:  c = x + residual              (the block's x1 = proj(attn) + x; residual [M,N] is read)
+ *   gelu:      preact = x, c = gelu(x)       (preact [M,N] is written: h, saved for the backward)
+ *   gelu_grad: c = x · gelu'(preact)         (preact [M,N] = h is read: dh = (dY·W) ⊙ gelu'(h))
+ * The tensor must not overlap c (it may be another slice of the same arena).
+ */
+export type MatmulEpilogue =
+  | { kind: 'residual'; residual: Tensor }
+  | { kind: 'gelu'; preact: Tensor }
+  | { kind: 'gelu_grad'; preact: Tensor };
 
-/** matmul_vec4 reads B and writes C in vec4s along N and reads A along K in vec4s. */
-export const vec4Aligned = (N: number, K: number): boolean => N % 4 === 0 && K % 4 === 0;
+const EPILOGUE_CODE: Record<MatmulEpilogue['kind'], number> = { residual: 1, gelu: 2, gelu_grad: 3 };
+
+/** matmul_vec4: invocations per workgroup (each owns 8 columns) and rows per workgroup. */
+const VEC4_LANES = 8;
+const VEC4_ROWS = 16;
+
+/**
+ * Whether matmul_vec4 computes this product itself (else 'vec4' falls back to 'blocked'): N a
+ * multiple of 4 (B and C are read and written in vec4s along N), and K a multiple of 4 for 'nn'
+ * and 'nt' (A, and B for 'nt', are transposed in vec4s along K) or M a multiple of 4 for 'tn'
+ * (Aᵀ is read as given, in vec4s along M). Without a layout: the 'nt' rule (N and K).
+ */
+export const vec4Aligned = (N: number, K: number, layout: MatmulLayout = 'nt', M?: number): boolean =>
+  N % 4 === 0 && (layout === 'tn' ? M !== undefined && M % 4 === 0 : K % 4 === 0);
 
 /**
  * The static guess for an adapter. The kernel lab (bench/results/kernels.json) measures all
  * three: on CPU-emulated adapters, where barriers are costly, vec4 is fastest (tiled runs at
- * 0.39× of it on lavapipe); on real GPUs shared-memory tiling is the classic winner.
+ * about 0.2× of it on lavapipe, blocked at 0.3×); on real GPUs shared-memory tiling is the
+ * classic winner.
  */
 export function staticMatmulVariant(gpu: Gpu): MatmulVariant {
   return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
@@ -38,23 +61,76 @@ export function defaultMatmulVariant(gpu: Gpu, layout?: MatmulLayout, M?: number
   return tunedMatmulVariant(gpu, { layout, M, N, K });
 }
 
-/** c[M,N] (=|+=) op(a)·op(b) (+ bias[N]). 'vec4' falls back to 'blocked' unless N and K are multiples of 4. */
+const auxPlaceholders = new WeakMap<GPUDevice, Tensor>();
+
+/** Bound as aux when there is no epilogue: its own buffer, since bias may be zeros() already. */
+function noAux(device: GPUDevice): Tensor {
+  let t = auxPlaceholders.get(device);
+  if (!t) auxPlaceholders.set(device, (t = createTensor(device, 64, 'matmul-no-aux')));
+  return t;
+}
+
+/**
+ * Where matmul_vec4's transposed operand of `length` elements goes: one scratch per power-of-two
+ * size class (ops/common.ts scratch, key 'matmul:aT:<log₂>' or 'matmul:bT:<log₂>'), allocated at
+ * the class's full size on first use and never grown, so the buffer a product binds stays the same
+ * from its first recording on (a repeated step makes no bind groups), and all classes together
+ * hold less than four times the largest operand (a geometric series).
+ */
+function transposeScratch(device: GPUDevice, name: 'aT' | 'bT', length: number): Tensor {
+  const sizeClass = Math.max(6, Math.ceil(Math.log2(length)));
+  const limit = Math.floor(Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize) / 4);
+  const t = scratch(device, `matmul:${name}:${sizeClass}`, Math.max(length, Math.min(2 ** sizeClass, limit)));
+  return { buffer: t.buffer, offset: t.offset, length };
+}
+
+/** out[K, M'] = x[M,K]ᵀ, M' = M rounded up to 4 (the padding rows repeat row M − 1); K % 4 == 0. */
+function transposeVec4(rec: Recorder, out: Tensor, x: Tensor, M: number, K: number): void {
+  rec.dispatch({ shader: 'matmul', entry: 'transpose_vec4' }, [out, x], [M, 0, K, 0], [ceilDiv(K / 4, 8), ceilDiv(ceilDiv(M, 4), 8)]);
+}
+
+/**
+ * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). 'vec4' falls back to 'blocked' unless
+ * vec4Aligned(N, K, layout, M); for 'nn' and 'nt' it first transposes its operands into scratch
+ * tensors (transposeScratch). An epilogue assigns: with `accumulate` it is an error.
+ */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
   layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant(rec.gpu, layout, M, N, K),
+  epilogue?: MatmulEpilogue,
 ): void {
+  if (epilogue && accumulate) {
+    throw new GpuError(`matmul: the '${epilogue.kind}' epilogue assigns its result; it cannot be combined with accumulate (+=).`, 'validation');
+  }
+  const device = rec.gpu.device;
   const constants = {
     TRANS_A: layout === 'tn' ? 1 : 0,
     TRANS_B: layout === 'nt' ? 1 : 0,
     HAS_BIAS: bias ? 1 : 0,
     ACCUMULATE: accumulate ? 1 : 0,
+    EPILOGUE: epilogue ? EPILOGUE_CODE[epilogue.kind] : 0,
   };
-  const v = variant === 'vec4' && !vec4Aligned(N, K) ? 'blocked' : variant;
-  const bindings = [c, a, b, bias ?? zeros(rec.gpu.device)];
+  const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : epilogue.preact;
+  const v = variant === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : variant;
+  const bindings = [c, a, b, bias ?? zeros(device), aux];
   if (v === 'vec4') {
-    const groups: [number, number] = [ceilDiv(N, 4 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
-    rec.dispatch({ shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES } }, bindings, [M, N, K, 0], groups);
+    const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES } };
+    // The product binds transposed copies of a and b: check the caller's tensors as every variant's are.
+    assertNoOverlap(spec, bindings);
+    // matmul_vec4 reads both operands K-major: Aᵀ [K, M'] and B [K,N].
+    let aT = a;
+    let bK = b;
+    if (layout !== 'tn' && M > 0 && K > 0) {
+      aT = transposeScratch(device, 'aT', K * 4 * ceilDiv(M, 4));
+      transposeVec4(rec, aT, a, M, K);
+    }
+    if (layout === 'nt' && N > 0 && K > 0) {
+      bK = transposeScratch(device, 'bT', K * N);
+      transposeVec4(rec, bK, b, N, K);
+    }
+    const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
+    rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups);
     return;
   }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
@@ -66,20 +142,24 @@ export function biasBackward(rec: Recorder, dbias: Tensor, dy: Tensor, M: number
   rec.dispatch({ shader: 'matmul', entry: 'bias_backward', constants: { ACCUMULATE: accumulate ? 1 : 0 } }, [dbias, dy], [M, N, 0, 0], [ceilDiv(N, 64)]);
 }
 
-/** y[R,out] = x[R,in] · wᵀ + b, w (out,in). */
-export function linearForward(rec: Recorder, y: Tensor, x: Tensor, w: Tensor, b: Tensor | null, R: number, inF: number, outF: number): void {
-  matmul(rec, y, x, w, b, R, outF, inF, 'nt');
+/** y[R,out] = epilogue(x[R,in] · wᵀ + b), w (out,in). */
+export function linearForward(
+  rec: Recorder, y: Tensor, x: Tensor, w: Tensor, b: Tensor | null, R: number, inF: number, outF: number,
+  epilogue?: MatmulEpilogue,
+): void {
+  matmul(rec, y, x, w, b, R, outF, inF, 'nt', false, undefined, epilogue);
 }
 
 /**
- * dx[R,in] = dy·w (assigned; pass dx = null to skip), dw += dyᵀ·x, db += Σ_rows dy.
+ * dx[R,in] = dxEpilogue(dy·w) (assigned; pass dx = null to skip), dw += dyᵀ·x, db += Σ_rows dy.
  * Parameter gradients accumulate, activation gradients assign.
  */
 export function linearBackward(
   rec: Recorder, dx: Tensor | null, dw: Tensor, db: Tensor | null,
   dy: Tensor, x: Tensor, w: Tensor, R: number, inF: number, outF: number,
+  dxEpilogue?: MatmulEpilogue,
 ): void {
-  if (dx) matmul(rec, dx, dy, w, null, R, inF, outF, 'nn');
+  if (dx) matmul(rec, dx, dy, w, null, R, inF, outF, 'nn', false, undefined, dxEpilogue);
   matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', true);
   if (db) biasBackward(rec, db, dy, R, outF, true);
 }
