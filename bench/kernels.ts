@@ -245,26 +245,76 @@ function otherDeclarations(): KernelBench[] {
     });
   }
 
-  // Exact-erf GELU on the MLP hidden activations, and the residual add.
-  for (const [where, n] of [['enc', R_ENC * STEP.mlp], ['dec', R_DEC * STEP.mlpD]] as const) {
-    add('gelu', `gelu_forward_${where}`, () => ({
-      shape: { n },
-      bytes: F32 * 2 * n,
-      inputs: { x: randn(n, 11, 4) },
-      outputs: { out: n },
-      gpu: (rec, o, i) => gpuElementwise.geluForward(rec, o.out, i.x, n),
-      ref: (o, i) => refElementwise.geluForward(o.out, i.x, n),
-      tol: TOL.elementwise,
-    }));
-    add('gelu', `gelu_backward_${where}`, () => ({
-      shape: { n },
-      bytes: F32 * 3 * n,
-      inputs: { dout: randn(n, 12), x: randn(n, 13, 4) },
-      outputs: { dx: n },
-      gpu: (rec, o, i) => gpuElementwise.geluBackward(rec, o.dx, i.dout, i.x, n),
-      ref: (o, i) => refElementwise.geluBackward(o.dx, i.dout, i.x, n),
-      tol: TOL.elementwise,
-    }));
+  // The Linear layers with a fused epilogue (matmul.wgsl's EPILOGUE), as the blocks record them,
+  // every variant timed interleaved per layer; each verified against the float64 composite it
+  // replaces: the plain product, then the element-wise reference (src/ref/elementwise).
+  //   fc1 'gelu' (nt):               h = x·W1ᵀ + b1 (saved), a = gelu(h)      vs matmul, biasGeluForward
+  //   fc2 backward dX 'gelu_grad' (nn): dh = (dY·W2) ⊙ gelu'(h)              vs matmul, geluBackward
+  //   proj, fc2 'residual' (nt):     y = x·Wᵀ + b + x_res                    vs matmul + bias, addInPlace
+  const linear = (layer: string): LinearShape => LINEARS.find((l) => l.layer === layer)!;
+  const addFused = (
+    layer: string, epilogue: gpuMatmul.MatmulEpilogue['kind'], layout: MatmulLayout, M: number, N: number, K: number,
+    make: () => { inputs: Record<string, Float64Array>; outputs: Record<string, number>; want: Record<string, Float64Array> },
+    gpu: (variant: MatmulVariant) => KernelInstance['gpu'],
+  ): void => {
+    let memo: ReturnType<typeof make> | undefined;
+    const data = (): ReturnType<typeof make> => (memo ??= make()); // one float64 composite for every variant
+    const id = `${layout}_${layer}_${epilogue}`;
+    for (const variant of MATMUL_VARIANTS) {
+      decls.push({ name: `matmul_${variant}_${id}`, family: 'matmul_epilogue', group: `matmul_${id}`, tags: { variant, layout, layer, epilogue }, bench: () => {
+        const { inputs, outputs, want } = data();
+        return {
+          shape: { M, N, K, layout, epilogue },
+          flops: 2 * M * N * K,
+          inputs,
+          outputs,
+          gpu: gpu(variant),
+          ref: (o) => Object.entries(want).forEach(([k, w]) => o[k].set(w)),
+          tol: matmulTol(K),
+        };
+      } });
+    }
+  };
+  let seed = 2000;
+  /** The first of n fresh seeds, taken as the declarations are made (the data do not depend on --only). */
+  const seeds = (n: number): number => {
+    const first = seed;
+    seed += n;
+    return first;
+  };
+  for (const where of ['enc', 'dec'] as const) {
+    const fc1 = linear(`${where}_fc1`), fc2 = linear(`${where}_fc2`);
+    const [R, W, hidden] = [fc1.R, fc1.inF, fc1.outF];
+    // fc1: weights scaled like a trained layer's, so that h spreads over GELU's bend and tails.
+    const s1 = seeds(3);
+    addFused(fc1.layer, 'gelu', 'nt', R, hidden, W, () => {
+      const x = randn(R * W, s1), w = randn(hidden * W, s1 + 1, 0.2), bias = randn(hidden, s1 + 2, 0.5);
+      const hPre = new Float64Array(R * hidden), h = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
+      refMatmul.matmul(hPre, x, w, null, R, hidden, W, 'nt');
+      for (let i = 0; i < h.length; i++) h[i] = hPre[i] + bias[i % hidden];
+      refElementwise.biasGeluForward(a, hPre, bias, R, hidden);
+      return { inputs: { x, w, bias }, outputs: { a: R * hidden, h: R * hidden }, want: { a, h } };
+    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.a, i.x, i.w, i.bias, R, hidden, W, 'nt', false, variant, { kind: 'gelu', preact: o.h }));
+    // fc2's backward dX, through GELU: dh = (dY·W2) ⊙ gelu'(h), h saved by fc1's forward.
+    const s2 = seeds(3);
+    addFused(fc2.layer, 'gelu_grad', 'nn', R, hidden, W, () => {
+      const dy = randn(R * W, s2), w = randn(W * hidden, s2 + 1), h = randn(R * hidden, s2 + 2, 4);
+      const da = new Float64Array(R * hidden), dh = new Float64Array(R * hidden);
+      refMatmul.matmul(da, dy, w, null, R, hidden, W, 'nn');
+      refElementwise.geluBackward(dh, da, h, R * hidden);
+      return { inputs: { dy, w, h }, outputs: { dh: R * hidden }, want: { dh } };
+    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.dh, i.dy, i.w, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', preact: i.h }));
+    // proj and fc2: the block's residual x + f(x) added as the product is stored.
+    for (const { layer, R: rows, inF, outF } of [linear(`${where}_proj`), fc2]) {
+      const s0 = seeds(4);
+      addFused(layer, 'residual', 'nt', rows, outF, inF, () => {
+        const x = randn(rows * inF, s0), w = randn(outF * inF, s0 + 1), bias = randn(outF, s0 + 2), res = randn(rows * outF, s0 + 3);
+        const y = new Float64Array(rows * outF);
+        refMatmul.matmul(y, x, w, bias, rows, outF, inF, 'nt');
+        refElementwise.addInPlace(y, res, rows * outF);
+        return { inputs: { x, w, bias, res }, outputs: { y: rows * outF }, want: { y } };
+      }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.y, i.x, i.w, i.bias, rows, outF, inF, 'nt', false, variant, { kind: 'residual', residual: i.res }));
+    }
   }
   add('residual', 'residual_add_enc', () => {
     const n = R_ENC * D;
@@ -279,21 +329,27 @@ function otherDeclarations(): KernelBench[] {
     };
   });
 
-  // Attention core (between the qkv and proj Linears): encoder T = 1+V, decoder T = 1+L.
-  for (const [where, T, H, hd] of [['enc', STEP.T, STEP.heads, STEP.hd], ['dec', STEP.Td, STEP.headsD, Dd / STEP.headsD]] as const) {
+  // Attention core (between the qkv and proj Linears): encoder T = 1+V, decoder T = 1+L. Both
+  // variants, timed interleaved per group ('subgroup' needs the 'subgroups' feature: on a device
+  // without it, its declarations fail verification with the reason).
+  for (const [where, T, H, hd] of [['enc', STEP.T, STEP.heads, STEP.hd], ['dec', STEP.Td, STEP.headsD, Dd / STEP.headsD]] as const) for (const variant of ['workgroup', 'subgroup'] as const) {
     const B = N, W = H * hd;
     const qkvLen = B * T * 3 * W, outLen = B * T * W, probsLen = B * H * T * T;
-    add('attention', `attention_forward_${where}`, () => ({
+    const suffix = variant === 'workgroup' ? where : `subgroup_${where}`;
+    const addAtt = (name: string, bench: () => KernelInstance): void => {
+      decls.push({ name: `${name}_${suffix}`, family: 'attention', group: `${name}_${where}`, tags: { variant }, bench });
+    };
+    addAtt('attention_forward', () => ({
       shape: { B, T, H, hd },
       flops: 4 * B * H * T * T * hd, // q·kᵀ and probs·v
       bytes: F32 * (qkvLen + outLen + probsLen),
       inputs: { qkv: randn(qkvLen, 21) },
       outputs: { out: outLen, probs: probsLen },
-      gpu: (rec, o, i) => gpuAttention.attentionForward(rec, o.out, o.probs, i.qkv, B, T, H, hd),
+      gpu: (rec, o, i) => gpuAttention.attentionForward(rec, o.out, o.probs, i.qkv, B, T, H, hd, variant),
       ref: (o, i) => refAttention.attentionForward(o.out, o.probs, i.qkv, B, T, H, hd),
       tol: TOL.reduction,
     }));
-    add('attention', `attention_backward_${where}`, () => {
+    addAtt('attention_backward', () => {
       const qkv = randn(qkvLen, 22);
       const probs = new Float64Array(probsLen);
       refAttention.attentionForward(new Float64Array(outLen), probs, qkv, B, T, H, hd);
@@ -303,7 +359,7 @@ function otherDeclarations(): KernelBench[] {
         bytes: F32 * (outLen + 2 * qkvLen + probsLen),
         inputs: { dout: randn(outLen, 23), qkv, probs: f32(probs) },
         outputs: { dqkv: qkvLen },
-        gpu: (rec, o, i) => gpuAttention.attentionBackward(rec, o.dqkv, i.dout, i.qkv, i.probs, B, T, H, hd),
+        gpu: (rec, o, i) => gpuAttention.attentionBackward(rec, o.dqkv, i.dout, i.qkv, i.probs, B, T, H, hd, variant),
         ref: (o, i) => refAttention.attentionBackward(o.dqkv, i.dout, i.qkv, i.probs, B, T, H, hd),
         tol: TOL.gradient,
       };

@@ -377,8 +377,9 @@ async function smallCheck(gpu: Gpu, variant: MatmulVariant, layout: MatmulLayout
   if (!byGpu) smallChecks.set(gpu, (byGpu = new Map()));
   const key = `${variant}.${layout}.${aligned ? 'v4' : 'odd'}`;
   if (cacheable && byGpu.has(key)) return byGpu.get(key)!;
-  // Not multiples of any tile (64×64, 8 rows × 64 columns); aligned: N, K multiples of 4 for vec4.
-  const s: MatmulShape = aligned ? { layout, M: 67, N: 68, K: 36 } : { layout, M: 67, N: 45, K: 37 };
+  // Not multiples of any tile (64×64, 8 rows × 64 columns); aligned: what vec4Aligned asks, N and K
+  // multiples of 4, and M too for 'tn' (with M odd, vec4 'tn' would fall back and go unchecked); nn/nt keep M odd.
+  const s: MatmulShape = aligned ? { layout, M: layout === 'tn' ? 68 : 67, N: 68, K: 36 } : { layout, M: 67, N: 45, K: 37 };
   const a = randomF32(s.M * s.K, 11), b = randomF32(s.K * s.N, 12);
   const dev = gpu.device;
   const ta = createTensor(dev, a.length, 'matmul-tune-a', a), tb = createTensor(dev, b.length, 'matmul-tune-b', b), tc = createTensor(dev, s.M * s.N, 'matmul-tune-c');

@@ -1,7 +1,8 @@
 /**
- * Float64 reference of shaders/elementwise.wgsl; same names and argument order as
- * src/gpu/ops/elementwise.ts. Also the float64 erf/erfc (accurate to about 1e-16 absolute) that
- * the exact GELU needs.
+ * Float64 reference of shaders/elementwise.wgsl (same names and argument order as
+ * src/gpu/ops/elementwise.ts), and of the exact GELU that matmul's epilogues fuse
+ * (shaders/common/gelu.wgsl; biasGeluForward/Backward here), with the float64 erf/erfc
+ * (accurate to about 1e-16 absolute) it needs.
  */
 type Vec = Float64Array;
 

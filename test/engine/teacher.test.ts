@@ -87,10 +87,16 @@ describe('a teacher stopped at kT vs the same teacher run through all its blocks
     // Work: the teacher's forward alone, and the whole forward/backward.
     const tPartial = await counted(gpu, (rec) => partial.recordForwardTeacher(rec));
     const tFull = await counted(gpu, (rec) => full.recordForwardTeacher(rec));
-    const perBlock = (tFull - tPartial) / 2; // two extra blocks
+    // The full teacher runs exactly two blocks more (4 vs 2), each the same work; how many
+    // dispatches a block and the embedding take depends on the matmul variant (vec4 adds transposes).
+    const perBlock = (tFull - tPartial) / 2;
+    expect(Number.isInteger(perBlock), 'the two extra blocks dispatch the same').toBe(true);
     expect(perBlock, 'dispatches of one teacher block').toBeGreaterThanOrEqual(8);
-    expect(tPartial, 'embedding of the visible patches (linear, + cls and pos), then 2 blocks').toBe(2 + 2 * perBlock);
-    expect(tFull, 'embedding of the visible patches (linear, + cls and pos), then 4 blocks').toBe(2 + 4 * perBlock);
+    // What is left of either run once its blocks are taken away (the same for both, by perBlock's
+    // definition): the embedding of the visible patches (linear, + cls and pos) — a few dispatches.
+    const embedding = tPartial - 2 * perBlock;
+    expect(embedding, 'embedding of the visible patches (linear, + cls and pos)').toBeGreaterThanOrEqual(2);
+    expect(embedding, 'embedding of the visible patches (linear, + cls and pos)').toBeLessThanOrEqual(6);
     expect(nFull - nPartial, 'the step differs by the teacher blocks after kT only').toBe(tFull - tPartial);
 
     // A whole training step (AdamW included) from the same state: the same new parameters.

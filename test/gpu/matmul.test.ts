@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
 import { GpuError } from '../../src/gpu/device';
 import { Recorder, type KernelSpec, type Param, type Tensor } from '../../src/gpu/kernels';
-import { addInPlace, biasGeluBackward, biasGeluForward } from '../../src/gpu/ops/elementwise';
 import * as gpuOps from '../../src/gpu/ops/matmul';
+import { addInPlace, biasGeluBackward, biasGeluForward } from '../../src/ref/elementwise';
 import * as ref from '../../src/ref/matmul';
 import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu, type Tolerance } from '../helpers';
 
@@ -134,6 +134,28 @@ function arenaPair(gpu: Awaited<ReturnType<typeof testGpu>>, n: number, c0: Floa
   return { c, aux, arena };
 }
 
+/**
+ * A bias for the GELU epilogues: bias[0] = 0 and the rest spread evenly over [−6, 6]. With row 0
+ * of op(A) zero (zeroRow), row 0's pre-activations are exactly the bias, so every shape sees
+ * both tails of the exact-erf GELU (Φ through erfc on either sign), its bend, and x = 0 exactly.
+ */
+const geluBias = (N: number): Float64Array =>
+  Float64Array.from({ length: N }, (_, n) => (n === 0 || N < 3 ? 0 : Math.fround(-6 + (12 * (n - 1)) / (N - 2))));
+
+/** Zeroes row m of op(A): A is stored [M,K], or [K,M] for 'tn'. */
+function zeroRow(a: Float64Array, layout: gpuOps.MatmulLayout, M: number, K: number, m = 0): void {
+  for (let k = 0; k < K; k++) a[layout === 'tn' ? k * M + m : m * K + k] = 0;
+}
+
+/** The GELU inputs a test sees reach both tails (|x| ≥ 5.5), the bend near 0, and 0 exactly. */
+function expectWideGeluRange(x: Float64Array, what: string): void {
+  const [min, max] = x.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
+  expect(min, `${what}: the negative tail`).toBeLessThanOrEqual(-5.5);
+  expect(max, `${what}: the positive tail`).toBeGreaterThanOrEqual(5.5);
+  expect(x.some((v) => v !== 0 && Math.abs(v) < 0.5), `${what}: the bend near 0`).toBe(true);
+  expect(x.some((v) => v === 0), `${what}: x = 0 exactly`).toBe(true);
+}
+
 describe('fused epilogues (GPU vs float64 reference)', () => {
   const EPILOGUE_SHAPES: Array<[string, number, number, number]> = [
     ['odd', 7, 13, 5],
@@ -145,8 +167,11 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
       for (const [name, M, N, K] of EPILOGUE_SHAPES) {
         it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}: residual, gelu, gelu_grad`, async () => {
           const gpu = await testGpu();
-          const a = randn(M * K, 31), b = randn(K * N, 32), bias = randn(N, 33), res = randn(M * N, 34), c0 = randn(M * N, 35);
-          const h = randn(M * N, 36, 2); // a pre-activation for gelu_grad
+          const a = randn(M * K, 31), b = randn(K * N, 32), bias = geluBias(N), res = randn(M * N, 34), c0 = randn(M * N, 35);
+          zeroRow(a, layout, M, K); // row 0 of a·b + bias is the bias itself: see geluBias
+          const h = randn(M * N, 36, 6); // a pre-activation for gelu_grad, over [−6, 6]
+          h[0] = 0;
+          expectWideGeluRange(h, 'gelu_grad input h');
           const [ta, tb, tbias] = [gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias)];
           const tol = matmulTol(K);
 
@@ -162,6 +187,7 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
           // gelu: preact = a·b + bias (written), c = gelu(preact)
           const wantH = new Float64Array(M * N), wantA = new Float64Array(M * N);
           ref.matmul(wantA, a, b, bias, M, N, K, layout, false, undefined, { kind: 'gelu', preact: wantH });
+          expectWideGeluRange(wantH, 'gelu input a·b + bias');
           const g = arenaPair(gpu, M * N, c0, c0);
           await run(gpu, (rec) => gpuOps.matmul(rec, g.c, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'gelu', preact: g.aux }));
           expectClose(await read(gpu, g.aux), wantH, tol, `gelu preact h (${variant} ${layout})`);
@@ -194,44 +220,55 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
 
 describe('fused epilogues in a ViT-Tiny MLP block (R = 8·17 rows, 192 → 768 → 192)', () => {
   const [R, W, hidden] = [8 * 17, 192, 768];
+  // The float64 composite the epilogues replace (once for all variants): plain products, then the
+  // element-wise reference — bias + GELU, the residual add, GELU's backward on the pre-activation.
+  const data = () => {
+    const x = randn(R * W, 41), x1 = randn(R * W, 42), dy = randn(R * W, 43);
+    const w1 = randn(hidden * W, 44, 0.1), b1 = randn(hidden, 45, 0.5), w2 = randn(W * hidden, 46, 0.05), b2 = randn(W, 47);
+    const hPre = new Float64Array(R * hidden), h = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
+    ref.linearForward(hPre, x, w1, null, R, W, hidden);
+    for (let i = 0; i < R * hidden; i++) h[i] = hPre[i] + b1[i % hidden];
+    biasGeluForward(a, hPre, b1, R, hidden);
+    const out = new Float64Array(R * W);
+    ref.linearForward(out, a, w2, b2, R, hidden, W);
+    addInPlace(out, x1, R * W);
+    const da = new Float64Array(R * hidden), dh = new Float64Array(R * hidden);
+    ref.linearBackward(da, new Float64Array(W * hidden), null, dy, a, w2, R, hidden, W);
+    biasGeluBackward(dh, da, hPre, b1, R, hidden);
+    return { x, x1, dy, w1, b1, w2, b2, want: { h, a, out, dh } };
+  };
+  let memo: ReturnType<typeof data> | undefined;
+  const composite = (): ReturnType<typeof data> => (memo ??= data());
+
+  it('the float64 epilogues equal the float64 composite (matmul, then the element-wise reference)', () => {
+    const { x, x1, dy, w1, b1, w2, b2, want } = composite();
+    const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden), out = new Float64Array(R * W), dh = new Float64Array(R * hidden);
+    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
+    ref.linearForward(out, a, w2, b2, R, hidden, W, { kind: 'residual', residual: x1 });
+    ref.linearBackward(dh, new Float64Array(W * hidden), null, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
+    // Only the order of the float64 sums differs (the bias first, or after the product).
+    const f64: Tolerance = { atol: 1e-12, rtol: 1e-12 };
+    expectClose(h, want.h, f64, 'h');
+    expectClose(a, want.a, f64, 'a = gelu(h)');
+    expectClose(out, want.out, f64, 'out = fc2(a) + x1');
+    expectClose(dh, want.dh, f64, 'dh');
+  });
+
   for (const variant of VARIANTS) {
-    it(`${variant}: fc1 + gelu, fc2 + residual, and dh = (dY·W_fc2) ⊙ gelu'(h) match the reference and the unfused kernels`, async () => {
+    it(`${variant}: fc1 + gelu, fc2 + residual, and dh = (dY·W_fc2) ⊙ gelu'(h) match the float64 composite`, async () => {
       const gpu = await testGpu();
-      const x = randn(R * W, 41), x1 = randn(R * W, 42), dy = randn(R * W, 43);
-      const w1 = randn(hidden * W, 44, 0.1), b1 = randn(hidden, 45, 0.5), w2 = randn(W * hidden, 46, 0.05), b2 = randn(W, 47);
-
-      // Reference, fused: h = x·W1ᵀ + b1, a = gelu(h), out = a·W2ᵀ + b2 + x1; dh = (dy·W2) ⊙ gelu'(h).
-      const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden), out = new Float64Array(R * W), dh = new Float64Array(R * hidden);
-      ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
-      ref.linearForward(out, a, w2, b2, R, hidden, W, { kind: 'residual', residual: x1 });
-      const dw2 = new Float64Array(W * hidden);
-      ref.linearBackward(dh, dw2, null, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
-
+      const { x, x1, dy, w1, b1, w2, b2, want } = composite();
       const t = { x: gpuTensor(gpu, x), x1: gpuTensor(gpu, x1), dy: gpuTensor(gpu, dy), w1: gpuTensor(gpu, w1), b1: gpuTensor(gpu, b1), w2: gpuTensor(gpu, w2), b2: gpuTensor(gpu, b2) };
-      const fused = { h: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), dh: gpuTensor(gpu, R * hidden), dw2: gpuTensor(gpu, W * hidden) };
+      const fused = { h: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), dh: gpuTensor(gpu, R * hidden) };
       await run(gpu, (rec) => {
         gpuOps.matmul(rec, fused.a, t.x, t.w1, t.b1, R, hidden, W, 'nt', false, variant, { kind: 'gelu', preact: fused.h });
         gpuOps.matmul(rec, fused.out, fused.a, t.w2, t.b2, R, W, hidden, 'nt', false, variant, { kind: 'residual', residual: t.x1 });
         gpuOps.matmul(rec, fused.dh, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', preact: fused.h });
       });
-      expectClose(await read(gpu, fused.h), h, matmulTol(W), `h (${variant})`);
-      expectClose(await read(gpu, fused.a), a, matmulTol(W), `a = gelu(h) (${variant})`);
-      expectClose(await read(gpu, fused.out), out, matmulTol(hidden), `out = fc2(a) + x1 (${variant})`);
-      expectClose(await read(gpu, fused.dh), dh, matmulTol(W), `dh (${variant})`);
-
-      // The unfused kernels the epilogues replace: matmul, then bias_gelu_forward / add_inplace / bias_gelu_backward.
-      const plain = { hPre: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), da: gpuTensor(gpu, R * hidden), dh: gpuTensor(gpu, R * hidden) };
-      await run(gpu, (rec) => {
-        gpuOps.matmul(rec, plain.hPre, t.x, t.w1, null, R, hidden, W, 'nt', false, variant);
-        biasGeluForward(rec, plain.a, plain.hPre, t.b1, R, hidden);
-        gpuOps.matmul(rec, plain.out, plain.a, t.w2, t.b2, R, W, hidden, 'nt', false, variant);
-        addInPlace(rec, plain.out, t.x1, R * W);
-        gpuOps.matmul(rec, plain.da, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant);
-        biasGeluBackward(rec, plain.dh, plain.da, plain.hPre, t.b1, R, hidden);
-      });
-      expectClose(await read(gpu, fused.a), await read(gpu, plain.a), TOL.reduction, `fused gelu vs matmul + bias_gelu_forward (${variant})`);
-      expectClose(await read(gpu, fused.out), await read(gpu, plain.out), TOL.reduction, `fused residual vs matmul + add_inplace (${variant})`);
-      expectClose(await read(gpu, fused.dh), await read(gpu, plain.dh), TOL.reduction, `fused gelu_grad vs matmul + bias_gelu_backward (${variant})`);
+      expectClose(await read(gpu, fused.h), want.h, matmulTol(W), `h (${variant})`);
+      expectClose(await read(gpu, fused.a), want.a, matmulTol(W), `fused gelu vs matmul + biasGeluForward (${variant})`);
+      expectClose(await read(gpu, fused.out), want.out, matmulTol(hidden), `fused residual vs matmul + addInPlace (${variant})`);
+      expectClose(await read(gpu, fused.dh), want.dh, matmulTol(W), `fused gelu_grad vs matmul + biasGeluBackward (${variant})`);
     });
   }
 
