@@ -4,7 +4,8 @@
  * classifier trained from the recipe's random init on the teacher's soft labels softmax(t/τ)
  * mixed with the hard labels: per image (1−λ)·CE_ε(student, label) + λ·τ²·KL(teacher ‖ student),
  * with the fine-tuning recipe's optimiser (AdamW, warmup then cosine, no decay on 1-D tensors).
- * The teacher runs forward only, in the same step. Written to --out DIR:
+ * The teacher runs forward only, in the same step (a frozen Classifier: no gradients, AdamW
+ * moments or per-block saved activations). Written to --out DIR:
  *
  *   model.safetensors  the student, in the form of evaluate --save's finetuned.safetensors
  *                      (encoder without norm, fc_norm, head; timm names, F32; readFinetuned
@@ -124,7 +125,8 @@ export async function headRun(gpu: Gpu, ft: FinetunedModel & { file: string }, d
   const batch = o.batch ?? 64, seed = o.seed ?? 0;
   if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`batch ${batch} must be a whole number ≥ 1.`);
   const smoothing = typeof ft.meta?.labelSmoothing === 'number' ? ft.meta.labelSmoothing : 0;
-  const clf = new Classifier(gpu, ft.config, { mode: 'finetune', numClasses: K, batch, labelSmoothing: smoothing });
+  // Evaluated as it is: forward only (no gradients, moments, or per-block saved activations).
+  const clf = new Classifier(gpu, ft.config, { mode: 'finetune', numClasses: K, batch, labelSmoothing: smoothing, frozen: true });
   try {
     clf.uploadParams(ft.params);
     const r = await predictAll(clf, valLoader(ds, ft.config, batch, seed));
@@ -270,7 +272,8 @@ export async function kdRun(opts: KdRunOptions): Promise<KdResult> {
   let teacherClf: Classifier | null = null, studentClf: Classifier | null = null;
   try {
     const teacherSmoothing = typeof ft.meta?.labelSmoothing === 'number' ? ft.meta.labelSmoothing : labelSmoothing;
-    teacherClf = new Classifier(gpu, tc, { mode: 'finetune', numClasses: K, batch, labelSmoothing: teacherSmoothing });
+    // The teacher only runs forward (its validation accuracy, then its logits in each KD step).
+    teacherClf = new Classifier(gpu, tc, { mode: 'finetune', numClasses: K, batch, labelSmoothing: teacherSmoothing, frozen: true });
     teacherClf.uploadParams(ft.params);
     const tv = await predictAll(teacherClf, valLoader(ds, tc, batch, seed));
     const teacherMetrics = classificationMetrics(tv.pred, tv.labels, K, classNames);

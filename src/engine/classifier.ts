@@ -13,6 +13,9 @@
  *                 distillation baseline (Hinton; DeiT's soft variant): the loss mixes the
  *                 hard-label cross-entropy with τ²·KL to a frozen teacher classifier's soft
  *                 labels softmax(t/τ) (trainKdStudent records the teacher in the same step).
+ *                 With `frozen`, a fine-tuned classifier that only runs forward (the KD teacher,
+ *                 a classifier file evaluated as it is): no gradients, no AdamW moments, its
+ *                 blocks through one shared set of activations; the same logits, bit for bit.
  *   linear probe  frozen encoder with its final `norm`; the feature is the cls token or the mean
  *                 of the patch tokens; non-affine BatchNorm1d (eps 1e-6, momentum 0.1; running
  *                 statistics for evaluation) → one Linear `head`. Only the head trains; the
@@ -44,7 +47,7 @@ import type { DataLoader } from '../data/loader';
 import { hashInts, Rng } from '../data/rng';
 import { numPatches, type MaeConfig, type VitConfig } from './config';
 import { initParams, seededUniform, type ParamMap } from './init';
-import { addBlockActs, addWorkspace, blockActs, readParamMap, recordBlockBackward, recordBlockForward, uploadParamMap, view, type BlockDims, type Workspace } from './mae';
+import { addBlockActs, addWorkspace, blockActs, readParamMap, recordBlockBackward, recordBlockForward, uploadParamMap, view, type BlockActs, type BlockDims, type Workspace } from './mae';
 import { addEncoderParams } from './params';
 import { lrAt, type LrSchedule } from './schedule';
 
@@ -186,6 +189,15 @@ export interface ClassifierOptions {
    * (train = false) still report the hard-label cross-entropy.
    */
   distill?: DistillOptions;
+  /**
+   * Fine-tuning only: a forward-only classifier (a KD teacher, a fine-tuned classifier evaluated
+   * as it is). Its blocks run through one shared set of activations, as the linear probe's
+   * frozen encoder does, and it has no gradients, AdamW moments or activation gradients, so a
+   * teacher costs its parameters and one block's activations; training it throws. It gives the
+   * same logits, bit for bit, as a trainable classifier with the same weights (the same kernels
+   * on the same values; only where the activations live differs).
+   */
+  frozen?: boolean;
 }
 
 /** Knowledge distillation's temperature τ > 0 and the soft term's weight λ ∈ [0, 1]. */
@@ -205,8 +217,10 @@ export interface OptimOptions {
 
 /**
  * An encoder (every patch visible) with a classification head, on the GPU. Fine-tuning keeps
- * every block's activations for the backward; the frozen encoder of the linear probe runs its
- * blocks through one shared set of activations (forward only), so a large evaluation batch fits.
+ * every block's activations for the backward, one arena per block (a full-image ViT-Tiny at
+ * batch 16 keeps ~160 MiB of them: more than one buffer may hold on some devices). The frozen
+ * encoder of the linear probe, and a `frozen` fine-tuned classifier, run their blocks through one
+ * shared set of activations (forward only), so a large evaluation batch or a teacher fits.
  */
 export class Classifier {
   readonly L: number;
@@ -217,17 +231,29 @@ export class Classifier {
   readonly smoothing: number;
   /** Knowledge distillation's options (null: the plain cross-entropy). */
   readonly distill: DistillOptions | null;
-  /** Trainable parameters (fine-tuning: everything; linear probe: the head). */
+  /** Forward only (ClassifierOptions.frozen): no gradients, moments or activation gradients. */
+  readonly frozen: boolean;
+  /** Trainable parameters (fine-tuning: everything; linear probe: the head); a frozen classifier's weights. */
   readonly params: Arena;
-  readonly grads: Arena;
-  readonly adamM: Arena;
-  readonly adamV: Arena;
   /** The frozen encoder (linear probe only). */
   readonly encoder: Arena | null;
+  /** The stem's and the head's activations (images, patch embedding, pooling, logits, loss). */
   readonly acts: Arena;
+  /**
+   * The blocks' activations: one arena per block when training (block i's saved activations
+   * 'enc.blocks.i.*' and its output 'enc.blocks.i.out'), or one shared arena when forward only
+   * ('enc.block.*' for every block, outputs alternating between 'enc.out0' and 'enc.out1').
+   */
+  readonly blockArenas: readonly Arena[];
+  /** Activation gradients (null when frozen). */
   readonly dacts: Arena | null;
-  private readonly decay: Tensor;
+  private readonly gradArena: Arena | null;
+  private readonly momentM: Arena | null;
+  private readonly momentV: Arena | null;
+  private readonly decay: Tensor | null;
   private readonly lrScales: Tensor | null;
+  /** The blocks share one set of activations (forward only: the linear probe, a frozen classifier). */
+  private readonly sharedBlocks: boolean;
 
   constructor(readonly gpu: Gpu, readonly cfg: VitConfig, readonly opts: ClassifierOptions, layerDecay = 0.75) {
     const { mode, numClasses: K, batch: N } = opts;
@@ -240,6 +266,11 @@ export class Classifier {
     this.pool = opts.pool ?? 'cls';
     this.smoothing = opts.labelSmoothing ?? 0;
     const kd = (this.distill = opts.distill ?? null);
+    const frozen = (this.frozen = opts.frozen ?? false);
+    if (frozen && mode !== 'finetune') {
+      throw new Error(`Classifier: frozen makes a fine-tuned classifier forward-only; it needs mode 'finetune', not '${mode}' (the linear probe's encoder is always frozen, and its head trains).`);
+    }
+    if (frozen && kd) throw new Error('Classifier: a distilling student (distill) trains; it cannot be frozen. Freeze the teacher instead.');
     if (kd) {
       if (mode !== 'finetune') throw new Error(`Classifier: knowledge distillation (distill) trains a whole student: it needs mode 'finetune', not '${mode}'.`);
       if (!(kd.softWeight >= 0 && kd.softWeight <= 1)) throw new Error(`Classifier: distillation soft weight ${kd.softWeight} must lie in [0, 1].`);
@@ -247,11 +278,12 @@ export class Classifier {
     }
     const hidden = cfg.mlpRatio * D, Kp = cfg.inChans * cfg.patchSize ** 2;
     const dev = gpu.device;
+    const shared = (this.sharedBlocks = mode === 'linprobe' || frozen);
     const layout = mode === 'finetune' ? finetuneParamLayout(cfg, K) : probeParamLayout(cfg, K);
-    this.params = new Arena(dev, layout, 'cls-params');
-    this.grads = new Arena(dev, layout, 'cls-grads');
-    this.adamM = new Arena(dev, layout, 'cls-adamw-m');
-    this.adamV = new Arena(dev, layout, 'cls-adamw-v');
+    this.params = new Arena(dev, layout, frozen ? 'cls-frozen-params' : 'cls-params');
+    this.gradArena = frozen ? null : new Arena(dev, layout, 'cls-grads');
+    this.momentM = frozen ? null : new Arena(dev, layout, 'cls-adamw-m');
+    this.momentV = frozen ? null : new Arena(dev, layout, 'cls-adamw-v');
     this.encoder = mode === 'linprobe' ? new Arena(dev, encoderParamLayout(cfg), 'cls-encoder') : null;
 
     const a = new ArenaLayout();
@@ -261,18 +293,11 @@ export class Classifier {
     a.add('emb', [N * L, D]);
     a.add('x0', [N, T, D]);
     if (mode === 'finetune') {
-      for (let i = 0; i < cfg.depth; i++) {
-        addBlockActs(a, `enc.blocks.${i}`, N, T, D, cfg.numHeads, hidden);
-        a.add(`enc.blocks.${i}.out`, [N, T, D]);
-      }
       a.add('pooled', [N, D]);
       a.add('fcn', [N, D]);
       a.add('fcn.mean', [N]);
       a.add('fcn.rstd', [N]);
     } else {
-      addBlockActs(a, 'enc.block', N, T, D, cfg.numHeads, hidden); // shared by every block: forward only
-      a.add('enc.out0', [N, T, D]);
-      a.add('enc.out1', [N, T, D]);
       a.add('latent', [N, T, D]);
       a.add('norm.mean', [N * T]);
       a.add('norm.rstd', [N * T]);
@@ -290,7 +315,23 @@ export class Classifier {
     a.add('stats', [2]);
     this.acts = new Arena(dev, a, 'cls-activations');
 
-    if (mode === 'finetune') {
+    if (shared) {
+      const b = new ArenaLayout();
+      addBlockActs(b, 'enc.block', N, T, D, cfg.numHeads, hidden); // shared by every block: forward only
+      b.add('enc.out0', [N, T, D]);
+      b.add('enc.out1', [N, T, D]);
+      this.blockArenas = [new Arena(dev, b, 'cls-block-activations')];
+    } else {
+      this.blockArenas = Array.from({ length: cfg.depth }, (_, i) => {
+        const b = new ArenaLayout();
+        addBlockActs(b, `enc.blocks.${i}`, N, T, D, cfg.numHeads, hidden);
+        b.add(`enc.blocks.${i}.out`, [N, T, D]);
+        return new Arena(dev, b, `cls-block-activations.${i}`);
+      });
+    }
+
+    if (frozen) this.dacts = null;
+    else if (mode === 'finetune') {
       const g = new ArenaLayout();
       addWorkspace(g, N * T * D, N * T * hidden);
       g.add('dlogits', [N, K]);
@@ -307,6 +348,11 @@ export class Classifier {
     const ids = new Uint32Array(N * L);
     for (let i = 0; i < ids.length; i++) ids[i] = i % L;
     upload(dev, this.acts.tensor('ids'), ids);
+    if (frozen) {
+      this.decay = null;
+      this.lrScales = null;
+      return;
+    }
     const r = decayRanges(layout);
     this.decay = view(createTensor(dev, Math.max(r.length, 1), 'cls-decay-ranges', r.length > 0 ? r : undefined), r.length);
     if (mode === 'finetune') {
@@ -325,10 +371,39 @@ export class Classifier {
     return this.opts.batch;
   }
 
+  /** Parameter gradients (the trainable table's layout); a frozen classifier has none. */
+  get grads(): Arena {
+    return this.trainable('grads', this.gradArena);
+  }
+
+  /** AdamW's first moments; a frozen classifier has none. */
+  get adamM(): Arena {
+    return this.trainable('adamM', this.momentM);
+  }
+
+  /** AdamW's second moments; a frozen classifier has none. */
+  get adamV(): Arena {
+    return this.trainable('adamV', this.momentV);
+  }
+
+  /** Bytes of GPU memory the classifier holds (arenas; the kernels' scratch is extra and small). */
+  get memoryBytes(): number {
+    const arenas = [this.params, this.gradArena, this.momentM, this.momentV, this.encoder, this.acts, ...this.blockArenas, this.dacts];
+    return arenas.reduce((s, x) => s + (x ? x.layout.bytes : 0), 0);
+  }
+
+  /** `what` of a trainable classifier; on a frozen one, an error that says so. */
+  private trainable<X>(what: string, x: X | null): X {
+    if (this.frozen || x === null) {
+      throw new Error(`Classifier.${what}: this classifier was built frozen (forward only: a teacher or an evaluator); it has no gradients or optimizer state and cannot be trained. Build it without \`frozen\` to train it.`);
+    }
+    return x;
+  }
+
   resetOptimizer(): void {
     const z = new Float32Array(this.params.layout.size);
-    upload(this.gpu.device, this.adamM.all, z);
-    upload(this.gpu.device, this.adamV.all, z);
+    upload(this.gpu.device, this.trainable('resetOptimizer', this.momentM).all, z);
+    upload(this.gpu.device, this.trainable('resetOptimizer', this.momentV).all, z);
   }
 
   /** torch's BatchNorm start: running mean 0, running variance 1. */
@@ -354,8 +429,8 @@ export class Classifier {
     return readParamMap(this.gpu, this.params);
   }
 
-  readGrads(): Promise<ParamMap> {
-    return readParamMap(this.gpu, this.grads);
+  async readGrads(): Promise<ParamMap> {
+    return readParamMap(this.gpu, this.trainable('readGrads', this.gradArena));
   }
 
   /** n ≤ batch images [n, C, S, S] and their labels (checked against K). */
@@ -391,9 +466,19 @@ export class Classifier {
   private act = (k: string): Tensor => this.acts.tensor(k);
   private dact = (k: string): Tensor => this.dacts!.tensor(k);
   private p = (k: string): Tensor => this.params.tensor(k);
-  private g = (k: string): Tensor => this.grads.tensor(k);
+  private g = (k: string): Tensor => this.gradArena!.tensor(k);
   /** An encoder tensor, wherever it lives (fine-tuning: the trainable table; probe: the frozen one). */
   private e = (k: string): Tensor => (this.encoder ?? this.params).tensor(k);
+
+  /** Block i's saved activations (training), or the set every block shares (forward only). */
+  private blockSaved(i: number): BlockActs {
+    return this.sharedBlocks ? blockActs(this.blockArenas[0], 'enc.block') : blockActs(this.blockArenas[i], `enc.blocks.${i}`);
+  }
+
+  /** Block i's output [n, T, D]: its own (training), or one of two alternating (forward only). */
+  private blockOut(i: number): Tensor {
+    return this.sharedBlocks ? this.blockArenas[0].tensor(`enc.out${i % 2}`) : this.blockArenas[i].tensor(`enc.blocks.${i}.out`);
+  }
 
   private dims(n: number): BlockDims {
     const D = this.D;
@@ -411,9 +496,8 @@ export class Classifier {
     const d = this.dims(n);
     let x = this.act('x0');
     for (let i = 0; i < cfg.depth; i++) {
-      const frozen = this.mode === 'linprobe';
-      const out = frozen ? this.act(`enc.out${i % 2}`) : this.act(`enc.blocks.${i}.out`);
-      recordBlockForward(rec, out, blockActs(this.acts, frozen ? 'enc.block' : `enc.blocks.${i}`), (k) => this.e(`blocks.${i}.${k}`), x, d);
+      const out = this.blockOut(i);
+      recordBlockForward(rec, out, this.blockSaved(i), (k) => this.e(`blocks.${i}.${k}`), x, d);
       x = out;
     }
     return x;
@@ -495,6 +579,7 @@ export class Classifier {
 
   /** The backward of the mean cross-entropy (with distill: of the KD loss); parameter gradients += (zero them first). */
   recordBackward(rec: Recorder, n: number): void {
+    this.trainable('recordBackward', this.dacts);
     const { cfg, D, K, T, L } = this;
     const dlogits = this.dact('dlogits');
     if (this.distill) kdCrossEntropyBackward(rec, dlogits, this.act('logits'), this.act('teacherLogits'), this.act('labels'), n, K, { ...this.distill, smoothing: this.smoothing });
@@ -511,8 +596,8 @@ export class Classifier {
     meanPoolBackward(rec, view(ws.dres, R * D), this.dact('dpooled'), n, T, D);
     const d = this.dims(n);
     for (let i = cfg.depth - 1; i >= 0; i--) {
-      const x = i === 0 ? this.act('x0') : this.act(`enc.blocks.${i - 1}.out`);
-      recordBlockBackward(rec, ws, (k) => this.g(`blocks.${i}.${k}`), (k) => this.p(`blocks.${i}.${k}`), blockActs(this.acts, `enc.blocks.${i}`), x, d);
+      const x = i === 0 ? this.act('x0') : this.blockOut(i - 1);
+      recordBlockBackward(rec, ws, (k) => this.g(`blocks.${i}.${k}`), (k) => this.p(`blocks.${i}.${k}`), this.blockSaved(i), x, d);
     }
     gatherVisibleBackward(rec, this.dact('demb'), this.g('cls_token'), view(ws.dres, R * D), this.act('ids'), n, L, L, D);
     // pos_embed stays fixed (its backward is the identity); the images need no gradient.
@@ -520,12 +605,13 @@ export class Classifier {
   }
 
   recordZeroGrads(rec: Recorder): void {
-    rec.clear(this.grads.all, this.params.layout.size);
+    rec.clear(this.trainable('recordZeroGrads', this.gradArena).all, this.params.layout.size);
   }
 
   /** AdamW over the trainable table: layer-wise lr scales (fine-tuning), no decay on 1-D tensors, tokens, pos_embed. */
   recordOptimizer(rec: Recorder, o: OptimOptions): void {
-    adamwStep(rec, this.params.all, this.grads.all, this.adamM.all, this.adamV.all, this.decay, this.one(), this.params.layout.size, {
+    const grads = this.trainable('recordOptimizer', this.gradArena), decay = this.trainable('recordOptimizer', this.decay);
+    adamwStep(rec, this.params.all, grads.all, this.momentM!.all, this.momentV!.all, decay, this.one(), this.params.layout.size, {
       lr: o.lr, step: o.step, weightDecay: o.weightDecay ?? ADAMW_DEFAULTS.weightDecay, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.999,
     }, this.lrScales);
   }
@@ -542,6 +628,7 @@ export class Classifier {
    * probe): zero grads, forward, backward, AdamW. Read the batch's loss with readStats.
    */
   recordTrainStep(rec: Recorder, o: OptimOptions, fromFeatures = false): void {
+    this.trainable('recordTrainStep', this.gradArena);
     const n = this.batch;
     if (this.mode === 'linprobe' && n < 2) throw new Error('The linear probe trains with BatchNorm batch statistics: use a batch of at least 2.');
     this.recordZeroGrads(rec);
@@ -570,8 +657,8 @@ export class Classifier {
   }
 
   destroy(): void {
-    for (const a of [this.params, this.grads, this.adamM, this.adamV, this.encoder, this.acts, this.dacts]) a?.destroy();
-    this.decay.buffer.destroy();
+    for (const a of [this.params, this.gradArena, this.momentM, this.momentV, this.encoder, this.acts, ...this.blockArenas, this.dacts]) a?.destroy();
+    this.decay?.buffer.destroy();
     this.lrScales?.buffer.destroy();
     this.oneTensor?.buffer.destroy();
   }

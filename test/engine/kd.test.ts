@@ -15,7 +15,7 @@ import {
 } from '../../src/engine/classifier';
 import { maeConfig, type MaeConfig } from '../../src/engine/config';
 import * as refCls from '../../src/ref/classify';
-import { expectClose, expectSameParams, randn, run, testGpu, TOL } from '../helpers';
+import { expectClose, expectSameBits, expectSameParams, randn, run, testGpu, TOL } from '../helpers';
 import { perturbedParams } from '../model-fixtures';
 import { refClassifier } from '../ref-classifier';
 
@@ -74,6 +74,63 @@ describe('knowledge distillation on the GPU vs the float64 reference', () => {
     expectClose([(await student.readStats()).loss], [ce[0]], TOL.reduction, 'evaluation loss');
     teacher.destroy();
     student.destroy();
+  });
+});
+
+describe('knowledge distillation from a frozen (forward-only) teacher', () => {
+  it('gives the same student, bit for bit, as a trainable teacher with the same weights: one recorded step and trainKdStudent', async () => {
+    const gpu = await testGpu();
+    const tcfg = cfgOf(2, { embedDim: 12, depth: 3, numHeads: 3 });
+    const scfg = cfgOf(4, { embedDim: 8, depth: 2, numHeads: 2 });
+    const [N, K] = [4, 3];
+    const o = { temperature: 2, softWeight: 0.7 };
+    const tParams = perturbedParams(finetuneParamLayout(tcfg, K), tcfg, 5);
+    tParams.set('head.weight', tParams.get('head.weight')!.map((v) => Math.fround(4 * v)));
+    const sParams = initFinetuneParams(scfg, K, null, 2);
+    const teachers = [false, true].map((frozen) => new Classifier(gpu, tcfg, { mode: 'finetune', numClasses: K, batch: N, frozen }));
+    const students = teachers.map(() => new Classifier(gpu, scfg, { mode: 'finetune', numClasses: K, batch: N, labelSmoothing: 0.1, distill: o }, 0.75));
+    for (const t of teachers) t.uploadParams(tParams);
+    for (const s of students) s.uploadParams(sParams);
+    const flat0 = students[0].params.layout.entries.flatMap((e) => [...sParams.get(e.name)!]);
+    expect(() => checkKdPair(students[1], teachers[1])).not.toThrow();
+
+    // One step as bench/train.ts records it: the teacher's forward, the copy, the student's step.
+    const imgs = Float32Array.from(randn(N * 3 * 64, 6));
+    const labels = [2, 0, 1, 1];
+    for (const [i, s] of students.entries()) {
+      const t = teachers[i];
+      t.setBatch(imgs, labels, N);
+      s.setBatch(imgs, labels, N);
+      await run(gpu, (rec) => {
+        recordTeacherLogits(rec, s, t, N);
+        s.recordTrainStep(rec, { lr: 1e-2, step: 1, weightDecay: 0.05 });
+      });
+    }
+    expectSameBits(await teachers[1].readLogits(N), await teachers[0].readLogits(N), 'teacher logits');
+    const stats = await Promise.all(students.map(async (s) => (await s.readStats()).loss));
+    expect(stats[1], 'student KD loss').toBe(stats[0]);
+    // Every student parameter as one float32 array (the arena's values, in table order).
+    const flat = async (c: Classifier) => {
+      const p = await c.readParams();
+      return Float32Array.from(c.params.layout.entries.flatMap((e) => [...p.get(e.name)!]));
+    };
+    const after = await Promise.all(students.map(flat));
+    expectSameBits(after[1], after[0], 'student parameters after one KD step');
+    // The step moved the student (so that the comparison above compares an update).
+    expect(after[0].some((v, i) => v !== Math.fround(flat0[i]))).toBe(true);
+
+    // A few steps of the driver on a toy set: the same student again, and the same logged metrics.
+    const ds = blobs(K, 8, 8, 7, { C: 3 });
+    const logs: KdStepMetrics[][] = [[], []];
+    for (const [i, s] of students.entries()) {
+      await trainKdStudent(s, teachers[i], new DataLoader(ds, { split: 'train', batchSize: N, seed: 3, augment: false }), {
+        steps: 3, lr: 5e-3, warmupSteps: 1, logEvery: 1, onStep: (m) => logs[i].push(m),
+      });
+    }
+    expect(logs[1]).toEqual(logs[0]);
+    const trained = await Promise.all(students.map(flat));
+    expectSameBits(trained[1], trained[0], 'student parameters after trainKdStudent');
+    for (const c of [...teachers, ...students]) c.destroy();
   });
 });
 
