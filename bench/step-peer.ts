@@ -44,7 +44,7 @@ export interface PeerOptions {
   /** Batch whose matmul shapes are timed (64: bench/kernels.ts's shapes); 0 skips the matmuls. */
   matmulBatch: number;
   matmulReps: number;
-  /** Tune our matmul variants first, as the studio's trainer does (tuneForRecording); false: the static guess. */
+  /** Tune our matmul variants first, as the studio's trainer does (tuneKernelsForRecording: matmuls, layer norm, attention); false: the static guess. */
   tune: boolean;
   out: string;
 }
@@ -219,7 +219,7 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
       tfjsStep: 'bench/tfjs-mae.ts TfjsMae.step: the same forward with tf ops (exact-erf GELU via tf.erf), tf.variableGrads, AdamW = decoupled decay written out + tf.train.adam (betas 0.9/0.95, eps 1e-8); no global grad norm',
       weights: 'the recipe initialisation (seeded), identical for both; images seeded noise; the same masking ids for both',
       stepReps: { warmup: opts.warmup, reps: opts.reps, gpuTimeReps: kernel ? opts.kernelReps : 0 },
-      matmul: { batch: opts.matmulBatch, visible: V, reps: opts.matmulReps, ourVariant: opts.tune ? 'the engine default after tuning (tuneForRecording for the step, tuneMatmul for these shapes; choices per shape class, see tuning)' : 'the static guess (--no-tune)', verification: 'each product once vs float64, |got − ref| ≤ 2e-5·√K + 2e-4·|ref|' },
+      matmul: { batch: opts.matmulBatch, visible: V, reps: opts.matmulReps, ourVariant: opts.tune ? 'the engine default after tuning (tuneKernelsForRecording for the step, tuneMatmul for these shapes; choices per shape class, see tuning)' : 'the static guess (--no-tune)', verification: 'each product once vs float64, |got − ref| ≤ 2e-5·√K + 2e-4·|ref|' },
     },
     tuning: opts.tune ? tuning : 'off (--no-tune): the static variant guess of src/gpu/ops/matmul.ts',
     checks: { firstStepLoss: { ours: ourLoss, tfjs_webgpu: tfLoss, relDiff: round(lossRelDiff), agree: lossesAgree, tolerance: 'relative 1e-3' }, matmulFailures, uncapturedGpuErrors: errors },
