@@ -14,7 +14,7 @@
  * tuner's store, under the same adapter fingerprint, as `families[<family>#<shader hash>|<class>]`
  * (a changed shader makes its family's choices stale on its own).
  */
-import { adapterFingerprint, collectMatmulShapes, defaultTuneStore, serial, summarizeTuning, tuneMatmul, tuningEnabled, type TimingMethod, type TuneOptions, type TuneReport, type TuneStore } from './autotune';
+import { adapterFingerprint, collectMatmulShapes, defaultTuneStore, fnv1a, serial, summarizeTuning, tuneMatmul, tuningEnabled, type TimingMethod, type TuneOptions, type TuneReport, type TuneStore } from './autotune';
 import { createTensor, readback } from './buffers';
 import type { Gpu } from './device';
 import { composeShader, Recorder, type Tensor } from './kernels';
@@ -212,15 +212,6 @@ export interface FamilyTuneOptions {
   force?: boolean;
   store?: TuneStore | null;
   log?: (line: string) => void;
-}
-
-function fnv1a(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0).toString(16).padStart(8, '0');
 }
 
 /** `<family>#<hash of its shaders>|<class>`: the key a choice is stored under. */

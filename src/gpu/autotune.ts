@@ -96,8 +96,8 @@ export function matmulTuneCounters(): { runs: number; measuredClasses: number } 
 // ---------------------------------------------------------------------------------------------
 // Adapter fingerprint and the in-memory tables
 
-/** FNV-1a, 32 bits, as hex. */
-function fnv1a(text: string): string {
+/** FNV-1a, 32 bits, as hex (fingerprints of shader texts). */
+export function fnv1a(text: string): string {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);

@@ -18,7 +18,7 @@
 import { GpuError, type Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Param, type Recorder, type Tensor } from '../kernels';
 import { chosenVariant } from '../variant-choices';
-import { scratch } from './common';
+import { checkReductionVariant, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
 
 // Must match the constants of shaders/attention.wgsl.
 const WG = 64;
@@ -29,27 +29,13 @@ const BLOCK = 4;
 const SG_ROWS = 8;
 const SG_CROWS = 4;
 
-export type AttentionVariant = 'workgroup' | 'subgroup';
+export type AttentionVariant = ReductionVariant;
 
 /** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
 export const ATTENTION_SHADERS: readonly string[] = ['attention', 'attention_subgroups'];
 
 /** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
-export function attentionVariants(gpu: Gpu): AttentionVariant[] {
-  return gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
-}
-
-/**
- * The subgroup variant's workgroup size (SG_WG): the adapter's largest subgroup size, so that a
- * row kernel's workgroup is usually a single subgroup (lavapipe: 8 on AVX2 CPUs; SwiftShader: 4;
- * NVIDIA and Apple: 32). The kernels are correct for any mapping of invocations onto subgroups;
- * this only picks the fast case. Without the adapter's figure: 32.
- */
-export function attentionSubgroupWorkgroup(gpu: Gpu): number {
-  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
-  const max = info?.subgroupMaxSize;
-  return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
-}
+export const attentionVariants = reductionVariants;
 
 const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
 
@@ -89,15 +75,8 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
       rowGroups: [ceilDiv(T, ROWS), H, B], sumGroups: columns, qkvGroups: columns,
     };
   }
-  if (variant !== 'subgroup') throw new GpuError(`Unknown attention variant '${String(variant)}'; use 'workgroup' or 'subgroup'.`, 'validation');
-  if (!gpu.hasSubgroups) {
-    throw new GpuError(
-      `The attention variant 'subgroup' needs the WebGPU feature 'subgroups', which this device (${gpu.adapter.description}) ` +
-        `does not have; use 'workgroup' (attentionVariants(gpu) lists the variants a device can run).`,
-      'limits',
-    );
-  }
-  const sg = attentionSubgroupWorkgroup(gpu);
+  checkReductionVariant(gpu, variant, 'attention');
+  const sg = subgroupWorkgroupSize(gpu);
   // Register blocking: up to 4 keys (channels) per lane per step, no more than a row (head) needs.
   const constants = { SG_WG: sg, KEYS: Math.min(4, ceilDiv(T, sg)), CH: Math.min(4, ceilDiv(hd, sg)) };
   const k = (entry: string): KernelSpec => ({ shader: 'attention_subgroups', entry, constants });

@@ -1,5 +1,6 @@
 /** Small shared pieces of the op wrappers. */
 import { createTensor } from '../buffers';
+import { GpuError, type Gpu } from '../device';
 import { ceilDiv, type Tensor } from '../kernels';
 
 const zeroTensors = new WeakMap<GPUDevice, Tensor>();
@@ -48,4 +49,41 @@ export function scratch(device: GPUDevice, key: string, length: number): Tensor 
     byKey.set(key, t);
   }
   return { buffer: t.buffer, offset: 0, length };
+}
+
+/**
+ * The two ways a row kernel (layer norm, attention) reduces: a tree in workgroup memory, with a
+ * barrier per level (any device), or subgroupAdd/subgroupMax, no barrier (devices with the
+ * 'subgroups' feature; CPU adapters pay dearly for barriers).
+ */
+export type ReductionVariant = 'workgroup' | 'subgroup';
+
+/** The reduction variants this device can run. */
+export function reductionVariants(gpu: Gpu): ReductionVariant[] {
+  return gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
+}
+
+/** Refuses a variant this device cannot run (or a misspelt one), saying what to use instead. */
+export function checkReductionVariant(gpu: Gpu, variant: ReductionVariant, kernel: string): void {
+  if (variant !== 'workgroup' && variant !== 'subgroup') throw new GpuError(`Unknown ${kernel} variant '${String(variant)}'; use 'workgroup' or 'subgroup'.`, 'validation');
+  if (variant === 'subgroup' && !gpu.hasSubgroups) {
+    throw new GpuError(
+      `The ${kernel} variant 'subgroup' needs the WebGPU feature 'subgroups', which this device (${gpu.adapter.description}) ` +
+        `does not have; use 'workgroup' (reductionVariants(gpu) lists the variants a device can run).`,
+      'limits',
+    );
+  }
+}
+
+/**
+ * A subgroup kernel's workgroup size (SG_WG): the adapter's largest subgroup size, so that a row's
+ * workgroup is usually a single subgroup (lavapipe: 8 on AVX2 CPUs; SwiftShader: 4; NVIDIA and
+ * Apple: 32). The kernels are correct for any mapping of invocations onto subgroups (in a
+ * workgroup of several, only the subgroup holding invocation 0 works); this only picks the fast
+ * case. Without the adapter's figure (older browsers lack GPUDevice.adapterInfo): 32.
+ */
+export function subgroupWorkgroupSize(gpu: Gpu): number {
+  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
+  const max = info?.subgroupMaxSize;
+  return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
 }

@@ -9,38 +9,23 @@
  * for barriers). The two give close but not bit-identical results: choose one per device and keep
  * it (a run stays reproducible).
  */
-import { GpuError, type Gpu } from '../device';
+import type { Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
 import { chosenVariant } from '../variant-choices';
-import { grid2d, scratch } from './common';
+import { checkReductionVariant, grid2d, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
 
 /** Threads per workgroup: the row kernels' REDUCE_WG (one workgroup per row) and the per-channel kernels'. */
 const WG = 64;
 /** Must match ROWS_PER_CHUNK in shaders/layernorm.wgsl. */
 export const LN_ROWS_PER_CHUNK = 32;
 
-export type LayernormVariant = 'workgroup' | 'subgroup';
+export type LayernormVariant = ReductionVariant;
 
 /** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
 export const LAYERNORM_SHADERS: readonly string[] = ['layernorm', 'layernorm_subgroups'];
 
 /** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
-export function layernormVariants(gpu: Gpu): LayernormVariant[] {
-  return gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
-}
-
-/**
- * The subgroup variant's workgroup size (SG_WG): the adapter's largest subgroup size, so that a
- * row's workgroup is usually a single subgroup (lavapipe: 8 on AVX2 CPUs; SwiftShader: 4; NVIDIA
- * and Apple: 32). The kernels are correct for any mapping of invocations onto subgroups (in a
- * workgroup of several, only the subgroup holding invocation 0 works); this only picks the fast
- * case. Without the adapter's figure (older browsers lack GPUDevice.adapterInfo): 32.
- */
-export function layernormSubgroupWorkgroup(gpu: Gpu): number {
-  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
-  const max = info?.subgroupMaxSize;
-  return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
-}
+export const layernormVariants = reductionVariants;
 
 const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
 
@@ -54,15 +39,8 @@ export function defaultLayernormVariant(gpu: Gpu, rows: number, C: number): Laye
 
 function rowKernel(gpu: Gpu, entry: string, variant: LayernormVariant, constants: Record<string, number> = {}): KernelSpec {
   if (variant === 'workgroup') return { shader: 'layernorm', entry, constants: { REDUCE_WG: WG, ...constants } };
-  if (variant !== 'subgroup') throw new GpuError(`Unknown layer norm variant '${String(variant)}'; use 'workgroup' or 'subgroup'.`, 'validation');
-  if (!gpu.hasSubgroups) {
-    throw new GpuError(
-      `The layer norm variant 'subgroup' needs the WebGPU feature 'subgroups', which this device (${gpu.adapter.description}) ` +
-        `does not have; use 'workgroup' (layernormVariants(gpu) lists the variants a device can run).`,
-      'limits',
-    );
-  }
-  return { shader: 'layernorm_subgroups', entry, constants: { SG_WG: layernormSubgroupWorkgroup(gpu), ...constants } };
+  checkReductionVariant(gpu, variant, 'layer norm');
+  return { shader: 'layernorm_subgroups', entry, constants: { SG_WG: subgroupWorkgroupSize(gpu), ...constants } };
 }
 
 /** out[rows,C] = (x − mean)·rstd·weight + bias; saves mean[rows], rstd[rows]. */
