@@ -30,7 +30,11 @@
 // inputs give bit-identical outputs.
 //
 // This is the 'workgroup' variant (any device); shaders/attention_subgroups.wgsl is the
-// 'subgroup' one (same entry points and bindings), for devices with subgroups.
+// 'subgroup' one (same entry points and bindings), for devices with subgroups. Params, the
+// bindings and the tensor indexing (qkv_at, btd_at, bhtt_at) are declared once for both in
+// common/attention_io.
+
+// #import common/attention_io
 
 const WG = 64u;       // threads per workgroup in every entry point
 const ROWS = 8u;      // query rows per workgroup in the row kernels
@@ -38,50 +42,8 @@ const MAX_HD = 256u;  // staged rows: ROWS·MAX_HD floats = 8 KiB of workgroup m
 const BLOCK = 4u;     // rows per thread in the column kernels
 const NEG_BIG = -3.402823e38;
 
-struct Params { B: u32, T: u32, H: u32, hd: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// attention_scores
-@group(0) @binding(1) var<storage, read_write> s_probs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> s_qkv: array<f32>;
-
-// attention_weighted_sum
-@group(0) @binding(1) var<storage, read_write> w_out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w_probs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> w_qkv: array<f32>;
-
-// attention_backward_scores
-@group(0) @binding(1) var<storage, read_write> bs_dscores: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bs_dout: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bs_qkv: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bs_probs: array<f32>;
-
-// attention_backward_qkv
-@group(0) @binding(1) var<storage, read_write> bq_dqkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bq_dscores: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bq_probs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bq_qkv: array<f32>;
-@group(0) @binding(5) var<storage, read_write> bq_dout: array<f32>;
-
 var<workgroup> staged: array<f32, ROWS * MAX_HD>;  // [ROWS][hd] query-side rows of the row kernels
 var<workgroup> red: array<f32, ROWS * WG>;        // [ROWS][WG] per-lane partials of the row reductions
-
-/** Element (b, t, part·D + h·hd + d) of qkv; part 0 = q, 1 = k, 2 = v. */
-fn qkv_at(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
-  let D = p.H * p.hd;
-  return (b * p.T + t) * 3u * D + part * D + h * p.hd + d;
-}
-
-/** Element (b, t, h·hd + d) of a [B, T, D] tensor (out, dout). */
-fn btd_at(b: u32, t: u32, h: u32, d: u32) -> u32 {
-  return (b * p.T + t) * p.H * p.hd + h * p.hd + d;
-}
-
-/** Element (b, h, i, j) of a [B, H, T, T] tensor (probs, dscores). */
-fn bhtt_at(b: u32, h: u32, i: u32, j: u32) -> u32 {
-  return ((b * p.H + h) * p.T + i) * p.T + j;
-}
 
 /**
  * Reduces red[r][0..WG) into red[r][0] for every row r, by max or by sum, in a fixed tree.

@@ -1,6 +1,7 @@
 // Multi-head self-attention for SIMD-style devices with subgroups: the 'subgroup' variant of
 // shaders/attention.wgsl, for devices with the WebGPU feature 'subgroups'. Same maths, shapes,
-// Params, bindings and outputs as there (see its header):
+// Params, bindings and outputs as there (see its header); Params, the bindings and the tensor
+// indexing are declared once for both in common/attention_io:
 //
 //   B batch, T tokens, H heads, hd head width, D = H·hd.
 //   qkv [B,T,3D] (q | k | v, head h = channels h·hd..), probs [B,H,T,T] = softmax_j(q_i·k_j·scale),
@@ -42,6 +43,8 @@ enable subgroups;
 // subgroupAdd / subgroupAny, which are uniform over the subgroup): see "Geometry".
 diagnostic(off, subgroup_uniformity);
 
+// #import common/attention_io
+
 const ROWS = 8u;     // query rows per workgroup in scores, backward_scores and weighted_sum
 const CROWS = 4u;    // rows per workgroup in backward_qkv (three accumulators per row and channel)
 const MAX_KEYS = 4u; // bound of KEYS
@@ -54,48 +57,6 @@ override SG_WG: u32 = 32u;
 // per step in the column kernels (1..MAX_CH).
 override KEYS: u32 = 1u;
 override CH: u32 = 1u;
-
-struct Params { B: u32, T: u32, H: u32, hd: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// attention_scores
-@group(0) @binding(1) var<storage, read_write> s_probs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> s_qkv: array<f32>;
-
-// attention_weighted_sum
-@group(0) @binding(1) var<storage, read_write> w_out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w_probs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> w_qkv: array<f32>;
-
-// attention_backward_scores
-@group(0) @binding(1) var<storage, read_write> bs_dscores: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bs_dout: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bs_qkv: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bs_probs: array<f32>;
-
-// attention_backward_qkv
-@group(0) @binding(1) var<storage, read_write> bq_dqkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bq_dscores: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bq_probs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bq_qkv: array<f32>;
-@group(0) @binding(5) var<storage, read_write> bq_dout: array<f32>;
-
-/** Element (b, t, part·D + h·hd + d) of qkv; part 0 = q, 1 = k, 2 = v. */
-fn qkv_at(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
-  let D = p.H * p.hd;
-  return (b * p.T + t) * 3u * D + part * D + h * p.hd + d;
-}
-
-/** Element (b, t, h·hd + d) of a [B, T, D] tensor (out, dout). */
-fn btd_at(b: u32, t: u32, h: u32, d: u32) -> u32 {
-  return (b * p.T + t) * p.H * p.hd + h * p.hd + d;
-}
-
-/** Element (b, h, i, j) of a [B, H, T, T] tensor (probs, dscores). */
-fn bhtt_at(b: u32, h: u32, i: u32, j: u32) -> u32 {
-  return ((b * p.H + h) * p.T + i) * p.T + j;
-}
 
 // How the invocations of a workgroup share the work (Geometry). Call from uniform control flow.
 struct Lanes {
@@ -112,8 +73,12 @@ fn lanes(lid: u32, sid: u32) -> Lanes {
 
 // ---------------------------------------------------------------------------------------------
 // Row kernels: the ROWS × KEYS block of dot products of one lane, rows a = ab[r] + d (the same
-// for every lane) against the lane's keys bb[c] + d, summed over d in order. Two copies of each
-// (scores: q·kᵀ from qkv; backward: dout·vᵀ), because WGSL cannot pass a storage array.
+// for every lane) against the lane's keys bb[c] + d, summed over d in order. Two copies that
+// differ only in the arrays they read (scores: q·kᵀ from qkv; backward: dout·vᵀ): WGSL cannot pass
+// a storage array to a function (a storage pointer parameter needs the language extension
+// unrestricted_pointer_parameters, which not every browser has and the variant's device check
+// does not ask for), and one function reading both kernels' arrays would make each kernel bind
+// the other's buffers.
 
 fn dots_scores(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, ROWS * MAX_KEYS> {
   let hd = p.hd;
@@ -292,7 +257,21 @@ fn attention_backward_scores(@builtin(local_invocation_index) lid: u32, @builtin
 // ---------------------------------------------------------------------------------------------
 // Column kernels. A step takes CH·SG_WG channels: lane l has channels d0 + c·SG_WG + l (l = the
 // subgroup id when fast, else local_invocation_index: any mapping covers every channel once).
-// Sums run over the tokens in order, in both paths.
+// Sums run over the tokens in order, in both paths. The two paths differ only in how a lane gets
+// the P (and dS) entries that all lanes share, shuffled or loaded, so a kernel's loads of a token
+// and its products with them are functions that both paths call.
+
+// weighted_sum: token j's values at the lane's CH channels (vb: their indices at token 0).
+fn values_at(vb: array<u32, MAX_CH>, j: u32, vstride: u32) -> array<f32, MAX_CH> {
+  var v = array<f32, MAX_CH>();
+  for (var c = 0u; c < CH; c++) { v[c] = w_qkv[vb[c] + j * vstride]; }
+  return v;
+}
+
+// weighted_sum: row r's products with one token, acc[r][c] += P[i,j]·v_j[c].
+fn add_weighted(acc: ptr<function, array<f32, ROWS * MAX_CH>>, r: u32, pr: f32, v: array<f32, MAX_CH>) {
+  for (var c = 0u; c < CH; c++) { (*acc)[r * MAX_CH + c] += pr * v[c]; }
+}
 
 @compute @workgroup_size(SG_WG)
 fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -317,23 +296,15 @@ fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(su
         for (var r = 0u; r < ROWS; r++) { pc[r] = w_probs[pb[r] + min(j0 + l, T - 1u)]; }
         for (var k = 0u; k < SG_WG; k++) {
           if (j0 + k < T) {
-            var v = array<f32, MAX_CH>();
-            for (var c = 0u; c < CH; c++) { v[c] = w_qkv[vb[c] + (j0 + k) * vstride]; }
-            for (var r = 0u; r < ROWS; r++) {
-              let pr = subgroupShuffle(pc[r], k);
-              for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += pr * v[c]; }
-            }
+            let v = values_at(vb, j0 + k, vstride);
+            for (var r = 0u; r < ROWS; r++) { add_weighted(&acc, r, subgroupShuffle(pc[r], k), v); }
           }
         }
       }
     } else {
       for (var j = 0u; j < T; j++) {
-        var v = array<f32, MAX_CH>();
-        for (var c = 0u; c < CH; c++) { v[c] = w_qkv[vb[c] + j * vstride]; }
-        for (var r = 0u; r < ROWS; r++) {
-          let pr = w_probs[pb[r] + j];
-          for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += pr * v[c]; }
-        }
+        let v = values_at(vb, j, vstride);
+        for (var r = 0u; r < ROWS; r++) { add_weighted(&acc, r, w_probs[pb[r] + j], v); }
       }
     }
     for (var c = 0u; c < CH; c++) {
@@ -344,6 +315,31 @@ fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(su
         }
       }
     }
+  }
+}
+
+// backward_qkv: token m's q, k and dout at the lane's CH channels (qb, gb: their indices at token 0).
+struct Token { q: array<f32, MAX_CH>, k: array<f32, MAX_CH>, g: array<f32, MAX_CH> }
+
+fn token_at(qb: array<u32, MAX_CH>, gb: array<u32, MAX_CH>, m: u32, tstride: u32, gstride: u32) -> Token {
+  var t = Token();
+  for (var c = 0u; c < CH; c++) {
+    t.q[c] = bq_qkv[qb[c] + m * tstride];
+    t.k[c] = bq_qkv[qb[c] + m * tstride + gstride];
+    t.g[c] = bq_dout[gb[c] + m * gstride];
+  }
+  return t;
+}
+
+// backward_qkv: the lane's CROWS rows × CH channels of dq, dk and dv.
+struct Grads { dq: array<f32, CROWS * MAX_CH>, dk: array<f32, CROWS * MAX_CH>, dv: array<f32, CROWS * MAX_CH> }
+
+// Row r's products with token m: dq += dS[i,m]·k_m, dk += dS[m,i]·q_m, dv += P[m,i]·dout_m.
+fn add_token(g: ptr<function, Grads>, r: u32, s_im: f32, s_mi: f32, p_mi: f32, t: Token) {
+  for (var c = 0u; c < CH; c++) {
+    (*g).dq[r * MAX_CH + c] += s_im * t.k[c];
+    (*g).dk[r * MAX_CH + c] += s_mi * t.q[c];
+    (*g).dv[r * MAX_CH + c] += p_mi * t.g[c];
   }
 }
 
@@ -375,9 +371,7 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
       qb[c] = qkv_at(b, 0u, 0u, h, dc);
       gb[c] = btd_at(b, 0u, h, dc);
     }
-    var dq = array<f32, CROWS * MAX_CH>();
-    var dk = array<f32, CROWS * MAX_CH>();
-    var dv = array<f32, CROWS * MAX_CH>();
+    var acc = Grads();
     if (w.fast) {
       // dS and P SG_WG tokens at a time, one per lane, handed round (as dots_scores).
       for (var m0 = 0u; m0 < T; m0 += SG_WG) {
@@ -393,46 +387,18 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
         for (var k = 0u; k < SG_WG; k++) {
           let m = m0 + k;
           if (m < T) {
-            var qm = array<f32, MAX_CH>();
-            var km = array<f32, MAX_CH>();
-            var gm = array<f32, MAX_CH>();
-            for (var c = 0u; c < CH; c++) {
-              qm[c] = bq_qkv[qb[c] + m * tstride];
-              km[c] = bq_qkv[qb[c] + m * tstride + gstride];
-              gm[c] = bq_dout[gb[c] + m * gstride];
-            }
+            let t = token_at(qb, gb, m, tstride, gstride);
             for (var r = 0u; r < CROWS; r++) {
-              let a = subgroupShuffle(s_im[r], k);
-              let t = subgroupShuffle(s_mi[r], k);
-              let u = subgroupShuffle(p_mi[r], k);
-              for (var c = 0u; c < CH; c++) {
-                dq[r * MAX_CH + c] += a * km[c];
-                dk[r * MAX_CH + c] += t * qm[c];
-                dv[r * MAX_CH + c] += u * gm[c];
-              }
+              add_token(&acc, r, subgroupShuffle(s_im[r], k), subgroupShuffle(s_mi[r], k), subgroupShuffle(p_mi[r], k), t);
             }
           }
         }
       }
     } else {
       for (var m = 0u; m < T; m++) {
-        var qm = array<f32, MAX_CH>();
-        var km = array<f32, MAX_CH>();
-        var gm = array<f32, MAX_CH>();
-        for (var c = 0u; c < CH; c++) {
-          qm[c] = bq_qkv[qb[c] + m * tstride];
-          km[c] = bq_qkv[qb[c] + m * tstride + gstride];
-          gm[c] = bq_dout[gb[c] + m * gstride];
-        }
+        let t = token_at(qb, gb, m, tstride, gstride);
         for (var r = 0u; r < CROWS; r++) {
-          let a = bq_dscores[ib[r] + m];
-          let t = bq_dscores[ic[r] + m * T];
-          let u = bq_probs[ic[r] + m * T];
-          for (var c = 0u; c < CH; c++) {
-            dq[r * MAX_CH + c] += a * km[c];
-            dk[r * MAX_CH + c] += t * qm[c];
-            dv[r * MAX_CH + c] += u * gm[c];
-          }
+          add_token(&acc, r, bq_dscores[ib[r] + m], bq_dscores[ic[r] + m * T], bq_probs[ic[r] + m * T], t);
         }
       }
     }
@@ -442,9 +408,9 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
         for (var r = 0u; r < CROWS; r++) {
           let i = i0 + r;
           if (i < T) {
-            bq_dqkv[qkv_at(b, i, 0u, h, d)] = dq[r * MAX_CH + c] * p.scale;
-            bq_dqkv[qkv_at(b, i, 1u, h, d)] = dk[r * MAX_CH + c] * p.scale;
-            bq_dqkv[qkv_at(b, i, 2u, h, d)] = dv[r * MAX_CH + c];
+            bq_dqkv[qkv_at(b, i, 0u, h, d)] = acc.dq[r * MAX_CH + c] * p.scale;
+            bq_dqkv[qkv_at(b, i, 1u, h, d)] = acc.dk[r * MAX_CH + c] * p.scale;
+            bq_dqkv[qkv_at(b, i, 2u, h, d)] = acc.dv[r * MAX_CH + c];
           }
         }
       }

@@ -12,6 +12,9 @@
 // The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate.
 // ACCUMULATE_DX (override) makes dx accumulate instead: the residual stream's gradient takes the
 // norm's contribution in the same pass (dres += dx_norm) rather than through a scratch and an add.
+// Params, ACCUMULATE_DX, the two row kernels' bindings and their per-element maths are in
+// common/layernorm_rows, shared with the subgroup variant; the per-channel kernels' bindings are
+// declared here.
 // Storage is declared read_write throughout: WebGPU forbids binding one buffer both read-only and
 // writable in a dispatch, and inputs and outputs are often slices of the same arena.
 //
@@ -33,32 +36,10 @@
 
 // #import common/reduce
 // #import common/grid
-
-struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
-
-override ACCUMULATE_DX: bool = false;
+// #import common/layernorm_rows
 
 const WG = 64u;
 const ROWS_PER_CHUNK = 32u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// layernorm_forward
-@group(0) @binding(1) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> f_mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_rstd: array<f32>;
-@group(0) @binding(4) var<storage, read_write> f_x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_weight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> f_bias: array<f32>;
-
-// layernorm_backward_dx
-@group(0) @binding(1) var<storage, read_write> b_dx: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b_corr: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b_dout: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b_x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_weight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> b_mean: array<f32>;
-@group(0) @binding(7) var<storage, read_write> b_rstd: array<f32>;
 
 // layernorm_backward_partial
 @group(0) @binding(1) var<storage, read_write> q_partial: array<f32>;
@@ -101,14 +82,11 @@ fn layernorm_forward(@builtin(local_invocation_index) tid: u32, @builtin(workgro
   let mean_d = workgroup_sum(tid, s) / f32(C);
   var v = 0.0;
   for (var i = tid; i < C; i += REDUCE_WG) {
-    let d = (f_x[base + i] - shift) - mean_d;
+    let d = centered(base + i, shift, mean_d);
     v += d * d;
   }
   let rstd = inverseSqrt(workgroup_sum(tid, v) / f32(C) + p.eps);
-  for (var i = tid; i < C; i += REDUCE_WG) {
-    let xhat = ((f_x[base + i] - shift) - mean_d) * rstd;
-    f_out[base + i] = xhat * f_weight[i] + f_bias[i];
-  }
+  for (var i = tid; i < C; i += REDUCE_WG) { write_out(base + i, i, shift, mean_d, rstd); }
   if (tid == 0u) {
     f_mean[row] = shift + mean_d;
     f_rstd[row] = rstd;
@@ -126,23 +104,10 @@ fn layernorm_backward_dx(@builtin(local_invocation_index) tid: u32, @builtin(wor
   let mean = b_mean[row];
   let rstd = b_rstd[row];
   var acc = vec3(0.0);
-  for (var i = tid; i < C; i += REDUCE_WG) {
-    let d = b_x[base + i] - mean;
-    let g = b_dout[base + i] * b_weight[i];
-    acc += vec3(d, g, g * d);
-  }
-  let sums = workgroup_sum3(tid, acc);
-  let inv_c = 1.0 / f32(C);
-  let corr = sums.x * inv_c;
-  let mean_g = sums.y * inv_c;
-  let mean_gxhat = rstd * (sums.z - corr * sums.y) * inv_c;
-  for (var i = tid; i < C; i += REDUCE_WG) {
-    let xhat = ((b_x[base + i] - mean) - corr) * rstd;
-    let g = b_dout[base + i] * b_weight[i];
-    let dx = rstd * (g - mean_g - xhat * mean_gxhat);
-    if (ACCUMULATE_DX) { b_dx[base + i] += dx; } else { b_dx[base + i] = dx; }
-  }
-  if (tid == 0u) { b_corr[row] = corr; }
+  for (var i = tid; i < C; i += REDUCE_WG) { acc += dx_terms(base + i, i, mean); }
+  let k = dx_row(workgroup_sum3(tid, acc), rstd, C);
+  for (var i = tid; i < C; i += REDUCE_WG) { write_dx(base + i, i, mean, rstd, k); }
+  if (tid == 0u) { b_corr[row] = k.corr; }
 }
 
 // partial[0,k,c] = Σ_{r in chunk k} dout·xhat, partial[1,k,c] = Σ_{r in chunk k} dout, rows in order.

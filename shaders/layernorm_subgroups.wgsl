@@ -1,6 +1,7 @@
 // Layer normalisation's two row kernels (forward, backward_dx) with subgroup reductions: the
 // 'subgroup' variant of shaders/layernorm.wgsl, for devices with the WebGPU feature 'subgroups'.
-// Same maths, shapes, Params, bindings and outputs as there (see its header):
+// Same maths, shapes, Params, bindings and outputs as there (see its header); Params,
+// ACCUMULATE_DX, the bindings and the per-element maths are in common/layernorm_rows, for both:
 //
 //   out[R,C] = (x − mean_r) · rstd_r · weight[C] + bias[C],   rstd_r = 1/√(var_r + eps)
 //   R rows, C channels. Binding 0 = params {rows, C, eps, nchunks}; storage, outputs first:
@@ -32,31 +33,10 @@
 enable subgroups;
 
 // #import common/grid
-
-struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
+// #import common/layernorm_rows
 
 // Invocations per workgroup (one workgroup per row); at most 256.
 override SG_WG: u32 = 32u;
-override ACCUMULATE_DX: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// layernorm_forward
-@group(0) @binding(1) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> f_mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_rstd: array<f32>;
-@group(0) @binding(4) var<storage, read_write> f_x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_weight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> f_bias: array<f32>;
-
-// layernorm_backward_dx
-@group(0) @binding(1) var<storage, read_write> b_dx: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b_corr: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b_dout: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b_x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_weight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> b_mean: array<f32>;
-@group(0) @binding(7) var<storage, read_write> b_rstd: array<f32>;
 
 // Which invocations work on the row, and how (step 1 of the header). Call from uniform control
 // flow: it uses subgroup operations.
@@ -84,22 +64,19 @@ fn layernorm_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgro
   let mean_d = subgroupAdd(s) / f32(C);
   var v = 0.0;
   for (var i = w.lane; i < w.end; i += w.n) {
-    let d = (f_x[base + i] - shift) - mean_d;
+    let d = centered(base + i, shift, mean_d);
     v += d * d;
   }
   let rstd = inverseSqrt(subgroupAdd(v) / f32(C) + p.eps);
-  for (var i = w.lane; i < w.end; i += w.n) {
-    let xhat = ((f_x[base + i] - shift) - mean_d) * rstd;
-    f_out[base + i] = xhat * f_weight[i] + f_bias[i];
-  }
+  for (var i = w.lane; i < w.end; i += w.n) { write_out(base + i, i, shift, mean_d, rstd); }
   if (lid == 0u) { // in the working subgroup
     f_mean[row] = shift + mean_d;
     f_rstd[row] = rstd;
   }
 }
 
-// dx = rstd · (g − mean(g) − xhat · mean(g·xhat)), g = dout·weight, xhat = (x − mean − corr)·rstd;
-// the row sums Σd, Σg, Σg·d (d = x − mean) from one pass, as in layernorm.wgsl.
+// dx = rstd · (g − mean(g) − xhat · mean(g·xhat)); the row sums Σd, Σg, Σg·d from one pass, as in
+// layernorm.wgsl (the element maths: common/layernorm_rows).
 @compute @workgroup_size(SG_WG)
 fn layernorm_backward_dx(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = grid_workgroup(wid, nwg);
@@ -110,21 +87,8 @@ fn layernorm_backward_dx(@builtin(local_invocation_index) lid: u32, @builtin(wor
   let mean = b_mean[row];
   let rstd = b_rstd[row];
   var acc = vec3(0.0);
-  for (var i = w.lane; i < w.end; i += w.n) {
-    let d = b_x[base + i] - mean;
-    let g = b_dout[base + i] * b_weight[i];
-    acc += vec3(d, g, g * d);
-  }
-  let sums = subgroupAdd(acc);
-  let inv_c = 1.0 / f32(C);
-  let corr = sums.x * inv_c;
-  let mean_g = sums.y * inv_c;
-  let mean_gxhat = rstd * (sums.z - corr * sums.y) * inv_c;
-  for (var i = w.lane; i < w.end; i += w.n) {
-    let xhat = ((b_x[base + i] - mean) - corr) * rstd;
-    let g = b_dout[base + i] * b_weight[i];
-    let dx = rstd * (g - mean_g - xhat * mean_gxhat);
-    if (ACCUMULATE_DX) { b_dx[base + i] += dx; } else { b_dx[base + i] = dx; }
-  }
-  if (lid == 0u) { b_corr[row] = corr; }
+  for (var i = w.lane; i < w.end; i += w.n) { acc += dx_terms(base + i, i, mean); }
+  let k = dx_row(subgroupAdd(acc), rstd, C);
+  for (var i = w.lane; i < w.end; i += w.n) { write_dx(base + i, i, mean, rstd, k); }
+  if (lid == 0u) { b_corr[row] = k.corr; }
 }

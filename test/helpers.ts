@@ -3,9 +3,10 @@
  * random data, named tolerances, comparisons that name the worst element, and the
  * finite-difference check that proves the float64 reference's gradients.
  */
-import { afterAll, expect } from 'vitest';
+import { afterAll, expect, type TestContext } from 'vitest';
 import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
+import type { ReductionVariant } from '../src/gpu/ops/common';
 import { createTensor, readback, readbackU32 } from '../src/gpu/buffers';
 import { Recorder, type Tensor } from '../src/gpu/kernels';
 import { rng as seededRng } from './numerics';
@@ -24,6 +25,23 @@ export function testGpu(): Promise<Gpu> {
     });
   }
   return shared;
+}
+
+/** The two variants of the row-reduction families (layer norm, attention), for describe.each. */
+export const REDUCTION_VARIANTS: readonly ReductionVariant[] = ['workgroup', 'subgroup'];
+
+/**
+ * The test file's device for a test of `variant`, or a skip that says why when the device cannot
+ * run it; `variants` is the op's own list (attentionVariants, layernormVariants).
+ */
+export async function testGpuForVariant(
+  variant: ReductionVariant, variants: (gpu: Gpu) => readonly ReductionVariant[], ctx: TestContext,
+): Promise<Gpu> {
+  const gpu = await testGpu();
+  if (!variants(gpu).includes(variant)) {
+    ctx.skip(`the '${variant}' variant needs the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
+  }
+  return gpu;
 }
 
 export { rng, randn, permutation, TOL, type Tolerance } from './numerics';

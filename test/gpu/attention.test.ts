@@ -1,11 +1,11 @@
 import { describe, expect, it, type TestContext } from 'vitest';
 import { GpuError, type Gpu } from '../../src/gpu/device';
 import { ceilDiv, type Recorder } from '../../src/gpu/kernels';
-import { scratch } from '../../src/gpu/ops/common';
+import { scratch, subgroupWorkgroupSize } from '../../src/gpu/ops/common';
 import * as gpuOps from '../../src/gpu/ops/attention';
 import type { AttentionVariant } from '../../src/gpu/ops/attention';
 import * as ref from '../../src/ref/attention';
-import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu, testGpuForVariant, REDUCTION_VARIANTS } from '../helpers';
 
 // [name, B, T, H, hd]
 const SHAPES: Array<[string, number, number, number, number]> = [
@@ -19,16 +19,8 @@ const SHAPES: Array<[string, number, number, number, number]> = [
   ['ViT-B, 224 px, 75% masked', 2, 50, 12, 64],
 ];
 
-const VARIANTS: AttentionVariant[] = ['workgroup', 'subgroup'];
-
 /** The test's device, or a skip that says why, when it cannot run `variant`. */
-async function gpuFor(variant: AttentionVariant, ctx: TestContext): Promise<Gpu> {
-  const gpu = await testGpu();
-  if (!gpuOps.attentionVariants(gpu).includes(variant)) {
-    ctx.skip(`the '${variant}' variant needs the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
-  }
-  return gpu;
-}
+const gpuFor = (variant: AttentionVariant, ctx: TestContext): Promise<Gpu> => testGpuForVariant(variant, gpuOps.attentionVariants, ctx);
 
 /** Reference forward and backward of one shape, with the inputs it used. */
 function reference(B: number, T: number, H: number, hd: number, seed: number, qkvScale = 2) {
@@ -42,7 +34,7 @@ function reference(B: number, T: number, H: number, hd: number, seed: number, qk
   return { qkv, dout, out, probs, dqkv };
 }
 
-describe.each(VARIANTS)("attention, '%s' variant (GPU vs float64 reference)", (variant) => {
+describe.each(REDUCTION_VARIANTS)("attention, '%s' variant (GPU vs float64 reference)", (variant) => {
   for (const [name, B, T, H, hd] of SHAPES) {
     it(`${name}: B=${B} T=${T} H=${H} hd=${hd}, forward and backward`, async (ctx) => {
       const gpu = await gpuFor(variant, ctx);
@@ -116,7 +108,7 @@ describe('attention subgroup kernels at other workgroup sizes and blockings', ()
   for (const [sgWg, KEYS, CH] of [[4, 1, 1], [16, 2, 3], [64, 4, 4], [256, 3, 2], [0, 1, 1], [0, 2, 2], [0, 3, 3]]) {
     it(`SG_WG=${sgWg || "the adapter's"} KEYS=${KEYS} CH=${CH}: forward and backward vs float64`, async (ctx) => {
       const gpu = await gpuFor('subgroup', ctx);
-      const wg = sgWg || gpuOps.attentionSubgroupWorkgroup(gpu);
+      const wg = sgWg || subgroupWorkgroupSize(gpu);
       for (const [B, T, H, hd, seed] of [[1, 2, 1, 5, 1], [2, 11, 2, 16, 2], [2, 33, 3, 40, 3]]) {
         const D = H * hd;
         const want = reference(B, T, H, hd, 300 + seed);
@@ -163,7 +155,7 @@ describe('attention variants', () => {
   it("'subgroup' runs where listed, and its workgroup size is the adapter's subgroup size", async (ctx) => {
     const gpu = await gpuFor('subgroup', ctx);
     const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
-    expect(gpuOps.attentionSubgroupWorkgroup(gpu)).toBe(info?.subgroupMaxSize ?? 32);
+    expect(subgroupWorkgroupSize(gpu)).toBe(info?.subgroupMaxSize ?? 32);
   });
 
   it('the two variants agree closely on a training shape (each within the float64 tolerance)', async (ctx) => {
@@ -172,7 +164,7 @@ describe('attention variants', () => {
     const want = reference(B, T, H, hd, 77);
     const qkv = gpuTensor(gpu, want.qkv), dout = gpuTensor(gpu, want.dout);
     const got: Record<string, Float32Array> = {};
-    for (const v of VARIANTS) {
+    for (const v of REDUCTION_VARIANTS) {
       const out = gpuTensor(gpu, B * T * H * hd), probs = gpuTensor(gpu, B * H * T * T), dqkv = gpuTensor(gpu, B * T * 3 * H * hd);
       await run(gpu, (rec) => {
         gpuOps.attentionForward(rec, out, probs, qkv, B, T, H, hd, v);

@@ -5,8 +5,8 @@ import type { LayernormVariant } from '../../src/gpu/ops/layernorm';
 import * as ref from '../../src/ref/layernorm';
 import { GpuError, type Gpu } from '../../src/gpu/device';
 import { ceilDiv, type Recorder } from '../../src/gpu/kernels';
-import { grid2d, scratch } from '../../src/gpu/ops/common';
-import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { grid2d, scratch, subgroupWorkgroupSize } from '../../src/gpu/ops/common';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu, testGpuForVariant, REDUCTION_VARIANTS } from '../helpers';
 
 // [name, rows, C]
 const SHAPES: Array<[string, number, number]> = [
@@ -23,16 +23,8 @@ const SHAPES: Array<[string, number, number]> = [
   ['width 768', 33, 768],
 ];
 
-const VARIANTS: LayernormVariant[] = ['workgroup', 'subgroup'];
-
 /** The test's device, or a skip that says why, when it cannot run `variant`. */
-async function gpuFor(variant: LayernormVariant, ctx: TestContext): Promise<Gpu> {
-  const gpu = await testGpu();
-  if (!gpuOps.layernormVariants(gpu).includes(variant)) {
-    ctx.skip(`the '${variant}' variant needs the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
-  }
-  return gpu;
-}
+const gpuFor = (variant: LayernormVariant, ctx: TestContext): Promise<Gpu> => testGpuForVariant(variant, gpuOps.layernormVariants, ctx);
 
 interface Case {
   x: Float64Array;
@@ -108,7 +100,7 @@ function expectAllClose(got: Got, want: Want, rows: number, what: string, dxScal
   expectClose(got.dbias, want.dbias, sumTol, `dbias${what}`);
 }
 
-describe.each(VARIANTS)("layernorm, '%s' variant (GPU vs float64 reference)", (variant) => {
+describe.each(REDUCTION_VARIANTS)("layernorm, '%s' variant (GPU vs float64 reference)", (variant) => {
   SHAPES.forEach(([name, rows, C], s) => {
     it(`${name}: rows=${rows} C=${C}, forward and backward (dx = and +=)`, async (ctx) => {
       const gpu = await gpuFor(variant, ctx);
@@ -215,7 +207,7 @@ describe('layernorm variants', () => {
 
   it("'subgroup' runs where listed, and its workgroup size is the adapter's subgroup size", async (ctx) => {
     const gpu = await gpuFor('subgroup', ctx);
-    const wg = gpuOps.layernormSubgroupWorkgroup(gpu);
+    const wg = subgroupWorkgroupSize(gpu);
     const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
     expect(wg).toBe(info?.subgroupMaxSize ?? 32);
   });
