@@ -438,18 +438,9 @@ function otherDeclarations(): KernelBench[] {
     check: { dx: TOL.exact, dmaskToken: sumTol(TOL.reduction, N * (L - V)) },
   }));
 
-  // MAE loss: norm_pix targets, masked MSE forward and backward.
+  // MAE loss: masked MSE forward and backward (its norm_pix target is patchify_target_norm, above).
   const rows = N * L;
   const mask = (): Float64Array => Float64Array.from(stepMasking().mask);
-  add('loss', 'normalize_pixel_targets', () => ({
-    shape: { rows, P },
-    bytes: F32 * 2 * rows * P,
-    inputs: { target: randn(rows * P, 41, 2) },
-    outputs: { out: rows * P },
-    gpu: (rec, o, i) => gpuLoss.normalizePixelTargets(rec, o.out, i.target, rows, P),
-    ref: (o, i) => refLoss.normalizePixelTargets(o.out, i.target, rows, P),
-    tol: TOL.reduction,
-  }));
   add('loss', 'mae_loss_forward', () => ({
     shape: { N, L, P },
     bytes: F32 * (2 * rows * P + 2 * rows + 1),

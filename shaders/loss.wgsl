@@ -1,5 +1,6 @@
-// The training losses: MAE's masked pixel MSE (with norm_pix targets) and DMAE's feature
-// distillation loss, forward and backward, plus a generic deterministic sum.
+// The training losses: MAE's masked pixel MSE and DMAE's feature distillation loss, forward and
+// backward, plus a generic deterministic sum. MAE's norm_pix targets arrive already standardised:
+// patch.wgsl's patchify_target_norm builds them while it patchifies.
 //
 // Shape letters: N batch, L patches per image, P patch vector length (p·p·C), R feature rows
 // (tokens, cls included), C feature width (teacher width), G workgroups of mae_patch_loss
@@ -8,7 +9,6 @@
 //
 // Entry points and bindings (0 = Params; storage from 1, outputs first). Every output is
 // assigned (=): nothing here is a parameter gradient.
-//   normalize_pix_targets  1 out[rows,P] = (x − mean)/sqrt(var_unbiased + 1e-6) per row   2 target
 //   mae_patch_loss         1 loss_per_patch[N·L] = mean_P (pred − target)²                 3 pred 4 target 5 mask
 //                          2 partials[2G] = per workgroup (Σ loss_per_patch·mask, Σ mask)
 //   mae_loss_final         1 loss[2] = (Σ loss_per_patch·mask / Σ mask, Σ mask)            2 partials
@@ -27,7 +27,7 @@
 // Determinism: every sum has a fixed order — a thread loops over its elements in order, then
 // workgroup_sum (common/reduce) adds the threads in a fixed tree; cross-workgroup sums go
 // through per-workgroup partials and a second one-workgroup dispatch. No atomics.
-// Row kernels loop over rows with stride num_workgroups (one workgroup per row at a time), so
+// The row kernels (distill_*) loop over rows with stride num_workgroups (one workgroup per row at a time), so
 // any row count fits in the 65535-workgroup limit; mae_patch_loss (a thread per patch) and
 // mae_loss_backward run on 2-D grids (common/grid).
 
@@ -42,7 +42,6 @@ override SQUARE: bool = false;
 override ROOT: bool = false;
 
 const NORM_EPS = 1e-12;   // F.normalize's eps
-const PIX_EPS = 1e-6;     // MAE's norm_pix_loss eps
 const EW_WG = 256u;       // element-wise workgroup size
 
 // rows, cols: the 2-D shape the entry point works on (see each entry point).
@@ -62,7 +61,7 @@ struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
 @group(0) @binding(4) var<storage, read_write> in_mask: array<f32>;
 @group(0) @binding(5) var<storage, read_write> in_loss: array<f32>;     // mae_loss_backward: the forward's loss[2]
 
-@group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // normalize_pix_targets, reduce_sum_*, mae_loss_final
+@group(0) @binding(2) var<storage, read_write> in_x: array<f32>;        // reduce_sum_*, mae_loss_final
 @group(0) @binding(2) var<storage, read_write> in_x4: array<vec4<f32>>; // reduce_sum_partial_vec4: in_x as vec4s
 @group(0) @binding(2) var<storage, read_write> in_teacher: array<f32>;  // distill_*
 @group(0) @binding(3) var<storage, read_write> in_student: array<f32>;  // distill_*
@@ -70,34 +69,6 @@ struct Params { rows: u32, cols: u32, count: u32, scale: f32 }
 @group(0) @binding(3) var<storage, read_write> pl_pred: array<f32>;      // mae_patch_loss: pred
 @group(0) @binding(4) var<storage, read_write> pl_target: array<f32>;    // mae_patch_loss: target
 @group(0) @binding(5) var<storage, read_write> pl_mask: array<f32>;      // mae_patch_loss: mask
-
-// ---- norm_pix_loss targets ------------------------------------------------------------------
-// The standalone form, on patches already in memory; the MAE step standardises while it
-// patchifies (patch.wgsl's patchify_target_norm, the same formula), one pass fewer.
-// rows = number of patches, cols = P. Two passes (mean, then Σ(x − mean)²): stable where
-// E[x²] − E[x]² is not. Unbiased variance as torch's Tensor.var (P = 1 gives NaN, as torch).
-@compute @workgroup_size(REDUCE_WG)
-fn normalize_pix_targets(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let P = p.cols;
-  for (var r = wid.x; r < p.rows; r += nwg.x) {
-    let base = r * P;
-    var s = 0.0;
-    for (var c = lid; c < P; c += REDUCE_WG) { s += in_x[base + c]; }
-    let mean = workgroup_sum(lid, s) / f32(P);
-    var q = 0.0;
-    for (var c = lid; c < P; c += REDUCE_WG) {
-      let d = in_x[base + c] - mean;
-      q += d * d;
-    }
-    let variance = workgroup_sum(lid, q) / f32(P - 1u);
-    let sd = sqrt(variance + PIX_EPS);
-    for (var c = lid; c < P; c += REDUCE_WG) { out[base + c] = (in_x[base + c] - mean) / sd; }
-  }
-}
 
 // ---- MAE masked MSE -------------------------------------------------------------------------
 // Two dispatches for the forward, one for the backward. mae_patch_loss (rows = N·L, cols = P):

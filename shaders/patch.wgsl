@@ -8,7 +8,7 @@
 //                    (MAE's `patchify`, the pixel loss target; a different order from the conv's)
 //   patchify_target_norm  the same rows standardised per patch as MAE's norm_pix_loss:
 //                    (x − mean)/sqrt(var + 1e-6), mean and unbiased var over the row's P·P·C
-//                    values (loss.wgsl's normalize_pix_targets, fused: one pass, no raw copy)
+//                    values (as ref/loss.ts's normalizePixelTargets), in the patchify pass: no raw copy
 //   unpatchify       img[N, C, H, W] from target-ordered patches (the inverse of patchify_target)
 //   add_pos_embed    x[N, L, D] += pos[pos_start + l·D + d], the fixed sin-cos table broadcast over N
 //

@@ -1,6 +1,7 @@
 /**
- * The training losses (shaders/loss.wgsl): MAE's masked pixel MSE with its norm_pix targets,
- * DMAE's feature distillation loss, their backwards, and a generic deterministic sum.
+ * The training losses (shaders/loss.wgsl): MAE's masked pixel MSE, DMAE's feature distillation
+ * loss, their backwards, and a generic deterministic sum. MAE's norm_pix targets are built by
+ * patchifyTarget(..., normPix = true) in ops/patch.ts, in the same pass as the patchify.
  *
  * Every output is assigned (=). Every reduction has a fixed order (per-workgroup partials, then
  * one small dispatch), so the same inputs give bit-identical losses and gradients. The scratch
@@ -74,19 +75,6 @@ export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 
 }
 
 // ---- MAE ------------------------------------------------------------------------------------
-
-/**
- * norm_pix_loss targets: out[rows, P] = (x − mean)/sqrt(var + 1e-6) per row (a patch vector),
- * with the row's mean and unbiased variance, two-pass. Assigned; `out` must not be `target`
- * (WebGPU forbids binding one buffer range as both). The target is data: no backward.
- * The standalone form: the MAE step standardises while it patchifies (patchifyTarget's normPix).
- */
-export function normalizePixelTargets(rec: Recorder, out: Tensor, target: Tensor, rows: number, P: number): void {
-  rec.dispatch(
-    { shader: 'loss', entry: 'normalize_pix_targets', constants: { REDUCE_WG: rowWorkgroup(P) } },
-    [out, target], [rows, P, 0, { f32: 0 }], [Math.min(rows, MAX_WORKGROUPS_PER_DIM)],
-  );
-}
 
 /**
  * MAE's forward_loss. pred, target [N·L, P]; mask [N·L] as f32 (1 = masked, counted; 0 = kept).

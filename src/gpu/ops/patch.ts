@@ -30,7 +30,7 @@ export function patchifyConv(rec: Recorder, patches: Tensor, img: Tensor, N: num
  * target[N, L, p·p·C] (=): MAE's `patchify`, each patch as [row-in-patch][col-in-patch][channel].
  * With normPix, each patch row is standardised as MAE's norm_pix_loss in the same pass:
  * (x − mean)/sqrt(var + 1e-6), mean and unbiased variance over the row's p·p·C values (as
- * normalizePixelTargets in ops/loss.ts), so the raw target is never written. The target is data:
+ * ref/loss.ts's normalizePixelTargets), so the raw target is never written. The target is data:
  * no backward.
  */
 export function patchifyTarget(rec: Recorder, target: Tensor, img: Tensor, N: number, C: number, H: number, W: number, p: number, normPix = false): void {
