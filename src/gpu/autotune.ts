@@ -452,8 +452,9 @@ export interface TuneReport {
 
 export interface TuneOptions {
   /**
-   * Timed runs per variant and shape (default 2). With timestamps a screening run of the whole
-   * shape (M ≤ 192) counts as the first.
+   * Timed runs per variant and shape (default 2 on a hardware adapter, 3 on a CPU-emulated one,
+   * whose timings share the CPU with everything else and are noisier: a stored choice is kept
+   * for good). With timestamps a screening run of the whole shape (M ≤ 192) counts as the first.
    */
   reps?: number;
   /** Time classes even when a choice is known, and replace it (the benchmark). */
@@ -655,7 +656,7 @@ export const screenRows = (M: number): number => (M <= 192 ? M : 128 + (M % 64))
  * without, each run is its own submission, timed on the wall clock.
  */
 async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: SequenceTimer | undefined, opts: TuneOptions): Promise<ShapeTiming[]> {
-  const reps = Math.max(1, opts.reps ?? 2);
+  const reps = Math.max(1, opts.reps ?? (gpu.adapter.kind === 'hardware' ? 2 : 3));
   const prune = opts.pruneFactor ?? 2;
   const a: Tensor = { buffer: pools.a.buffer, offset: 0, length: s.M * s.K };
   const b: Tensor = { buffer: pools.b.buffer, offset: 0, length: s.K * s.N };
