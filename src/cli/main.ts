@@ -1,7 +1,6 @@
 /**
  * `npm run dmae -- <command> [options]`: the studio's Node command line.
- *   train   MAE pretraining or DMAE distillation on a built-in dataset (see `train --help`)
- *   export  a checkpoint or model as safetensors (full / timm) or ONNX (see `export --help`)
+ * The commands are listed in HELP; each has its own `--help`.
  */
 import { DATASET_HELP, datasetCommand } from './dataset';
 import { EXPORT_HELP, exportCommand } from './export';
@@ -23,55 +22,32 @@ Commands:
   help      this text; \`npm run dmae -- train --help\` for the options of train
 `;
 
+/** Each command: its help text and what runs it. */
+const COMMANDS: Record<string, { help: string; run: (args: string[]) => Promise<number> }> = {
+  train: { help: TRAIN_HELP, run: trainCommand },
+  export: { help: EXPORT_HELP, run: exportCommand },
+  dataset: { help: DATASET_HELP, run: datasetCommand },
+  evaluate: { help: EVALUATE_HELP, run: evaluateCommand },
+  kd: { help: KD_HELP, run: kdCommand },
+  experiment: { help: EXPERIMENT_HELP, run: experimentCommand },
+};
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  switch (command) {
-    case 'train':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(TRAIN_HELP);
-        return 0;
-      }
-      return trainCommand(rest);
-    case 'export':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(EXPORT_HELP);
-        return 0;
-      }
-      return exportCommand(rest);
-    case 'dataset':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(DATASET_HELP);
-        return 0;
-      }
-      return datasetCommand(rest);
-    case 'evaluate':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(EVALUATE_HELP);
-        return 0;
-      }
-      return evaluateCommand(rest);
-    case 'kd':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(KD_HELP);
-        return 0;
-      }
-      return kdCommand(rest);
-    case 'experiment':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(EXPERIMENT_HELP);
-        return 0;
-      }
-      return experimentCommand(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(HELP);
-      return 0;
-    default:
-      process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
-      return 2;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(HELP);
+    return 0;
   }
+  const c = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (!c) {
+    process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(c.help);
+    return 0;
+  }
+  return c.run(rest);
 }
 
 main(process.argv.slice(2)).then(
