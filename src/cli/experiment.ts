@@ -16,7 +16,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { lenKeepFor } from '../core/masking';
-import { dotsWithSpread, linesWithSpread, markdownTable, pct, pctSpread, renderSvg, seconds, spread, verdict, type Point, type Spread } from './experiment-report';
+import { dotsWithSpread, linesWithSpread, markdownTable, pct, pctSpread, renderSvg, seconds, spread, verdict, type Point } from './experiment-report';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
 
 export const EXPERIMENTS = {

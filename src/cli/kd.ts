@@ -27,7 +27,7 @@ import type { ImageDataset } from '../data/dataset';
 import { DataLoader } from '../data/loader';
 import { Classifier, classificationMetrics, initFinetuneParams, predictAll, trainKdStudent, type ClassMetrics, type KdStepMetrics } from '../engine/classifier';
 import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig } from '../engine/config';
-import { subsetDataset } from '../engine/evaluate';
+import { evaluationClasses, resultData, resultModel, subsetDataset, type ClassifierTrainingOptions } from '../engine/evaluate';
 import type { Gpu } from '../gpu/device';
 import { acquireNodeGpu } from '../gpu/node-device';
 import { FINETUNED_METADATA_KEY, type FinetunedModel } from '../io/finetuned';
@@ -80,18 +80,9 @@ const OPTIONS = {
 // Reading a fine-tuned classifier
 // ---------------------------------------------------------------------------------------------
 
-/** The classes of a labelled dataset (at least 2). */
-function datasetClasses(ds: ImageDataset): { K: number; classNames: string[] } {
-  if (!ds.labels) throw new Error(`${ds.name} has no labels: a classifier cannot be trained or evaluated on it.`);
-  let max = 0;
-  for (const y of ds.labels) max = Math.max(max, y);
-  const K = Math.max(ds.classNames.length, max + 1, 2);
-  return { K, classNames: Array.from({ length: K }, (_, k) => ds.classNames[k] ?? String(k)) };
-}
-
 /** The teacher's classes against the dataset's: the count must agree; differing names are reported. */
 function checkClasses(ft: FinetunedModel & { file: string }, ds: ImageDataset, log: (s: string) => void): { K: number; classNames: string[] } {
-  const c = datasetClasses(ds);
+  const c = evaluationClasses(ds);
   if (c.K !== ft.numClasses) {
     throw new Error(`${ft.file} classifies ${ft.numClasses} classes; ${ds.name} has ${c.K}. Use the dataset the classifier was fine-tuned on.`);
   }
@@ -100,12 +91,6 @@ function checkClasses(ft: FinetunedModel & { file: string }, ds: ImageDataset, l
   }
   return c;
 }
-
-const modelInfo = (c: MaeConfig): EvaluateResult['model'] =>
-  ({ imgSize: c.imgSize, patchSize: c.patchSize, inChans: c.inChans, embedDim: c.embedDim, depth: c.depth, numHeads: c.numHeads, mlpRatio: c.mlpRatio });
-
-const dataInfo = (ds: ImageDataset, c: MaeConfig): EvaluateResult['data'] =>
-  ({ name: ds.name, train: ds.nTrain, val: ds.N - ds.nTrain, C: c.inChans, H: c.imgSize, W: c.imgSize });
 
 const valLoader = (ds: ImageDataset, c: MaeConfig, batch: number, seed: number) =>
   new DataLoader(ds, { split: 'val', batchSize: batch, seed, resolution: c.imgSize, channels: c.inChans as 1 | 3 });
@@ -132,7 +117,7 @@ export async function headRun(gpu: Gpu, ft: FinetunedModel & { file: string }, d
     const r = await predictAll(clf, valLoader(ds, ft.config, batch, seed));
     const m: ClassMetrics = classificationMetrics(r.pred, r.labels, K, classNames);
     return {
-      method: 'head', file: ft.file, ...m, classNames, options: { batch, seed, labelSmoothing: smoothing }, data: dataInfo(ds, ft.config), model: modelInfo(ft.config),
+      method: 'head', file: ft.file, ...m, classNames, options: { batch, seed, labelSmoothing: smoothing }, data: resultData(ds, ft.config), model: resultModel(ft.config),
       valLoss: r.loss, seconds: (performance.now() - t0) / 1000,
     };
   } finally {
@@ -174,7 +159,8 @@ export async function evaluateHeadCommand(args: string[]): Promise<number> {
 // kd
 // ---------------------------------------------------------------------------------------------
 
-export interface KdRunOptions {
+/** The training options (ClassifierTrainingOptions) default to steps 300, batch 32, lr 4e-3, warmup 5 % of steps, wd 0.05, layer decay 1 (none), label smoothing 0.1, seed 0. */
+export interface KdRunOptions extends ClassifierTrainingOptions {
   /** The fine-tuned teacher: a file or folder (readFinetuned), or one already read. */
   teacher: string | (FinetunedModel & { file: string });
   /** Dataset name or path (default mnist); ignored when `dataset` is given. */
@@ -188,24 +174,16 @@ export interface KdRunOptions {
   /** Default: the teacher's patch size. */
   patchSize?: number;
   mlpRatio?: number;
-  steps?: number;
-  batch?: number;
-  lr?: number;
-  warmupSteps?: number;
-  weightDecay?: number;
-  /** Layer-wise lr decay (default 1: none). */
-  layerDecay?: number;
-  labelSmoothing?: number;
+  /** Distillation's softmax temperature τ of both sides (default 4). */
   temperature?: number;
+  /** λ, the weight of the soft term (default 0.5). */
   softWeight?: number;
-  seed?: number;
   /** Write model.safetensors, eval-kd.json and config.json here (nothing is written without it). */
   out?: string;
   /** Recorded in config.json and eval-kd.json. */
   command?: string;
   /** A device to use (left open); default: one acquired and destroyed here. */
   gpu?: Gpu;
-  log?: (line: string) => void;
 }
 
 /** eval-kd.json: evaluate's result for the student (method 'kd'), the teacher's own accuracy, the KD options. */
@@ -297,8 +275,8 @@ export async function kdRun(opts: KdRunOptions): Promise<KdResult> {
       teacher: ft.file, data: opts.dataset ? ds.name : data, preset, steps, batch, lr, warmupSteps, weightDecay, layerDecay, labelSmoothing, temperature, softWeight, seed,
     };
     const result: KdResult = {
-      method: 'kd', ...m, classNames, options, data: dataInfo(ds, student), model: modelInfo(student), valLoss: sv.loss, trainLog,
-      teacher: { file: ft.file, accuracy: teacherMetrics.accuracy, valLoss: tv.loss, count: teacherMetrics.count, numClasses: K, model: modelInfo(tc), notes: ft.notes },
+      method: 'kd', ...m, classNames, options, data: resultData(ds, student), model: resultModel(student), valLoss: sv.loss, trainLog,
+      teacher: { file: ft.file, accuracy: teacherMetrics.accuracy, valLoss: tv.loss, count: teacherMetrics.count, numClasses: K, model: resultModel(tc), notes: ft.notes },
       kd: { temperature, softWeight, labelSmoothing },
       seconds: (performance.now() - t0) / 1000,
     };

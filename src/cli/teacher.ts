@@ -16,6 +16,7 @@ import type { MaeConfig } from '../engine/config';
 import type { ParamMap } from '../engine/init';
 import { decodeParams } from '../engine/params-file';
 import { finetunedEncoder, importFinetuned, isFinetunedHeader, type FinetunedModel } from '../io/finetuned';
+import { MAX_HEADER_BYTES } from '../io/safetensors';
 import { CHECKPOINT_FILE, MODEL_FILE } from './checkpoints';
 import { readTeacherSafetensors } from './export';
 
@@ -99,7 +100,7 @@ export function isFinetunedFile(file: string): boolean {
     const head = Buffer.alloc(8);
     if (readSync(fd, head, 0, 8, 0) < 8) return false;
     const len = Number(head.readBigUInt64LE(0));
-    if (!(len > 0 && len <= 100_000_000)) return false; // not safetensors: the full reader says why
+    if (!(len > 0 && len <= MAX_HEADER_BYTES)) return false; // not safetensors: the full reader says why
     const json = Buffer.alloc(len);
     if (readSync(fd, json, 0, len, 8) < len) return false;
     const header = JSON.parse(json.toString('utf8')) as unknown;

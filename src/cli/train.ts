@@ -8,7 +8,7 @@
  * checkpoint.safetensors (the complete training state; --resume reads it) and
  * continue-training.txt (the torchrun command that carries the run on in PyTorch).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, appendFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';

@@ -38,12 +38,11 @@ import { ADAMW_DEFAULTS, adamwStep, decayRanges, lrScaleRanges } from '../gpu/op
 import {
   batchnormEval, batchnormForward, clsPoolForward, crossEntropyBackward, crossEntropyForward, kdCrossEntropyBackward, kdCrossEntropyForward, meanPoolBackward, meanPoolForward,
 } from '../gpu/ops/classify';
-
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { gatherVisible, gatherVisibleBackward } from '../gpu/ops/masking';
 import { linearBackward, linearForward, matmul } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv } from '../gpu/ops/patch';
-import type { DataLoader } from '../data/loader';
+import type { Batch, DataLoader } from '../data/loader';
 import { hashInts, Rng } from '../data/rng';
 import { numPatches, type MaeConfig, type VitConfig } from './config';
 import { initParams, seededUniform, type ParamMap } from './init';
@@ -184,7 +183,7 @@ export interface ClassifierOptions {
   labelSmoothing?: number;
   /**
    * Fine-tuning only: train by knowledge distillation from a teacher's logits (acts
-   * 'teacherLogits', filled by trainKdStudent or setTeacherLogits): per row (1−softWeight)·CE_ε
+   * 'teacherLogits', filled by recordTeacherLogits): per row (1−softWeight)·CE_ε
    * + softWeight·τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ)). Evaluation forwards
    * (train = false) still report the hard-label cross-entropy.
    */
@@ -440,16 +439,6 @@ export class Classifier {
     if (!(n >= 1 && n <= this.batch) || imgs.length < n * S) throw new Error(`setBatch: ${n} images (of ${imgs.length / S}) for a batch of ${this.batch}.`);
     upload(this.gpu.device, this.acts.tensor('imgs'), imgs.length === n * S ? imgs : imgs.subarray(0, n * S));
     if (labels) this.uploadLabels(labels, n);
-  }
-
-  /**
-   * A teacher's logits [n, K] for the batch set with setBatch (distillation only); trainKdStudent
-   * instead copies them on the GPU inside the step's command buffer.
-   */
-  setTeacherLogits(logits: Float32Array, n: number): void {
-    if (!this.distill) throw new Error('setTeacherLogits: this classifier was not built with distill options.');
-    if (!(n >= 1 && n <= this.batch) || logits.length < n * this.K) throw new Error(`setTeacherLogits: ${n} rows of ${this.K} logits for a batch of ${this.batch}.`);
-    upload(this.gpu.device, this.act('teacherLogits'), logits.subarray(0, n * this.K));
   }
 
   /** logits [batch, K] of the last forward (a teacher's, for recordTeacherLogits). */
@@ -719,25 +708,42 @@ export interface TrainHeadOptions {
   logEvery?: number;
 }
 
-/** Trains a classifier (fine-tuning or the probe's head) for `steps` AdamW steps, warmup then cosine to 0. */
-export async function trainClassifier(model: Classifier, loader: DataLoader, o: TrainHeadOptions): Promise<void> {
+/**
+ * The training loop of trainClassifier and trainKdStudent: `steps` AdamW steps, warmup then
+ * cosine to 0, one submission each; `before` records what the step needs first (the KD
+ * teacher's logits); `report` reads the stats back, only on logging steps.
+ */
+async function trainSteps(
+  model: Classifier, loader: DataLoader, o: Omit<TrainHeadOptions, 'onStep'>, what: { name: string; label: string; unlabelled: string; batchOf: string },
+  before: ((rec: Recorder, b: Batch) => void) | null, report: ((t: number, b: Batch, lr: number) => Promise<void>) | null,
+): Promise<void> {
   const sched: LrSchedule = { lr: o.lr, minLr: 0, warmupSteps: o.warmupSteps ?? Math.round(0.05 * o.steps), totalSteps: o.steps };
   const every = o.logEvery ?? Math.max(1, Math.round(o.steps / 20));
   for (let t = 1; t <= o.steps; t++) {
     const b = loader.next();
-    if (!b.labels) throw new Error(`${loader.dataset.name} has no labels: a classifier cannot be trained on it.`);
-    if (b.size !== model.batch) throw new Error(`trainClassifier: a batch of ${b.size}, the model's is ${model.batch} (use a training loader that drops the last batch).`);
+    if (!b.labels) throw new Error(`${loader.dataset.name} has no labels: ${what.unlabelled}.`);
+    if (b.size !== model.batch) throw new Error(`${what.name}: a batch of ${b.size}, ${what.batchOf} is ${model.batch} (use a training loader that drops the last batch).`);
     model.setBatch(b.x, b.labels, b.size);
     const lr = lrAt(t - 1, sched);
-    const rec = new Recorder(model.gpu, undefined, 'classifier-step');
+    const rec = new Recorder(model.gpu, undefined, what.label);
+    before?.(rec, b);
     model.recordTrainStep(rec, { lr, step: t, weightDecay: o.weightDecay });
-    if (o.onStep && (t % every === 0 || t === o.steps || t === 1)) {
+    if (report && (t % every === 0 || t === o.steps || t === 1)) {
       await rec.submit();
-      const s = await model.readStats();
-      o.onStep({ step: t, loss: s.loss, accuracy: s.correct / b.size, lr });
+      await report(t, b, lr);
     } else rec.submitNoWait();
   }
   await model.gpu.device.queue.onSubmittedWorkDone();
+}
+
+/** Trains a classifier (fine-tuning or the probe's head) for `steps` AdamW steps, warmup then cosine to 0. */
+export async function trainClassifier(model: Classifier, loader: DataLoader, o: TrainHeadOptions): Promise<void> {
+  const onStep = o.onStep;
+  await trainSteps(model, loader, o, { name: 'trainClassifier', label: 'classifier-step', unlabelled: 'a classifier cannot be trained on it', batchOf: "the model's" }, null,
+    onStep ? async (t, b, lr) => {
+      const s = await model.readStats();
+      onStep({ step: t, loss: s.loss, accuracy: s.correct / b.size, lr });
+    } : null);
 }
 
 /**
@@ -788,25 +794,16 @@ export async function trainKdStudent(
   student: Classifier, teacher: Classifier, loader: DataLoader, o: Omit<TrainHeadOptions, 'onStep'> & { onStep?: (m: KdStepMetrics) => void },
 ): Promise<void> {
   checkKdPair(student, teacher);
-  const sched: LrSchedule = { lr: o.lr, minLr: 0, warmupSteps: o.warmupSteps ?? Math.round(0.05 * o.steps), totalSteps: o.steps };
-  const every = o.logEvery ?? Math.max(1, Math.round(o.steps / 20));
-  for (let t = 1; t <= o.steps; t++) {
-    const b = loader.next();
-    if (!b.labels) throw new Error(`${loader.dataset.name} has no labels: a student cannot be distilled on it (the hard term needs them).`);
-    if (b.size !== student.batch) throw new Error(`trainKdStudent: a batch of ${b.size}, the student's is ${student.batch} (use a training loader that drops the last batch).`);
-    student.setBatch(b.x, b.labels, b.size);
-    teacher.setBatch(b.x, b.labels, b.size);
-    const lr = lrAt(t - 1, sched);
-    const rec = new Recorder(student.gpu, undefined, 'kd-step');
-    recordTeacherLogits(rec, student, teacher, b.size);
-    student.recordTrainStep(rec, { lr, step: t, weightDecay: o.weightDecay });
-    if (o.onStep && (t % every === 0 || t === o.steps || t === 1)) {
-      await rec.submit();
+  const onStep = o.onStep;
+  await trainSteps(student, loader, o, { name: 'trainKdStudent', label: 'kd-step', unlabelled: 'a student cannot be distilled on it (the hard term needs them)', batchOf: "the student's" },
+    (rec, b) => {
+      teacher.setBatch(b.x, b.labels, b.size);
+      recordTeacherLogits(rec, student, teacher, b.size);
+    },
+    onStep ? async (t, b, lr) => {
       const s = await student.readStats(), ts = await teacher.readStats();
-      o.onStep({ step: t, loss: s.loss, accuracy: s.correct / b.size, teacherAccuracy: ts.correct / b.size, lr });
-    } else rec.submitNoWait();
-  }
-  await student.gpu.device.queue.onSubmittedWorkDone();
+      onStep({ step: t, loss: s.loss, accuracy: s.correct / b.size, teacherAccuracy: ts.correct / b.size, lr });
+    } : null);
 }
 
 /**

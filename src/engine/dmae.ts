@@ -20,7 +20,7 @@ import { addInPlace } from '../gpu/ops/elementwise';
 import { distillLossBackward, distillLossForward } from '../gpu/ops/loss';
 import { embedVisible } from '../gpu/ops/masking';
 import { linearBackward, linearForward } from '../gpu/ops/matmul';
-import { numPatches, teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
+import { teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
 import type { ParamMap } from './init';
 import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions } from './mae';
 import { addEncoderParams, addProjectionParams, maeParamLayout } from './params';

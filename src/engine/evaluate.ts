@@ -31,21 +31,33 @@ import type { MaeConfig } from './config';
 import { initParams, type ParamMap } from './init';
 import { maeParamLayout } from './params';
 
-export interface EvaluateOptions {
-  method: EvalMethod;
-  pool?: FeaturePool;
-  k?: number;
-  temperature?: number;
+/**
+ * The options of training a classifier on a labelled dataset (AdamW, warmup then cosine), shared by
+ * evaluation's linear probe and fine-tuning and the knowledge-distillation baseline (src/cli/kd.ts).
+ * Each caller documents its own defaults.
+ */
+export interface ClassifierTrainingOptions {
   steps?: number;
+  /** Images per batch. */
   batch?: number;
+  /** Peak learning rate. */
   lr?: number;
   warmupSteps?: number;
   weightDecay?: number;
+  /** Layer-wise lr decay (1: none). */
   layerDecay?: number;
   labelSmoothing?: number;
-  scratch?: boolean;
   seed?: number;
   log?: (line: string) => void;
+}
+
+export interface EvaluateOptions extends ClassifierTrainingOptions {
+  method: EvalMethod;
+  pool?: FeaturePool;
+  k?: number;
+  /** k-NN: the votes' temperature (default 0.07). */
+  temperature?: number;
+  scratch?: boolean;
   /** At most this many training images (the k-NN bank, the probe's or fine-tuning's data): a subset fixed by `seed`. Default: all. */
   maxTrain?: number;
   /** At most this many validation images: a subset fixed by `seed`. Default: all. */
@@ -81,9 +93,17 @@ export interface EvaluateOutput {
   finetuned?: { layout: ArenaLayout; params: ParamMap };
 }
 
+/** EvaluateResult's `model`: the encoder's sizes. */
+export const resultModel = (c: MaeConfig): EvaluateResult['model'] =>
+  ({ imgSize: c.imgSize, patchSize: c.patchSize, inChans: c.inChans, embedDim: c.embedDim, depth: c.depth, numHeads: c.numHeads, mlpRatio: c.mlpRatio });
+
+/** EvaluateResult's `data`: the dataset's name, split sizes and the images as the model sees them. */
+export const resultData = (ds: ImageDataset, c: MaeConfig): EvaluateResult['data'] =>
+  ({ name: ds.name, train: ds.nTrain, val: ds.N - ds.nTrain, C: c.inChans, H: c.imgSize, W: c.imgSize });
+
 /** The classes of a labelled dataset (at least 2); an unlabelled one is refused with a message. */
 export function evaluationClasses(ds: ImageDataset): { K: number; classNames: string[] } {
-  if (!ds.labels) throw new Error(`${ds.name} has no labels: it cannot be used to evaluate a classifier.`);
+  if (!ds.labels) throw new Error(`${ds.name} has no labels: a classifier cannot be trained or evaluated on it.`);
   let max = 0;
   for (const y of ds.labels) max = Math.max(max, y);
   const K = Math.max(ds.classNames.length, max + 1, 2);
@@ -163,8 +183,8 @@ export async function evaluateEncoder(gpu: Gpu, cfg: MaeConfig, pretrained: Para
   const val = () => new CountingLoader(ds, { split: 'val', batchSize: batch, seed, ...loaderOpts }, (size) => progress({ phase: 'predict', done: (predicted += size), total: nVal }));
   const trainStream = () => new DataLoader(ds, { split: 'train', batchSize: batch, seed, augment: false, ...loaderOpts });
   const pool = o.pool ?? 'cls';
-  const dataInfo = { name: dsAll.name, train: nTrain, val: nVal, C: cfg.inChans, H: cfg.imgSize, W: cfg.imgSize };
-  const model = { imgSize: cfg.imgSize, patchSize: cfg.patchSize, inChans: cfg.inChans, embedDim: cfg.embedDim, depth: cfg.depth, numHeads: cfg.numHeads, mlpRatio: cfg.mlpRatio };
+  const dataInfo = resultData(ds, cfg);
+  const model = resultModel(cfg);
   const subset: Record<string, number> = ds === dsAll ? {} : { maxTrain: o.maxTrain ?? nTrain, maxVal: o.maxVal ?? nVal };
   const done = (m: ClassMetrics, options: EvaluateResult['options'], extra: Partial<EvaluateResult> = {}): EvaluateOutput =>
     ({ result: { method: o.method, ...m, classNames, options: { ...options, ...subset }, data: dataInfo, model, ...extra, seconds: (performance.now() - t0) / 1000 } });
@@ -237,7 +257,7 @@ export async function evaluateEncoder(gpu: Gpu, cfg: MaeConfig, pretrained: Para
     log(`finetune ${steps} steps of ${batch}${o.scratch ? ' from scratch' : ''}${of}, AdamW lr ${lr.toExponential(3)} (warmup ${warmupSteps}, cosine), betas (0.9, 0.999), wd ${weightDecay}, layer decay ${layerDecay}, label smoothing ${labelSmoothing}`);
     await trainClassifier(clf, trainStream(), { steps, lr, warmupSteps, weightDecay, onStep, logEvery: Math.max(1, Math.round(steps / 10)) });
     const r = await predictAll(clf, val());
-    const out = done(classificationMetrics(r.pred, r.labels, K, classNames), { steps, batch, lr, warmupSteps, weightDecay, layerDecay, labelSmoothing, scratch: o.scratch === true, seed }, { valLoss: r.loss, trainLog });
+    const out = done(classificationMetrics(r.pred, r.labels, K, classNames), { steps, batch, lr, warmupSteps, weightDecay, layerDecay, labelSmoothing, scratch, seed }, { valLoss: r.loss, trainLog });
     return { ...out, finetuned: { layout: clf.params.layout, params: await clf.readParams() } };
   } finally {
     clf.destroy();
@@ -308,24 +328,13 @@ export class KnnMonitor {
       for (const e of enc.layout.entries) rec.copy(source.tensor(e.name), enc.tensor(e.name));
       rec.submitNoWait();
     } else clf.uploadEncoder(source);
-    const features = async (split: 'train' | 'val', count: number): Promise<Float32Array> => {
-      const D = clf.D, cfg = this.cfg;
+    const features = async (split: 'train' | 'val'): Promise<Float32Array> => {
+      const cfg = this.cfg;
       const loader = new DataLoader(this.subset, { split, batchSize: this.batch, seed: 0, augment: false, shuffle: false, dropLast: false, resolution: cfg.imgSize, channels: cfg.inChans as 1 | 3 });
-      const out = new Float32Array(count * D);
-      for (let at = 0; at < count;) {
-        const b = loader.next();
-        const n = b.size;
-        clf.setBatch(b.x, null, n);
-        const rec = new Recorder(this.gpu, undefined, 'knn-monitor-features');
-        clf.recordFeatures(rec, n);
-        await rec.submit();
-        out.set(await clf.readFeatures(n), at * D);
-        at += n;
-      }
-      return out;
+      return (await extractFeatures(clf, loader)).features;
     };
-    const bank = await features('train', this.bank);
-    const q = await features('val', this.queries);
+    const bank = await features('train');
+    const q = await features('val');
     const pred = await knnPredict(this.gpu, bank, this.bankLabels, q, clf.D, this.K, { k: this.opts.k ?? 20, temperature: this.opts.temperature ?? 0.07 });
     const accuracy = classificationMetrics(pred, this.queryLabels, this.K).accuracy;
     return { accuracy, bank: this.bank, queries: this.queries, ms: performance.now() - t0 };

@@ -162,7 +162,7 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   a.add('idsKeep', [N, V]);
   a.add('idsRestore', [N, L]);
   a.add('mask', [N, L]);
-  a.add('patches', [N * L, K]); // every patch (a DMAE teacher with another patch size would read them)
+  a.add('patches', [N * L, K]); // every patch, conv order; gatherPatches keeps the visible ones (the DMAE teacher reads those)
   a.add('patchesVisible', [N * V, K]);
   a.add('embVisible', [N * V, D]);
   a.add('x0', [N, T, D]);

@@ -47,7 +47,7 @@ import type { AdapterSummary } from '../protocol/gpu';
 import {
   RECONSTRUCTION_COLUMNS, TRAIN_PROTOCOL_VERSION, checkToTrainWorker, payloadTensors,
   type AttentionMap, type AttentionRequestSpec, type Checkpoint, type DataSpec, type EvaluateRequestSpec, type EvaluationProgressSpec, type EvaluationResultSpec,
-  type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type RunOptions, type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
+  type FromTrainWorker, type ParamsPayload, type ResolvedTrainSpec, type StepRecord, type ToTrainWorker, type TrainErrorKind, type TrainSpec,
 } from '../protocol/train';
 
 // The protocol's plain specs are the engine's configurations (checked here, where both are known).
