@@ -14,7 +14,10 @@
  * tuner's store, under the same adapter fingerprint, as `families[<family>#<shader hash>|<class>]`
  * (a changed shader makes its family's choices stale on its own).
  */
-import { adapterFingerprint, collectMatmulShapes, defaultTuneStore, fnv1a, serial, summarizeTuning, tuneMatmul, tuningEnabled, type TimingMethod, type TuneOptions, type TuneReport, type TuneStore } from './autotune';
+import {
+  adapterFingerprint, checked, collectMatmulShapes, defaultTuneStore, fnv1a, loadDoc, serial, summarizeTuning, tuneMatmul, tuningEnabled, updateStoredAdapter, VariantTimer,
+  type FamilyChoice, type TimingMethod, type TuneOptions, type TuneReport, type TuneStore,
+} from './autotune';
 import { createTensor, readback } from './buffers';
 import type { Gpu } from './device';
 import { composeShader, Recorder, type Tensor } from './kernels';
@@ -227,56 +230,6 @@ function storedKey(gpu: Gpu, f: Family, cls: string): string {
   return `${f.name}#${fnv1a(text)}|${cls}`;
 }
 
-interface StoredChoice {
-  variant: string;
-  shape: FamilyShape;
-  ms: Record<string, number>;
-  method: TimingMethod;
-  date: string;
-}
-
-type Doc = { adapters?: Record<string, { families?: Record<string, StoredChoice> }> };
-
-async function readFamilies(store: TuneStore | null, fp: string): Promise<Record<string, StoredChoice>> {
-  if (!store) return {};
-  try {
-    const text = await store.load();
-    const doc = text ? (JSON.parse(text) as Doc) : null;
-    return doc?.adapters?.[fp]?.families ?? {};
-  } catch {
-    return {}; // the matmul tuner reports and rewrites a broken store
-  }
-}
-
-/** Writes choices into the store's document (merged into what is there now; the first writer of a key wins unless forced). */
-async function writeFamilies(store: TuneStore, gpu: Gpu, fp: string, choices: Map<string, StoredChoice>, force: boolean): Promise<string | null> {
-  try {
-    const text = await store.load();
-    let doc: Doc & Record<string, unknown>;
-    try {
-      doc = text ? JSON.parse(text) : {};
-    } catch {
-      doc = {};
-    }
-    if (!doc.adapters || typeof doc.adapters !== 'object') Object.assign(doc, { format: 'dmae-matmul-tune', version: 1, adapters: {} });
-    const a = (doc.adapters![fp] ??= { adapter: gpu.adapter.description, classes: {} } as { families?: Record<string, StoredChoice> });
-    const fam = (a.families ??= {});
-    for (const [k, c] of choices) if (force || !fam[k]) fam[k] = c;
-    await store.save(`${JSON.stringify(doc, null, 1)}\n`);
-    return null;
-  } catch (e) {
-    return `cannot write ${store.where}: ${(e as Error).message}`;
-  }
-}
-
-/** Per-variant timer: every pass recorded while `current` is set is summed under it. */
-class VariantTimer extends GpuTimer {
-  current = '';
-  override writes(_label: string): GPUComputePassTimestampWrites | undefined {
-    return super.writes(this.current);
-  }
-}
-
 /**
  * Chooses a variant for every listed class not yet known (family → class → largest shape, from
  * collectFamilyShapes). Never records into anybody's Recorder; call it before recording a step.
@@ -296,8 +249,9 @@ async function tuneFamiliesNow(gpu: Gpu, listed: Map<string, Map<string, FamilyS
   if (!tuningEnabled()) return report;
   const fp = adapterFingerprint(gpu);
   const store = opts.store === undefined ? defaultTuneStore() : opts.store;
-  const stored = await readFamilies(store, fp);
-  const measured = new Map<string, StoredChoice>();
+  // A broken store reads as empty (the matmul tuner reports it and rewrites it).
+  const stored = (await loadDoc(store)).doc.adapters[fp]?.families ?? {};
+  const measured = new Map<string, FamilyChoice>();
   const reps = Math.max(1, opts.reps ?? 3);
   const timer = method === 'gpu-timestamp' ? new VariantTimer(gpu.device, 1024) : undefined;
   try {
@@ -349,7 +303,7 @@ async function tuneFamiliesNow(gpu: Gpu, listed: Map<string, Map<string, FamilyS
             }
             const ranked = Object.entries(best).sort((p, q) => p[1] - q[1]);
             if (ranked.length > 0) {
-              const choice: StoredChoice = { variant: ranked[0][0], shape, ms: Object.fromEntries(ranked.map(([v, t]) => [v, Number(t.toPrecision(4))])), method, date: new Date().toISOString() };
+              const choice: FamilyChoice = { variant: ranked[0][0], shape, ms: Object.fromEntries(ranked.map(([v, t]) => [v, Number(t.toPrecision(4))])), method, date: new Date().toISOString() };
               rememberVariant(fp, name, cls, choice.variant);
               measured.set(key, choice);
               Object.assign(entry, { chosen: choice.variant, source: 'measured', ms: choice.ms });
@@ -366,24 +320,15 @@ async function tuneFamiliesNow(gpu: Gpu, listed: Map<string, Map<string, FamilyS
     timer?.destroy();
   }
   if (store && measured.size > 0) {
-    const problem = await writeFamilies(store, gpu, fp, measured, !!opts.force);
+    // Merged into what is stored now: the first writer of a key wins unless forced.
+    const problem = await updateStoredAdapter(store, gpu, fp, (entry) => {
+      const fam = (entry.families ??= {});
+      for (const [k, c] of measured) if (opts.force || !fam[k]) fam[k] = c;
+    });
     if (problem) warn(problem);
   }
   report.seconds = (performance.now() - t0) / 1000;
   return report;
-}
-
-/** A check that also fails on a validation error (a variant that does not build on this device). */
-async function checked(gpu: Gpu, check: () => Promise<string | null>): Promise<string | null> {
-  gpu.device.pushErrorScope('validation');
-  let failure: string | null;
-  try {
-    failure = await check();
-  } catch (e) {
-    failure = (e as Error).message;
-  }
-  const err = await gpu.device.popErrorScope();
-  return failure ?? (err ? err.message : null);
 }
 
 /**

@@ -33,6 +33,7 @@ import { mulberry32 } from '../core/random';
 import { createTensor } from './buffers';
 import type { Gpu } from './device';
 import { composeShader, Recorder, type KernelSpec, type Param, type Tensor } from './kernels';
+import { floorLog2 } from './ops/common';
 import { fill } from './ops/elementwise';
 import { matmul, staticMatmulVariant, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
 import { GpuTimer } from './timing';
@@ -60,7 +61,7 @@ export type MatmulCandidate = (rec: Recorder, c: Tensor, a: Tensor, b: Tensor, M
 
 const MIN_BUCKET = 3;
 const MAX_BUCKET = 20;
-const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCKET, 31 - Math.clz32(Math.max(1, x))));
+const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCKET, floorLog2(x)));
 
 /** 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, and '.v4' when vec4 applies. */
 export function shapeClass(s: MatmulShape): string {
@@ -257,7 +258,23 @@ export function defaultTuneStore(): TuneStore | null {
 interface TuneDoc {
   format: 'dmae-matmul-tune';
   version: 1;
-  adapters: Record<string, { adapter: string; classes: Record<string, ClassChoice> }>;
+  adapters: Record<string, StoredAdapter>;
+}
+
+/** One adapter's entry: matmul classes here, the other families' choices (autotune-families.ts) beside them. */
+export interface StoredAdapter {
+  adapter: string;
+  classes: Record<string, ClassChoice>;
+  families?: Record<string, FamilyChoice>;
+}
+
+/** A non-matmul family's stored choice (autotune-families.ts). */
+export interface FamilyChoice {
+  variant: string;
+  shape: Record<string, number>;
+  ms: Record<string, number>;
+  method: TimingMethod;
+  date: string;
 }
 
 const emptyDoc = (): TuneDoc => ({ format: 'dmae-matmul-tune', version: 1, adapters: {} });
@@ -268,7 +285,7 @@ const validChoice = (c: unknown): c is ClassChoice => {
 };
 
 /** Reads the store; a document that does not parse or has the wrong form is reported in `problem`. */
-async function loadDoc(store: TuneStore | null): Promise<{ doc: TuneDoc; problem?: string }> {
+export async function loadDoc(store: TuneStore | null): Promise<{ doc: TuneDoc; problem?: string }> {
   if (!store) return { doc: emptyDoc() };
   let text: string | null;
   try {
@@ -287,6 +304,23 @@ async function loadDoc(store: TuneStore | null): Promise<{ doc: TuneDoc; problem
     return { doc };
   } catch (e) {
     return { doc: emptyDoc(), problem: `${store.where} is not readable (${(e as Error).message})` };
+  }
+}
+
+/**
+ * Reads the store again (another process may have written meanwhile; an unreadable document
+ * starts over empty), lets `update` change this adapter's entry, and writes the document back.
+ * Resolves null, or why it could not write.
+ */
+export async function updateStoredAdapter(store: TuneStore, gpu: Gpu, fp: string, update: (entry: StoredAdapter) => void): Promise<string | null> {
+  const fresh = await loadDoc(store);
+  const doc = fresh.problem ? emptyDoc() : fresh.doc;
+  update((doc.adapters[fp] ??= { adapter: gpu.adapter.description, classes: {} }));
+  try {
+    await store.save(`${JSON.stringify(doc, null, 1)}\n`);
+    return null;
+  } catch (e) {
+    return `cannot write ${store.where}: ${(e as Error).message}`;
   }
 }
 
@@ -334,40 +368,36 @@ function samplePoints(s: MatmulShape): [number, number][] {
   return [...pts.values()];
 }
 
-/** Runs `record` once inside a validation scope; resolves the failure in words, or null. */
-async function runChecked(gpu: Gpu, record: (rec: Recorder) => void, timer?: GpuTimer): Promise<string | null> {
-  const dev = gpu.device;
-  dev.pushErrorScope('validation');
-  let failure: string | null = null;
+/**
+ * Runs `check` inside a validation scope: resolves its failure, a throw's message, or the
+ * validation error (a variant that does not build on this device), else null.
+ */
+export async function checked(gpu: Gpu, check: () => Promise<string | null>): Promise<string | null> {
+  gpu.device.pushErrorScope('validation');
+  let failure: string | null;
   try {
-    const rec = new Recorder(gpu, timer, 'matmul-tune-check');
-    record(rec);
-    await rec.submit();
+    failure = await check();
   } catch (e) {
     failure = (e as Error).message;
   }
-  const err = await dev.popErrorScope();
+  const err = await gpu.device.popErrorScope();
   return failure ?? (err ? err.message : null);
 }
 
-/**
- * Timestamps per pass in recording order: `count` is the next pass's index, so a caller can
- * note the passes of each candidate in one submission and sum their times.
- */
-class SequenceTimer extends GpuTimer {
-  count = 0;
+/** Records `record` into one Recorder and submits it, checked. */
+const runChecked = (gpu: Gpu, record: (rec: Recorder) => void, timer?: GpuTimer): Promise<string | null> =>
+  checked(gpu, async () => {
+    const rec = new Recorder(gpu, timer, 'matmul-tune-check');
+    record(rec);
+    await rec.submit();
+    return null;
+  });
+
+/** Per-variant timer: every pass recorded while `current` is set is summed under it. */
+export class VariantTimer extends GpuTimer {
+  current = '';
   override writes(_label: string): GPUComputePassTimestampWrites | undefined {
-    return super.writes(String(this.count++).padStart(5, '0'));
-  }
-  /** Nanoseconds of passes [from, to) of the last submission, per range; resets. */
-  async readRanges(ranges: readonly [number, number][]): Promise<number[]> {
-    const byIndex = await super.read();
-    this.count = 0;
-    return ranges.map(([from, to]) => {
-      let ns = 0;
-      for (let i = from; i < to; i++) ns += byIndex.get(String(i).padStart(5, '0')) ?? NaN;
-      return ns;
-    });
+    return super.writes(this.current);
   }
 }
 
@@ -562,7 +592,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
       b: createTensor(dev, maxB, 'matmul-tune-b', hostB),
       c: Object.fromEntries(MATMUL_VARIANTS.map((v) => [v, createTensor(dev, maxC, `matmul-tune-c-${v}`)])) as Record<MatmulVariant, Tensor>,
     };
-    const timer = method === 'gpu-timestamp' ? new SequenceTimer(dev, 64) : undefined;
+    const timer = method === 'gpu-timestamp' ? new VariantTimer(dev, 64) : undefined;
     try {
       {
         // Touch the outputs once, so that their first (lazily zeroed) use is not inside a variant's checked run.
@@ -601,16 +631,11 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
   }
 
   if (store && (measured.size > 0 || loaded.problem)) {
-    // Read again and merge: another process may have written meanwhile; the first writer of a class wins unless forced.
-    const fresh = await loadDoc(store);
-    const doc = fresh.problem ? emptyDoc() : fresh.doc;
-    const entry = (doc.adapters[fp] ??= { adapter: gpu.adapter.description, classes: {} });
-    for (const [key, c] of measured) if (opts.force || !entry.classes[key]) entry.classes[key] = c;
-    try {
-      await store.save(`${JSON.stringify(doc, null, 1)}\n`);
-    } catch (e) {
-      warn(`cannot write ${store.where}: ${(e as Error).message}`);
-    }
+    // Merged into what is stored now: the first writer of a class wins unless forced.
+    const problem = await updateStoredAdapter(store, gpu, fp, (entry) => {
+      for (const [key, c] of measured) if (opts.force || !entry.classes[key]) entry.classes[key] = c;
+    });
+    if (problem) warn(problem);
   }
 
   for (const c of report.classes) {
@@ -655,7 +680,7 @@ export const screenRows = (M: number): number => (M <= 192 ? M : 128 + (M % 64))
  * With timestamps the variants share each submission and each pass is timed on its own;
  * without, each run is its own submission, timed on the wall clock.
  */
-async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: SequenceTimer | undefined, opts: TuneOptions): Promise<ShapeTiming[]> {
+async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: VariantTimer | undefined, opts: TuneOptions): Promise<ShapeTiming[]> {
   const reps = Math.max(1, opts.reps ?? (gpu.adapter.kind === 'hardware' ? 2 : 3));
   const prune = opts.pruneFactor ?? 2;
   const a: Tensor = { buffer: pools.a.buffer, offset: 0, length: s.M * s.K };
@@ -675,18 +700,19 @@ async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: Seque
     };
     counters.runs += xs.length;
     if (timer && xs.length > 0) {
-      const ranges: [number, number][] = [];
       const failure = await runChecked(gpu, (rec) => {
         for (const x of xs) {
+          timer.current = 'sentinel'; // the fill is not the candidate's time
           if (check) fill(rec, c(x.v), SENTINEL, M * s.N);
-          const from = timer.count;
+          timer.current = x.v;
           record(x, rec, M);
-          ranges.push([from, timer.count]);
         }
       }, timer);
-      if (!failure) return (await timer.readRanges(ranges)).map((ns) => ns / 1e6);
-      await timer.readRanges([]).catch(() => undefined);
-      timer.count = 0;
+      if (!failure) {
+        const byVariant = await timer.read();
+        return xs.map((x) => (byVariant.get(x.v) ?? 0) / 1e6);
+      }
+      await timer.read().catch(() => undefined); // drop the failed submission's passes
     }
     const out: (number | string)[] = [];
     for (const x of xs) {

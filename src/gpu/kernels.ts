@@ -296,7 +296,7 @@ export class Recorder {
     this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, length * 4);
   }
 
-  /** t = 0, with the queue's own buffer clear (a memset on most drivers, no shader pass). */
+  /** t = 0, with the encoder's own buffer clear (a memset on most drivers, no shader pass). */
   clear(t: Tensor, length = t.length): void {
     this.endPass();
     this.encoder.clearBuffer(t.buffer, t.offset, length * 4);

@@ -27,24 +27,22 @@ const size = (shape: Record<string, number>): number => Object.values(shape).red
 export function chosenVariant<V extends string>(gpu: Gpu, family: string, cls: string, shape: Record<string, number>, fallback: V, allowed: readonly V[]): V {
   if (!tuningEnabled()) return fallback;
   const k = key(family, cls);
-  const fingerprint = adapterFingerprint(gpu);
+  const remembered = (): V => {
+    const r = known.get(adapterFingerprint(gpu))?.get(k) as V | undefined;
+    return r !== undefined && allowed.includes(r) ? r : fallback;
+  };
   if (collector) {
     // A dry recording: list the class's largest shape, fix nothing.
     let f = collector.get(family);
     if (!f) collector.set(family, (f = new Map()));
     const seen = f.get(cls);
     if (!seen || size(shape) > size(seen)) f.set(cls, shape);
-    const remembered = known.get(fingerprint)?.get(k) as V | undefined;
-    return remembered !== undefined && allowed.includes(remembered) ? remembered : fallback;
+    return remembered();
   }
   let mine = frozen.get(gpu);
   if (!mine) frozen.set(gpu, (mine = new Map()));
   let v = mine.get(k) as V | undefined;
-  if (v === undefined) {
-    const remembered = known.get(fingerprint)?.get(k) as V | undefined;
-    v = remembered !== undefined && allowed.includes(remembered) ? remembered : fallback;
-    mine.set(k, v);
-  }
+  if (v === undefined) mine.set(k, (v = remembered()));
   return v;
 }
 

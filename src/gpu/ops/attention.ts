@@ -18,7 +18,7 @@
 import { GpuError, type Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Param, type Recorder, type Tensor } from '../kernels';
 import { chosenVariant } from '../variant-choices';
-import { checkReductionVariant, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
+import { checkReductionVariant, floorLog2, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
 
 // Must match the constants of shaders/attention.wgsl.
 const WG = 64;
@@ -37,14 +37,12 @@ export const ATTENTION_SHADERS: readonly string[] = ['attention', 'attention_sub
 /** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
 export const attentionVariants = reductionVariants;
 
-const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
-
 /**
  * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
  * (⌊log₂⌋ of T, of hd and of B·H; gpu/autotune-families.ts), else 'workgroup'.
  */
 export function defaultAttentionVariant(gpu: Gpu, B: number, T: number, H: number, hd: number): AttentionVariant {
-  return chosenVariant(gpu, 'attention', `t${log2(T)}.d${log2(hd)}.bh${log2(B * H)}`, { B, T, H, hd }, 'workgroup', attentionVariants(gpu));
+  return chosenVariant(gpu, 'attention', `t${floorLog2(T)}.d${floorLog2(hd)}.bh${floorLog2(B * H)}`, { B, T, H, hd }, 'workgroup', attentionVariants(gpu));
 }
 
 function params(B: number, T: number, H: number, hd: number): Param[] {

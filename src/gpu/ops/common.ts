@@ -12,6 +12,9 @@ export function zeros(device: GPUDevice): Tensor {
   return t;
 }
 
+/** ⌊log₂ x⌋ for x ≥ 1 (0 below): the tuners' shape classes. */
+export const floorLog2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
+
 /** WebGPU's default maxComputeWorkgroupsPerDimension, which is what openDevice asks for. */
 export const MAX_WORKGROUPS_PER_DIM = 65535;
 

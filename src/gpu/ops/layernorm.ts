@@ -12,7 +12,7 @@
 import type { Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
 import { chosenVariant } from '../variant-choices';
-import { checkReductionVariant, grid2d, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
+import { checkReductionVariant, floorLog2, grid2d, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
 
 /** Threads per workgroup: the row kernels' REDUCE_WG (one workgroup per row) and the per-channel kernels'. */
 const WG = 64;
@@ -27,14 +27,12 @@ export const LAYERNORM_SHADERS: readonly string[] = ['layernorm', 'layernorm_sub
 /** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
 export const layernormVariants = reductionVariants;
 
-const log2 = (x: number): number => 31 - Math.clz32(Math.max(1, x));
-
 /**
  * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
  * (⌊log₂⌋ of rows and of C; gpu/autotune-families.ts), else 'workgroup'.
  */
 export function defaultLayernormVariant(gpu: Gpu, rows: number, C: number): LayernormVariant {
-  return chosenVariant(gpu, 'layernorm', `r${log2(rows)}.c${log2(C)}`, { rows, C }, 'workgroup', layernormVariants(gpu));
+  return chosenVariant(gpu, 'layernorm', `r${floorLog2(rows)}.c${floorLog2(C)}`, { rows, C }, 'workgroup', layernormVariants(gpu));
 }
 
 function rowKernel(gpu: Gpu, entry: string, variant: LayernormVariant, constants: Record<string, number> = {}): KernelSpec {

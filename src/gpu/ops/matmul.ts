@@ -3,7 +3,6 @@
  * Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
-import { createTensor } from '../buffers';
 import { GpuError, type Gpu } from '../device';
 import { assertNoOverlap, ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { scratch, zeros } from './common';
@@ -61,14 +60,8 @@ export function defaultMatmulVariant(gpu: Gpu, layout?: MatmulLayout, M?: number
   return tunedMatmulVariant(gpu, { layout, M, N, K });
 }
 
-const auxPlaceholders = new WeakMap<GPUDevice, Tensor>();
-
-/** Bound as aux when there is no epilogue: its own buffer, since bias may be zeros() already. */
-function noAux(device: GPUDevice): Tensor {
-  let t = auxPlaceholders.get(device);
-  if (!t) auxPlaceholders.set(device, (t = createTensor(device, 64, 'matmul-no-aux')));
-  return t;
-}
+/** Bound as aux when there is no epilogue: its own buffer, since bias may be zeros() already (and aux is read_write). */
+const noAux = (device: GPUDevice): Tensor => scratch(device, 'matmul-no-aux', 64);
 
 /**
  * Where matmul_vec4's transposed operand of `length` elements goes: one scratch per power-of-two
