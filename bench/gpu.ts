@@ -28,14 +28,13 @@ import {
   MATMUL_VARIANTS, collectMatmulShapes, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
 } from '../src/gpu/autotune';
 import { openDevice } from '../src/gpu/device';
-import { Recorder } from '../src/gpu/kernels';
 import { findNodeAdapter } from '../src/gpu/node-device';
 import type { MatmulVariant } from '../src/gpu/ops/matmul';
 import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
 import { collectFamilyShapes } from '../src/gpu/variant-choices';
-import { commonFields, median, ourContender, round, timeInterleaved, writeResults, type BenchContext } from './lib';
+import { CountingRecorder, commonFields, matmulFlops as matmulFlopsOf, median, ourContender, round, timeInterleaved, writeResults, type BenchContext } from './lib';
 
 export interface GpuBenchOptions {
   /** 'auto': by the adapter's kind; 'gpu' / 'cpu' force a plan. */
@@ -161,20 +160,7 @@ function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', we
   return m;
 }
 
-const flopsOf = (u: MatmulUse): number => 2 * u.M * u.N * u.K * u.count;
 const shapeId = (s: MatmulShape): string => `${s.layout} ${s.M}×${s.N}×${s.K}`;
-
-/** A Recorder that counts its passes and its matmul dispatches by entry point. */
-class CountingRecorder extends Recorder {
-  passes = 0;
-  readonly matmulEntries = new Map<string, number>();
-  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-    const spec = args[0];
-    this.passes++;
-    if (spec.shader === 'matmul' && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
-    super.dispatch(...args);
-  }
-}
 
 interface StepFigure {
   name: string;
@@ -355,7 +341,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
         });
         const t = (await timeInterleaved(ctx, [contender])).get(name)!;
         const uses = usesByStep.get(name)!;
-        const matmulFlops = uses.reduce((s, u) => s + flopsOf(u), 0);
+        const matmulFlops = matmulFlopsOf(uses);
         const stepMatmulGflops = matmulFlops / (t.medianMs * 1e6);
         const f: StepFigure = {
           name, what: `${mode}_step`, student: r.student,

@@ -29,7 +29,7 @@ import { encodeIdx } from '../src/data/formats/idx';
 import { importPaths, loadBuiltinNode } from '../src/data/node';
 import type { ImportOptions } from '../src/data/import';
 import { makeShapesDataset } from '../src/data/procedural';
-import { commandLine, round, writeResults } from './lib';
+import { commandLine, median, round, writeResults } from './lib';
 
 export interface ImportBenchOptions {
   reps: number;
@@ -49,11 +49,6 @@ interface Case {
   expect: { N: number; C: number; H: number; W: number };
   options?: ImportOptions;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Bytes on disk under a path (a file, or every file under a folder). */
 function diskBytes(path: string): number {

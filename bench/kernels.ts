@@ -31,6 +31,8 @@ import {
   TOL, combine, commonFields, compare, geomean, openBench, randn, round, timeInterleaved, ourContender, writeResults,
   type BenchContext, type Contender, type Timing, type Tolerance, type Verification,
 } from './lib';
+import { GEOMETRY, matmulTol, vitLinearShapes, type LinearShape } from './peer-core';
+import { maeConfig } from '../src/engine/config';
 import { createTfjsPeer, type TfjsPeer } from './tfjs-peer';
 
 // ---------------------------------------------------------------------------------------------
@@ -100,28 +102,8 @@ export interface KernelBench {
 // ---------------------------------------------------------------------------------------------
 // Matmul: both variants × the three layouts of every Linear layer of the step
 
-interface LinearShape {
-  layer: string;
-  R: number;
-  inF: number;
-  outF: number;
-  /** false where no dX is needed (the patch embedding's input is the image). */
-  dx?: boolean;
-}
-
-export const LINEARS: LinearShape[] = [
-  { layer: 'patch_embed', R: R_PATCH, inF: STEP.P, outF: STEP.D, dx: false },
-  { layer: 'enc_qkv', R: R_ENC, inF: STEP.D, outF: 3 * STEP.D },
-  { layer: 'enc_proj', R: R_ENC, inF: STEP.D, outF: STEP.D },
-  { layer: 'enc_fc1', R: R_ENC, inF: STEP.D, outF: STEP.mlp },
-  { layer: 'enc_fc2', R: R_ENC, inF: STEP.mlp, outF: STEP.D },
-  { layer: 'decoder_embed', R: R_ENC, inF: STEP.D, outF: STEP.Dd },
-  { layer: 'dec_qkv', R: R_DEC, inF: STEP.Dd, outF: 3 * STEP.Dd },
-  { layer: 'dec_proj', R: R_DEC, inF: STEP.Dd, outF: STEP.Dd },
-  { layer: 'dec_fc1', R: R_DEC, inF: STEP.Dd, outF: STEP.mlpD },
-  { layer: 'dec_fc2', R: R_DEC, inF: STEP.mlpD, outF: STEP.Dd },
-  { layer: 'dec_pred', R: R_DEC, inF: STEP.Dd, outF: STEP.P },
-];
+/** Every Linear layer of the step (peer-core.ts's vitLinearShapes of ViT-Tiny at 32×32×3, p = 4, N = 64, V = 16). */
+export const LINEARS: LinearShape[] = vitLinearShapes(maeConfig('vit-tiny', GEOMETRY), STEP.N, STEP.V);
 
 export const MATMUL_VARIANTS: MatmulVariant[] = ['tiled', 'blocked', 'vec4'];
 
@@ -167,8 +149,6 @@ export function matmulCases(): MatmulCase[] {
   return cases;
 }
 
-/** Sums of K float32 products: the matmul test's tolerance (atol grows as √K). */
-export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 function matmulBench(c: MatmulCase, variant: MatmulVariant): KernelBench {
   const { M, N, K, layout } = c;

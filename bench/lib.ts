@@ -17,6 +17,8 @@ import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
 import { Recorder } from '../src/gpu/kernels';
 import { GpuTimer } from '../src/gpu/timing';
+import type { MatmulUse } from '../src/gpu/autotune';
+import { ourStepContender } from './peer-core';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
@@ -128,15 +130,8 @@ export interface Timing {
   wallSamplesMs: number[];
 }
 
-export const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-};
-
-export const geomean = (xs: readonly number[]): number => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
-
-const round = (x: number, digits = 4): number => Number(x.toPrecision(digits));
+export { median, geomean, round } from './stats';
+import { median, round } from './stats';
 
 /**
  * Times the contenders interleaved: `warmup` untimed rounds, then `reps` rounds, each round one
@@ -166,28 +161,26 @@ export async function timeInterleaved(ctx: BenchContext, contenders: readonly Co
 /**
  * A contender for our kernels: `record` records the kernel's dispatches into a Recorder. The GPU
  * figure is the sum of the passes' times; `onPasses` also receives each repetition's per-pass
- * nanoseconds.
+ * nanoseconds. (The browser-safe implementation is peer-core.ts's ourStepContender.)
  */
 export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void): Contender {
-  const { gpu } = ctx;
-  return {
-    name,
-    async timed(withTimestamps) {
-      const t0 = performance.now();
-      const rec = new Recorder(gpu, withTimestamps ? ctx.timer : undefined, name);
-      record(rec);
-      rec.submitNoWait();
-      await gpu.device.queue.onSubmittedWorkDone();
-      const wallMs = performance.now() - t0;
-      if (!withTimestamps) return { wallMs };
-      const byPass = await ctx.timer!.read();
-      onPasses?.(byPass);
-      let ns = 0;
-      for (const v of byPass.values()) ns += v;
-      return { wallMs, gpuMs: ns / 1e6 };
-    },
-  };
+  return ourStepContender(ctx.gpu, ctx.timer, name, record, onPasses);
 }
+
+/** A Recorder that counts its compute passes (to size a timestamp query set) and its matmul dispatches by entry point. */
+export class CountingRecorder extends Recorder {
+  passes = 0;
+  readonly matmulEntries = new Map<string, number>();
+  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
+    const spec = args[0];
+    this.passes++;
+    if (spec.shader === 'matmul' && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
+    super.dispatch(...args);
+  }
+}
+
+/** Σ 2·M·N·K·count over the matmul products of a recording (collectMatmulShapes). */
+export const matmulFlops = (uses: readonly MatmulUse[]): number => uses.reduce((s, u) => s + 2 * u.M * u.N * u.K * u.count, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -242,4 +235,3 @@ export function writeResults(name: string, body: object): string {
   return path;
 }
 
-export { round };

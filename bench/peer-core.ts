@@ -18,6 +18,8 @@ import { defaultMatmulVariant, matmul, type MatmulLayout } from '../src/gpu/ops/
 import { matmul as refMatmul } from '../src/ref/matmul';
 import type { GpuTimer } from '../src/gpu/timing';
 import { mulberry32 } from '../src/core/random';
+import { geomean as geomeanOf, round } from './stats';
+import { TOL, type Tolerance } from '../test/numerics';
 import type { Tf, TfjsMae } from './tfjs-mae';
 
 export type { Contender, Sample, Timing };
@@ -116,9 +118,10 @@ const kernelMsOf = (info: { kernelMs: number | { error: string } }): number | un
 
 /**
  * Our step: recorded into one Recorder and submitted once (as bench/lib.ts's ourContender).
- * With timestamps the GPU figure is the sum of the passes' times (the timer must hold every pass).
+ * With timestamps the GPU figure is the sum of the passes' times (the timer must hold every pass);
+ * `onPasses` also receives each repetition's per-pass nanoseconds.
  */
-export function ourStepContender(gpu: Gpu, timer: GpuTimer | undefined, name: string, record: (rec: Recorder) => void): Contender {
+export function ourStepContender(gpu: Gpu, timer: GpuTimer | undefined, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void): Contender {
   return {
     name,
     async timed(withTimestamps) {
@@ -130,8 +133,10 @@ export function ourStepContender(gpu: Gpu, timer: GpuTimer | undefined, name: st
       await gpu.device.queue.onSubmittedWorkDone();
       const wallMs = performance.now() - t0;
       if (!ts) return { wallMs };
+      const byPass = await timer.read();
+      onPasses?.(byPass);
       let ns = 0;
-      for (const v of (await timer.read()).values()) ns += v;
+      for (const v of byPass.values()) ns += v;
       return { wallMs, gpuMs: ns / 1e6 };
     },
   };
@@ -260,10 +265,10 @@ export function ourMatmulCase(gpu: Gpu, c: MatmulCase) {
 }
 
 /** Sums of K float32 products: the matmul tests' tolerance (atol grows as √K). */
-export const matmulTol = (K: number): { atol: number; rtol: number } => ({ atol: 2e-5 * Math.sqrt(K), rtol: 2e-4 });
+export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 /** |got − want| ≤ atol + rtol·|want| everywhere; the worst use of the tolerance (≤ 1 when it holds). */
-export function checkClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: { atol: number; rtol: number }): { verified: boolean; worstToleranceUse: number; maxAbsError: number } {
+export function checkClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance): { verified: boolean; worstToleranceUse: number; maxAbsError: number } {
   let worst = got.length < want.length ? Infinity : 0;
   let maxAbs = 0;
   for (let i = 0; i < want.length && worst !== Infinity; i++) {
@@ -272,7 +277,7 @@ export function checkClose(got: ArrayLike<number>, want: ArrayLike<number>, tol:
     maxAbs = Math.max(maxAbs, d);
     worst = Math.max(worst, d / (tol.atol + tol.rtol * Math.abs(want[i])));
   }
-  return { verified: worst <= 1, worstToleranceUse: Number(worst.toPrecision(4)), maxAbsError: Number(maxAbs.toPrecision(4)) };
+  return { verified: worst <= 1, worstToleranceUse: round(worst), maxAbsError: round(maxAbs) };
 }
 
 /** A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA). */
@@ -322,9 +327,10 @@ export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: Mat
 // Comparison
 
 /** time(other) / time(ours): above 1, ours is faster (bench/kernels.json's convention). */
-export const speedup = (oursMs: number, otherMs: number): number => Number((otherMs / oursMs).toPrecision(4));
+export const speedup = (oursMs: number, otherMs: number): number => round(otherMs / oursMs);
 
-export const geomean = (xs: readonly number[]): number => Number(Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length).toPrecision(4));
+/** The geometric mean, rounded as the result files keep it. */
+export const geomean = (xs: readonly number[]): number => round(geomeanOf(xs));
 
 /** The issue's targets (bench/README.md, "TensorFlow.js peers"), and whether a measured ratio meets them. */
 export const TARGETS = {

@@ -50,7 +50,7 @@ export interface PeerOptions {
 }
 
 /** What the JSON keeps of a tuning: the class choices and where they came from. */
-export const tuningSummary = (r: TuneReport | null) =>
+const tuningSummary = (r: TuneReport | null) =>
   r && { seconds: round(r.seconds, 3), method: r.method, store: r.store, classes: r.classes.map((c) => ({ key: c.key, chosen: c.chosen, source: c.source })) };
 
 /**

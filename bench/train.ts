@@ -37,7 +37,7 @@ import { GpuError, type Gpu } from '../src/gpu/device';
 import { Recorder, type KernelSpec, type Param, type Tensor } from '../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../src/gpu/ops/masking';
 import { GpuTimer } from '../src/gpu/timing';
-import { commonFields, openBench, ourContender, randn, rng, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
+import { CountingRecorder, commonFields, matmulFlops, openBench, ourContender, randn, rng, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
 
 export interface TrainOptions {
   reps: number;
@@ -57,15 +57,6 @@ export interface TrainOptions {
 const GEOMETRY = { imgSize: 32, patchSize: 4, inChans: 3 } as const;
 /** The step's optimiser settings (the recipe's betas and weight decay are AdamW's defaults). */
 const STEP_OPTS = { lr: 1.5e-4, step: 1 };
-
-/** A Recorder that counts its compute passes, to size the timestamp query set. */
-class CountingRecorder extends Recorder {
-  passes = 0;
-  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-    this.passes++;
-    super.dispatch(...args);
-  }
-}
 
 /**
  * A timer whose every pass has its own label (its index in the submission), so that `read()`
@@ -175,7 +166,7 @@ export function countFlops(gpu: Gpu, record: (rec: Recorder) => void): Flops {
     record(att);
   });
   att.discard();
-  const matmul = uses.reduce((s, u) => s + 2 * u.M * u.N * u.K * u.count, 0);
+  const matmul = matmulFlops(uses);
   return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches };
 }
 

@@ -33,6 +33,8 @@ import {
   targetReport, tfjsFirstStepLoss, tfjsMatmulContender, tfjsStepContender, tfjsWebglBackend, tfjsWebgpuBackend, vitLinearShapes,
   type Contender, type TfjsBackend,
 } from '../peer-core';
+import { median, round as r4 } from '../stats';
+import { randn } from '../../test/numerics';
 import { TfjsMae } from '../tfjs-mae';
 
 const PEER_WEBGPU = 'dmae-peer-tfjs-webgpu';
@@ -70,12 +72,6 @@ const status = (s: string): void => {
   statusEl.textContent = s;
 };
 
-/** Seeded uniform [-1, 1) float32 values (bench/lib.ts's randn, the same numbers). */
-function uniform(n: number, seed: number): Float32Array {
-  const r = mulberry32(seed);
-  return Float32Array.from({ length: n }, () => Math.fround(2 * r() - 1));
-}
-
 interface PageTiming {
   wallMedianMs: number;
   wallMinMs: number;
@@ -84,11 +80,6 @@ interface PageTiming {
   gpuSamplesMs?: number[];
 }
 
-const r4 = (x: number): number => Number(x.toPrecision(4));
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** bench/lib.ts's timeInterleaved, in the page: warm-up rounds, then rounds of one repetition of each contender. */
 async function interleave(cs: Contender[], warmup: number, reps: number, withTimestamps: boolean): Promise<Map<string, PageTiming>> {
@@ -155,7 +146,7 @@ async function run(): Promise<object> {
   const cfg = maeConfig('vit-tiny', GEOMETRY);
   const N = S.batch, L = numPatches(cfg), V = lenKeepFor(L, S.maskRatio);
   const params = initParams(maeParamLayout(cfg), GEOMETRY.imgSize / GEOMETRY.patchSize, 1);
-  const imgs = uniform(N * GEOMETRY.inChans * GEOMETRY.imgSize ** 2, 3);
+  const imgs = Float32Array.from(randn(N * GEOMETRY.inChans * GEOMETRY.imgSize ** 2, 3));
   const noise = mulberry32(4);
   const masking = randomMasking(Float32Array.from({ length: N * L }, () => noise()), N, L, V);
   const ours = new MaeModel(gpu, cfg, N, V);
