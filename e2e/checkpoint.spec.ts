@@ -16,7 +16,6 @@ import { collectErrors } from './chromium';
 
 interface Rec { step: number; loss: number }
 
-
 type Studio = { __dmaeStudio: { train: { getState(): { run: { runId: string; status: string } | null; worker: { status: string } } }; metrics: { records(id: string): Rec[] } } };
 
 /** The current run's per-step losses, from the page's metrics buffer. */

@@ -1,8 +1,6 @@
 /** The studio page in real Chromium with WebGPU (SwiftShader here): adapter shown, kernels correct. */
-import { expect, test, type Page } from '@playwright/test';
+import { expect, test } from '@playwright/test';
 import { collectErrors } from './chromium';
-
-/** Page errors and console errors, collected so a test can assert there were none. */
 
 test('shows the WebGPU adapter and no error', async ({ page }) => {
   const errors = collectErrors(page);

@@ -22,8 +22,6 @@ import { unzipSync } from 'fflate';
 import { join } from 'node:path';
 import { SCREENSHOTS, collectErrors } from './chromium';
 
-
-
 /** Records every long task (> 50 ms on the main thread) from the page's first script on. */
 async function recordLongTasks(page: Page): Promise<void> {
   await page.addInitScript(() => {

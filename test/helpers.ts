@@ -44,7 +44,7 @@ export async function testGpuForVariant(
   return gpu;
 }
 
-export { rng, randn, permutation, TOL, type Tolerance } from './numerics';
+export { rng, randn, permutation, TOL, matmulTol, type Tolerance } from './numerics';
 import { TOL, type Tolerance } from './numerics';
 
 /** Compares element-wise; on failure reports the worst element, its value and the reference. */
@@ -98,6 +98,15 @@ export function expectSameBits(got: Float32Array, want: Float32Array, what = 'te
 
 export const read = (gpu: Gpu, t: Tensor): Promise<Float32Array> => readback(gpu.device, t);
 export const readU32 = (gpu: Gpu, t: Tensor): Promise<Uint32Array> => readbackU32(gpu.device, t);
+
+/** A Recorder that counts the dispatches recorded into it (for a real or a discarded recording). */
+export class CountingRecorder extends Recorder {
+  dispatches = 0;
+  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
+    this.dispatches++;
+    super.dispatch(...args);
+  }
+}
 
 /** Records `body` into one command buffer and waits for it. */
 export async function run(gpu: Gpu, body: (rec: Recorder) => void): Promise<void> {

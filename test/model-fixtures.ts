@@ -26,3 +26,12 @@ export function perturbedParams(layout: ArenaLayout, cfg: MaeConfig, seed: numbe
 }
 
 export const testMasking = (N: number, L: number, V: number, seed: number): Masking => randomMasking(Float32Array.from(randn(N * L, seed)), N, L, V);
+
+/** A ParamMap flattened into its arena layout (padding 0), and back: for the reference AdamW over the whole table. */
+export const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
+  const out = new Float64Array(layout.size);
+  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
+  return out;
+};
+export const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap =>
+  new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));

@@ -42,3 +42,6 @@ export const TOL = {
   /** Gradients through several reductions (attention and layer-norm backward, losses). */
   gradient: { atol: 5e-5, rtol: 1e-3 },
 } satisfies Record<string, Tolerance>;
+
+/** A matmul's tolerance: sums of K float32 products, so TOL.reduction with atol grown as √K. */
+export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });

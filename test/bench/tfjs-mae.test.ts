@@ -21,7 +21,7 @@ beforeAll(async () => {
   await tf.ready();
 });
 
-/** A mean-reduced loss's gradients are O(1/count): atol scaled by the largest |reference| (as the loss tests do). */
+/** A mean-reduced loss's gradients are O(1/count): atol scaled by the largest |reference|, as scaledTol does, but never below the preset's. */
 const scaled = (tol: Tolerance, want: Float64Array): Tolerance => ({ atol: tol.atol * Math.max(1, want.reduce((m, x) => Math.max(m, Math.abs(x)), 0)), rtol: tol.rtol });
 
 const CHECKED = [

@@ -8,9 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { numPatches, type DistillConfig } from '../../src/engine/config';
 import { DmaeModel } from '../../src/engine/dmae';
 import { MaeModel } from '../../src/engine/mae';
-import { Recorder } from '../../src/gpu/kernels';
 import { TRAIN_TARGETS, attentionDispatchFlops, countFlops, fitLine, teacherBlocksSweep, trainTargets } from '../../bench/train';
-import { testGpu } from '../helpers';
+import { CountingRecorder, testGpu } from '../helpers';
 import { tinyConfig } from '../model-fixtures';
 
 describe('attentionDispatchFlops', () => {
@@ -48,16 +47,10 @@ describe('countFlops (a dry recording)', () => {
       expect(step.total).toBe(step.matmul + step.attention);
 
       // The dry recording dispatches what a real one does.
-      let real = 0;
-      const rec = new (class extends Recorder {
-        override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-          real++;
-          super.dispatch(...args);
-        }
-      })(gpu);
+      const rec = new CountingRecorder(gpu);
       mae.recordStep(rec, { lr: 1e-3, step: 1 });
       rec.discard();
-      expect(step.dispatches).toBe(real);
+      expect(step.dispatches).toBe(rec.dispatches);
 
       // Teacher forward through b blocks: patch embedding of the N·V visible patches, then per
       // block qkv, proj, fc1, fc2 (2·R·W·(3W + W + 2·hidden)) and attention (4·N·T²·W).

@@ -20,18 +20,9 @@ import { lrScaleRanges, decayRanges } from '../../src/gpu/ops/adamw';
 import { Recorder } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as refCls from '../../src/ref/classify';
-import type { ArenaLayout } from '../../src/gpu/buffers';
-import type { ParamMap } from '../../src/engine/init';
 import { expectClose, expectSameBits, expectSameParams, randn, rng, run, testGpu, TOL } from '../helpers';
 import { refClassifier } from '../ref-classifier';
-import { perturbedParams } from '../model-fixtures';
-
-const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
-  const out = new Float64Array(layout.size);
-  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
-  return out;
-};
-const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap => new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));
+import { flatten, perturbedParams, unflatten } from '../model-fixtures';
 
 const tiny = (o: Partial<MaeConfig> = {}): MaeConfig =>
   maeConfig('test', { imgSize: 8, patchSize: 4, inChans: 3 }, { embedDim: 8, depth: 2, numHeads: 2, decoderEmbedDim: 8, decoderNumHeads: 2, ...o });

@@ -5,26 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { maeConfig, numPatches, type DistillConfig, type MaeConfig } from '../../src/engine/config';
-import type { ParamMap } from '../../src/engine/init';
 import { DmaeModel, dmaeStudentLayout } from '../../src/engine/dmae';
 import { MaeModel, maeMemoryEstimate } from '../../src/engine/mae';
 import { maeParamLayout } from '../../src/engine/params';
-import type { ArenaLayout } from '../../src/gpu/buffers';
 import { Recorder, dispatchCache } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
 import { expectClose, expectSameBits, expectSameParams, randn, read, run, testGpu, TOL } from '../helpers';
-import { perturbedParams, testMasking, tinyConfig, tinyTeacherConfig } from '../model-fixtures';
-
-
-/** A ParamMap flattened into its arena layout (padding 0), and back: for the reference AdamW. */
-export const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
-  const out = new Float64Array(layout.size);
-  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
-  return out;
-};
-export const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap =>
-  new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));
+import { flatten, perturbedParams, testMasking, tinyConfig, tinyTeacherConfig, unflatten } from '../model-fixtures';
 
 async function goldenMae(cfg: MaeConfig, N: number, V: number, seed: number): Promise<void> {
   const gpu = await testGpu();

@@ -11,17 +11,8 @@ import { maeParamLayout } from '../../src/engine/params';
 import type { Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import * as ref from '../../src/ref/model';
-import { TOL, expectClose, expectSameBits, randn, read, testGpu } from '../helpers';
+import { CountingRecorder, TOL, expectClose, expectSameBits, randn, read, testGpu } from '../helpers';
 import { perturbedParams, testMasking, tinyConfig } from '../model-fixtures';
-
-/** A Recorder that counts its dispatches (compute passes). */
-class CountingRecorder extends Recorder {
-  dispatches = 0;
-  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-    this.dispatches++;
-    super.dispatch(...args);
-  }
-}
 
 const cfg = tinyConfig(3, true);
 /** A tiny teacher of depth 4 (width 12, 3 heads). */

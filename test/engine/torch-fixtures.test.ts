@@ -22,7 +22,7 @@ import type { Masking } from '../../src/core/masking';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
 import { TOL, expectClose, randn, run, testGpu, type Tolerance } from '../helpers';
-import { perturbedParams, testMasking } from '../model-fixtures';
+import { flatten, perturbedParams, testMasking, unflatten } from '../model-fixtures';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '../fixtures/torch');
 const json = (name: string) => JSON.parse(readFileSync(join(dir, name), 'utf8'));
@@ -60,13 +60,6 @@ const KEY_BIAS_AFTER_STEPS: Tolerance = { atol: 1e-11, rtol: 0 };
 
 const paramMap = (t: Tensors): ParamMap => new Map(Object.entries(t).map(([k, v]) => [k, Float64Array.from(v.data)]));
 const maskingOf = (m: MaskingJson): Masking => ({ idsKeep: Uint32Array.from(m.idsKeep), idsRestore: Uint32Array.from(m.idsRestore), mask: Float32Array.from(m.mask) });
-/** A ParamMap flattened into its arena layout (padding 0), and back (mae.test.ts's, not imported: that would run its tests here). */
-const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
-  const out = new Float64Array(layout.size);
-  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
-  return out;
-};
-const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap => new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));
 
 /**
  * Every trained tensor equals the fixture; the fixed sin-cos tables (no gradient in torch) must

@@ -20,15 +20,7 @@ import type { ArenaLayout } from '../../src/gpu/buffers';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
 import { expectClose, expectSameBits, expectSameParams, randn, testGpu, TOL } from '../helpers';
-import { perturbedParams, tinyConfig, tinyTeacherConfig } from '../model-fixtures';
-
-// (Local copies of mae.test.ts's helpers: importing that file would register its tests here too.)
-const flatten = (layout: ArenaLayout, m: ParamMap): Float64Array => {
-  const out = new Float64Array(layout.size);
-  for (const e of layout.entries) out.set(m.get(e.name)!, e.start);
-  return out;
-};
-const unflatten = (layout: ArenaLayout, flat: Float64Array): ParamMap => new Map(layout.entries.map((e) => [e.name, flat.slice(e.start, e.start + e.length)]));
+import { flatten, perturbedParams, tinyConfig, tinyTeacherConfig, unflatten } from '../model-fixtures';
 
 /** A batch source of fresh random images (seeded by call count), with a saveable position. */
 class RandomImages implements BatchSource {

@@ -82,7 +82,7 @@ describe('kernel family tuner', () => {
       if (can.length > 1) {
         expect(c.source).toBe('measured');
         expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
-      }
+      } else expect(c.source, `${c.cls}: one variant on this device, nothing to measure`).toBe('fallback');
     }
     expect(first!.matmul.classes.length, 'the matmuls were tuned in the same call').toBeGreaterThan(0);
 
@@ -119,7 +119,7 @@ describe('kernel family tuner', () => {
       if (can.length > 1) {
         expect(c.source).toBe('measured');
         expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
-      }
+      } else expect(c.source, `${c.cls}: one variant on this device, nothing to measure`).toBe('fallback');
     }
     if (can.length > 1) {
       const doc = JSON.parse(readFileSync(cache, 'utf8'));

@@ -23,7 +23,7 @@ import { fileTuneStore } from '../../src/gpu/autotune-node';
 import { fill } from '../../src/gpu/ops/elementwise';
 import { defaultMatmulVariant, matmul, staticMatmulVariant } from '../../src/gpu/ops/matmul';
 import * as ref from '../../src/ref/matmul';
-import { TOL, expectClose, gpuTensor, randn, read, run, testGpu } from '../helpers';
+import { expectClose, gpuTensor, matmulTol, randn, read, run, testGpu } from '../helpers';
 
 // Odd M (not a multiple of 8 or 64); N and K multiples of 4 (vec4 applies) or not.
 const ALIGNED: MatmulShape = { layout: 'nt', M: 131, N: 96, K: 52 };
@@ -33,8 +33,6 @@ const NN: MatmulShape = { layout: 'nn', M: 70, N: 40, K: 24 };
 // ('tn': M is also A's row stride, so the screen is a product of its own).
 const TALL_TN: MatmulShape = { layout: 'tn', M: 300, N: 36, K: 40 };
 const TALL_NT: MatmulShape = { layout: 'nt', M: 333, N: 44, K: 28 };
-
-const matmulTol = (K: number) => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 /** Writes nothing useful: zeros, and very fast, so it would win if it were not verified. */
 const zeroes: MatmulCandidate = (rec, c, _a, _b, M, N) => fill(rec, c, 0, M * N);

@@ -4,8 +4,7 @@ import * as ref from '../../src/ref/loss';
 import { patchifyTarget as gpuPatchifyTarget } from '../../src/gpu/ops/patch';
 import { patchifyTarget as refPatchifyTarget } from '../../src/ref/patch';
 import type { Gpu } from '../../src/gpu/device';
-import { Recorder } from '../../src/gpu/kernels';
-import { checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL, type Tolerance } from '../helpers';
+import { checkGradients, CountingRecorder, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL } from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
 function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
@@ -16,7 +15,6 @@ function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64A
   }
   return mask;
 }
-
 
 /** A mask with exactly one masked patch in the whole batch (Σmask = 1). */
 function oneMasked(N: number, L: number, at: number): Float64Array {
@@ -123,10 +121,7 @@ describe('MAE masked MSE (GPU vs float64 reference)', () => {
     pred[N * L - 1] = 2000; // and dominates the sum: a partial lost from the grid's second row would show
     const got = await maeOnGpu(gpu, pred, target, mask, N, L, P, false, 1);
     const want = maeOnRef(pred, target, mask, N, L, P, false, 1);
-    expectClose(got.loss.subarray(0, 1), want.loss.subarray(0, 1), TOL.reduction, 'loss over 4.2 M patches');
-    expect(got.loss[1], 'Σmask').toBe(want.loss[1]);
-    expectClose(got.lpp, want.lpp, TOL.reduction, 'loss per patch');
-    expectClose(got.dpred, want.dpred, scaledTol(want.dpred, TOL.gradient), 'dpred');
+    expectMaeClose(got, want, '4.2 M patches');
   });
 
   it('Σmask = 0 (nothing masked) gives NaN loss and NaN gradients, as PyTorch', async () => {
@@ -164,15 +159,6 @@ describe('MAE masked MSE (GPU vs float64 reference)', () => {
     expect(sameBits(a.lpp, b.lpp)).toBe(false); // the per-patch map does see them
   });
 });
-
-/** A Recorder that counts its dispatches. */
-class CountingRecorder extends Recorder {
-  dispatches = 0;
-  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-    this.dispatches++;
-    super.dispatch(...args);
-  }
-}
 
 // [name, N, C, H, W, p]: images, as the step sees them.
 const STEP_CASES: Array<[string, number, number, number, number, number]> = [

@@ -5,12 +5,10 @@ import { Recorder, type KernelSpec, type Param, type Tensor } from '../../src/gp
 import * as gpuOps from '../../src/gpu/ops/matmul';
 import { addInPlace, biasGeluBackward, biasGeluForward } from '../../src/ref/elementwise';
 import * as ref from '../../src/ref/matmul';
-import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, randn, read, run, testGpu, type Tolerance } from '../helpers';
+import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, matmulTol, randn, read, run, testGpu, type Tolerance } from '../helpers';
 
 const VARIANTS = ['tiled', 'blocked', 'vec4'] as const;
 const LAYOUTS = ['nn', 'nt', 'tn'] as const;
-/** Sums of K float32 products: atol grows as √K. */
-const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 const SHAPES: Array<[string, number, number, number]> = [
   ['tiny', 1, 1, 1],
@@ -42,13 +40,13 @@ describe('matmul (GPU vs float64 reference)', () => {
           ref.matmul(want, a, b, bias, M, N, K, layout, true);
           const c = gpuTensor(gpu, c0);
           await run(gpu, (rec) => gpuOps.matmul(rec, c, gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias), M, N, K, layout, true, variant));
-          expectClose(await read(gpu, c), want, { atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol }, `C (${variant} ${layout})`);
+          expectClose(await read(gpu, c), want, matmulTol(K), `C (${variant} ${layout})`);
 
           const plain = new Float64Array(M * N);
           ref.matmul(plain, a, b, null, M, N, K, layout, false);
           const c2 = gpuTensor(gpu, c0); // non-zero start: "=" must overwrite it
           await run(gpu, (rec) => gpuOps.matmul(rec, c2, gpuTensor(gpu, a), gpuTensor(gpu, b), null, M, N, K, layout, false, variant));
-          expectClose(await read(gpu, c2), plain, { atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol }, `C = (${variant} ${layout})`);
+          expectClose(await read(gpu, c2), plain, matmulTol(K), `C = (${variant} ${layout})`);
         });
       }
     }
