@@ -26,7 +26,7 @@
 //     [first, n) with a binary search of both tables per element: the reference path, and the
 //     scalar tail [4⌊n/4⌋, n) of the vec4 path (n < 4 included: a vec4 view needs 16 bytes).
 //   Bindings: 0 params, 1 param (=, in place), 2 m (=, in place), 3 v (=, in place),
-//             4 grad [n] (read), 5 ranges [2R] u32 (sorted, disjoint [start, end) pairs), 6 clip [1],
+//             4 grad [n] (read), 5 ranges [2R] u32 (sorted, disjoint [start, end) pairs), 6 clip [1 or 2],
 //             7 lr_ranges [3S] u32 (optional per-parameter lr scale: sorted, disjoint
 //               [start, end, bits of the f32 scale] triples; elements outside them have scale 1).
 //   With an lr-scale table (num_lr_ranges > 0) an element of scale s is updated as torch's
@@ -34,8 +34,23 @@
 //   Padding between tensors is 0 in all four arenas and stays exactly 0: g = m = v = 0 gives an
 //   update 0 / eps = 0, and the decay multiplies 0.
 //
+//   A clip of two elements whose clip[1] ≠ 0 skips the step: nothing is written (the loss
+//   scaler's overflow; torch's GradScaler skips optimizer.step() the same way).
+//
 // clip_coefficient — clip[0] = min(1, max_norm / (norm[0] + 1e-6)) (torch.nn.utils.clip_grad_norm_).
 //   Bindings: 1 clip [1] (=), 2 norm [1].
+//
+// loss_scale_update — dynamic loss scaling for mixed precision, torch.cuda.amp.GradScaler's rule
+//   (backoff ½, growth 2 after growth_interval good steps in a row), run after the norm of the
+//   gradients of the scaled loss. state = [scale, good steps in a row, this step skipped (0/1),
+//   steps skipped so far]; overflow[0] is the f16 packs' flag (matmul_f16.wgsl).
+//     overflow (flag set, or the norm not finite):
+//       clip = [0, 1] (AdamW skips), scale ·= ½, good = 0, skipped += 1; norm[0] /= scale (stays non-finite)
+//     else: norm[0] /= scale (the true gradient's norm: reported, and what clipping compares)
+//       clip = [c / scale, 0], c = min(1, max_norm / (norm + 1e-6)), or 1 when max_norm = 0
+//       good += 1; at growth_interval: scale ·= 2, good = 0
+//     overflow[0] = 0 for the next step.
+//   Bindings: 1 clip [2] (=), 2 norm [1] (in place), 3 state [4] (in place), 4 overflow [1] u32 (in place).
 // Nothing is saved for a backward; there is none.
 
 // #import common/grid
@@ -55,7 +70,7 @@ struct Params {
   max_norm: f32,         // clip_coefficient only
   num_lr_ranges: u32,    // 0: no lr-scale table (every element has scale 1; the exact old path)
   lr_wd: f32,            // lr·wd, for the per-element decay factor 1 − lr·wd·s
-  _pad1: u32,
+  growth_interval: u32,  // loss_scale_update only
   _pad2: u32,
 }
 
@@ -70,9 +85,16 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> clip: array<f32>;
 @group(0) @binding(7) var<storage, read_write> lr_ranges: array<u32>;
 
-// clip_coefficient: one output, one input.
+// clip_coefficient: one output, one input (loss_scale_update: both in place, and two more).
 @group(0) @binding(1) var<storage, read_write> clip_out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norm_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> scaler: array<f32>;
+@group(0) @binding(4) var<storage, read_write> overflow: array<u32>;
+
+// The loss scaler's overflow says to skip this step (a one-element clip never does).
+fn step_skipped() -> bool {
+  return arrayLength(&clip) > 1u && clip[1] != 0.0;
+}
 
 const WG = 256u;
 
@@ -104,7 +126,7 @@ fn lr_scale(i: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn adamw_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = p.first + grid_index(wid, nwg, lid.x, WG);
-  if (i >= p.n) { return; }
+  if (i >= p.n || step_skipped()) { return; }
   let g = grad[i] * clip[0];
   var w = param[i];
   var decay_factor = p.decay_factor;
@@ -162,7 +184,7 @@ fn adamw_step_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
   let nq = p.n / 4u; // whole vec4s; the wrapper gives the n % 4 tail to adamw_step
   let block = VEC4_WG * VEC4_PER_THREAD;
   let q0 = grid_workgroup(wid, nwg) * block;
-  if (q0 >= nq) { return; } // the grid's last row may be partial
+  if (q0 >= nq || step_skipped()) { return; } // the grid's last row may be partial
   let q1 = min(q0 + block, nq);
   // The block's elements are [e0, e1). Its decay ranges are [d_lo, d_hi), its lr-scale triples
   // [s_lo, s_hi): those that start before e1 and end after e0. Usually the whole block is inside
@@ -238,4 +260,35 @@ fn adamw_step_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
 fn clip_coefficient() {
   // f32 throughout, as torch computes it on the gradients' device.
   clip_out[0] = min(1.0, p.max_norm / (norm_in[0] + 1e-6));
+}
+
+@compute @workgroup_size(1)
+fn loss_scale_update() {
+  let scale = scaler[0];
+  let raw = norm_in[0];
+  let finite = (bitcast<u32>(raw) & 0x7fffffffu) < 0x7f800000u; // on the bits: NaN-safe
+  let norm = raw / scale;
+  norm_in[0] = norm;
+  if (overflow[0] != 0u || !finite) {
+    clip_out[0] = 0.0;
+    clip_out[1] = 1.0;
+    scaler[0] = scale * 0.5;
+    scaler[1] = 0.0;
+    scaler[2] = 1.0;
+    scaler[3] += 1.0;
+  } else {
+    var c = 1.0;
+    if (p.max_norm > 0.0) { c = min(1.0, p.max_norm / (norm + 1e-6)); }
+    clip_out[0] = c / scale;
+    clip_out[1] = 0.0;
+    let good = scaler[1] + 1.0;
+    if (good >= f32(p.growth_interval)) {
+      scaler[0] = scale * 2.0;
+      scaler[1] = 0.0;
+    } else {
+      scaler[1] = good;
+    }
+    scaler[2] = 0.0;
+  }
+  overflow[0] = 0u;
 }

@@ -8,6 +8,7 @@
 //   scale               1 out[n] =,  2 x                         out = s·x
 //   scale_inplace       1 out[n] =                               out = s·out
 //   fill                1 out[n] =                               out = s
+//   scale_by_inplace    1 out[n] =,  2 by[1]                     out = by[0]·out (a scale kept on the GPU: the loss scale)
 // Nothing is saved for a backward. The exact GELU is not here: it is fused into the Linear layers
 // around it (matmul.wgsl's gelu / gelu_grad epilogues, common/gelu).
 // Storage is declared read_write throughout: WebGPU forbids binding one buffer both read-only and
@@ -61,4 +62,11 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = grid_index(wid, nwg, lid, WG);
   if (i >= p.n) { return; }
   out[i] = p.s;
+}
+
+@compute @workgroup_size(WG)
+fn scale_by_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = grid_index(wid, nwg, lid, WG);
+  if (i >= p.n) { return; }
+  out[i] = in0[0] * out[i];
 }

@@ -22,7 +22,7 @@ import { embedVisible } from '../gpu/ops/masking';
 import { linearBackward, linearForward } from '../gpu/ops/matmul';
 import { teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
 import type { ParamMap } from './init';
-import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions } from './mae';
+import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions, type MaeModelOptions } from './mae';
 import { addEncoderParams, addProjectionParams, maeParamLayout } from './params';
 
 /** The student's table: the MAE's tensors and `aligned_feature_projection_heads.{k}`. */
@@ -68,7 +68,7 @@ export function teacherActivationLayout(teacherCfg: MaeConfig, d: DistillConfig,
   return t;
 }
 
-export interface DmaeOptions {
+export interface DmaeOptions extends MaeModelOptions {
   /**
    * Run the teacher through this block (≥ the deepest aligned block kT, < its depth) instead of
    * stopping at kT. The loss is the same (it reads T_kT); the blocks after kT are wasted work.
@@ -91,7 +91,7 @@ export class DmaeModel extends MaeModel {
     if (!(Number.isInteger(stop) && stop >= teacherStopBlock(distill) && stop < teacherCfg.depth)) {
       throw new Error(`DmaeModel: teacherRunThrough = ${stop} must be an integer in [${teacherStopBlock(distill)}, ${teacherCfg.depth - 1}] (from the deepest aligned teacher block to the last).`);
     }
-    super(gpu, cfg, batch, visible, dmaeStudentLayout(cfg, teacherCfg, distill), dmaeActivationExtension(cfg, teacherCfg, distill, batch, visible));
+    super(gpu, cfg, batch, visible, dmaeStudentLayout(cfg, teacherCfg, distill), dmaeActivationExtension(cfg, teacherCfg, distill, batch, visible), opts);
     this.teacherStop = stop;
     this.teacherBlocks = [...new Set(distill.pairs.map((p) => p.teacherBlock))];
     this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill, stop), 'teacher-params');
@@ -149,7 +149,7 @@ export class DmaeModel extends MaeModel {
     });
   }
 
-  override recordForward(rec: Recorder): void {
+  protected override recordForwardInOrder(rec: Recorder): void {
     this.recordForwardEncoder(rec);
     this.recordForwardTeacher(rec);
     this.recordForwardDecoder(rec);
@@ -163,6 +163,7 @@ export class DmaeModel extends MaeModel {
     const dproj = this.dacts.tensor('dproj');
     this.distill.pairs.forEach((pair, k) => {
       distillLossBackward(rec, dproj, this.teacherFeature(pair.teacherBlock), this.acts.tensor(`proj.${k}`), R, Dt, this.distill.kind, this.distill.alpha);
+      this.scaleLossGradient(rec, dproj);
       const head = `aligned_feature_projection_heads.${k}`;
       linearBackward(rec, this.dacts.tensor(`dfeat.${k}`), this.g(`${head}.weight`), this.g(`${head}.bias`), dproj, this.encoderBlockOutput(pair.studentBlock), this.p(`${head}.weight`), R, D, Dt);
     });
@@ -174,7 +175,7 @@ export class DmaeModel extends MaeModel {
     });
   }
 
-  override recordBackward(rec: Recorder): void {
+  protected override recordBackwardInOrder(rec: Recorder): void {
     this.recordBackwardDistill(rec);
     this.recordBackwardDecoder(rec);
     this.recordBackwardEncoder(rec);

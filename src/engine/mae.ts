@@ -14,15 +14,15 @@
  * P = p·p·C, D encoder width, Dd decoder width, T = 1+V encoder tokens, Td = 1+L decoder tokens.
  */
 import { Arena, ArenaLayout, createTensor, readback, upload } from '../gpu/buffers';
-import type { Gpu } from '../gpu/device';
-import type { Recorder, Tensor } from '../gpu/kernels';
-import { adamwStep, clipCoefficient, decayRanges, globalGradNorm, type AdamwOptions } from '../gpu/ops/adamw';
+import { GpuError, type Gpu } from '../gpu/device';
+import type { MatmulPrecision, Recorder, Tensor } from '../gpu/kernels';
+import { adamwStep, clipCoefficient, decayRanges, globalGradNorm, LOSS_SCALE_DEFAULTS, lossScaleUpdate, type AdamwOptions } from '../gpu/ops/adamw';
 import { attentionBackward, attentionForward } from '../gpu/ops/attention';
-import { fill } from '../gpu/ops/elementwise';
+import { fill, scaleBy } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
-import { linearBackward, linearForward } from '../gpu/ops/matmul';
+import { f16OverflowFlag, linearBackward, linearForward } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
 import type { ParamMap } from './init';
@@ -200,16 +200,46 @@ export function maeActivationLayouts(cfg: MaeConfig, N: number, V: number, exten
   o.add('dpred', [N, L, P]);
   o.add('loss.pix', [2]); // the pixel loss, then Σmask (for the loss's backward)
   o.add('gradNorm', [1]);
-  o.add('clipCoef', [1]);
+  o.add('clipCoef', [2]); // the clip coefficient, then 1 when the loss scaler skips the step (mixed precision)
+  o.add('lossScale', [4]); // mixed precision: scale, good steps in a row, skipped (0/1), steps skipped so far
   extend.io?.(o);
 
   return { acts: a, dacts: g, io: o };
+}
+
+/** The loss scaler's state that a checkpoint keeps (mixed precision). */
+export interface LossScaleState {
+  scale: number;
+  goodSteps: number;
+  skippedSteps: number;
 }
 
 /** Bytes of GPU memory a MAE (or, with `extra`, a DMAE) training run needs: four parameter-sized arenas and the activations. */
 export function maeMemoryEstimate(cfg: MaeConfig, N: number, V: number, layout: ArenaLayout = maeParamLayout(cfg), extend: ArenaExtensions = {}): number {
   const { acts, dacts, io } = maeActivationLayouts(cfg, N, V, extend);
   return 4 * layout.bytes + acts.bytes + dacts.bytes + io.bytes;
+}
+
+/**
+ * 'f32': every kernel in f32. 'mixed': matmul products may take f16 operands (f32 accumulation,
+ * f32 activations and master weights; the tuner keeps f16 only where it is faster) with dynamic
+ * loss scaling; needs the adapter's `shader-f16`.
+ */
+export type Precision = 'f32' | 'mixed';
+
+export interface MaeModelOptions {
+  /** Default 'f32'. */
+  precision?: Precision;
+  /** Mixed precision: the first loss scale (default 2¹⁶) and good steps before it doubles (default 2000). */
+  initLossScale?: number;
+  lossScaleGrowthInterval?: number;
+}
+
+/** The precision's check against the adapter: a message that says what to do, or null. */
+export function precisionProblem(gpu: Gpu, precision: Precision): string | null {
+  if (precision !== 'f32' && precision !== 'mixed') return `precision "${String(precision)}" must be "f32" or "mixed"`;
+  if (precision === 'mixed' && !gpu.hasF16) return `mixed precision needs the adapter's shader-f16 feature, which ${gpu.adapter.description} lacks; train with precision "f32"`;
+  return null;
 }
 
 /** Extra tensors a subclass (DMAE) lays out in the activation, activation-gradient and io arenas. */
@@ -230,6 +260,8 @@ export class MaeModel {
   readonly dacts: Arena;
   readonly io: Arena;
   private readonly ranges: Tensor;
+  readonly precision: Precision;
+  private readonly lossScaleGrowthInterval: number;
 
   /**
    * `batch` images of `visible` patches each, fixed for the model's life (activations are
@@ -237,11 +269,17 @@ export class MaeModel {
    */
   constructor(
     readonly gpu: Gpu, readonly cfg: MaeConfig, readonly batch: number, readonly visible: number,
-    readonly layout: ArenaLayout = maeParamLayout(cfg), extend: ArenaExtensions = {},
+    readonly layout: ArenaLayout = maeParamLayout(cfg), extend: ArenaExtensions = {}, opts: MaeModelOptions = {},
   ) {
     const L = (this.L = numPatches(cfg));
     this.P = patchDim(cfg);
     if (!(Number.isInteger(visible) && visible >= 1 && visible <= L)) throw new Error(`MaeModel: visible = ${visible} must be an integer in [1, ${L}].`);
+    this.precision = opts.precision ?? 'f32';
+    const problem = precisionProblem(gpu, this.precision);
+    if (problem) throw new GpuError(`MaeModel: ${problem}.`, 'validation');
+    const initScale = opts.initLossScale ?? LOSS_SCALE_DEFAULTS.initScale;
+    if (!(initScale > 0 && Number.isFinite(initScale))) throw new Error(`MaeModel: initLossScale ${initScale} must be a finite number > 0.`);
+    this.lossScaleGrowthInterval = opts.lossScaleGrowthInterval ?? LOSS_SCALE_DEFAULTS.growthInterval;
     const dev = gpu.device;
     this.params = new Arena(dev, layout, 'params');
     this.grads = new Arena(dev, layout, 'grads');
@@ -258,6 +296,27 @@ export class MaeModel {
     this.ranges = view(this.ranges, r.length);
     // Moments start at zero (buffers are zero-initialised by WebGPU; said explicitly for resets).
     this.resetOptimizer();
+    this.setLossScale({ scale: initScale, goodSteps: 0, skippedSteps: 0 });
+  }
+
+  /** What matmul products are recorded in: f16 operands under mixed precision. */
+  get matmulPrecision(): MatmulPrecision {
+    return this.precision === 'mixed' ? 'f16' : 'f32';
+  }
+
+  /** The loss scaler's state (mixed precision; an f32 model keeps it at its start and never reads it). */
+  setLossScale(s: LossScaleState): void {
+    upload(this.gpu.device, this.io.tensor('lossScale'), Float32Array.of(s.scale, s.goodSteps, 0, s.skippedSteps));
+  }
+
+  async readLossScale(): Promise<LossScaleState & { skipped: boolean }> {
+    const [scale, goodSteps, skipped, skippedSteps] = await readback(this.gpu.device, this.io.tensor('lossScale'));
+    return { scale, goodSteps, skippedSteps, skipped: skipped !== 0 };
+  }
+
+  /** Under mixed precision, multiplies a loss's gradient seed by the loss scale (in place). */
+  protected scaleLossGradient(rec: Recorder, seed: Tensor): void {
+    if (this.precision === 'mixed') scaleBy(rec, seed, this.io.tensor('lossScale'), seed.length);
   }
 
   /** Bytes of GPU memory the model holds (arenas; the kernels' scratch is extra and small). */
@@ -369,8 +428,13 @@ export class MaeModel {
     maeLossForward(rec, this.io.tensor('loss.pix'), this.act('lossPerPatch'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), N, L, P);
   }
 
-  /** The whole forward, in the method's order. */
+  /** The whole forward, its matmuls in the model's precision. */
   recordForward(rec: Recorder): void {
+    rec.autocast(this.matmulPrecision, () => this.recordForwardInOrder(rec));
+  }
+
+  /** The forward's parts in the method's order. */
+  protected recordForwardInOrder(rec: Recorder): void {
     this.recordForwardEncoder(rec);
     this.recordForwardDecoder(rec);
     this.recordForwardLoss(rec);
@@ -385,6 +449,7 @@ export class MaeModel {
     const ws = this.workspace();
     // Σmask comes from this step's forward (io['loss.pix'][1]), recorded before in the same submission.
     maeLossBackward(rec, this.io.tensor('dpred'), this.io.tensor('pred'), this.targetTensor(), this.act('mask'), this.io.tensor('loss.pix'), N, L, P);
+    this.scaleLossGradient(rec, this.io.tensor('dpred'));
     const dfull = this.dact('dfull');
     padCls(rec, dfull, this.io.tensor('dpred'), N, L, P); // the dropped cls rows get no gradient
     const dnormed = view(ws.dln, Rd * Dd);
@@ -423,8 +488,16 @@ export class MaeModel {
     linearBackward(rec, null, this.g('patch_embed.proj.weight'), this.g('patch_embed.proj.bias'), this.dact('dembVisible'), this.act('patchesVisible'), this.p('patch_embed.proj.weight'), N * V, K, D);
   }
 
-  /** The whole backward, in reverse of the forward. Gradients accumulate: zero them first (recordZeroGrads). */
+  /**
+   * The whole backward, its matmuls in the model's precision. Gradients accumulate: zero them
+   * first (recordZeroGrads). Under mixed precision they are the scaled loss's (recordOptimizer unscales).
+   */
   recordBackward(rec: Recorder): void {
+    rec.autocast(this.matmulPrecision, () => this.recordBackwardInOrder(rec));
+  }
+
+  /** The backward's parts, in reverse of the forward. */
+  protected recordBackwardInOrder(rec: Recorder): void {
     this.recordBackwardDecoder(rec);
     this.recordBackwardEncoder(rec);
   }
@@ -445,7 +518,10 @@ export class MaeModel {
     const n = this.layout.size;
     const clip = this.io.tensor('clipCoef');
     globalGradNorm(rec, this.io.tensor('gradNorm'), this.grads.all, n);
-    if (opts.clipGrad !== undefined) clipCoefficient(rec, clip, this.io.tensor('gradNorm'), opts.clipGrad);
+    if (this.precision === 'mixed') {
+      // Unscales the norm, folds 1/scale into the clip coefficient, and skips the step on an overflow.
+      lossScaleUpdate(rec, clip, this.io.tensor('gradNorm'), this.io.tensor('lossScale'), f16OverflowFlag(this.gpu.device), opts.clipGrad, this.lossScaleGrowthInterval);
+    } else if (opts.clipGrad !== undefined) clipCoefficient(rec, clip, this.io.tensor('gradNorm'), opts.clipGrad);
     else fill(rec, clip, 1, 1);
     adamwStep(rec, this.params.all, this.grads.all, this.adamM.all, this.adamV.all, this.ranges, clip, n, opts);
   }

@@ -33,14 +33,14 @@ import { Rng, hashInts } from '../data/rng';
 import { randomMasking, lenKeepFor, type Masking } from '../core/masking';
 import { tuneKernelsForRecording } from '../gpu/autotune-families';
 import { ArenaLayout, upload } from '../gpu/buffers';
-import type { Gpu } from '../gpu/device';
+import { GpuError, type Gpu } from '../gpu/device';
 import { Recorder, type Tensor } from '../gpu/kernels';
 import { ADAMW_DEFAULTS } from '../gpu/ops/adamw';
 import { scale } from '../gpu/ops/elementwise';
 import { defaultDistillConfig, numPatches, validateDistill, validateMaeConfig, type DistillConfig, type MaeConfig } from './config';
 import { DmaeModel, dmaeActivationExtension, dmaeStudentLayout, teacherActivationLayout, teacherLayout } from './dmae';
 import { initParams, type ParamMap } from './init';
-import { MaeModel, maeActivationLayouts } from './mae';
+import { MaeModel, maeActivationLayouts, precisionProblem, type LossScaleState, type Precision } from './mae';
 import { maeParamLayout } from './params';
 import { lrAt, scaledLr, validateSchedule, type LrSchedule } from './schedule';
 
@@ -84,6 +84,11 @@ export interface TrainConfig {
   seed: number;
   /** 'restore' (default): back up before each step and restore on NaN/Inf. 'stop': stop only. */
   nanGuard?: 'restore' | 'stop';
+  /**
+   * 'f32' (default), or 'mixed': matmuls may take f16 operands (where the adapter has
+   * shader-f16 and the tuner finds them faster) with dynamic loss scaling (MaeModelOptions).
+   */
+  precision?: Precision;
 }
 
 /** A TrainConfig with every default filled in and checked. */
@@ -112,6 +117,7 @@ export function resolveTrainConfig(c: TrainConfig): ResolvedTrainConfig {
   const visible = c.visible ?? lenKeepFor(L, maskRatio);
   if (!(Number.isInteger(visible) && visible >= 1 && visible <= L)) problems.push(`visible patches ${visible} must be an integer in [1, ${L}]`);
   if (c.clipGrad !== undefined && !(c.clipGrad > 0)) problems.push(`gradient clip ${c.clipGrad} must be > 0`);
+  if (c.precision !== undefined && c.precision !== 'f32' && c.precision !== 'mixed') problems.push(`precision "${String(c.precision)}" must be "f32" or "mixed"`);
   let teacher: MaeConfig | null = null, distill: DistillConfig | null = null;
   if (c.mode === 'dmae') {
     if (!c.teacher) problems.push('DMAE needs a teacher configuration');
@@ -132,7 +138,7 @@ export function resolveTrainConfig(c: TrainConfig): ResolvedTrainConfig {
     warmupSteps: c.warmupSteps ?? 0, totalSteps: c.totalSteps,
     weightDecay: c.weightDecay ?? ADAMW_DEFAULTS.weightDecay, beta1: c.beta1 ?? ADAMW_DEFAULTS.beta1,
     beta2: c.beta2 ?? ADAMW_DEFAULTS.beta2, eps: c.eps ?? ADAMW_DEFAULTS.eps,
-    clipGrad: c.clipGrad ?? null, seed: c.seed, nanGuard: c.nanGuard ?? 'restore',
+    clipGrad: c.clipGrad ?? null, seed: c.seed, nanGuard: c.nanGuard ?? 'restore', precision: c.precision ?? 'f32',
   };
   validateSchedule(scheduleOf(r));
   return r;
@@ -255,8 +261,11 @@ export interface StepMetrics {
   /** DMAE: L_dist per aligned pair (before α), averaged over the micro-batches. */
   distill?: number[];
   lr: number;
-  /** ‖g‖₂ of the (accumulated, averaged) gradient before clipping. */
+  /** ‖g‖₂ of the (accumulated, averaged) gradient before clipping (not finite on a skipped step). */
   gradNorm: number;
+  /** Mixed precision: the loss scale after this step, and whether the step was skipped (an f16 overflow). */
+  lossScale?: number;
+  skipped?: boolean;
   /** Images (batch · accumSteps) per second over this step's wall time. */
   imagesPerSec: number;
   /** Wall time since train() started, ms. */
@@ -266,8 +275,8 @@ export interface StepMetrics {
 export interface Divergence {
   /** The bad optimiser step, 1-based; the state is restored to before it (step − 1 steps done). */
   step: number;
-  /** Which number was not finite. */
-  which: 'pix' | 'distill' | 'gradNorm';
+  /** Which number was not finite ('lossScale': mixed precision overflowed f16 step after step). */
+  which: 'pix' | 'distill' | 'gradNorm' | 'lossScale';
   value: number;
   /** Whether the parameters and moments were restored to before the bad step. */
   restored: boolean;
@@ -287,6 +296,8 @@ export interface TrainerState {
   masking: RngState;
   /** The batch source's own state (e.g. a LoaderState), when it has one. */
   source?: unknown;
+  /** Mixed precision: the loss scaler's state. */
+  lossScale?: LossScaleState;
 }
 
 interface CpuSnapshot {
@@ -305,8 +316,14 @@ interface Pending {
 /** kernels.ts's UNIFORM_SLOTS: dispatches with parameters one Recorder can hold. */
 const MAX_DISPATCHES_PER_SUBMIT = 4096;
 
-/** Bytes per readback slot: k·(1 + pairs) losses, then the gradient norm. */
-const slotFloats = (k: number, pairs: number): number => k * (1 + pairs) + 1;
+/** Floats per readback slot: k·(1 + pairs) losses, the gradient norm, then the loss scaler's state (4). */
+const slotFloats = (k: number, pairs: number): number => k * (1 + pairs) + 1 + 4;
+
+/**
+ * Mixed precision: this many skipped steps in a row (the scale halved each time) mean the
+ * overflow is not the gradients' (the forward's activations leave f16's range): stop and say so.
+ */
+export const MAX_SKIPPED_IN_A_ROW = 24;
 
 export class Trainer {
   readonly config: ResolvedTrainConfig;
@@ -317,6 +334,9 @@ export class Trainer {
   private readonly backups: { params: GPUBuffer; m: GPUBuffer; v: GPUBuffer }[] = [];
   private readonly inputs: { buffer: GPUBuffer; layout: ArenaLayout } | null = null;
   private steps = 0;
+  /** Mixed precision: the loss scaler's state as last read back (a step late; exact once train() returns). */
+  private lossScale: LossScaleState | null = null;
+  private skippedInARow = 0;
 
   /**
    * `initialParams` default: initParams(layout, grid, seed) (the recipe's init). DMAE needs
@@ -326,16 +346,19 @@ export class Trainer {
     readonly gpu: Gpu, config: TrainConfig | ResolvedTrainConfig, readonly source: BatchSource,
     opts: { initialParams?: ParamMap; teacherParams?: ParamMap } = {},
   ) {
-    const c = (this.config = 'patches' in config ? config : resolveTrainConfig(config));
+    // A resolved configuration from a checkpoint written before mixed precision has none: f32.
+    const c = (this.config = 'patches' in config ? { ...config, precision: config.precision ?? 'f32' } : resolveTrainConfig(config));
     const dev = gpu.device;
+    const problem = precisionProblem(gpu, c.precision);
+    if (problem) throw new GpuError(`Trainer: ${problem}.`, 'validation');
     if (c.mode === 'dmae') {
       if (!opts.teacherParams) throw new Error('Trainer: DMAE needs the teacher\'s parameters (teacherParams).');
-      const m = new DmaeModel(gpu, c.model, c.teacher!, c.distill!, c.batch, c.visible);
+      const m = new DmaeModel(gpu, c.model, c.teacher!, c.distill!, c.batch, c.visible, { precision: c.precision });
       m.uploadTeacher(opts.teacherParams);
       this.model = m;
       this.pairs = c.distill!.pairs.length;
     } else {
-      this.model = new MaeModel(gpu, c.model, c.batch, c.visible);
+      this.model = new MaeModel(gpu, c.model, c.batch, c.visible, undefined, {}, { precision: c.precision });
       this.pairs = 0;
     }
     this.model.uploadParams(opts.initialParams ?? initParams(this.model.layout, c.model.imgSize / c.model.patchSize, c.seed));
@@ -370,6 +393,7 @@ export class Trainer {
   getState(): TrainerState {
     const s: TrainerState = { step: this.steps, masking: this.sampler.state };
     if (this.source.getState) s.source = this.source.getState();
+    if (this.lossScale) s.lossScale = { ...this.lossScale };
     return s;
   }
 
@@ -379,6 +403,10 @@ export class Trainer {
     this.steps = s.step;
     this.sampler.state = s.masking;
     if (s.source !== undefined && this.source.setState) this.source.setState(s.source);
+    if (s.lossScale && this.config.precision === 'mixed') {
+      this.model.setLossScale(s.lossScale);
+      this.lossScale = { ...s.lossScale };
+    }
   }
 
   private snapshot(): CpuSnapshot {
@@ -451,6 +479,7 @@ export class Trainer {
       ...(c.clipGrad !== null ? { clipGrad: c.clipGrad } : {}),
     });
     rec.copy(model.io.tensor('gradNorm'), this.tensorOf(slot, k * (1 + this.pairs), 1));
+    rec.copy(model.io.tensor('lossScale'), this.tensorOf(slot, k * (1 + this.pairs) + 1, 4));
     rec.submitNoWait();
     const mapped = slot.mapAsync(GPUMapMode.READ);
     return { t, lr, slot, mapped, before };
@@ -483,7 +512,7 @@ export class Trainer {
   }
 
   /** Reads a finished step's numbers (and releases its readback slot). */
-  private async readStep(p: Pending): Promise<{ pix: number; distill: number[]; gradNorm: number }> {
+  private async readStep(p: Pending): Promise<{ pix: number; distill: number[]; gradNorm: number; lossScale: LossScaleState; skipped: boolean }> {
     await p.mapped;
     const f = new Float32Array(p.slot.getMappedRange().slice(0));
     p.slot.unmap();
@@ -494,7 +523,8 @@ export class Trainer {
       pix += f[j * (1 + P)] / k;
       for (let q = 0; q < P; q++) distill[q] += f[j * (1 + P) + 1 + q] / k;
     }
-    return { pix, distill, gradNorm: f[k * (1 + P)] };
+    const at = k * (1 + P) + 1;
+    return { pix, distill, gradNorm: f[k * (1 + P)], lossScale: { scale: f[at], goodSteps: f[at + 1], skippedSteps: f[at + 3] }, skipped: f[at + 2] !== 0 };
   }
 
   private async restore(p: Pending): Promise<boolean> {
@@ -537,20 +567,27 @@ export class Trainer {
         firstChecked = true;
       }
       const now = performance.now();
+      const mixed = this.config.precision === 'mixed';
+      // Mixed precision: a skipped step (an f16 overflow) changed nothing and is expected now and then.
+      if (mixed) this.skippedInARow = r.skipped ? this.skippedInARow + 1 : 0;
       const bad: [Divergence['which'], number] | null = !Number.isFinite(r.pix) ? ['pix', r.pix]
         : r.distill.some((d) => !Number.isFinite(d)) ? ['distill', r.distill.find((d) => !Number.isFinite(d))!]
-          : !Number.isFinite(r.gradNorm) ? ['gradNorm', r.gradNorm] : null;
+          : !Number.isFinite(r.gradNorm) && !(mixed && r.skipped) ? ['gradNorm', r.gradNorm]
+            : this.skippedInARow >= MAX_SKIPPED_IN_A_ROW ? ['lossScale', r.lossScale.scale] : null;
       if (bad) {
         // Let anything submitted after the bad step finish (its readback is dropped), then roll back.
         for (const q of inFlight) await this.readStep(q).catch(() => undefined);
         inFlight.length = 0;
         const restored = await this.restore(p);
         const name = bad[0] === 'pix' ? 'the pixel loss' : bad[0] === 'distill' ? 'the distillation loss' : 'the gradient norm';
+        const what = bad[0] === 'lossScale'
+          ? `${MAX_SKIPPED_IN_A_ROW} steps in a row overflowed f16 under mixed precision (loss scale now ${bad[1]}): the activations, not the gradients, leave f16's range. `
+          : `${name} is ${bad[1]}. `;
         divergence = {
           step: p.t + 1, which: bad[0], value: bad[1], restored,
-          message: `Training diverged at step ${p.t + 1} (lr ${p.lr.toExponential(3)}): ${name} is ${bad[1]}. ` +
+          message: `Training diverged at step ${p.t + 1} (lr ${p.lr.toExponential(3)}): ${what}` +
             (restored ? `Parameters and optimiser state are restored to the end of step ${p.t}.` : 'The state was not restored (nanGuard "stop").') +
-            ' Lower the learning rate, lengthen the warmup, or clip the gradient.',
+            (bad[0] === 'lossScale' ? ' Train with precision "f32", or lower the learning rate.' : ' Lower the learning rate, lengthen the warmup, or clip the gradient.'),
         };
         return false;
       }
@@ -559,6 +596,11 @@ export class Trainer {
         imagesPerSec: imagesPerStep / Math.max(1e-9, (now - last) / 1000), elapsedMs: now - start,
       };
       if (this.pairs > 0) m.distill = r.distill;
+      if (mixed) {
+        m.lossScale = r.lossScale.scale;
+        m.skipped = r.skipped;
+        this.lossScale = r.lossScale;
+      }
       last = now;
       await opts.onMetrics?.(m);
       return true;

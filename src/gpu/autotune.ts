@@ -35,18 +35,21 @@ import type { Gpu } from './device';
 import { composeShader, Recorder, type KernelSpec, type Param, type Tensor } from './kernels';
 import { floorLog2 } from './ops/common';
 import { fill } from './ops/elementwise';
-import { matmul, staticMatmulVariant, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
+import { f16round } from '../core/f16';
+import { f16Applies, matmul, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
-export const TUNER_VERSION = 1;
-export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4'];
+export const TUNER_VERSION = 2;
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16'];
 
 export interface MatmulShape {
   layout: MatmulLayout;
   M: number;
   N: number;
   K: number;
+  /** Recorded under autocast('f16'): the f16-operand variant is a candidate too (mixed precision). */
+  f16?: boolean;
 }
 
 /** A product of a recorded step and how many times the step dispatches it. */
@@ -63,13 +66,20 @@ const MIN_BUCKET = 3;
 const MAX_BUCKET = 20;
 const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCKET, floorLog2(x)));
 
-/** 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, and '.v4' when vec4 applies. */
+/**
+ * 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, '.v4' when vec4 applies, and '.h' for a
+ * product recorded under autocast('f16') (its class also weighs vec4_f16: a separate choice).
+ */
 export function shapeClass(s: MatmulShape): string {
-  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K, s.layout, s.M) ? '.v4' : ''}`;
+  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K, s.layout, s.M) ? '.v4' : ''}${s.f16 ? '.h' : ''}`;
 }
 
-/** The variants that compute this product themselves (vec4 only where N and K are multiples of 4). */
-export const applicableVariants = (s: MatmulShape): MatmulVariant[] => (vec4Aligned(s.N, s.K, s.layout, s.M) ? [...MATMUL_VARIANTS] : ['tiled', 'blocked']);
+/**
+ * The variants that compute this product themselves on `gpu`: vec4 only where vec4Aligned,
+ * vec4_f16 only where f16Applies (autocast('f16'), shader-f16, aligned).
+ */
+export const applicableVariants = (gpu: Gpu, s: MatmulShape): MatmulVariant[] =>
+  MATMUL_VARIANTS.filter((v) => (v === 'vec4' ? vec4Aligned(s.N, s.K, s.layout, s.M) : v === 'vec4_f16' ? f16Applies(gpu, s) : true));
 
 // ---------------------------------------------------------------------------------------------
 // Switches and counters
@@ -116,7 +126,8 @@ export function adapterFingerprint(gpu: Gpu): string {
     const a = gpu.adapter;
     let shader = 'unknown';
     try {
-      shader = fnv1a(composeShader('matmul', gpu.kernels.sources).code);
+      // Both matmul files (composed, so their common pieces count too); the f16 one where it exists.
+      shader = fnv1a(['matmul', 'matmul_f16'].filter((n) => n in gpu.kernels.sources).map((n) => composeShader(n, gpu.kernels.sources).code).join('\n'));
     } catch {
       // no matmul source (a test double): the adapter alone
     }
@@ -158,17 +169,17 @@ const memoryTable = (fp: string): Map<string, ClassChoice> => {
  * device at the first ask. Never measures anything.
  */
 export function tunedMatmulVariant(gpu: Gpu, s: MatmulShape): MatmulVariant {
-  if (!tuningEnabled()) return staticMatmulVariant(gpu);
+  if (!tuningEnabled()) return staticVariantFor(gpu, s);
   const key = shapeClass(s);
-  if (dryRecordings > 0) return memory.get(adapterFingerprint(gpu))?.get(key)?.variant ?? staticMatmulVariant(gpu); // nothing runs: fix nothing
+  const remembered = (): MatmulVariant => {
+    const v = memory.get(adapterFingerprint(gpu))?.get(key)?.variant;
+    return v !== undefined && applicableVariants(gpu, s).includes(v) ? v : staticVariantFor(gpu, s);
+  };
+  if (dryRecordings > 0) return remembered(); // nothing runs: fix nothing
   let f = frozen.get(gpu);
   if (!f) frozen.set(gpu, (f = new Map()));
   let v = f.get(key);
-  if (v === undefined) {
-    v = memory.get(adapterFingerprint(gpu))?.get(key)?.variant ?? staticMatmulVariant(gpu);
-    if (v === 'vec4' && !vec4Aligned(s.N, s.K, s.layout, s.M)) v = staticMatmulVariant(gpu); // cannot happen: '.v4' is in the key
-    f.set(key, v);
-  }
+  if (v === undefined) f.set(key, (v = remembered()));
   return v;
 }
 
@@ -335,9 +346,14 @@ const SENTINEL = -1.2345e30; // C is filled with this before a checked run: a pr
 const aAt = (a: ArrayLike<number>, s: MatmulShape, m: number, k: number): number => (s.layout === 'tn' ? a[k * s.M + m] : a[m * s.K + k]);
 const bAt = (b: ArrayLike<number>, s: MatmulShape, k: number, n: number): number => (s.layout === 'nt' ? b[n * s.K + k] : b[k * s.N + n]);
 
-function dot64(a: ArrayLike<number>, b: ArrayLike<number>, s: MatmulShape, m: number, n: number): number {
+/**
+ * Element (m, n) of the product in float64. For `variant` vec4_f16 the operands are rounded to
+ * f16 first: what it computes exactly, up to the f32 summation every variant shares.
+ */
+function dot64(a: ArrayLike<number>, b: ArrayLike<number>, s: MatmulShape, m: number, n: number, variant?: MatmulVariant): number {
+  const r = variant === 'vec4_f16' ? f16round : (x: number) => x;
   let acc = 0;
-  for (let k = 0; k < s.K; k++) acc += aAt(a, s, m, k) * bAt(b, s, k, n);
+  for (let k = 0; k < s.K; k++) acc += r(aAt(a, s, m, k)) * r(bAt(b, s, k, n));
   return acc;
 }
 
@@ -426,7 +442,7 @@ async function smallCheck(gpu: Gpu, variant: MatmulVariant, layout: MatmulLayout
       const [got] = await readSamples(gpu, [tc], s.N, all);
       for (let i = 0; i < all.length && !failure; i++) {
         const [m, n] = all[i];
-        failure = checkElement(got[i], dot64(a, b, s, m, n), s.K, `C[${m}, ${n}] of ${layout} ${s.M}×${s.N}×${s.K}`);
+        failure = checkElement(got[i], dot64(a, b, s, m, n, variant), s.K, `C[${m}, ${n}] of ${layout} ${s.M}×${s.N}×${s.K}`);
       }
     }
   } finally {
@@ -543,8 +559,8 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
   const byClass = new Map<string, MatmulShape[]>();
   const seen = new Set<string>();
   for (const s0 of shapes) {
-    const s: MatmulShape = { layout: s0.layout, M: s0.M, N: s0.N, K: s0.K };
-    const id = `${s.layout}:${s.M}:${s.N}:${s.K}`;
+    const s: MatmulShape = { layout: s0.layout, M: s0.M, N: s0.N, K: s0.K, f16: !!s0.f16 };
+    const id = `${s.layout}:${s.M}:${s.N}:${s.K}:${s.f16}`;
     if (s.M < 1 || s.N < 1 || s.K < 1 || seen.has(id)) continue;
     seen.add(id);
     const key = shapeClass(s);
@@ -555,7 +571,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
 
   const inUse = (key: string) => frozen.get(gpu)?.get(key);
   if (!enabled) {
-    for (const [key, list] of byClass) report.classes.push({ key, shapes: list, chosen: staticMatmulVariant(gpu), source: 'static', timings: [] });
+    for (const [key, list] of byClass) report.classes.push({ key, shapes: list, chosen: staticVariantFor(gpu, list[0]), source: 'static', timings: [] });
     report.seconds = (performance.now() - t0) / 1000;
     return report;
   }
@@ -568,7 +584,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
   for (const [key, list] of byClass) {
     const known = table.get(key);
     if (!opts.force && known) report.classes.push({ key, shapes: list, chosen: known.variant, source: 'memory', timings: [] });
-    else if (!opts.force && stored[key] && (stored[key].variant !== 'vec4' || key.endsWith('.v4'))) {
+    else if (!opts.force && stored[key] && applicableVariants(gpu, list[0]).includes(stored[key].variant)) {
       table.set(key, stored[key]);
       report.classes.push({ key, shapes: list, chosen: stored[key].variant, source: 'stored', timings: [] });
     } else toMeasure.push([key, list]);
@@ -602,7 +618,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
       }
       for (const [key, list] of timed) {
         const timings: ShapeTiming[] = [];
-        for (const s of list) timings.push(...(fits(s) ? await measureShape(gpu, s, pools, timer, opts) : applicableVariants(s).map((v) => ({ shape: s, variant: v, verified: false, failure: "an operand exceeds the device's largest binding" }))));
+        for (const s of list) timings.push(...(fits(s) ? await measureShape(gpu, s, pools, timer, opts) : applicableVariants(gpu, s).map((v) => ({ shape: s, variant: v, verified: false, failure: "an operand exceeds the device's largest binding" }))));
         // The class goes to the variant with the least total time over its timed shapes, among
         // those verified and timed on every one of them.
         const ms: Partial<Record<MatmulVariant, number>> = {};
@@ -613,8 +629,9 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
         const ranked = (Object.entries(ms) as [MatmulVariant, number][]).sort((p, q) => p[1] - q[1]);
         for (const f of timings.filter((t) => !t.verified)) warn(`${f.variant} failed on ${f.shape.layout} ${f.shape.M}×${f.shape.N}×${f.shape.K} and is not a candidate for ${key}: ${f.failure}`);
         if (ranked.length === 0) {
-          warn(`no variant could be verified and timed for ${key}; keeping the static ${staticMatmulVariant(gpu)}`);
-          report.classes.push({ key, shapes: byClass.get(key)!, chosen: staticMatmulVariant(gpu), source: 'static', timings });
+          const fallback = staticVariantFor(gpu, list[0]);
+          warn(`no variant could be verified and timed for ${key}; keeping the static ${fallback}`);
+          report.classes.push({ key, shapes: byClass.get(key)!, chosen: fallback, source: 'static', timings });
           continue;
         }
         const choice: ClassChoice = { variant: ranked[0][0], shapes: list.map((s) => [s.M, s.N, s.K]), ms, method, date: new Date().toISOString() };
@@ -727,11 +744,12 @@ async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: Varia
     const sub: MatmulShape = { ...s, M };
     const pts = samplePoints(sub);
     // The product of the first M rows as the kernel sees it (for 'tn' M is also A's row stride).
-    const want = pts.map(([m, n]) => dot64(pools.hostA, pools.hostB, sub, m, n));
+    const want = (v: MatmulVariant) => pts.map(([m, n]) => dot64(pools.hostA, pools.hostB, sub, m, n, v));
     const got = await readSamples(gpu, xs.map((x) => c(x.v)), s.N, pts);
     return xs.filter((x, j) => {
       let failure: string | null = null;
-      for (let i = 0; i < pts.length && !failure; i++) failure = checkElement(got[j][i], want[i], s.K, `C[${pts[i][0]}, ${pts[i][1]}]`);
+      const w = want(x.v);
+      for (let i = 0; i < pts.length && !failure; i++) failure = checkElement(got[j][i], w[i], s.K, `C[${pts[i][0]}, ${pts[i][1]}]`);
       if (failure) {
         x.t.verified = false;
         x.t.failure = M < s.M ? `${failure} (first ${M} rows)` : failure;
@@ -742,7 +760,7 @@ async function measureShape(gpu: Gpu, s: MatmulShape, pools: Pools, timer: Varia
 
   const timings: ShapeTiming[] = [];
   let live: Candidate[] = [];
-  for (const v of applicableVariants(s)) {
+  for (const v of applicableVariants(gpu, s)) {
     const cand = opts.candidates?.[v] ?? realCandidate(v);
     const t: ShapeTiming = { shape: s, variant: v, verified: false };
     timings.push(t);
@@ -828,14 +846,16 @@ export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): 
   const uses = new Map<string, MatmulUse>();
   const rec = new (class extends Recorder {
     override dispatch(spec: KernelSpec, _bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null): void {
-      if (spec.shader !== 'matmul' || !spec.entry.startsWith('matmul_') || !params) return;
+      if (!(spec.shader === 'matmul' || spec.shader === 'matmul_f16') || !spec.entry.startsWith('matmul_') || !params) return;
       const [M, N, K] = params as number[];
       const c = spec.constants ?? {};
       const layout: MatmulLayout = c.TRANS_A ? 'tn' : c.TRANS_B ? 'nt' : 'nn';
-      const id = `${layout}:${M}:${N}:${K}`;
+      // The product's context, not the variant it got: an f16 class may have chosen an f32 kernel.
+      const f16 = this.matmulPrecision === 'f16';
+      const id = `${layout}:${M}:${N}:${K}:${f16}`;
       const u = uses.get(id);
       if (u) u.count++;
-      else uses.set(id, { layout, M, N, K, count: 1 });
+      else uses.set(id, { layout, M, N, K, count: 1, ...(f16 ? { f16 } : {}) });
     }
     override copy(): void {}
   })(gpu, undefined, 'matmul-shapes');

@@ -237,6 +237,9 @@ export function dispatchCache(device: GPUDevice): DispatchCache {
   return c;
 }
 
+/** The precision of matmul operands: f32, or f16 with f32 accumulation (mixed precision). */
+export type MatmulPrecision = 'f32' | 'f16';
+
 /**
  * Records dispatches into one command encoder and submits them as one command buffer.
  * Without a timer, consecutive dispatches share one compute pass (WebGPU orders their storage
@@ -251,11 +254,31 @@ export class Recorder {
   private pass: GPUComputePassEncoder | null = null;
   /** Compute passes begun so far (one per dispatch with a timer). */
   passCount = 0;
+  /**
+   * What matmul() computes its products in when the caller names no variant: 'f16' (inside
+   * `autocast('f16', …)`) makes the f16-operand variant a candidate (ops/matmul.ts).
+   */
+  matmulPrecision: MatmulPrecision = 'f32';
 
   constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, label = 'step') {
     this.encoder = gpu.device.createCommandEncoder({ label });
     this.cache = dispatchCache(gpu.device);
     this.staging = this.cache.takeStaging();
+  }
+
+  /**
+   * Records `record` with matmul products in `precision` (torch.autocast's idea, for matmuls
+   * only): 'f16' lets each product use f16 operands with f32 accumulation where the adapter has
+   * `shader-f16` and the tuner finds it fastest. Everything else stays f32. Nests; restores.
+   */
+  autocast<T>(precision: MatmulPrecision, record: () => T): T {
+    const outer = this.matmulPrecision;
+    this.matmulPrecision = precision;
+    try {
+      return record();
+    } finally {
+      this.matmulPrecision = outer;
+    }
   }
 
   dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {

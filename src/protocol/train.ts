@@ -89,6 +89,8 @@ export interface TrainSpec {
   clipGrad?: number;
   seed: number;
   nanGuard?: 'restore' | 'stop';
+  /** 'f32' (default) or 'mixed' (f16 matmul operands with loss scaling; needs shader-f16). */
+  precision?: 'f32' | 'mixed';
 }
 
 /** The configuration as the worker resolved it (every default filled in): what is really trained. */
@@ -116,6 +118,8 @@ export interface ResolvedTrainSpec {
   clipGrad: number | null;
   seed: number;
   nanGuard: 'restore' | 'stop';
+  /** Absent in checkpoints written before mixed precision existed: 'f32'. */
+  precision?: 'f32' | 'mixed';
 }
 
 /** Where the images come from. */
@@ -176,6 +180,8 @@ export interface TrainerStateSpec {
   masking: [number, number, number, number];
   /** The data loader's position ({ seed, epoch, position }). */
   source?: unknown;
+  /** Mixed precision: the loss scaler's state. */
+  lossScale?: { scale: number; goodSteps: number; skippedSteps: number };
 }
 
 /** Everything a run needs to continue exactly: send it back as `start.resume`. */

@@ -28,6 +28,7 @@ export function adamwStep(params: Vec, grads: Vec, m: Vec, v: Vec, ranges: Uint3
   const decay = new Uint8Array(n);
   if (ranges === null) decay.fill(1);
   else for (let r = 0; r + 1 < ranges.length; r += 2) decay.fill(1, ranges[r], Math.min(ranges[r + 1], n));
+  if (clipCoef.length > 1 && clipCoef[1] !== 0) return; // the loss scaler skips this step
   const c = clipCoef[0];
   for (let i = 0; i < n; i++) {
     const g = grads[i] * c;
@@ -47,4 +48,36 @@ export function globalGradNorm(out: Vec, grads: Vec, n: number): void {
 /** clipCoef[0] = min(1, maxNorm / (norm[0] + 1e-6)). */
 export function clipCoefficient(clipCoef: Vec, norm: Vec, maxNorm: number): void {
   clipCoef[0] = Math.min(1, maxNorm / (norm[0] + 1e-6));
+}
+
+/**
+ * The loss scaler after the norm of the scaled loss's gradients (see shaders/adamw.wgsl,
+ * loss_scale_update): norm[0] /= scale; on overflow (flag[0] ≠ 0 or the norm not finite) clip =
+ * [0, 1] (skip), scale ·= ½; else clip = [c / scale, 0] and, after growthInterval good steps, scale
+ * ·= 2. state = [scale, good steps, skipped (0/1), steps skipped so far]; the flag is cleared.
+ * maxNorm 0: no clipping.
+ */
+export function lossScaleUpdate(clipCoef: Vec, norm: Vec, state: Vec, overflow: Uint32Array, maxNorm: number, growthInterval: number): void {
+  const scale = state[0];
+  const n = norm[0] / scale;
+  norm[0] = n;
+  if (overflow[0] !== 0 || !Number.isFinite(n)) {
+    clipCoef[0] = 0;
+    clipCoef[1] = 1;
+    state[0] = scale / 2;
+    state[1] = 0;
+    state[2] = 1;
+    state[3] += 1;
+  } else {
+    const c = maxNorm > 0 ? Math.min(1, maxNorm / (n + 1e-6)) : 1;
+    clipCoef[0] = c / scale;
+    clipCoef[1] = 0;
+    const good = state[1] + 1;
+    if (good >= growthInterval) {
+      state[0] = scale * 2;
+      state[1] = 0;
+    } else state[1] = good;
+    state[2] = 0;
+  }
+  overflow[0] = 0;
 }

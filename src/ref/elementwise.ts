@@ -90,3 +90,8 @@ export function scale(out: Vec, x: Vec, s: number, n: number): void {
 export function fill(out: Vec, value: number, n: number): void {
   for (let i = 0; i < n; i++) out[i] = value;
 }
+
+/** out[n] ·= by[0]: a scale that lives on the GPU (the loss scale). */
+export function scaleBy(out: Vec, by: Vec, n: number): void {
+  for (let i = 0; i < n; i++) out[i] *= by[0];
+}

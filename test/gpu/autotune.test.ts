@@ -67,7 +67,7 @@ describe('matmul tuner', () => {
     expect(r.classes.map((c) => c.source)).toEqual(['measured', 'measured', 'measured', 'measured', 'measured']);
     for (const c of r.classes) {
       const s = c.shapes[0];
-      expect(applicableVariants(s)).toContain(c.chosen);
+      expect(applicableVariants(gpu, s)).toContain(c.chosen);
       expect(c.timings.find((t) => t.variant === c.chosen)?.verified, `${c.key}: the chosen variant was verified`).toBe(true);
       expect(c.timings.every((t) => t.verified), `${c.key}: every real variant verifies: ${JSON.stringify(c.timings.map((t) => t.failure))}`).toBe(true);
       expect(defaultMatmulVariant(gpu, s.layout, s.M, s.N, s.K)).toBe(c.chosen);
@@ -226,7 +226,7 @@ describe('matmul tuner', () => {
     expect((await first.train()).status).toBe('done');
     const mid = matmulTuneCounters();
     expect(mid.measuredClasses).toBeGreaterThan(before.measuredClasses);
-    for (const u of uses) expect(applicableVariants(u)).toContain(defaultMatmulVariant(gpu, u.layout, u.M, u.N, u.K));
+    for (const u of uses) expect(applicableVariants(gpu, u)).toContain(defaultMatmulVariant(gpu, u.layout, u.M, u.N, u.K));
     first.destroy();
     const second = make();
     expect((await second.train()).status).toBe('done');

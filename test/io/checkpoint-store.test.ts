@@ -12,7 +12,7 @@ const p = perturbedParams(maeParamLayout(cfg), cfg, 1);
 const ckpt = (step: number, savedAt: string, totalSteps = 10) => encodeCheckpoint({
   meta: {
     savedAt,
-    config: { mode: 'mae', model: cfg, teacher: null, distill: null, maskRatio: 0.75, visible: 4, patches: 16, batch: 4, accumSteps: 1, lr: 1e-3, baseLr: null, minLr: 0, warmupSteps: 0, totalSteps, weightDecay: 0.05, beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGrad: null, seed: 1, nanGuard: 'restore' },
+    config: { mode: 'mae', model: cfg, teacher: null, distill: null, maskRatio: 0.75, visible: 4, patches: 16, batch: 4, accumSteps: 1, lr: 1e-3, baseLr: null, minLr: 0, warmupSteps: 0, totalSteps, weightDecay: 0.05, beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGrad: null, seed: 1, nanGuard: 'restore', precision: 'f32' },
     trainer: { step, masking: [1, 2, 3, step] },
   },
   params: p, adamM: p, adamV: p, teacher: null,

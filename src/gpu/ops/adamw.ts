@@ -168,3 +168,25 @@ export function clipCoefficient(rec: Recorder, clipCoef: Tensor, norm: Tensor, m
   const params = [0, 0, 0, 0, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: maxNorm }];
   rec.dispatch({ shader: 'adamw', entry: 'clip_coefficient' }, [clipCoef, norm], params, [1]);
 }
+
+/**
+ * Dynamic loss scaling (mixed precision): GradScaler's defaults, backoff ½ on an overflow and
+ * growth 2 after this many good steps in a row; the first scale is 2¹⁶.
+ */
+export const LOSS_SCALE_DEFAULTS = { initScale: 2 ** 16, growthInterval: 2000 } as const;
+
+/**
+ * After globalGradNorm of the gradients of the scaled loss: norm[0] becomes the true gradient's
+ * norm; clipCoef = [clip coefficient / scale, 0], or [0, 1] on an overflow (an f16 operand out of
+ * range, `overflow` ≠ 0, or a non-finite norm), which makes adamwStep skip the step; `state` =
+ * [scale, good steps, skipped (0/1), steps skipped so far] is updated in place and `overflow`
+ * cleared. maxNorm undefined: no clipping. See shaders/adamw.wgsl, loss_scale_update.
+ */
+export function lossScaleUpdate(
+  rec: Recorder, clipCoef: Tensor, norm: Tensor, state: Tensor, overflow: Tensor, maxNorm: number | undefined, growthInterval: number = LOSS_SCALE_DEFAULTS.growthInterval,
+): void {
+  if (clipCoef.length < 2) throw new Error(`lossScaleUpdate: clipCoef needs 2 elements (coefficient, skip), got ${clipCoef.length}.`);
+  if (!(Number.isInteger(growthInterval) && growthInterval >= 1)) throw new Error(`lossScaleUpdate: growthInterval ${growthInterval} must be an integer ≥ 1.`);
+  const params = [0, 0, 0, 0, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: maxNorm ?? 0 }, 0, { f32: 0 }, growthInterval, 0];
+  rec.dispatch({ shader: 'adamw', entry: 'loss_scale_update' }, [clipCoef, norm, state, overflow], params, [1]);
+}

@@ -36,3 +36,8 @@ export function scale(rec: Recorder, out: Tensor, x: Tensor, s: number, n: numbe
 export function fill(rec: Recorder, out: Tensor, value: number, n: number): void {
   dispatch(rec, 'fill', [out], n, value);
 }
+
+/** out[n] ·= by[0], in place: a scale that lives on the GPU (the loss scale, ops/adamw.ts lossScaleUpdate). */
+export function scaleBy(rec: Recorder, out: Tensor, by: Tensor, n: number): void {
+  dispatch(rec, 'scale_by_inplace', [out, by], n);
+}

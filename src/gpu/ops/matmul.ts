@@ -1,15 +1,19 @@
 /**
- * Matmul and the Linear layer built on it (shaders/matmul.wgsl).
- * Shapes are row-major; a Linear weight is PyTorch's (out, in).
+ * Matmul and the Linear layer built on it (shaders/matmul.wgsl; the f16-operand variant in
+ * shaders/matmul_f16.wgsl). Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
 import { GpuError, type Gpu } from '../device';
 import { assertNoOverlap, ceilDiv, type Recorder, type Tensor } from '../kernels';
-import { scratch, zeros } from './common';
+import { grid2d, scratch, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
 export type MatmulLayout = 'nn' | 'nt' | 'tn';
-export type MatmulVariant = 'tiled' | 'blocked' | 'vec4';
+/**
+ * 'vec4_f16' is vec4 on operands rounded to f16 (f32 accumulation and output): mixed precision,
+ * for products recorded under `rec.autocast('f16', …)` on adapters with `shader-f16`.
+ */
+export type MatmulVariant = 'tiled' | 'blocked' | 'vec4' | 'vec4_f16';
 
 /**
  * What happens to each element x = op(a)·op(b) (+ bias) in the same pass, before it is stored
@@ -49,16 +53,31 @@ export function staticMatmulVariant(gpu: Gpu): MatmulVariant {
   return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
 }
 
+/** Whether a product may use vec4_f16: recorded under autocast('f16'), on a device with shader-f16, vec4-aligned. */
+export const f16Applies = (gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number; f16?: boolean }): boolean =>
+  !!s.f16 && gpu.hasF16 && vec4Aligned(s.N, s.K, s.layout, s.M);
+
+/** The static guess for one product: vec4_f16 where f16Applies (mixed precision asked for it), else staticMatmulVariant. */
+export function staticVariantFor(gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number; f16?: boolean }): MatmulVariant {
+  return f16Applies(gpu, s) ? 'vec4_f16' : staticMatmulVariant(gpu);
+}
+
 /**
  * The variant for a product when the caller does not choose one. Given the product's shape:
  * the per-adapter tuner's choice for its shape class once tuned (gpu/autotune.ts: timed before
  * recording, never here; fixed per device from the first ask), else the static guess.
  * Without a shape: the static guess.
  */
-export function defaultMatmulVariant(gpu: Gpu, layout?: MatmulLayout, M?: number, N?: number, K?: number): MatmulVariant {
+export function defaultMatmulVariant(gpu: Gpu, layout?: MatmulLayout, M?: number, N?: number, K?: number, f16 = false): MatmulVariant {
   if (layout === undefined || M === undefined || N === undefined || K === undefined) return staticMatmulVariant(gpu);
-  return tunedMatmulVariant(gpu, { layout, M, N, K });
+  return tunedMatmulVariant(gpu, { layout, M, N, K, f16 });
 }
+
+/**
+ * The flag matmul_f16.wgsl's packs set when an operand is outside f16's range (u32, one per
+ * device; the loss scaler reads and clears it: ops/adamw.ts lossScaleUpdate).
+ */
+export const f16OverflowFlag = (device: GPUDevice): Tensor => scratch(device, 'matmul:f16-overflow', 1);
 
 /** Bound as aux when there is no epilogue: its own buffer, since bias may be zeros() already (and aux is read_write). */
 const noAux = (device: GPUDevice): Tensor => scratch(device, 'matmul-no-aux', 64);
@@ -70,7 +89,7 @@ const noAux = (device: GPUDevice): Tensor => scratch(device, 'matmul-no-aux', 64
  * from its first recording on (a repeated step makes no bind groups), and all classes together
  * hold less than four times the largest operand (a geometric series).
  */
-function transposeScratch(device: GPUDevice, name: 'aT' | 'bT', length: number): Tensor {
+function transposeScratch(device: GPUDevice, name: 'aT' | 'bT' | 'aH' | 'bH', length: number): Tensor {
   const sizeClass = Math.max(6, Math.ceil(Math.log2(length)));
   const limit = Math.floor(Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize) / 4);
   const t = scratch(device, `matmul:${name}:${sizeClass}`, Math.max(length, Math.min(2 ** sizeClass, limit)));
@@ -83,14 +102,37 @@ function transposeVec4(rec: Recorder, out: Tensor, x: Tensor, M: number, K: numb
 }
 
 /**
+ * Aᵀ [K, M'] and B [K, N] as f16 pairs (scratch 'aH', 'bH'; four-byte elements, half as many):
+ * transposed where the layout stores them M- or N-major, cast where already K-major.
+ */
+function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number, layout: MatmulLayout): [Tensor, Tensor] {
+  const device = rec.gpu.device;
+  const flag = f16OverflowFlag(device);
+  const Mp = 4 * ceilDiv(M, 4);
+  const aH = transposeScratch(device, 'aH', (K * Mp) / 2);
+  const bH = transposeScratch(device, 'bH', (K * N) / 2);
+  const pack = (out: Tensor, x: Tensor, rows: number, transposed: boolean) => {
+    if (transposed) rec.dispatch({ shader: 'matmul_f16', entry: 'pack_f16_transposed' }, [out, x, flag], [rows, 0, K, 0], [ceilDiv(K / 4, 8), ceilDiv(ceilDiv(rows, 4), 8)]);
+    else rec.dispatch({ shader: 'matmul_f16', entry: 'pack_f16' }, [out, x, flag], [(rows * K) / 4, 0, 0, 0], grid2d((rows * K) / 4, 256));
+  };
+  pack(aH, a, M, layout !== 'tn');
+  pack(bH, b, N, layout === 'nt');
+  return [aH, bH];
+}
+
+/**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). 'vec4' falls back to 'blocked' unless
  * vec4Aligned(N, K, layout, M); for 'nn' and 'nt' it first transposes its operands into scratch
- * tensors (transposeScratch). An epilogue assigns: with `accumulate` it is an error.
+ * tensors (transposeScratch). 'vec4_f16' packs both operands into f16 scratch first (it needs
+ * vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks it there).
+ * An epilogue assigns: with `accumulate` it is an error. Without a variant: the tuner's choice
+ * for the product's class, which under `rec.autocast('f16', …)` may be vec4_f16.
  */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
-  layout: MatmulLayout = 'nn', accumulate = false, variant: MatmulVariant = defaultMatmulVariant(rec.gpu, layout, M, N, K),
+  layout: MatmulLayout = 'nn', accumulate = false,
+  variant: MatmulVariant = defaultMatmulVariant(rec.gpu, layout, M, N, K, rec.matmulPrecision === 'f16'),
   epilogue?: MatmulEpilogue,
 ): void {
   if (epilogue && accumulate) {
@@ -107,6 +149,16 @@ export function matmul(
   const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : epilogue.preact;
   const v = variant === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : variant;
   const bindings = [c, a, b, bias ?? zeros(device), aux];
+  if (v === 'vec4_f16') {
+    if (!rec.gpu.hasF16 || !vec4Aligned(N, K, layout, M)) {
+      throw new GpuError(`matmul: the vec4_f16 variant needs an adapter with shader-f16 and N, K (M for 'tn') multiples of 4; got ${layout} ${M}×${N}×${K}${rec.gpu.hasF16 ? '' : ' on an adapter without shader-f16'}.`, 'validation');
+    }
+    const spec = { shader: 'matmul_f16', entry: 'matmul_vec4_f16', constants: { ...constants, LANES: VEC4_LANES } };
+    assertNoOverlap(spec, bindings);
+    const [aH, bH] = packF16(rec, a, b, M, N, K, layout);
+    rec.dispatch(spec, [c, aH, bH, bindings[3], aux], [M, N, K, 0], [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)]);
+    return;
+  }
   if (v === 'vec4') {
     const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES } };
     // The product binds transposed copies of a and b: check the caller's tensors as every variant's are.

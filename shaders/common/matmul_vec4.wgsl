@@ -1,0 +1,130 @@
+// The vec4 outer-product matmul shared by matmul.wgsl (f32 operands) and matmul_f16.wgsl (f16
+// operands, f32 accumulation): the overrides, Params, the vec4 views of c, bias and aux, the
+// epilogue four columns at a time, and matmul_vec4_tile, the whole product of one workgroup.
+// The importing file defines how an operand element is read, as f32:
+//   fn load_aT(i: u32) -> vec4<f32>   vec4 i of Aᵀ [K, M'] (M' = M rounded up to 4)
+//   fn load_bK(i: u32) -> vec4<f32>   vec4 i of B [K, N]
+// Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias, 5 aux.
+
+// #import common/gelu
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+override EPILOGUE: u32 = 0u;
+
+const EPILOGUE_RESIDUAL = 1u;
+const EPILOGUE_GELU = 2u;
+const EPILOGUE_GELU_GRAD = 3u;
+
+struct Params { M: u32, N: u32, K: u32, _pad: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+// vec4 views of bindings 1, 4 and 5 (the importing file declares its own views of a and b).
+@group(0) @binding(1) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> bias4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> aux4: array<vec4<f32>>;
+
+// Invocations per workgroup of matmul_vec4; each owns two column quads (8 columns) of the
+// workgroup's VEC4_ROWS rows, so a workgroup covers VEC4_ROWS rows × 8·LANES columns.
+override LANES: u32 = 8u;
+const VEC4_ROWS = 16u;
+
+fn gelu4(x: vec4<f32>) -> vec4<f32> {
+  return vec4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+}
+
+fn gelu_grad4(x: vec4<f32>) -> vec4<f32> {
+  return vec4(gelu_grad(x.x), gelu_grad(x.y), gelu_grad(x.z), gelu_grad(x.w));
+}
+
+// Columns 4q..4q+3 of row m; the same steps as store_c, four columns at a time.
+fn store_c4(m: u32, q: u32, v: vec4<f32>) {
+  if (m >= p.M || q >= p.N / 4u) { return; }
+  let i = m * (p.N / 4u) + q;
+  var x = v;
+  if (HAS_BIAS) { x += bias4[q]; }
+  if (EPILOGUE == EPILOGUE_RESIDUAL) { x += aux4[i]; }
+  if (EPILOGUE == EPILOGUE_GELU) {
+    aux4[i] = x;
+    x = gelu4(x);
+  }
+  if (EPILOGUE == EPILOGUE_GELU_GRAD) { x = gelu_grad4(aux4[i]) * x; }
+  if (ACCUMULATE) { x += c4[i]; }
+  c4[i] = x;
+}
+
+// Row m's column quads q and q + 1.
+fn store_c4_pair(m: u32, q: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  store_c4(m, q, lo);
+  store_c4(m, q + 1u, hi);
+}
+
+// Aᵀ [K, M'] and B [K,N] (load_aT, load_bK), both K-major, whatever the layout (the wrapper transposes).
+// Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation
+// (uniform: on a CPU adapter such as lavapipe, loads broadcast to all SIMD lanes) and each
+// invocation loads two vec4s of B: 6 loads for 128 multiply-adds. Measured on lavapipe, this
+// outer product beats reading A and B along K (the old 'nt' path, 12 loads per 128) even with
+// the transposes paid, and 16 rows × 8 columns beat the other blockings tried (8–24 rows, 4–16
+// columns per invocation; 4·LANES..16·LANES columns per workgroup).
+// The workgroup at `wid` (LANES invocations; `li` this one's index) computes its rows × columns.
+fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
+  let mq = (p.M + 3u) / 4u; // Aᵀ's row length in vec4s
+  let nq = p.N / 4u;
+  let m0 = wid.y * VEC4_ROWS;
+  // Row quads past M' and column quads past N are loaded clamped and never stored: no early
+  // return, so control flow (and hence the loads of Aᵀ) stays uniform.
+  let r0 = wid.y * 4u;
+  let r1 = min(r0 + 1u, mq - 1u);
+  let r2 = min(r0 + 2u, mq - 1u);
+  let r3 = min(r0 + 3u, mq - 1u);
+  let q = (wid.x * LANES + li) * 2u;
+  let q0 = min(q, nq - 1u);
+  let q1 = min(q + 1u, nq - 1u);
+  // acc[2i + j]: row m0 + i, column quad q + j.
+  var acc = array<vec4<f32>, 32>();
+  for (var k = 0u; k < p.K; k++) {
+    let ka = k * mq;
+    let a0 = load_aT(ka + r0);
+    let a1 = load_aT(ka + r1);
+    let a2 = load_aT(ka + r2);
+    let a3 = load_aT(ka + r3);
+    let kb = k * nq;
+    let b0 = load_bK(kb + q0);
+    let b1 = load_bK(kb + q1);
+    // Written out (not a loop over rows): the accumulators stay in registers on CPU adapters.
+    acc[0] += a0.x * b0;  acc[1] += a0.x * b1;
+    acc[2] += a0.y * b0;  acc[3] += a0.y * b1;
+    acc[4] += a0.z * b0;  acc[5] += a0.z * b1;
+    acc[6] += a0.w * b0;  acc[7] += a0.w * b1;
+    acc[8] += a1.x * b0;  acc[9] += a1.x * b1;
+    acc[10] += a1.y * b0; acc[11] += a1.y * b1;
+    acc[12] += a1.z * b0; acc[13] += a1.z * b1;
+    acc[14] += a1.w * b0; acc[15] += a1.w * b1;
+    acc[16] += a2.x * b0; acc[17] += a2.x * b1;
+    acc[18] += a2.y * b0; acc[19] += a2.y * b1;
+    acc[20] += a2.z * b0; acc[21] += a2.z * b1;
+    acc[22] += a2.w * b0; acc[23] += a2.w * b1;
+    acc[24] += a3.x * b0; acc[25] += a3.x * b1;
+    acc[26] += a3.y * b0; acc[27] += a3.y * b1;
+    acc[28] += a3.z * b0; acc[29] += a3.z * b1;
+    acc[30] += a3.w * b0; acc[31] += a3.w * b1;
+  }
+  store_c4_pair(m0 + 0u, q, acc[0], acc[1]);
+  store_c4_pair(m0 + 1u, q, acc[2], acc[3]);
+  store_c4_pair(m0 + 2u, q, acc[4], acc[5]);
+  store_c4_pair(m0 + 3u, q, acc[6], acc[7]);
+  store_c4_pair(m0 + 4u, q, acc[8], acc[9]);
+  store_c4_pair(m0 + 5u, q, acc[10], acc[11]);
+  store_c4_pair(m0 + 6u, q, acc[12], acc[13]);
+  store_c4_pair(m0 + 7u, q, acc[14], acc[15]);
+  store_c4_pair(m0 + 8u, q, acc[16], acc[17]);
+  store_c4_pair(m0 + 9u, q, acc[18], acc[19]);
+  store_c4_pair(m0 + 10u, q, acc[20], acc[21]);
+  store_c4_pair(m0 + 11u, q, acc[22], acc[23]);
+  store_c4_pair(m0 + 12u, q, acc[24], acc[25]);
+  store_c4_pair(m0 + 13u, q, acc[26], acc[27]);
+  store_c4_pair(m0 + 14u, q, acc[28], acc[29]);
+  store_c4_pair(m0 + 15u, q, acc[30], acc[31]);
+}
