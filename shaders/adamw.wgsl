@@ -45,7 +45,7 @@
 //   gradients of the scaled loss. state = [scale, good steps in a row, this step skipped (0/1),
 //   steps skipped so far]; overflow[0] is the f16 packs' flag (matmul_f16.wgsl).
 //     overflow (flag set, or the norm not finite):
-//       clip = [0, 1] (AdamW skips), scale ·= ½, good = 0, skipped += 1; norm[0] /= scale (stays non-finite)
+//       clip = [0, 1] (AdamW skips), scale ·= ½, good = 0, skipped += 1; norm[0] = NaN (no meaningful norm)
 //     else: norm[0] /= scale (the true gradient's norm: reported, and what clipping compares)
 //       clip = [c / scale, 0], c = min(1, max_norm / (norm + 1e-6)), or 1 when max_norm = 0
 //       good += 1; at growth_interval: scale ·= 2, good = 0
@@ -270,6 +270,8 @@ fn loss_scale_update() {
   let norm = raw / scale;
   norm_in[0] = norm;
   if (overflow[0] != 0u || !finite) {
+    // NaN: an overflowed step has no meaningful norm (the packs clamp). Built at run time: WGSL has no NaN constant.
+    norm_in[0] = bitcast<f32>(0x7fc00000u | (overflow[0] & 0u));
     clip_out[0] = 0.0;
     clip_out[1] = 1.0;
     scaler[0] = scale * 0.5;

@@ -53,7 +53,7 @@ export function clipCoefficient(clipCoef: Vec, norm: Vec, maxNorm: number): void
 /**
  * The loss scaler after the norm of the scaled loss's gradients (see shaders/adamw.wgsl,
  * loss_scale_update): norm[0] /= scale; on overflow (flag[0] ≠ 0 or the norm not finite) clip =
- * [0, 1] (skip), scale ·= ½; else clip = [c / scale, 0] and, after growthInterval good steps, scale
+ * [0, 1] (skip), norm[0] = NaN, scale ·= ½; else clip = [c / scale, 0] and, after growthInterval good steps, scale
  * ·= 2. state = [scale, good steps, skipped (0/1), steps skipped so far]; the flag is cleared.
  * maxNorm 0: no clipping.
  */
@@ -62,6 +62,7 @@ export function lossScaleUpdate(clipCoef: Vec, norm: Vec, state: Vec, overflow: 
   const n = norm[0] / scale;
   norm[0] = n;
   if (overflow[0] !== 0 || !Number.isFinite(n)) {
+    norm[0] = NaN;
     clipCoef[0] = 0;
     clipCoef[1] = 1;
     state[0] = scale / 2;

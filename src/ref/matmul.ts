@@ -1,5 +1,6 @@
 /** Float64 reference of shaders/matmul.wgsl and the Linear layer; same names and argument order. */
-import type { MatmulLayout, MatmulVariant } from '../gpu/ops/matmul';
+import { f16Saturate } from '../core/f16';
+import { vec4Aligned, type MatmulLayout, type MatmulVariant } from '../gpu/ops/matmul';
 import { gelu, geluGrad } from './elementwise';
 export type { MatmulLayout };
 
@@ -11,15 +12,38 @@ export type MatmulEpilogue =
   | { kind: 'gelu'; preact: Vec }
   | { kind: 'gelu_grad'; preact: Vec };
 
+let f16Operands = false;
+
+/**
+ * The float64 twin of `Recorder.autocast('f16', …)` on a device with shader-f16 before any
+ * tuning: inside `record`, the products the GPU computes as vec4_f16 (the vec4-aligned ones,
+ * staticVariantFor) see their operands as matmul_f16.wgsl's packs store them (f16Saturate).
+ * Everything else stays exact. The mixed-precision model's reference is the model under it.
+ */
+export function autocastF16<T>(record: () => T): T {
+  const outer = f16Operands;
+  f16Operands = true;
+  try {
+    return record();
+  } finally {
+    f16Operands = outer;
+  }
+}
+
 /**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). `_variant` keeps the GPU wrapper's argument
- * order (every variant computes the same product). An epilogue with `accumulate` is an error.
+ * order (every variant computes the same product; under autocastF16 the aligned ones round
+ * their operands to f16). An epilogue with `accumulate` is an error.
  */
 export function matmul(
   c: Vec, a: Vec, b: Vec, bias: Vec | null, M: number, N: number, K: number,
   layout: MatmulLayout = 'nn', accumulate = false, _variant?: MatmulVariant, epilogue?: MatmulEpilogue,
 ): void {
   if (epilogue && accumulate) throw new Error(`matmul: the '${epilogue.kind}' epilogue cannot be combined with accumulate`);
+  if (f16Operands && vec4Aligned(N, K, layout, M)) {
+    a = a.map(f16Saturate);
+    b = b.map(f16Saturate);
+  }
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let s = bias ? bias[n] : 0;

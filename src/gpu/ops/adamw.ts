@@ -178,7 +178,7 @@ export const LOSS_SCALE_DEFAULTS = { initScale: 2 ** 16, growthInterval: 2000 } 
 /**
  * After globalGradNorm of the gradients of the scaled loss: norm[0] becomes the true gradient's
  * norm; clipCoef = [clip coefficient / scale, 0], or [0, 1] on an overflow (an f16 operand out of
- * range, `overflow` ≠ 0, or a non-finite norm), which makes adamwStep skip the step; `state` =
+ * range, `overflow` ≠ 0, or a non-finite norm), which makes adamwStep skip the step and sets norm[0] to NaN; `state` =
  * [scale, good steps, skipped (0/1), steps skipped so far] is updated in place and `overflow`
  * cleared. maxNorm undefined: no clipping. See shaders/adamw.wgsl, loss_scale_update.
  */
