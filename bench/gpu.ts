@@ -8,7 +8,10 @@
  *   (b) whole training steps (zero grads, forward, backward, grad norm, AdamW; one submit) with
  *       the tuned variants: MAE, and DMAE with a frozen teacher one size up (Tiny ← Small,
  *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matmul FLOPs, and
- *       its matmul rate against the best rate of the table ("step efficiency").
+ *       its matmul rate against the best rate of the table ("step efficiency");
+ *   (c) where the adapter has shader-f16: the same steps under mixed precision (f16 matmul
+ *       operands where the tuner finds them faster, loss scaling), their products in the table as
+ *       '.h' classes with vec4_f16 timed beside the f32 variants, and each step's f32/mixed time ratio.
  *
  * Sized to the adapter: on a hardware GPU all of it, at batches that fit its buffer limits (and a
  * memory budget), in a few minutes; on a CPU adapter (lavapipe, SwiftShader) only ViT-Tiny at
@@ -19,7 +22,7 @@ import { lenKeepFor, randomMasking } from '../src/core/masking';
 import { posEmbed2d } from '../src/core/posembed';
 import { defaultDistillConfig, maeConfig, numPatches, teacherStopBlock, type EncoderPreset, type MaeConfig } from '../src/engine/config';
 import { DmaeModel } from '../src/engine/dmae';
-import { MaeModel } from '../src/engine/mae';
+import { MaeModel, type Precision } from '../src/engine/mae';
 import { planExceedsLimits } from '../src/engine/run';
 import { formatBytes, resolveTrainConfig, trainMemoryPlan } from '../src/engine/trainer';
 import { mulberry32 } from '../src/core/random';
@@ -143,16 +146,16 @@ function batchData(run: Run): { imgs: Float32Array; masking: ReturnType<typeof r
 type StepModel = MaeModel | DmaeModel;
 
 /** The run's MAE or DMAE; `weights` false for a model that is only dry-recorded (its products listed). */
-function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', weights = true): StepModel {
+function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', precision: Precision, weights = true): StepModel {
   const g = run.geometry, grid = g.imgSize / g.patchSize;
   const student = cfgOf(run.student, g);
   if (mode === 'mae') {
-    const m = new MaeModel(gpu, student, run.batch, run.visible);
+    const m = new MaeModel(gpu, student, run.batch, run.visible, undefined, {}, { precision });
     if (weights) fillParams(gpu, m.params, grid, 1);
     return m;
   }
   const teacher = cfgOf(run.teacher, g);
-  const m = new DmaeModel(gpu, student, teacher, defaultDistillConfig(student.depth, teacher.depth), run.batch, run.visible);
+  const m = new DmaeModel(gpu, student, teacher, defaultDistillConfig(student.depth, teacher.depth), run.batch, run.visible, { precision });
   if (weights) {
     fillParams(gpu, m.params, grid, 1);
     fillParams(gpu, m.teacherParams, grid, 2);
@@ -160,11 +163,20 @@ function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', we
   return m;
 }
 
-const shapeId = (s: MatmulShape): string => `${s.layout} ${s.M}×${s.N}×${s.K}`;
+const shapeId = (s: MatmulShape): string => `${s.layout} ${s.M}×${s.N}×${s.K}${s.f16 ? ' f16' : ''}`;
+
+/** A step of a run: its name ('mae_vit-tiny@32', 'mixed_mae_vit-tiny@32'), mode and precision. */
+interface StepSpec {
+  name: string;
+  run: Run;
+  mode: 'mae' | 'dmae';
+  precision: Precision;
+}
 
 interface StepFigure {
   name: string;
   what: 'mae_step' | 'dmae_step';
+  precision: Precision;
   student: EncoderPreset;
   teacher?: { preset: EncoderPreset; stopBlock: number; depth: number };
   image: string;
@@ -252,18 +264,23 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       runs.push({ name, student: s, teacher, geometry: g, batch: fit.batch, batchNote: fit.note && `batch ${fit.batch} instead of ${target}: ${fit.note}`, visible: lenKeepFor((g.imgSize / g.patchSize) ** 2, MASK_RATIO), modes });
     }
   }
+  const precisions: Precision[] = gpu.hasF16 ? ['f32', 'mixed'] : ['f32'];
+  if (!gpu.hasF16) skipped.push({ what: 'mixed-precision steps', reason: `${gpu.adapter.description} has no shader-f16` });
+  const stepSpecs: StepSpec[] = runs.flatMap((run) => run.modes.flatMap((mode) => precisions.map((precision) => ({
+    name: `${precision === 'mixed' ? 'mixed_' : ''}${mode}_${run.name}`, run, mode, precision,
+  }))));
   for (const r of runs) log(`run ${r.name.padEnd(16)} ${r.modes.join('+').padEnd(8)} teacher ${r.teacher.padEnd(9)} batch ${String(r.batch).padStart(3)}, ${r.visible} of ${numPatches(cfgOf(r.student, r.geometry))} visible${r.batchNote ? ` (${r.batchNote})` : ''}`);
   for (const s of skipped) log(`skip ${s.what}: ${s.reason}`);
 
   // ---- (a) The products of every step, then the tuner's table -----------------------------------
   const usesByStep = new Map<string, MatmulUse[]>();
   const familyShapes = new Map<string, Map<string, FamilyShape>>(); // layer norm, attention: one shape per class (the largest)
-  for (const r of runs) {
-    for (const mode of r.modes) {
-      const m = buildModel(gpu, r, mode, false);
+  for (const spec of stepSpecs) {
+    {
+      const m = buildModel(gpu, spec.run, spec.mode, spec.precision, false);
       try {
         const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
-        usesByStep.set(`${mode}_${r.name}`, result);
+        usesByStep.set(spec.name, result);
         for (const [family, classes] of shapes) {
           const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
           familyShapes.set(family, into);
@@ -278,7 +295,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
     }
   }
   const shapes = new Map<string, MatmulShape>();
-  for (const uses of usesByStep.values()) for (const u of uses) shapes.set(shapeId(u), { layout: u.layout, M: u.M, N: u.N, K: u.K });
+  for (const uses of usesByStep.values()) for (const u of uses) shapes.set(shapeId(u), { layout: u.layout, M: u.M, N: u.N, K: u.K, f16: !!u.f16 });
   log(`(a) tuner table: ${shapes.size} distinct products in ${new Set([...shapes.values()].map(shapeClass)).size} shape classes`);
   if (opts.dry) {
     log('dry run: nothing timed, nothing written');
@@ -298,77 +315,98 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   for (const c of families.classes) log(`  ${c.family} ${c.cls.padEnd(14)} ${JSON.stringify(c.shape)} ${Object.entries(c.ms).map(([v, ms]) => `${v} ${ms} ms`).join(', ')} → ${c.chosen}`);
   // The best rate is a median's, not a fastest run's: lavapipe's timestamps tick about every 0.5 ms,
   // so the fastest of a few runs of a 1–2 ms product can overstate its rate by a third.
-  const best = table.reduce<{ gflops: number; variant?: MatmulVariant; shape?: string }>((b, row) => {
+  // f32 steps are measured against the best f32 rate; mixed steps against the best of any variant.
+  const bestOf = (rows: TableRow[]) => rows.reduce<{ gflops: number; variant?: MatmulVariant; shape?: string }>((b, row) => {
     for (const v of MATMUL_VARIANTS) if ((row.medianGflops[v] ?? 0) > b.gflops) b = { gflops: row.medianGflops[v]!, variant: v, shape: row.shape };
     return b;
   }, { gflops: 0 });
-  log(`best matmul rate (median of its runs): ${best.gflops} GFLOP/s (${best.variant} on ${best.shape})`);
+  const best = bestOf(table.filter((row) => !row.f16));
+  const bestMixed = bestOf(table);
+  log(`best matmul rate (median of its runs): ${best.gflops} GFLOP/s (${best.variant} on ${best.shape})` +
+    (gpu.hasF16 ? `; with f16 operands allowed: ${bestMixed.gflops} GFLOP/s (${bestMixed.variant} on ${bestMixed.shape})` : ''));
 
   // ---- (b) Whole training steps ---------------------------------------------------------------
   const timer = GpuTimer.available(gpu.device) ? new GpuTimer(gpu.device, 2048) : undefined;
   const ctx: BenchContext = { gpu, timer, method: timer ? 'gpu-timestamp' : 'wall-clock', warmup: 0, reps };
   const steps: StepFigure[] = [];
   const failures: Skipped[] = [];
-  for (const r of runs) {
-    for (const mode of r.modes) {
-      const name = `${mode}_${r.name}`;
-      if (elapsed() > opts.budgetS) {
+  // The precisions of one run and mode are timed interleaved, so their ratio comes from one run.
+  const groups = new Map<string, StepSpec[]>();
+  for (const spec of stepSpecs) groups.set(`${spec.mode}_${spec.run.name}`, [...(groups.get(`${spec.mode}_${spec.run.name}`) ?? []), spec]);
+  for (const group of groups.values()) {
+    if (elapsed() > opts.budgetS) {
+      for (const { name } of group) {
         skipped.push({ what: name, reason: `time budget: ${opts.budgetS} s spent before it started` });
         log(`skip ${name}: time budget`);
-        continue;
       }
-      let m: StepModel | undefined;
-      try {
-        gpu.device.pushErrorScope('out-of-memory');
-        m = buildModel(gpu, r, mode);
-        const oom = await gpu.device.popErrorScope();
-        if (oom) throw new Error(`out of GPU memory building the model: ${oom.message}`);
-        const { imgs, masking } = batchData(r);
-        m.setBatch(imgs, masking);
-        const model = m;
-        // One checked step: compiles the pipelines, counts the passes, and the loss must be finite.
-        const counter = new CountingRecorder(gpu, undefined, 'count');
-        model.recordStep(counter, STEP_OPTS);
-        await counter.submit();
-        const loss = (await model.readLosses()).loss;
-        if (!Number.isFinite(loss)) throw new Error(`the step's loss is ${loss}`);
-        if (timer && counter.passes > timer.capacity) throw new Error(`${counter.passes} passes, more than the timer's ${timer.capacity}`);
-        const matmulNs: number[] = [];
-        const contender = ourContender(ctx, name, (rec) => model.recordStep(rec, STEP_OPTS), (byPass) => {
-          let ns = 0;
-          for (const [label, v] of byPass) if (label.startsWith('matmul:matmul_')) ns += v;
-          matmulNs.push(ns);
-        });
-        const t = (await timeInterleaved(ctx, [contender])).get(name)!;
-        const uses = usesByStep.get(name)!;
-        const matmulFlops = matmulFlopsOf(uses);
+      continue;
+    }
+    interface Prepared { spec: StepSpec; model: StepModel; counter: CountingRecorder; loss: number; matmulNs: number[] }
+    const prepared: Prepared[] = [];
+    try {
+      for (const spec of group) {
+        try {
+          gpu.device.pushErrorScope('out-of-memory');
+          const model = buildModel(gpu, spec.run, spec.mode, spec.precision);
+          const oom = await gpu.device.popErrorScope();
+          if (oom) {
+            model.destroy();
+            throw new Error(`out of GPU memory building the model: ${oom.message}`);
+          }
+          const p: Prepared = { spec, model, counter: new CountingRecorder(gpu, undefined, 'count'), loss: NaN, matmulNs: [] };
+          prepared.push(p);
+          const { imgs, masking } = batchData(spec.run);
+          model.setBatch(imgs, masking);
+          // One checked step: compiles the pipelines, counts the passes, and the loss must be finite.
+          model.recordStep(p.counter, STEP_OPTS);
+          await p.counter.submit();
+          p.loss = (await model.readLosses()).loss;
+          if (!Number.isFinite(p.loss)) throw new Error(`the step's loss is ${p.loss}`);
+          if (timer && p.counter.passes > timer.capacity) throw new Error(`${p.counter.passes} passes, more than the timer's ${timer.capacity}`);
+        } catch (e) {
+          failures.push({ what: spec.name, reason: (e as Error).message });
+          log(`(b) ${spec.name}: FAILED: ${(e as Error).message}`);
+          const i = prepared.findIndex((x) => x.spec === spec);
+          if (i >= 0) prepared.splice(i, 1)[0].model.destroy();
+        }
+      }
+      const contenders = prepared.map((p) => ourContender(ctx, p.spec.name, (rec) => p.model.recordStep(rec, STEP_OPTS), (byPass) => {
+        let ns = 0;
+        for (const [label, v] of byPass) if (label.startsWith('matmul:matmul_') || label.startsWith('matmul_f16:matmul_')) ns += v;
+        p.matmulNs.push(ns);
+      }));
+      const timings = await timeInterleaved(ctx, contenders);
+      for (const { spec, counter, loss, matmulNs } of prepared) {
+        const { run: r, mode, precision, name } = spec;
+        const roof = precision === 'mixed' ? bestMixed : best;
+        const t = timings.get(name)!;
+        const matmulFlops = matmulFlopsOf(usesByStep.get(name)!);
         const stepMatmulGflops = matmulFlops / (t.medianMs * 1e6);
         const f: StepFigure = {
-          name, what: `${mode}_step`, student: r.student,
+          name, what: `${mode}_step`, precision, student: r.student,
           ...(mode === 'dmae' ? { teacher: { preset: r.teacher, stopBlock: teacherStopBlock(defaultDistillConfig(cfgOf(r.student, r.geometry).depth, cfgOf(r.teacher, r.geometry).depth)), depth: cfgOf(r.teacher, r.geometry).depth } } : {}),
           image: `${r.geometry.imgSize}×${r.geometry.imgSize}×${r.geometry.inChans}`, patchSize: r.geometry.patchSize, patches: numPatches(cfgOf(r.student, r.geometry)),
           visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.passes,
           matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
           loss: round(loss), matmulFlops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
-          imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), stepEfficiency: round(stepMatmulGflops / best.gflops, 3),
+          imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
         };
         if (timer && matmulNs.length > 0) {
           const mm = median(matmulNs) / 1e6;
           f.matmulMs = round(mm);
           f.matmulShareOfStep = round(mm / t.medianMs, 3);
           f.matmulPassGflops = round(matmulFlops / (mm * 1e6));
-          f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / best.gflops, 3);
+          f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / roof.gflops, 3);
         }
         steps.push(f);
-        log(`(b) ${name.padEnd(20)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best` +
+        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best` +
           (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
-      } catch (e) {
-        const reason = (e as Error).message;
-        failures.push({ what: name, reason });
-        log(`(b) ${name}: FAILED: ${reason}`);
-      } finally {
-        m?.destroy();
       }
+    } catch (e) {
+      for (const { spec } of prepared) failures.push({ what: spec.name, reason: (e as Error).message });
+      log(`(b) ${group.map((g) => g.name).join(', ')}: FAILED: ${(e as Error).message}`);
+    } finally {
+      for (const p of prepared) p.model.destroy();
     }
   }
 
@@ -396,12 +434,18 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
     },
     matmulTable: table,
     bestMatmul: best,
+    ...(gpu.hasF16 ? { bestMatmulWithF16: bestMixed } : {}),
     steps,
     summary: {
       seconds: round(elapsed(), 3),
       stepsTimed: steps.length,
       images_per_second: Object.fromEntries(steps.map((s) => [s.name, s.imagesPerSecond])),
       step_efficiency: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiency])),
+      // f32 step time / mixed step time, per step timed both ways (> 1: mixed precision is faster here).
+      mixed_speedup: Object.fromEntries(steps.filter((s) => s.precision === 'mixed').flatMap((s) => {
+        const f32 = steps.find((x) => x.precision === 'f32' && `mixed_${x.name}` === s.name);
+        return f32 ? [[f32.name, round(f32.medianMs / s.medianMs, 3)]] : [];
+      })),
       chosenVariants: Object.fromEntries(MATMUL_VARIANTS.map((v) => [v, tune.classes.filter((c) => c.chosen === v).length])),
     },
   };
@@ -417,6 +461,8 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
 interface TableRow {
   shape: string;
   layout: string;
+  /** A product of a mixed-precision step (its class weighs vec4_f16 too). */
+  f16: boolean;
   M: number;
   N: number;
   K: number;
@@ -453,7 +499,7 @@ function tableRows(tune: TuneReport, usesByStep: Map<string, MatmulUse[]>): Tabl
       const best = (Object.entries(medianGflops) as [MatmulVariant, number][]).sort((p, q) => q[1] - p[1])[0]?.[0];
       const usedBy: Record<string, number> = {};
       for (const [step, uses] of usesByStep) for (const u of uses) if (shapeId(u) === id) usedBy[step] = u.count;
-      rows.push({ shape: id, layout: s.layout, M: s.M, N: s.N, K: s.K, class: c.key, usedBy, gflops, medianGflops, medianMs: ms, failures, best, chosen: c.chosen });
+      rows.push({ shape: id, layout: s.layout, f16: !!s.f16, M: s.M, N: s.N, K: s.K, class: c.key, usedBy, gflops, medianGflops, medianMs: ms, failures, best, chosen: c.chosen });
     }
   }
   return rows.sort((p, q) => (p.class < q.class ? -1 : p.class > q.class ? 1 : 2 * p.M * p.N * p.K - 2 * q.M * q.N * q.K));

@@ -174,7 +174,7 @@ export class CountingRecorder extends Recorder {
   override dispatch(...args: Parameters<Recorder['dispatch']>): void {
     const spec = args[0];
     this.passes++;
-    if (spec.shader === 'matmul' && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
+    if ((spec.shader === 'matmul' || spec.shader === 'matmul_f16') && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
     super.dispatch(...args);
   }
 }
