@@ -10,6 +10,8 @@
  * - a DMAE run distilled from a teacher trained in the studio shows both losses, and the masking
  *   slider and the teacher-depth selector change what the worker trains (its `started` config);
  * - an impossible setting is named next to its field and Start stays off;
+ * - the precision control is f32 by default, and mixed is offered disabled, with why, on an
+ *   adapter without shader-f16 (SwiftShader); a link asking for mixed there keeps Start off;
  * - a lost GPU device is explained, the run is kept, and it continues from the kept step.
  *
  * The screenshots of the README ("The studio") are taken here: into docs/img/ with
@@ -239,6 +241,27 @@ test('an impossible setting is named next to its field, Start stays off, and the
   // A link pasted into the same tab (only the hash changes) is taken too.
   await page.evaluate(() => void (location.hash = 'p=tiny&mr=0.9'));
   await expect(page.getByTestId('visible-count')).toContainText('4 of 49 patches visible'); // int(49 · 0.1)
+  expect(errors).toEqual([]);
+});
+
+test('precision: f32 by default; mixed is disabled, with why, on an adapter without shader-f16', async ({ page }) => {
+  // SwiftShader has no shader-f16 (E2E_ANY_ADAPTER: another adapter, which may have it).
+  test.skip(!!process.env.E2E_ANY_ADAPTER, 'needs an adapter without shader-f16 (SwiftShader)');
+  const errors = collectErrors(page);
+  await open(page);
+  await expect(page.getByTestId('cfg-precision')).toHaveValue('f32');
+  await expect(page.getByTestId('cfg-precision-mixed')).toHaveText('mixed (f16 matmuls, loss scaling)');
+  await expect(page.getByTestId('cfg-precision-mixed')).toBeDisabled();
+  await expect(page.getByTestId('precision-note')).toHaveText('mixed is off: this adapter has no shader-f16');
+  await expect(page.getByTestId('start')).toBeEnabled();
+  // A link that asks for mixed: the field says why and Start stays off until f32 is chosen.
+  await open(page, 'p=tiny&pr=mixed');
+  await expect(page.getByTestId('problem-precision')).toHaveText('this adapter has no shader-f16, which mixed precision needs: choose f32');
+  await expect(page.getByTestId('start')).toBeDisabled();
+  await page.getByTestId('cfg-precision').selectOption('f32');
+  await expect(page.getByTestId('problem-precision')).toHaveCount(0);
+  await expect(page.getByTestId('start')).toBeEnabled();
+  await expect(page).toHaveURL(/#p=tiny$/);
   expect(errors).toEqual([]);
 });
 

@@ -17,6 +17,7 @@ import { ENCODER_PRESETS, maeConfig, type EncoderPreset, type MaeConfig, type Di
 import type { ParamMap } from '../engine/init';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
 import { KnnMonitor } from '../engine/evaluate';
+import { precisionProblem } from '../engine/mae';
 import { describeMasking, limitsNeededFor, makeRunData, reconstructValidation } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig } from '../engine/trainer';
 import { acquireNodeGpu } from '../gpu/node-device';
@@ -49,6 +50,9 @@ export const TRAIN_HELP = `Usage: npm run dmae -- train [options]
   --weight-decay WD --clip NORM
                              AdamW decay on matrices (default 0.05), gradient-norm clip (default off)
   --seed S                   init, masking and data order (default 0)
+  --precision f32|mixed      f32 (default), or mixed: f16 matmul operands (f32 accumulation and
+                             master weights) with dynamic loss scaling; needs an adapter with
+                             shader-f16. The progress shows the loss scale and the skipped steps
   --teacher PATH             DMAE: the teacher — a run folder, its model.safetensors or
                              checkpoint.safetensors, or any MAE/ViT .safetensors with reference or
                              timm names (a config.json beside it may give the head count)
@@ -85,6 +89,7 @@ const OPTIONS = {
   alpha: { type: 'string' }, 'distill-loss': { type: 'string' }, augment: { type: 'string' },
   out: { type: 'string' }, 'recon-every': { type: 'string' }, 'max-memory': { type: 'string' }, config: { type: 'string' },
   'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'knn-every': { type: 'string' },
+  precision: { type: 'string' },
 } as const;
 
 /** What may accompany --resume: where the run goes and how it reports, never what it computes. */
@@ -187,13 +192,15 @@ async function freshRun(o: Opts, dataSpec: string, teacher: TeacherSource | null
     };
   }
   const seed = int(o, 'seed', 0)!;
+  const precision = String(o.precision ?? 'f32');
+  if (precision !== 'f32' && precision !== 'mixed') throw new Error(`--precision ${precision} must be f32 or mixed.`);
   const cfg: TrainConfig = {
     mode, model, teacher: tcfg, distill,
     maskRatio: num(o, 'mask-ratio'), visible: int(o, 'visible'),
     batch: int(o, 'batch', 32)!, accumSteps: int(o, 'accum', 1),
     lr: num(o, 'lr'), baseLr: num(o, 'blr'), minLr: num(o, 'min-lr', 0),
     warmupSteps: int(o, 'warmup', Math.round(0.05 * steps)), totalSteps: steps,
-    weightDecay: num(o, 'weight-decay'), clipGrad: num(o, 'clip'), seed,
+    weightDecay: num(o, 'weight-decay'), clipGrad: num(o, 'clip'), seed, precision,
   };
   const augment = String(o.augment ?? 'mae');
   if (augment !== 'mae' && augment !== 'none') throw new Error(`--augment ${augment} must be mae or none.`);
@@ -246,6 +253,8 @@ export async function trainCommand(args: string[]): Promise<number> {
   const info = data.info;
   const model = rc.model, tcfg = rc.teacher, distill = rc.distill;
   const steps = rc.totalSteps;
+  // A checkpoint written before mixed precision existed has none: f32.
+  const precision = rc.precision ?? 'f32', mixed = precision === 'mixed';
   const startedAt = resumed?.checkpoint.meta.trainer.step ?? 0;
   const out = typeof o.out === 'string' ? o.out : resumed ? resumed.dir : join('runs', `${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   const prevNum = (k: string) => (typeof prev?.[k] === 'number' ? (prev[k] as number) : undefined);
@@ -267,7 +276,8 @@ export async function trainCommand(args: string[]): Promise<number> {
     log(`teacher  ${from}${tcfg.embedDim}×${tcfg.depth}${teacher ? `, step ${teacher.step}` : ''}; pair student block ${distill.pairs[0].studentBlock} ↔ teacher block ${distill.pairs[0].teacherBlock}, α ${distill.alpha}, ${distill.kind}`);
   }
   log(`optim    AdamW lr ${rc.lr.toExponential(3)}${rc.baseLr !== null ? ` (= ${rc.baseLr} · ${rc.batch * rc.accumSteps} / 256)` : ''}, warmup ${rc.warmupSteps}, cosine to ${rc.minLr} over ${steps} steps, ` +
-    `wd ${rc.weightDecay}, betas (${rc.beta1}, ${rc.beta2}), batch ${rc.batch}×${rc.accumSteps}${rc.clipGrad !== null ? `, clip ${rc.clipGrad}` : ''}, seed ${rc.seed}`);
+    `wd ${rc.weightDecay}, betas (${rc.beta1}, ${rc.beta2}), batch ${rc.batch}×${rc.accumSteps}${rc.clipGrad !== null ? `, clip ${rc.clipGrad}` : ''}, seed ${rc.seed}, ` +
+    `precision ${mixed ? 'mixed (f16 matmuls, loss scaling)' : 'f32'}`);
   log(`memory   ${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)}): ` +
     Object.entries(plan.parts).map(([k, b]) => `${k} ${formatBytes(b)}`).join(', '));
   const maxMiB = num(o, 'max-memory');
@@ -276,6 +286,12 @@ export async function trainCommand(args: string[]): Promise<number> {
   }
   const gpu = await acquireNodeGpu(limitsNeededFor(plan)); // refuses, naming the limit, when the adapter cannot hold the largest buffer
   log(`adapter  ${gpu.adapter.description}`);
+  if (precisionProblem(gpu, precision)) {
+    gpu.destroy();
+    throw new Error(resumed
+      ? `--resume ${String(o.resume)}: the run trains in mixed precision, which needs the adapter's shader-f16 feature; ${gpu.adapter.description} lacks it. Resume it on an adapter that has it.`
+      : `--precision mixed needs the adapter's shader-f16 feature; ${gpu.adapter.description} lacks it. Train with --precision f32.`);
+  }
   if (gpu.adapter.kind !== 'hardware' && plan.totalBytes > 0.8 * freemem()) {
     gpu.destroy();
     throw new Error(`The run needs ${formatBytes(plan.totalBytes)} of GPU buffers; this software adapter shares system memory, of which ${formatBytes(freemem())} is free. Use a smaller model or batch.`);
@@ -343,6 +359,8 @@ export async function trainCommand(args: string[]): Promise<number> {
   const t0 = performance.now() - kept.elapsedMs;
   const tRun = performance.now();
   let firstLoss: StepMetrics | null = null, lastLoss: StepMetrics | null = null;
+  // Mixed precision: steps skipped for an f16 overflow, over the whole run (resumes included).
+  let skipped = resumed?.checkpoint.meta.trainer.lossScale?.skippedSteps ?? 0;
   const printEvery = Math.max(1, Math.round(steps / 30));
   const progress = (m: StepMetrics) => {
     const elapsed = (performance.now() - tRun) / 1000;
@@ -350,7 +368,8 @@ export async function trainCommand(args: string[]): Promise<number> {
     const rate = (done * rc.batch * rc.accumSteps) / Math.max(elapsed, 1e-9);
     const eta = (elapsed / Math.max(done, 1)) * (steps - m.step);
     const dist = m.distill ? `  dist ${m.distill.map((d) => d.toFixed(4)).join('+')}` : '';
-    const line = `step ${String(m.step).padStart(String(steps).length)}/${steps}  loss ${m.loss.toFixed(4)}  pix ${m.pix.toFixed(4)}${dist}  lr ${m.lr.toExponential(2)}  |g| ${m.gradNorm.toFixed(3)}  ${rate.toFixed(0)} img/s  ETA ${duration(eta)}`;
+    const scale = m.lossScale !== undefined ? `  scale ${m.lossScale}  skipped ${skipped}` : '';
+    const line = `step ${String(m.step).padStart(String(steps).length)}/${steps}  loss ${m.loss.toFixed(4)}  pix ${m.pix.toFixed(4)}${dist}  lr ${m.lr.toExponential(2)}  |g| ${m.gradNorm.toFixed(3)}${scale}  ${rate.toFixed(0)} img/s  ETA ${duration(eta)}`;
     if (tty) process.stdout.write(`\r${line}\x1b[K`);
     else if (m.step % printEvery === 0 || m.step === steps || m.step === 1) log(line);
   };
@@ -374,6 +393,7 @@ export async function trainCommand(args: string[]): Promise<number> {
         onMetrics: (m) => {
           firstLoss ??= m;
           lastLoss = m;
+          if (m.skipped) skipped++;
           // elapsedMs over the whole run, resumes included (the trainer's restarts with each train() call).
           appendFileSync(metricsPath, `${JSON.stringify({ ...m, elapsedMs: Math.round(performance.now() - t0) })}\n`);
           progress(m);
@@ -399,7 +419,8 @@ export async function trainCommand(args: string[]): Promise<number> {
     const secs = (performance.now() - tRun) / 1000;
     const f = firstLoss as StepMetrics | null, l = lastLoss as StepMetrics | null;
     if (f && l) {
-      log(`summary  ${l.step - f.step + 1} steps in ${duration(secs)}: loss ${f.loss.toFixed(4)} → ${l.loss.toFixed(4)} (pix ${f.pix.toFixed(4)} → ${l.pix.toFixed(4)}${f.distill ? `; distill ${f.distill.map((x) => x.toFixed(4)).join('+')} → ${l.distill!.map((x) => x.toFixed(4)).join('+')}` : ''})`);
+      log(`summary  ${l.step - f.step + 1} steps in ${duration(secs)}: loss ${f.loss.toFixed(4)} → ${l.loss.toFixed(4)} (pix ${f.pix.toFixed(4)} → ${l.pix.toFixed(4)}${f.distill ? `; distill ${f.distill.map((x) => x.toFixed(4)).join('+')} → ${l.distill!.map((x) => x.toFixed(4)).join('+')}` : ''})` +
+        (l.lossScale !== undefined ? `; loss scale ${l.lossScale}, ${skipped} step${skipped === 1 ? '' : 's'} skipped` : ''));
     }
     log(`files    ${out}/: ${MODEL_FILE}, ${CHECKPOINT_FILE}, ${CONTINUE_FILE} (step ${trainer.step} of ${steps}); ${pictures.length} reconstruction PNG${pictures.length === 1 ? '' : 's'}`);
     if (result.status === 'diverged') {

@@ -8,7 +8,8 @@
  *   __metadata__.dmae_studio_checkpoint   JSON: the resolved run configuration, the trainer's
  *                                    state (optimiser steps done = the schedule position, the
  *                                    masking stream's sfc32 state, the data loader's seed/epoch/
- *                                    position), the next step's lr, the dataset's name and mean/std
+ *                                    position, mixed precision's loss scaler), the next step's lr,
+ *                                    the dataset's name and mean/std
  *   __metadata__.dmae_studio         the model description of a full export, so a checkpoint is
  *                                    also an importable model (import.ts strips `model.`)
  *
@@ -131,12 +132,19 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
     for (const k of ['lr', 'minLr', 'weightDecay', 'beta1', 'beta2', 'eps', 'maskRatio'] as const) {
       if (typeof c![k] !== 'number' || !Number.isFinite(c![k])) throw new Error(`${k} ${String(c![k])} is not a finite number`);
     }
+    // Absent in checkpoints written before mixed precision existed: f32.
+    if (c!.precision !== undefined && c!.precision !== 'f32' && c!.precision !== 'mixed') throw new Error(`precision ${JSON.stringify(c!.precision)} is neither f32 nor mixed`);
   } catch (e) {
     fail(`the run configuration is invalid: ${(e as Error).message}`);
   }
   const t = meta.trainer;
   if (typeof t !== 'object' || t === null || !Number.isInteger(t.step) || t.step < 0 || t.step > c!.totalSteps) fail(`the trainer state's step ${String(t?.step)} is not in 0..${c!.totalSteps}.`);
   if (!Array.isArray(t.masking) || t.masking.length !== 4 || !t.masking.every(is32)) fail('the masking stream state is not four 32-bit integers.');
+  const ls = t.lossScale;
+  const count = (x: unknown) => Number.isInteger(x) && (x as number) >= 0;
+  if (ls !== undefined && (typeof ls !== 'object' || ls === null || !(Number.isFinite(ls.scale) && ls.scale > 0) || !count(ls.goodSteps) || !count(ls.skippedSteps))) {
+    fail('the loss scaler state is not { scale > 0, goodSteps ≥ 0, skippedSteps ≥ 0 }.');
+  }
 
   const layout = trainParamLayout(c!);
   const tl = runTeacherLayout(c!);

@@ -215,7 +215,14 @@ export interface StepRecord {
   /** DMAE: the distillation loss of each aligned pair (before α). */
   distill?: number[];
   lr: number;
+  /** Not finite on a step skipped under mixed precision. */
   gradNorm: number;
+  /** Mixed precision only: the loss scale after this step. */
+  lossScale?: number;
+  /** Mixed precision only: whether this step was skipped (an f16 overflow: the scale halved, nothing else changed). */
+  skipped?: boolean;
+  /** Mixed precision only: steps skipped so far in the run (a resumed run's earlier ones included). */
+  skippedSteps?: number;
   imagesPerSec: number;
   /** Training time of the run so far (pauses excluded), ms. */
   elapsedMs: number;

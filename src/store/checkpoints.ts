@@ -264,6 +264,8 @@ export function specOfResolved(c: ResolvedTrainSpec): TrainSpec {
     visible: c.visible, batch: c.batch, accumSteps: c.accumSteps, lr: c.lr, minLr: c.minLr, warmupSteps: c.warmupSteps,
     totalSteps: c.totalSteps, weightDecay: c.weightDecay, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
     ...(c.clipGrad !== null ? { clipGrad: c.clipGrad } : {}), seed: c.seed, nanGuard: c.nanGuard,
+    // A checkpoint written before mixed precision existed has none: f32.
+    precision: c.precision ?? 'f32',
   };
 }
 

@@ -37,7 +37,7 @@ import { DmaeModel } from '../engine/dmae';
 import { headMatrix, probeAttention, type ProbeModel } from '../engine/attention-probe';
 import { KnnMonitor, evaluateEncoder, evaluationClasses, type EvaluateOptions, type EvaluateResult } from '../engine/evaluate';
 import type { ParamMap } from '../engine/init';
-import { uploadParamMap } from '../engine/mae';
+import { precisionProblem, uploadParamMap } from '../engine/mae';
 import { maeParamLayout } from '../engine/params';
 import { limitsNeededFor, makeRunData, planExceedsLimits, reconstructValidation, rgbToRgba, type RunData, type ValidationSet } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type MemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig, type TrainerState } from '../engine/trainer';
@@ -480,6 +480,9 @@ class Session implements TrainSession {
       if (e instanceof GpuError && (e.code === 'limits' || e.code === 'out-of-memory')) return refuse('out-of-memory', e.message);
       return refuse('no-gpu', errorText(e));
     }
+    // Mixed precision needs shader-f16: refused here, before anything is allocated, in the engine's words.
+    const precision = precisionProblem(gpu, rc.precision);
+    if (precision) return refuse('invalid-config', `${precision[0].toUpperCase()}${precision.slice(1)}.`);
     const budget = this.env.memoryBudget?.(gpu.adapter);
     if (budget !== undefined && plan.totalBytes > budget) {
       return refuse('out-of-memory', `The run needs ${formatBytes(plan.totalBytes)} of GPU buffers; this ${gpu.adapter.kind} adapter can give about ${formatBytes(budget)}. Use a smaller model or batch.`);
@@ -553,6 +556,8 @@ class Run {
   private wakers: (() => void)[] = [];
   private metrics: StepRecord[] = [];
   private lastFlush = 0;
+  /** Mixed precision: steps skipped for an f16 overflow over the whole run (a resumed run's included). */
+  private skippedSteps: number;
   /** Training time before the current slice, ms. */
   private activeMs = 0;
   private lastReconStep = -1;
@@ -571,6 +576,7 @@ class Run {
   ) {
     this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
     this.lost.catch(() => undefined);
+    this.skippedSteps = trainer.getState().lossScale?.skippedSteps ?? 0;
   }
 
   request(type: Request): void {
@@ -735,9 +741,11 @@ class Run {
 
   private onMetrics = (m: StepMetrics): void => {
     const rc = this.rc;
+    if (m.skipped) this.skippedSteps++;
     this.metrics.push({
       step: m.step, epoch: (m.step * rc.batch * rc.accumSteps) / this.data.loader.count,
       loss: m.loss, pix: m.pix, ...(m.distill ? { distill: [...m.distill] } : {}), lr: m.lr, gradNorm: m.gradNorm,
+      ...(m.lossScale !== undefined ? { lossScale: m.lossScale, skipped: m.skipped ?? false, skippedSteps: this.skippedSteps } : {}),
       imagesPerSec: m.imagesPerSec, elapsedMs: this.activeMs + m.elapsedMs,
     });
     if (performance.now() - this.lastFlush >= this.settings.metricsIntervalMs) this.flush();

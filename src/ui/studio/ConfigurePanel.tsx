@@ -3,17 +3,18 @@
  * own validators, sorted to the field they name: config.ts). The form lives in the URL and in
  * localStorage (state.ts). DMAE adds the teacher (a run of this studio with kept weights, or an
  * imported weights file), the teacher block kT it stops at, the student block kS, α and L1/L2.
+ * Precision: f32, or mixed where the adapter has shader-f16 (otherwise offered disabled, with why).
  */
 import { memo, useEffect, useId, useState, type ReactNode } from 'react';
 import type { ModelSpec } from '../../protocol/train';
 import { useRunsStore } from '../../store/runs';
 import { useStudioStore, useTrainStore, type TeacherChoice } from '../../store/train';
 import {
-  PRESETS, applyPreset, peakLr, patchesOf, toTrainSpec, validateConfig, visibleOf,
+  MIXED_PRECISION_FEATURE, PRESETS, allowsMixed, applyPreset, peakLr, patchesOf, toTrainSpec, validateConfig, visibleOf,
   type FieldKey, type PresetId, type Problems, type StudioConfig,
 } from './config';
 import { MaskPreview } from './MaskPreview';
-import { useConfigStore } from './state';
+import { useAdapterFeatures, useConfigStore } from './state';
 
 function Field({ label, field, problems, hint, children }: { label: string; field: FieldKey; problems: Problems; hint?: ReactNode; children: (id: string, invalid: boolean) => ReactNode }) {
   const id = useId();
@@ -93,6 +94,27 @@ function TeacherPicker({ config, disabled, problems }: { config: StudioConfig; d
 
 const ACTIVE = ['starting', 'running', 'pausing', 'paused', 'stopping'];
 
+/** f32, or mixed precision where the adapter allows it (else offered disabled, with why). */
+function PrecisionField({ config, problems, mixedOk }: { config: StudioConfig; problems: Problems; mixedOk: boolean | null }) {
+  const set = useConfigStore((s) => s.set);
+  const precision = config.precision ?? 'f32';
+  const hint = mixedOk === false
+    ? <span data-testid="precision-note">mixed is off: this adapter has no {MIXED_PRECISION_FEATURE}</span>
+    : precision === 'mixed'
+      ? <span data-testid="precision-note">f16 matmul operands, f32 accumulation and weights; the loss scale adapts to f16’s range</span>
+      : <span data-testid="precision-note">f32 throughout</span>;
+  return (
+    <Field label="Precision" field="precision" problems={problems} hint={hint}>
+      {(id, invalid) => (
+        <select id={id} data-testid="cfg-precision" value={precision} aria-invalid={invalid} onChange={(e) => set({ precision: e.target.value as 'f32' | 'mixed' })}>
+          <option value="f32">f32</option>
+          <option value="mixed" disabled={mixedOk === false} data-testid="cfg-precision-mixed">mixed (f16 matmuls, loss scaling)</option>
+        </select>
+      )}
+    </Field>
+  );
+}
+
 /**
  * The panel. While a run is active one native <fieldset disabled> locks every control, so that
  * starting and ending a run re-renders nothing inside the form (the page's work stays small).
@@ -115,7 +137,8 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
   const set = useConfigStore((s) => s.set);
   const replace = useConfigStore((s) => s.replace);
   const teacher = useStudioStore((s) => s.teacher);
-  const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null);
+  const features = useAdapterFeatures();
+  const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null, features);
   const L = patchesOf(config), V = visibleOf(config);
   const [memory, setMemory] = useState<string>('');
   const epochs = nTrain ? (config.totalSteps * config.batch) / nTrain : undefined;
@@ -280,6 +303,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
             ) : undefined} />
           <Num k="weightDecay" label="Weight decay" problems={problems} disabled={locked} step="any" min={0} />
           <Num k="seed" label="Seed" problems={problems} disabled={locked} />
+          <PrecisionField config={config} problems={problems} mixedOk={allowsMixed(features)} />
         </div>
       </fieldset>
 

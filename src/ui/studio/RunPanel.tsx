@@ -1,17 +1,18 @@
 /**
  * Run: start, pause, resume, stop; a progress bar with the step, the epoch, images per second and
- * the time left; what the worker really trains (its resolved configuration); and the run's
- * errors, each with what to do and the state it kept. The per-step numbers are written into the
- * DOM from the metrics buffer's subscription, so the page does not re-render per step.
+ * the time left (and, in mixed precision, the loss scale and the steps skipped so far); what the
+ * worker really trains (its resolved configuration); and the run's errors, each with what to do
+ * and the state it kept. The per-step numbers are written into the DOM from the metrics buffer's
+ * subscription, so the page does not re-render per step.
  */
 import { useEffect, useRef } from 'react';
-import type { Checkpoint, ResolvedTrainSpec, TrainErrorKind } from '../../protocol/train';
+import type { Checkpoint, ResolvedTrainSpec, StepRecord, TrainErrorKind } from '../../protocol/train';
 import { requestOf, startStudioRun, useRunsStore } from '../../store/runs';
 import { trainMetrics, useStudioStore, useTrainStore, type RunView } from '../../store/train';
 import { dataSpecOf, hasProblems, knnOptionsOf, toTrainSpec, validateConfig } from './config';
 import { CheckpointControls } from './CheckpointPanel';
 import { ExportButton } from './ExportButton';
-import { useConfigStore } from './state';
+import { useAdapterFeatures, useConfigStore } from './state';
 
 const ACTIVE = ['starting', 'running', 'pausing', 'paused', 'stopping'];
 
@@ -41,19 +42,28 @@ function Resolved({ c }: { c: ResolvedTrainSpec }) {
   const pair = c.distill?.pairs[0];
   return (
     <p className="resolved" data-testid="resolved-config" data-mode={c.mode} data-visible={c.visible} data-patches={c.patches} data-mask-ratio={c.maskRatio}
-      data-teacher-block={pair?.teacherBlock ?? ''} data-student-block={pair?.studentBlock ?? ''} data-lr={c.lr}>
+      data-teacher-block={pair?.teacherBlock ?? ''} data-student-block={pair?.studentBlock ?? ''} data-lr={c.lr} data-precision={c.precision ?? 'f32'}>
       Training <strong>{c.mode.toUpperCase()}</strong> {c.model.embedDim}×{c.model.depth}: <strong>{c.visible} of {c.patches} patches visible</strong> (mask {c.maskRatio.toFixed(3)})
       {c.teacher && pair && <> · teacher {c.teacher.embedDim}×{c.teacher.depth} stopped at <strong>block kT = {pair.teacherBlock}</strong>, student block kS = {pair.studentBlock}, α {c.distill!.alpha}, {c.distill!.kind.toUpperCase()}</>}
-      {' '}· batch {c.batch} · peak lr {c.lr.toPrecision(3)} · {c.totalSteps} steps
+      {' '}· batch {c.batch} · peak lr {c.lr.toPrecision(3)} · {c.totalSteps} steps{c.precision === 'mixed' && <> · <strong>mixed precision</strong> (f16 matmuls, loss scaling)</>}
     </p>
   );
+}
+
+/** Mixed precision's live numbers: the loss scale after this step and the steps skipped so far (f16 overflows); null for f32. */
+export function lossScaleText(r: StepRecord): string | null {
+  if (r.lossScale === undefined) return null;
+  const n = r.skippedSteps ?? 0;
+  return `loss scale ${r.lossScale} · ${n} step${n === 1 ? '' : 's'} skipped`;
 }
 
 function Progress({ run }: { run: RunView }) {
   const bar = useRef<HTMLDivElement>(null);
   const text = useRef<HTMLSpanElement>(null);
   const step = useRef<HTMLSpanElement>(null);
+  const scale = useRef<HTMLSpanElement>(null);
   const total = run.request.config.totalSteps;
+  const mixed = run.request.config.precision === 'mixed';
   const runId = run.runId;
   useEffect(() => {
     let last = 0;
@@ -68,6 +78,12 @@ function Progress({ run }: { run: RunView }) {
       const back = all[Math.max(0, all.length - 21)];
       const msPerStep = latest.step > back.step ? (latest.elapsedMs - back.elapsedMs) / (latest.step - back.step) : latest.elapsedMs / Math.max(1, latest.step);
       text.current.textContent = `epoch ${latest.epoch.toFixed(2)} · ${latest.imagesPerSec.toFixed(latest.imagesPerSec < 100 ? 1 : 0)} images/s · loss ${latest.loss.toFixed(4)} · ${formatDuration(latest.elapsedMs)} elapsed · ETA ${formatDuration((total - s) * msPerStep)}`;
+      const scaleText = lossScaleText(latest);
+      if (scale.current && scaleText) {
+        scale.current.textContent = ` · ${scaleText}`;
+        scale.current.dataset.lossScale = String(latest.lossScale);
+        scale.current.dataset.skipped = String(latest.skippedSteps ?? 0);
+      }
       last = performance.now();
     };
     show();
@@ -79,6 +95,7 @@ function Progress({ run }: { run: RunView }) {
       <div className="bar" aria-hidden><div ref={bar} /></div>
       <div className="progress-text">
         Step <span data-testid="train-step" ref={step}>{run.step}</span> / {total} · <span ref={text} data-testid="train-rates">waiting for the first step…</span>
+        {mixed && <span ref={scale} data-testid="train-loss-scale" />}
       </div>
     </div>
   );
@@ -109,9 +126,10 @@ export function RunPanel({ canStart: workerReady }: { canStart: boolean }) {
   const workerError = useTrainStore((s) => s.workerError);
   const config = useConfigStore((s) => s.config);
   const teacher = useStudioStore((s) => s.teacher);
+  const features = useAdapterFeatures();
   const { pause, resume, stop } = useTrainStore.getState();
   const active = isActive(run);
-  const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null);
+  const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null, features);
   const invalid = hasProblems(problems);
   const canStart = workerReady && worker.status === 'ready' && !active && !invalid;
 

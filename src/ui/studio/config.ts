@@ -44,6 +44,8 @@ export interface StudioConfig {
   knnEvery: number;
   /** The monitor's bank of training images (its validation queries: a quarter as many). */
   knnImages: number;
+  /** 'f32' (default), or 'mixed': f16 matmul operands with loss scaling; needs the adapter's shader-f16. */
+  precision: 'f32' | 'mixed';
 }
 
 export type PresetId = 'tiny' | 'tiny-teacher' | 'tiny-dmae' | 'vit-tiny' | 'vit-small';
@@ -52,7 +54,7 @@ const TINY: StudioConfig = {
   preset: 'tiny', mode: 'mae', dataset: 'builtin:mnist', imgSize: 28, patchSize: 4, inChans: 1,
   embedDim: 32, depth: 2, numHeads: 2, decoderEmbedDim: 32, decoderDepth: 1, decoderNumHeads: 2, normPixLoss: true,
   maskRatio: 0.75, studentBlock: 1, teacherBlock: 2, alpha: 1, distillKind: 'l1',
-  batch: 8, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0, knnEvery: 0, knnImages: 1000,
+  batch: 8, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0, knnEvery: 0, knnImages: 1000, precision: 'f32',
 };
 
 export const PRESETS: Record<PresetId, { label: string; description: string; config: StudioConfig }> = {
@@ -77,11 +79,21 @@ export const PRESETS: Record<PresetId, { label: string; description: string; con
 
 export const DEFAULT_CONFIG: StudioConfig = PRESETS.tiny.config;
 
-/** A preset applied to the current dataset (its geometry is the dataset's). */
+/** A preset applied to the current dataset (its geometry is the dataset's) and precision (the adapter's to allow). */
 export function applyPreset(id: PresetId, current: StudioConfig): StudioConfig {
   const p = PRESETS[id].config;
-  return { ...p, dataset: current.dataset, imgSize: current.imgSize, inChans: current.inChans, patchSize: current.imgSize % p.patchSize === 0 ? p.patchSize : current.patchSize };
+  return {
+    ...p, dataset: current.dataset, imgSize: current.imgSize, inChans: current.inChans, patchSize: current.imgSize % p.patchSize === 0 ? p.patchSize : current.patchSize,
+    precision: current.precision ?? p.precision,
+  };
 }
+
+/** The adapter feature mixed precision needs. */
+export const MIXED_PRECISION_FEATURE = 'shader-f16';
+
+/** Whether an adapter with these features can train in mixed precision; null when the adapter is not known yet. */
+export const allowsMixed = (features: readonly string[] | null | undefined): boolean | null =>
+  features ? features.includes(MIXED_PRECISION_FEATURE) : null;
 
 export const patchesOf = (c: Pick<StudioConfig, 'imgSize' | 'patchSize'>): number =>
   c.patchSize > 0 && c.imgSize % c.patchSize === 0 ? (c.imgSize / c.patchSize) ** 2 : 0;
@@ -102,6 +114,8 @@ export function toTrainSpec(c: StudioConfig, teacher?: ModelSpec | null): TrainS
     mode: c.mode, model: modelSpecOf(c), maskRatio: c.maskRatio, batch: c.batch,
     ...(c.lrMode === 'lr' ? { lr: c.lr } : { baseLr: c.lr }),
     warmupSteps: c.warmupSteps, totalSteps: c.totalSteps, weightDecay: c.weightDecay, seed: c.seed,
+    // (A form kept by an older studio has no precision: f32, the engine's default, left unsaid.)
+    ...(c.precision === 'mixed' ? { precision: 'mixed' as const } : {}),
   };
   if (c.mode === 'dmae') {
     if (teacher) spec.teacher = teacher;
@@ -179,9 +193,10 @@ const add = (p: Problems, f: FieldKey, m: string) => void (p[f] ??= []).push(m);
  * Everything wrong with a configuration, by field; {} when it can be trained. The model, the
  * distillation and the schedule are checked by the engine's validators (validateMaeConfig,
  * validateDistill, validateSchedule); what those leave (batch, seed, the ratio's range, the
- * warmup within the run) is checked here as resolveTrainConfig would.
+ * warmup within the run) is checked here as resolveTrainConfig would. With the adapter's
+ * `features`, mixed precision on an adapter without shader-f16 is a problem too.
  */
-export function validateConfig(c: StudioConfig, teacher?: ModelSpec | null): Problems {
+export function validateConfig(c: StudioConfig, teacher?: ModelSpec | null, features?: readonly string[] | null): Problems {
   const p: Problems = {};
   const model = modelSpecOf(c) as MaeConfig;
   collect(p, () => validateMaeConfig(model));
@@ -195,6 +210,9 @@ export function validateConfig(c: StudioConfig, teacher?: ModelSpec | null): Pro
   // (A form kept by an older studio has no knnEvery: off.)
   if (!(Number.isInteger(c.knnEvery ?? 0) && (c.knnEvery ?? 0) >= 0)) add(p, 'knnEvery', `k-NN every ${c.knnEvery} steps must be a whole number ≥ 0 (0: off)`);
   if ((c.knnEvery ?? 0) > 0 && !(Number.isInteger(c.knnImages) && c.knnImages >= 20)) add(p, 'knnImages', `the k-NN bank of ${c.knnImages} images must be a whole number ≥ 20`);
+  const precision = c.precision ?? 'f32';
+  if (precision !== 'f32' && precision !== 'mixed') add(p, 'precision', `precision "${String(precision)}" must be f32 or mixed`);
+  if (precision === 'mixed' && allowsMixed(features) === false) add(p, 'precision', `this adapter has no ${MIXED_PRECISION_FEATURE}, which mixed precision needs: choose f32`);
   if (c.mode === 'dmae') {
     if (!teacher) add(p, 'teacher', 'DMAE needs a teacher: train a larger MAE first (preset “Tiny teacher”), keep its weights, and choose it here; or import a weights file.');
     else collect(p, () => validateDistill(model, teacher as MaeConfig, { pairs: [{ studentBlock: c.studentBlock, teacherBlock: c.teacherBlock }], alpha: c.alpha, kind: c.distillKind }));
@@ -214,6 +232,7 @@ const KEYS: Record<keyof StudioConfig, string> = {
   embedDim: 'd', depth: 'L', numHeads: 'h', decoderEmbedDim: 'dd', decoderDepth: 'dL', decoderNumHeads: 'dh', normPixLoss: 'np',
   maskRatio: 'mr', studentBlock: 'ks', teacherBlock: 'kt', alpha: 'a', distillKind: 'dk',
   batch: 'b', lrMode: 'lm', lr: 'lr', warmupSteps: 'w', totalSteps: 's', weightDecay: 'wd', seed: 'seed', knnEvery: 'knn', knnImages: 'kni',
+  precision: 'pr',
 };
 
 /** The configuration as a compact query string: the preset, then only the fields that differ from it. */
@@ -247,6 +266,7 @@ export function decodeConfig(text: string): StudioConfig | null {
     else if (k === 'mode') out[k] = raw === 'dmae' ? 'dmae' : 'mae';
     else if (k === 'distillKind') out[k] = raw === 'l2' ? 'l2' : 'l1';
     else if (k === 'lrMode') out[k] = raw === 'blr' ? 'blr' : 'lr';
+    else if (k === 'precision') out[k] = raw === 'mixed' ? 'mixed' : 'f32';
     else if (k === 'dataset') {
       if (/^builtin:(mnist|shapes)$/.test(raw) || /^stored:.+/.test(raw)) out[k] = raw;
     }

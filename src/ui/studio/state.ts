@@ -1,8 +1,11 @@
 /**
  * The form's state: the configuration being edited, mirrored into the URL's hash (so the page's
- * address shares it) and into localStorage (so a reload restores the last one).
+ * address shares it) and into localStorage (so a reload restores the last one); and what the
+ * form needs to know of the adapter (its features: mixed precision needs shader-f16).
  */
 import { create } from 'zustand';
+import { useGpuStore } from '../../store/gpu';
+import { useTrainStore } from '../../store/train';
 import { DEFAULT_CONFIG, STORAGE_KEY, decodeConfig, encodeConfig, initialConfig, type StudioConfig } from './config';
 
 export interface ConfigSlice {
@@ -63,4 +66,14 @@ export function followUrl(): () => void {
   };
   addEventListener('hashchange', onHash);
   return () => removeEventListener('hashchange', onHash);
+}
+
+/**
+ * The adapter's features as the page knows them: the training worker's device once it is ready,
+ * else the GPU probe's (the same browser's adapter); null before either has reported.
+ */
+export function useAdapterFeatures(): readonly string[] | null {
+  const probed = useGpuStore((s) => (s.gpu.status === 'ready' ? s.gpu.adapter.features : null));
+  const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.features : null));
+  return training ?? probed;
 }
