@@ -11,7 +11,7 @@
  *       its matmul rate against the best rate of the table ("step efficiency");
  *   (c) where the adapter has shader-f16: the same steps under mixed precision (f16 matmul
  *       operands where the tuner finds them faster, loss scaling), their products in the table as
- *       '.h' classes with vec4_f16 timed beside the f32 variants, and each step's f32/mixed time ratio.
+ *       '.h' classes with the f16 variants timed beside the f32 variants, and each step's f32/mixed time ratio.
  *
  * Sized to the adapter: on a hardware GPU all of it, at batches that fit its buffer limits (and a
  * memory budget), in a few minutes; on a CPU adapter (lavapipe, SwiftShader) only ViT-Tiny at
@@ -461,7 +461,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
 interface TableRow {
   shape: string;
   layout: string;
-  /** A product of a mixed-precision step (its class weighs vec4_f16 too). */
+  /** A product of a mixed-precision step (its class weighs the f16 variants too). */
   f16: boolean;
   M: number;
   N: number;

@@ -6,6 +6,11 @@ enable f16;
 //                     Aᵀ [K, M'] and B [K, N] as vec4<f16> (half the bytes of the f32 kernel's).
 //                     Each f16 is widened to f32 before its multiply: a product of two f16 is
 //                     exact in f32, so the result is the f32 product of the f16-rounded operands.
+//   matmul_tiled_f16 — matmul_tiled's shape for hardware GPUs: a 64×64 output tile per workgroup
+//                     of 16×16 invocations, 4×4 per invocation, 16-deep K slices of both operands
+//                     staged in workgroup memory as f16 (half the bytes of matmul_tiled's slices),
+//                     loaded along M and N from the K-major packs (adjacent invocations, adjacent
+//                     vec4s), widened to f32 for the multiply-adds.
 //   pack_f16_transposed — out[K, M'] = f16(in[M, K]ᵀ), K % 4 == 0, rows past M repeat row M − 1
 //                     (transpose_vec4's geometry): the 'nn' and 'nt' operands.
 //   pack_f16        — out[i] = f16(in[i]) over n/4 vec4s (n % 4 == 0): operands already K-major.
@@ -31,6 +36,44 @@ fn load_bK(i: u32) -> vec4<f32> { return vec4<f32>(b4h[i]); }
 @compute @workgroup_size(LANES)
 fn matmul_vec4_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   matmul_vec4_tile(wid, li);
+}
+
+const TILE_K = 16u;
+// [TILE_K][16] vec4s: slice kk of the tile, four consecutive rows (As) or columns (Bs) per vec4.
+var<workgroup> As: array<vec4<f16>, 256>;
+var<workgroup> Bs: array<vec4<f16>, 256>;
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let mq = (p.M + 3u) / 4u; // Aᵀ's row length in vec4s
+  let nq = p.N / 4u;
+  let mq_tile = wid.y * 16u; // the tile's first row quad and column quad
+  let nq_tile = wid.x * 16u;
+  let flat = lid.y * 16u + lid.x;
+  let kk_load = flat / 16u; // each invocation loads quad (flat % 16) of slice row kk_load
+  let q_load = flat % 16u;
+  var acc = array<vec4<f32>, 4>();
+  for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
+    let k = k0 + kk_load;
+    var av = vec4<f16>();
+    var bv = vec4<f16>();
+    if (k < p.K && mq_tile + q_load < mq) { av = a4h[k * mq + mq_tile + q_load]; }
+    if (k < p.K && nq_tile + q_load < nq) { bv = b4h[k * nq + nq_tile + q_load]; }
+    As[flat] = av;
+    Bs[flat] = bv;
+    workgroupBarrier();
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let a = vec4<f32>(As[kk * 16u + lid.y]);
+      let b = vec4<f32>(Bs[kk * 16u + lid.x]);
+      acc[0] += a.x * b;
+      acc[1] += a.y * b;
+      acc[2] += a.z * b;
+      acc[3] += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  let m = (mq_tile + lid.y) * 4u;
+  for (var i = 0u; i < 4u; i++) { store_c4(m + i, nq_tile + lid.x, acc[i]); }
 }
 
 // ---- packs -----------------------------------------------------------------------------------

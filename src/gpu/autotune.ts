@@ -36,12 +36,12 @@ import { composeShader, Recorder, type KernelSpec, type Param, type Tensor } fro
 import { floorLog2 } from './ops/common';
 import { fill } from './ops/elementwise';
 import { f16round } from '../core/f16';
-import { f16Applies, matmul, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
+import { f16Applies, isF16Variant, matmul, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
 export const TUNER_VERSION = 2;
-export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16'];
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16', 'tiled_f16'];
 
 export interface MatmulShape {
   layout: MatmulLayout;
@@ -68,7 +68,7 @@ const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCK
 
 /**
  * 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, '.v4' when vec4 applies, and '.h' for a
- * product recorded under autocast('f16') (its class also weighs vec4_f16: a separate choice).
+ * product recorded under autocast('f16') (its class also weighs the f16 variants: a separate choice).
  */
 export function shapeClass(s: MatmulShape): string {
   return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K, s.layout, s.M) ? '.v4' : ''}${s.f16 ? '.h' : ''}`;
@@ -76,10 +76,10 @@ export function shapeClass(s: MatmulShape): string {
 
 /**
  * The variants that compute this product themselves on `gpu`: vec4 only where vec4Aligned,
- * vec4_f16 only where f16Applies (autocast('f16'), shader-f16, aligned).
+ * the f16 variants only where f16Applies (autocast('f16'), shader-f16, aligned).
  */
 export const applicableVariants = (gpu: Gpu, s: MatmulShape): MatmulVariant[] =>
-  MATMUL_VARIANTS.filter((v) => (v === 'vec4' ? vec4Aligned(s.N, s.K, s.layout, s.M) : v === 'vec4_f16' ? f16Applies(gpu, s) : true));
+  MATMUL_VARIANTS.filter((v) => (v === 'vec4' ? vec4Aligned(s.N, s.K, s.layout, s.M) : isF16Variant(v) ? f16Applies(gpu, s) : true));
 
 // ---------------------------------------------------------------------------------------------
 // Switches and counters
@@ -347,11 +347,11 @@ const aAt = (a: ArrayLike<number>, s: MatmulShape, m: number, k: number): number
 const bAt = (b: ArrayLike<number>, s: MatmulShape, k: number, n: number): number => (s.layout === 'nt' ? b[n * s.K + k] : b[k * s.N + n]);
 
 /**
- * Element (m, n) of the product in float64. For `variant` vec4_f16 the operands are rounded to
- * f16 first: what it computes exactly, up to the f32 summation every variant shares.
+ * Element (m, n) of the product in float64. For an f16 variant the operands are rounded to f16
+ * first: what it computes exactly, up to the f32 summation every variant shares.
  */
 function dot64(a: ArrayLike<number>, b: ArrayLike<number>, s: MatmulShape, m: number, n: number, variant?: MatmulVariant): number {
-  const r = variant === 'vec4_f16' ? f16round : (x: number) => x;
+  const r = variant && isF16Variant(variant) ? f16round : (x: number) => x;
   let acc = 0;
   for (let k = 0; k < s.K; k++) acc += r(aAt(a, s, m, k)) * r(bAt(b, s, k, n));
   return acc;

@@ -46,45 +46,47 @@ describe('f16round (float64 model of f32 → f16)', () => {
   });
 });
 
-describe('matmul vec4_f16 (GPU vs float64)', () => {
-  for (const layout of LAYOUTS) {
-    for (const [name, M, N, K] of SHAPES) {
-      if (!gpuOps.vec4Aligned(N, K, layout, M)) continue;
-      it(`${layout} ${name} M=${M} N=${N} K=${K}: bias and accumulate, and every epilogue`, async (ctx) => {
-        const gpu = await f16Gpu(ctx);
-        const a = randn(M * K, 1), b = randn(K * N, 2), bias = randn(N, 3), c0 = randn(M * N, 4), aux = randn(M * N, 5, 3);
-        const [ta, tb, tbias] = [gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias)];
-        const [ah, bh] = [rounded(a), rounded(b)];
-        const tol = matmulTol(K);
+describe('matmul vec4_f16 and tiled_f16 (GPU vs float64)', () => {
+  for (const variant of gpuOps.F16_VARIANTS) {
+    for (const layout of LAYOUTS) {
+      for (const [name, M, N, K] of SHAPES) {
+        if (!gpuOps.vec4Aligned(N, K, layout, M)) continue;
+        it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}: bias and accumulate, and every epilogue`, async (ctx) => {
+          const gpu = await f16Gpu(ctx);
+          const a = randn(M * K, 1), b = randn(K * N, 2), bias = randn(N, 3), c0 = randn(M * N, 4), aux = randn(M * N, 5, 3);
+          const [ta, tb, tbias] = [gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias)];
+          const [ah, bh] = [rounded(a), rounded(b)];
+          const tol = matmulTol(K);
 
-        // C += a·b + bias: exact against the f16-rounded operands (f32 summation), close to the unrounded ones.
-        const want = Float64Array.from(c0);
-        ref.matmul(want, ah, bh, bias, M, N, K, layout, true);
-        const c = gpuTensor(gpu, c0);
-        await run(gpu, (rec) => gpuOps.matmul(rec, c, ta, tb, tbias, M, N, K, layout, true, 'vec4_f16'));
-        const got = await read(gpu, c);
-        expectClose(got, want, tol, `C += (${layout}, rounded operands)`);
-        const exact = Float64Array.from(c0);
-        ref.matmul(exact, a, b, bias, M, N, K, layout, true);
-        // Each operand is off by at most 2⁻¹¹ relative: |Δ(a·b)| ≤ (2·2⁻¹¹ + 2⁻²²)·Σ|a||b|.
-        const absProduct = new Float64Array(M * N);
-        ref.matmul(absProduct, a.map(Math.abs), b.map(Math.abs), null, M, N, K, layout, false);
-        const worst = Math.max(...Array.from(got, (g, i) => Math.abs(g - exact[i]) / (2 * 2 ** -11 * absProduct[i] + tol.atol + tol.rtol * Math.abs(exact[i]))));
-        expect(worst, 'error vs the unrounded product, over its f16 bound').toBeLessThanOrEqual(1);
-        expect(Math.max(...Array.from(got, (g, i) => Math.abs(g - exact[i]))), 'the operands were rounded: not the f32 product').toBeGreaterThan(0);
+          // C += a·b + bias: exact against the f16-rounded operands (f32 summation), close to the unrounded ones.
+          const want = Float64Array.from(c0);
+          ref.matmul(want, ah, bh, bias, M, N, K, layout, true);
+          const c = gpuTensor(gpu, c0);
+          await run(gpu, (rec) => gpuOps.matmul(rec, c, ta, tb, tbias, M, N, K, layout, true, variant));
+          const got = await read(gpu, c);
+          expectClose(got, want, tol, `C += (${layout}, rounded operands)`);
+          const exact = Float64Array.from(c0);
+          ref.matmul(exact, a, b, bias, M, N, K, layout, true);
+          // Each operand is off by at most 2⁻¹¹ relative: |Δ(a·b)| ≤ (2·2⁻¹¹ + 2⁻²²)·Σ|a||b|.
+          const absProduct = new Float64Array(M * N);
+          ref.matmul(absProduct, a.map(Math.abs), b.map(Math.abs), null, M, N, K, layout, false);
+          const worst = Math.max(...Array.from(got, (g, i) => Math.abs(g - exact[i]) / (2 * 2 ** -11 * absProduct[i] + tol.atol + tol.rtol * Math.abs(exact[i]))));
+          expect(worst, 'error vs the unrounded product, over its f16 bound').toBeLessThanOrEqual(1);
+          expect(Math.max(...Array.from(got, (g, i) => Math.abs(g - exact[i]))), 'the operands were rounded: not the f32 product').toBeGreaterThan(0);
 
-        for (const kind of ['residual', 'gelu', 'gelu_grad'] as const) {
-          const wantE = new Float64Array(M * N), wantAux = Float64Array.from(aux);
-          const epi = kind === 'residual' ? { kind, residual: wantAux } : { kind, preact: wantAux };
-          ref.matmul(wantE, ah, bh, kind === 'gelu_grad' ? null : bias, M, N, K, layout, false, undefined, epi);
-          const ce = gpuTensor(gpu, c0), te = gpuTensor(gpu, aux);
-          const gpuEpi = kind === 'residual' ? { kind, residual: te } : { kind, preact: te };
-          await run(gpu, (rec) => gpuOps.matmul(rec, ce, ta, tb, kind === 'gelu_grad' ? null : tbias, M, N, K, layout, false, 'vec4_f16', gpuEpi));
-          expectClose(await read(gpu, ce), wantE, tol, `${kind} C (${layout})`);
-          expectClose(await read(gpu, te), wantAux, tol, `${kind} aux (${layout})`);
-        }
-        expect((await readU32(gpu, gpuOps.f16OverflowFlag(gpu.device)))[0], 'no operand was out of range').toBe(0);
-      });
+          for (const kind of ['residual', 'gelu', 'gelu_grad'] as const) {
+            const wantE = new Float64Array(M * N), wantAux = Float64Array.from(aux);
+            const epi = kind === 'residual' ? { kind, residual: wantAux } : { kind, preact: wantAux };
+            ref.matmul(wantE, ah, bh, kind === 'gelu_grad' ? null : bias, M, N, K, layout, false, undefined, epi);
+            const ce = gpuTensor(gpu, c0), te = gpuTensor(gpu, aux);
+            const gpuEpi = kind === 'residual' ? { kind, residual: te } : { kind, preact: te };
+            await run(gpu, (rec) => gpuOps.matmul(rec, ce, ta, tb, kind === 'gelu_grad' ? null : tbias, M, N, K, layout, false, variant, gpuEpi));
+            expectClose(await read(gpu, ce), wantE, tol, `${kind} C (${layout})`);
+            expectClose(await read(gpu, te), wantAux, tol, `${kind} aux (${layout})`);
+          }
+          expect((await readU32(gpu, gpuOps.f16OverflowFlag(gpu.device)))[0], 'no operand was out of range').toBe(0);
+        });
+      }
     }
   }
 
@@ -128,14 +130,15 @@ describe('matmul vec4_f16 (GPU vs float64)', () => {
     rec.discard();
   });
 
-  it("autocast('f16') makes vec4_f16 the static choice of aligned products, and restores f32 after", async (ctx) => {
+  it("autocast('f16') makes the f16 twin of the static guess the choice of aligned products, and restores f32 after", async (ctx) => {
     const gpu = await f16Gpu(ctx);
     const rec = new Recorder(gpu);
     const shape = { layout: 'nt' as const, M: 68, N: 36, K: 20 };
     expect(rec.matmulPrecision).toBe('f32');
     rec.autocast('f16', () => {
       expect(rec.matmulPrecision).toBe('f16');
-      expect(gpuOps.staticVariantFor(gpu, { ...shape, f16: true })).toBe('vec4_f16');
+      expect(gpuOps.staticVariantFor(gpu, { ...shape, f16: true })).toBe(gpu.adapter.kind === 'hardware' ? 'tiled_f16' : 'vec4_f16');
+      expect(gpuOps.staticVariantFor({ ...gpu, adapter: { ...gpu.adapter, kind: 'hardware' } } as Gpu, { ...shape, f16: true })).toBe('tiled_f16');
       expect(gpuOps.staticVariantFor(gpu, { ...shape, K: 19, f16: true })).toBe(gpuOps.staticMatmulVariant(gpu));
       rec.autocast('f32', () => expect(rec.matmulPrecision).toBe('f32'));
       expect(rec.matmulPrecision).toBe('f16');

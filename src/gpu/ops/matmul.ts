@@ -10,10 +10,13 @@ import { grid2d, scratch, zeros } from './common';
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
 export type MatmulLayout = 'nn' | 'nt' | 'tn';
 /**
- * 'vec4_f16' is vec4 on operands rounded to f16 (f32 accumulation and output): mixed precision,
- * for products recorded under `rec.autocast('f16', …)` on adapters with `shader-f16`.
+ * 'vec4_f16' and 'tiled_f16' are vec4 and tiled on operands rounded to f16 (f32 accumulation and
+ * output): mixed precision, for products recorded under `rec.autocast('f16', …)` on adapters with
+ * `shader-f16` (F16_VARIANTS).
  */
-export type MatmulVariant = 'tiled' | 'blocked' | 'vec4' | 'vec4_f16';
+export type MatmulVariant = 'tiled' | 'blocked' | 'vec4' | 'vec4_f16' | 'tiled_f16';
+export const F16_VARIANTS: readonly MatmulVariant[] = ['vec4_f16', 'tiled_f16'];
+export const isF16Variant = (v: MatmulVariant): boolean => F16_VARIANTS.includes(v);
 
 /**
  * What happens to each element x = op(a)·op(b) (+ bias) in the same pass, before it is stored
@@ -53,13 +56,17 @@ export function staticMatmulVariant(gpu: Gpu): MatmulVariant {
   return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
 }
 
-/** Whether a product may use vec4_f16: recorded under autocast('f16'), on a device with shader-f16, vec4-aligned. */
+/** Whether a product may use the f16 variants: recorded under autocast('f16'), on a device with shader-f16, vec4-aligned. */
 export const f16Applies = (gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number; f16?: boolean }): boolean =>
   !!s.f16 && gpu.hasF16 && vec4Aligned(s.N, s.K, s.layout, s.M);
 
-/** The static guess for one product: vec4_f16 where f16Applies (mixed precision asked for it), else staticMatmulVariant. */
+/**
+ * The static guess for one product: where f16Applies (mixed precision asked for it) the f16 twin
+ * of staticMatmulVariant (tiled_f16 on hardware, vec4_f16 on CPU adapters), else staticMatmulVariant.
+ */
 export function staticVariantFor(gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number; f16?: boolean }): MatmulVariant {
-  return f16Applies(gpu, s) ? 'vec4_f16' : staticMatmulVariant(gpu);
+  if (!f16Applies(gpu, s)) return staticMatmulVariant(gpu);
+  return gpu.adapter.kind === 'hardware' ? 'tiled_f16' : 'vec4_f16';
 }
 
 /**
@@ -123,8 +130,8 @@ function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: n
 /**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). 'vec4' falls back to 'blocked' unless
  * vec4Aligned(N, K, layout, M); for 'nn' and 'nt' it first transposes its operands into scratch
- * tensors (transposeScratch). 'vec4_f16' packs both operands into f16 scratch first (it needs
- * vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks it there).
+ * tensors (transposeScratch). 'vec4_f16' and 'tiled_f16' pack both operands into f16 scratch first
+ * (they need vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks them there).
  * An epilogue assigns: with `accumulate` it is an error. Without a variant: the tuner's choice
  * for the product's class, which under `rec.autocast('f16', …)` may be vec4_f16.
  */
@@ -149,14 +156,17 @@ export function matmul(
   const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : epilogue.preact;
   const v = variant === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : variant;
   const bindings = [c, a, b, bias ?? zeros(device), aux];
-  if (v === 'vec4_f16') {
+  if (isF16Variant(v)) {
     if (!rec.gpu.hasF16 || !vec4Aligned(N, K, layout, M)) {
-      throw new GpuError(`matmul: the vec4_f16 variant needs an adapter with shader-f16 and N, K (M for 'tn') multiples of 4; got ${layout} ${M}×${N}×${K}${rec.gpu.hasF16 ? '' : ' on an adapter without shader-f16'}.`, 'validation');
+      throw new GpuError(`matmul: the ${v} variant needs an adapter with shader-f16 and N, K (M for 'tn') multiples of 4; got ${layout} ${M}×${N}×${K}${rec.gpu.hasF16 ? '' : ' on an adapter without shader-f16'}.`, 'validation');
     }
-    const spec = { shader: 'matmul_f16', entry: 'matmul_vec4_f16', constants: { ...constants, LANES: VEC4_LANES } };
+    const spec = v === 'vec4_f16'
+      ? { shader: 'matmul_f16', entry: 'matmul_vec4_f16', constants: { ...constants, LANES: VEC4_LANES } }
+      : { shader: 'matmul_f16', entry: 'matmul_tiled_f16', constants };
     assertNoOverlap(spec, bindings);
     const [aH, bH] = packF16(rec, a, b, M, N, K, layout);
-    rec.dispatch(spec, [c, aH, bH, bindings[3], aux], [M, N, K, 0], [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)]);
+    const groups: [number, number] = v === 'vec4_f16' ? [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)] : [ceilDiv(N, 64), ceilDiv(M, 64)];
+    rec.dispatch(spec, [c, aH, bH, bindings[3], aux], [M, N, K, 0], groups);
     return;
   }
   if (v === 'vec4') {
