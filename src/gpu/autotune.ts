@@ -13,7 +13,8 @@
  * sampled elements, edges included, in a screening run of its first rows (which also drops the
  * variants far slower than the fastest) and on the whole product — and timed a couple of times,
  * interleaved (GPU timestamps when the device has `timestamp-query`, else the wall clock to
- * `onSubmittedWorkDone`); the fastest verified one is kept. A variant that fails a check is
+ * `onSubmittedWorkDone`); the fastest verified one is kept, unless the static guess is verified
+ * and within PRIOR_MARGIN of it (a near tie keeps the guess). A variant that fails a check is
  * never chosen.
  *
  * The choice is remembered per adapter fingerprint (kind, vendor, architecture, device,
@@ -40,7 +41,7 @@ import { f16Applies, isF16Variant, matmul, staticMatmulVariant, staticVariantFor
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
-export const TUNER_VERSION = 2;
+export const TUNER_VERSION = 3;
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16', 'tiled_f16'];
 
 export interface MatmulShape {
@@ -634,7 +635,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
           report.classes.push({ key, shapes: byClass.get(key)!, chosen: fallback, source: 'static', timings });
           continue;
         }
-        const choice: ClassChoice = { variant: ranked[0][0], shapes: list.map((s) => [s.M, s.N, s.K]), ms, method, date: new Date().toISOString() };
+        const choice: ClassChoice = { variant: pickVariant(ms, staticVariantFor(gpu, list[0])), shapes: list.map((s) => [s.M, s.N, s.K]), ms, method, date: new Date().toISOString() };
         counters.measuredClasses++;
         measured.set(key, choice);
         table.set(key, choice);
@@ -662,6 +663,26 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
   report.runs = counters.runs - runs0;
   report.seconds = (performance.now() - t0) / 1000;
   return report;
+}
+
+/**
+ * How much faster than the static guess another variant must time to take its class. Timings on
+ * a loaded (or CPU-emulated) adapter wobble by 10–20 %: a near tie must not trade the kernel the
+ * static guess names for one that is slower in steady use (seen: blocked kept for a class where
+ * vec4 runs 3× faster, after one run where they timed within 3 %).
+ */
+export const PRIOR_MARGIN = 0.15;
+
+/**
+ * The class's winner from each verified variant's time: the fastest, unless the static guess
+ * `prior` is verified and within PRIOR_MARGIN of it, in which case the prior keeps the class.
+ */
+export function pickVariant(ms: Partial<Record<MatmulVariant, number>>, prior: MatmulVariant): MatmulVariant {
+  const ranked = (Object.entries(ms) as [MatmulVariant, number][]).sort((p, q) => p[1] - q[1]);
+  if (ranked.length === 0) throw new Error('pickVariant: no verified variant');
+  const [fastest, best] = ranked[0];
+  const priorMs = ms[prior];
+  return priorMs !== undefined && priorMs <= best * (1 + PRIOR_MARGIN) ? prior : fastest;
 }
 
 interface Pools {

@@ -16,7 +16,7 @@ import { DataLoader } from '../../src/data/loader';
 import { makeShapesDataset } from '../../src/data/procedural';
 import { Trainer } from '../../src/engine/trainer';
 import {
-  adapterFingerprint, applicableVariants, collectMatmulShapes, indexedDbTuneStore, localStorageTuneStore, matmulTuneCounters, resetMatmulTuning,
+  PRIOR_MARGIN, adapterFingerprint, applicableVariants, collectMatmulShapes, pickVariant, indexedDbTuneStore, localStorageTuneStore, matmulTuneCounters, resetMatmulTuning,
   shapeClass, tuneMatmul, type MatmulCandidate, type MatmulShape, type TuneStore,
 } from '../../src/gpu/autotune';
 import { fileTuneStore } from '../../src/gpu/autotune-node';
@@ -232,5 +232,17 @@ describe('matmul tuner', () => {
     expect((await second.train()).status).toBe('done');
     expect(matmulTuneCounters()).toEqual(mid);
     second.destroy();
+  });
+});
+
+describe('pickVariant: a near tie keeps the static guess', () => {
+  it('the fastest wins by more than PRIOR_MARGIN; within it, or when the guess failed, as stated', () => {
+    expect(pickVariant({ tiled: 3, blocked: 2.03, vec4: 2.1 }, 'vec4')).toBe('vec4'); // 3 % apart: the guess stays
+    expect(pickVariant({ tiled: 3, blocked: 1.5, vec4: 2.1 }, 'vec4')).toBe('blocked'); // 40 % faster: it wins
+    expect(pickVariant({ blocked: 2.0, vec4: 2.0 * (1 + PRIOR_MARGIN) }, 'vec4')).toBe('vec4'); // the margin's edge
+    expect(pickVariant({ blocked: 2.0, vec4: 2.0 * (1 + PRIOR_MARGIN) * 1.01 }, 'vec4')).toBe('blocked');
+    expect(pickVariant({ tiled: 3, blocked: 2 }, 'vec4')).toBe('blocked'); // the guess did not verify
+    expect(pickVariant({ vec4: 1.1, vec4_f16: 1.0 }, 'vec4_f16')).toBe('vec4_f16');
+    expect(() => pickVariant({}, 'vec4')).toThrow(/no verified variant/);
   });
 });
