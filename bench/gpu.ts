@@ -26,13 +26,14 @@ import { MaeModel, type Precision } from '../src/engine/mae';
 import { planExceedsLimits } from '../src/engine/run';
 import { formatBytes, resolveTrainConfig, trainMemoryPlan } from '../src/engine/trainer';
 import { mulberry32 } from '../src/core/random';
-import { upload, type Arena } from '../src/gpu/buffers';
+import { createTensor, upload, type Arena } from '../src/gpu/buffers';
 import {
   MATMUL_VARIANTS, collectMatmulShapes, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
 } from '../src/gpu/autotune';
 import { openDevice } from '../src/gpu/device';
 import { findNodeAdapter } from '../src/gpu/node-device';
-import type { MatmulVariant } from '../src/gpu/ops/matmul';
+import type { Recorder } from '../src/gpu/kernels';
+import { matmul, type MatmulLayout, type MatmulVariant } from '../src/gpu/ops/matmul';
 import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
@@ -315,19 +316,18 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   for (const c of families.classes) log(`  ${c.family} ${c.cls.padEnd(14)} ${JSON.stringify(c.shape)} ${Object.entries(c.ms).map(([v, ms]) => `${v} ${ms} ms`).join(', ')} → ${c.chosen}`);
   // The best rate is a median's, not a fastest run's: lavapipe's timestamps tick about every 0.5 ms,
   // so the fastest of a few runs of a 1–2 ms product can overstate its rate by a third.
-  // f32 steps are measured against the best f32 rate; mixed steps against the best of any variant.
-  const bestOf = (rows: TableRow[]) => rows.reduce<{ gflops: number; variant?: MatmulVariant; shape?: string }>((b, row) => {
-    for (const v of MATMUL_VARIANTS) if ((row.medianGflops[v] ?? 0) > b.gflops) b = { gflops: row.medianGflops[v]!, variant: v, shape: row.shape };
-    return b;
-  }, { gflops: 0 });
-  const best = bestOf(table.filter((row) => !row.f16));
-  const bestMixed = bestOf(table);
-  log(`best matmul rate (median of its runs): ${best.gflops} GFLOP/s (${best.variant} on ${best.shape})` +
+  const timer = GpuTimer.available(gpu.device) ? new GpuTimer(gpu.device, 2048) : undefined;
+  const ctx: BenchContext = { gpu, timer, method: timer ? 'gpu-timestamp' : 'wall-clock', warmup: 0, reps };
+  // The roof of the step efficiencies: f32 steps against the best f32 rate, mixed steps against the
+  // best of any variant. The highest of ~80 noisy medians overstates it, so the table's top
+  // BEST_CONFIRM products are timed again, BEST_CONFIRM_REPS times each, interleaved: the best of those medians.
+  const best = await confirmedBest(ctx, table.filter((row) => !row.f16));
+  const bestF16 = gpu.hasF16 ? await confirmedBest(ctx, table.filter((row) => row.f16)) : best;
+  const bestMixed = bestF16.gflops > best.gflops ? bestF16 : best;
+  log(`best matmul rate (re-timed top ${BEST_CONFIRM}, ${BEST_CONFIRM_REPS} runs each, median): ${best.gflops} GFLOP/s (${best.variant} on ${best.shape}; table ${best.tableGflops})` +
     (gpu.hasF16 ? `; with f16 operands allowed: ${bestMixed.gflops} GFLOP/s (${bestMixed.variant} on ${bestMixed.shape})` : ''));
 
   // ---- (b) Whole training steps ---------------------------------------------------------------
-  const timer = GpuTimer.available(gpu.device) ? new GpuTimer(gpu.device, 2048) : undefined;
-  const ctx: BenchContext = { gpu, timer, method: timer ? 'gpu-timestamp' : 'wall-clock', warmup: 0, reps };
   const steps: StepFigure[] = [];
   const failures: Skipped[] = [];
   // The precisions of one run and mode are timed interleaved, so their ratio comes from one run.
@@ -456,6 +456,44 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   timer?.destroy();
   gpu.destroy();
   if (errors.length || failures.length) process.exitCode = 1;
+}
+
+const BEST_CONFIRM = 3;
+const BEST_CONFIRM_REPS = 15;
+
+interface BestRate {
+  /** GFLOP/s of the median of BEST_CONFIRM_REPS runs, the highest over the re-timed products. */
+  gflops: number;
+  variant?: MatmulVariant;
+  shape?: string;
+  /** The same product's median rate in the table. */
+  tableGflops?: number;
+}
+
+/** The top BEST_CONFIRM rows of `rows` by median rate, each with its fastest variant, timed again interleaved. */
+async function confirmedBest(ctx: BenchContext, rows: readonly TableRow[]): Promise<BestRate> {
+  const top = rows.flatMap((row) => (row.best ? [{ row, variant: row.best, table: row.medianGflops[row.best]! }] : []))
+    .sort((p, q) => q.table - p.table).slice(0, BEST_CONFIRM);
+  const u = mulberry32(7);
+  const random = (n: number) => Float32Array.from({ length: n }, () => 2 * u() - 1); // inside f16's range
+  const dev = ctx.gpu.device;
+  const made = top.map(({ row, variant }) => {
+    const a = createTensor(dev, row.M * row.K, 'best-a', random(row.M * row.K));
+    const b = createTensor(dev, row.K * row.N, 'best-b', random(row.K * row.N));
+    const c = createTensor(dev, row.M * row.N, 'best-c');
+    // f16 rows are recorded under autocast, as the steps record them (their variant is named anyway).
+    const record = (rec: Recorder) => rec.autocast(row.f16 ? 'f16' : 'f32', () => matmul(rec, c, a, b, null, row.M, row.N, row.K, row.layout as MatmulLayout, false, variant));
+    return { tensors: [a, b, c], contender: ourContender(ctx, `${row.shape} ${variant}`, record) };
+  });
+  try {
+    const t = await timeInterleaved({ ...ctx, warmup: 1, reps: BEST_CONFIRM_REPS }, made.map((m) => m.contender));
+    return top.reduce<BestRate>((b, { row, variant, table }) => {
+      const gflops = round((2 * row.M * row.N * row.K) / (t.get(`${row.shape} ${variant}`)!.medianMs * 1e6), 4);
+      return gflops > b.gflops ? { gflops, variant, shape: row.shape, tableGflops: table } : b;
+    }, { gflops: 0 });
+  } finally {
+    for (const m of made) for (const x of m.tensors) x.buffer.destroy();
+  }
 }
 
 interface TableRow {

@@ -13,6 +13,9 @@ override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override EPILOGUE: u32 = 0u;
+// 'tn' only (dW = dYᵀ·X): also bias[m] += Σ_k A[k, m] — the Linear's db, from the dY rows the
+// product reads anyway — in the workgroups of the first column block (bias is then an output).
+override BIAS_GRAD: bool = false;
 
 const EPILOGUE_RESIDUAL = 1u;
 const EPILOGUE_GELU = 2u;
@@ -84,12 +87,20 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   let q1 = min(q + 1u, nq - 1u);
   // acc[2i + j]: row m0 + i, column quad q + j.
   var acc = array<vec4<f32>, 32>();
+  let bias_rows = BIAS_GRAD && wid.x == 0u;
+  var bsum = array<vec4<f32>, 4>();
   for (var k = 0u; k < p.K; k++) {
     let ka = k * mq;
     let a0 = load_aT(ka + r0);
     let a1 = load_aT(ka + r1);
     let a2 = load_aT(ka + r2);
     let a3 = load_aT(ka + r3);
+    if (bias_rows) { // uniform per workgroup; k in order, as bias_backward sums its rows
+      bsum[0] += a0;
+      bsum[1] += a1;
+      bsum[2] += a2;
+      bsum[3] += a3;
+    }
     let kb = k * nq;
     let b0 = load_bK(kb + q0);
     let b1 = load_bK(kb + q1);
@@ -127,4 +138,10 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   store_c4_pair(m0 + 13u, q, acc[26], acc[27]);
   store_c4_pair(m0 + 14u, q, acc[28], acc[29]);
   store_c4_pair(m0 + 15u, q, acc[30], acc[31]);
+  if (bias_rows && li == 0u) {
+    // Row quads r0..r0+3 of the bias; quads past M' were loaded clamped: not stored.
+    for (var j = 0u; j < 4u; j++) {
+      if (r0 + j < mq) { bias4[r0 + j] += bsum[j]; }
+    }
+  }
 }

@@ -33,13 +33,16 @@ export function autocastF16<T>(record: () => T): T {
 /**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). `_variant` keeps the GPU wrapper's argument
  * order (every variant computes the same product; under autocastF16 the aligned ones round
- * their operands to f16). An epilogue with `accumulate` is an error.
+ * their operands to f16). An epilogue with `accumulate` is an error. `biasGrad` ('tn' only):
+ * biasGrad[M] += Σ_k a[k, m].
  */
 export function matmul(
   c: Vec, a: Vec, b: Vec, bias: Vec | null, M: number, N: number, K: number,
-  layout: MatmulLayout = 'nn', accumulate = false, _variant?: MatmulVariant, epilogue?: MatmulEpilogue,
+  layout: MatmulLayout = 'nn', accumulate = false, _variant?: MatmulVariant, epilogue?: MatmulEpilogue, biasGrad?: Vec,
 ): void {
   if (epilogue && accumulate) throw new Error(`matmul: the '${epilogue.kind}' epilogue cannot be combined with accumulate`);
+  if (biasGrad && (layout !== 'tn' || bias)) throw new Error(`matmul: biasGrad is for 'tn' products without a bias, got ${layout}`);
+  if (biasGrad) biasBackward(biasGrad, a, K, M, true); // Σ_k a[k, m], from the exact (f32) values
   if (f16Operands && vec4Aligned(N, K, layout, M)) {
     a = a.map(f16Saturate);
     b = b.map(f16Saturate);

@@ -90,6 +90,19 @@ describe('matmul vec4_f16 and tiled_f16 (GPU vs float64)', () => {
     }
   }
 
+  it("biasGrad with the f16 variants sums dY's f32 values (bias_backward after the product)", async (ctx) => {
+    const gpu = await f16Gpu(ctx);
+    const [M, N, K] = [68, 36, 20];
+    const a = randn(K * M, 21), b = randn(K * N, 22), db0 = randn(M, 23);
+    for (const variant of gpuOps.F16_VARIANTS) {
+      const wantDb = Float64Array.from(db0);
+      ref.biasBackward(wantDb, a, K, M, true);
+      const db = gpuTensor(gpu, db0);
+      await run(gpu, (rec) => gpuOps.matmul(rec, gpuTensor(gpu, M * N), gpuTensor(gpu, a), gpuTensor(gpu, b), null, M, N, K, 'tn', true, variant, undefined, db));
+      expectClose(await read(gpu, db), wantDb, matmulTol(K), `db (${variant}): f32, not f16-rounded`);
+    }
+  });
+
   it("an operand outside f16's range (1e5, inf, NaN) sets the overflow flag; in range it stays clear", async (ctx) => {
     const gpu = await f16Gpu(ctx);
     const [M, N, K] = [8, 8, 8];

@@ -328,3 +328,40 @@ describe('Linear layer', () => {
     checkGradients({ x, w, b }, loss, { x: dx, w: dw, b: db });
   });
 });
+
+describe("the bias gradient inside the 'tn' product (biasGrad)", () => {
+  const shapes: Array<[string, number, number, number]> = [
+    ['vec4-aligned (dW of ViT-Tiny fc1, R = 136)', 768, 192, 136],
+    ['M not a multiple of 4: blocked, then bias_backward', 67, 36, 20],
+    ['one row quad', 4, 8, 5],
+  ];
+  for (const variant of ['vec4', 'blocked', 'tiled'] as const) {
+    for (const [name, M, N, K] of shapes) {
+      it(`${variant} ${name} M=${M} N=${N} K=${K}: dW += dYᵀ·X and db += Σ dY, db bit-identical to bias_backward`, async () => {
+        const gpu = await testGpu();
+        const a = randn(K * M, 51), b = randn(K * N, 52), c0 = randn(M * N, 53), db0 = randn(M, 54);
+        const want = { c: Float64Array.from(c0), db: Float64Array.from(db0) };
+        ref.matmul(want.c, a, b, null, M, N, K, 'tn', true, undefined, undefined, want.db);
+        const wantDb = Float64Array.from(db0);
+        ref.biasBackward(wantDb, a, K, M, true);
+        expectClose(want.db, wantDb, TOL.exact, 'the reference: biasGrad is biasBackward');
+        const [ta, c, db] = [gpuTensor(gpu, a), gpuTensor(gpu, c0), gpuTensor(gpu, db0)];
+        await run(gpu, (rec) => gpuOps.matmul(rec, c, ta, gpuTensor(gpu, b), null, M, N, K, 'tn', true, variant, undefined, db));
+        expectClose(await read(gpu, c), want.c, matmulTol(K), `dW (${variant})`);
+        expectClose(await read(gpu, db), want.db, matmulTol(K), `db (${variant})`);
+        const separate = gpuTensor(gpu, db0);
+        await run(gpu, (rec) => gpuOps.biasBackward(rec, separate, ta, K, M, true));
+        expectSameBits(await read(gpu, db), await read(gpu, separate), `db (${variant}) vs bias_backward`);
+      });
+    }
+  }
+
+  it("is refused outside 'tn', and with a bias", async () => {
+    const gpu = await testGpu();
+    const t = gpuTensor(gpu, 64);
+    const rec = new Recorder(gpu);
+    expect(() => gpuOps.matmul(rec, gpuTensor(gpu, 16), t, gpuTensor(gpu, 16), null, 4, 4, 4, 'nn', false, 'vec4', undefined, gpuTensor(gpu, 4))).toThrow(/biasGrad is for 'tn' products/);
+    expect(() => gpuOps.matmul(rec, gpuTensor(gpu, 16), t, gpuTensor(gpu, 16), gpuTensor(gpu, 4), 4, 4, 4, 'tn', false, 'vec4', undefined, gpuTensor(gpu, 4))).toThrow(/with a bias/);
+    rec.discard();
+  });
+});

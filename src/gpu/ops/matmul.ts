@@ -133,15 +133,19 @@ function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: n
  * tensors (transposeScratch). 'vec4_f16' and 'tiled_f16' pack both operands into f16 scratch first
  * (they need vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks them there).
  * An epilogue assigns: with `accumulate` it is an error. Without a variant: the tuner's choice
- * for the product's class, which under `rec.autocast('f16', …)` may be vec4_f16.
+ * for the product's class, which under `rec.autocast('f16', …)` may be an f16 variant.
+ * `biasGrad` ('tn' only, dW = dYᵀ·X): also biasGrad[M] += Σ_k a[k, m], the Linear's db — inside
+ * the product with 'vec4' (the dY rows it reads anyway), else by bias_backward after it (the f16
+ * variants too: db sums f32 values, not their f16 roundings).
  */
 export function matmul(
   rec: Recorder, c: Tensor, a: Tensor, b: Tensor, bias: Tensor | null,
   M: number, N: number, K: number,
   layout: MatmulLayout = 'nn', accumulate = false,
   variant: MatmulVariant = defaultMatmulVariant(rec.gpu, layout, M, N, K, rec.matmulPrecision === 'f16'),
-  epilogue?: MatmulEpilogue,
+  epilogue?: MatmulEpilogue, biasGrad?: Tensor,
 ): void {
+  if (biasGrad && (layout !== 'tn' || bias)) throw new GpuError(`matmul: biasGrad is for 'tn' products without a bias (dW = dYᵀ·X), got ${layout}${bias ? ' with a bias' : ''}.`, 'validation');
   if (epilogue && accumulate) {
     throw new GpuError(`matmul: the '${epilogue.kind}' epilogue assigns its result; it cannot be combined with accumulate (+=).`, 'validation');
   }
@@ -167,10 +171,12 @@ export function matmul(
     const [aH, bH] = packF16(rec, a, b, M, N, K, layout);
     const groups: [number, number] = v === 'vec4_f16' ? [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)] : [ceilDiv(N, 64), ceilDiv(M, 64)];
     rec.dispatch(spec, [c, aH, bH, bindings[3], aux], [M, N, K, 0], groups);
+    if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
     return;
   }
   if (v === 'vec4') {
-    const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES } };
+    const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 } };
+    if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
     // The product binds transposed copies of a and b: check the caller's tensors as every variant's are.
     assertNoOverlap(spec, bindings);
     // matmul_vec4 reads both operands K-major: Aᵀ [K, M'] and B [K,N].
@@ -190,6 +196,7 @@ export function matmul(
   }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
   rec.dispatch({ shader: 'matmul', entry: `matmul_${v}`, constants }, bindings, [M, N, K, 0], groups);
+  if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
 }
 
 /** dbias[N] (=|+=) Σ_m dy[m, n]. */
@@ -215,6 +222,5 @@ export function linearBackward(
   dxEpilogue?: MatmulEpilogue,
 ): void {
   if (dx) matmul(rec, dx, dy, w, null, R, inF, outF, 'nn', false, undefined, dxEpilogue);
-  matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', true);
-  if (db) biasBackward(rec, db, dy, R, outF, true);
+  matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', true, undefined, undefined, db ?? undefined);
 }
