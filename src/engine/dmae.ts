@@ -15,11 +15,11 @@
  */
 import { Arena, ArenaLayout, readback } from '../gpu/buffers';
 import type { Gpu } from '../gpu/device';
-import type { Recorder, Tensor } from '../gpu/kernels';
+import { Recorder, type Tensor } from '../gpu/kernels';
 import { addInPlace } from '../gpu/ops/elementwise';
 import { distillLossBackward, distillLossForward } from '../gpu/ops/loss';
 import { embedVisible } from '../gpu/ops/masking';
-import { linearBackward, linearForward } from '../gpu/ops/matmul';
+import { linearBackward, linearForward, transposeMatrix } from '../gpu/ops/matmul';
 import { teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
 import type { ParamMap } from './init';
 import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions, type MaeModelOptions } from './mae';
@@ -53,6 +53,20 @@ export function dmaeActivationExtension(cfg: MaeConfig, teacherCfg: MaeConfig, d
 }
 
 /**
+ * The teacher's block Linear weights again, K-major (Wᵀ [in, out]; those whose sizes are
+ * multiples of 4), written once when the teacher is uploaded: its frozen forward multiplies
+ * x·Wᵀ as 'nn' and pays no transpose of W per step (the vec4 matmul reads both operands K-major).
+ */
+export function teacherKMajorLayout(teacherCfg: MaeConfig, d: DistillConfig, stop = teacherStopBlock(d)): ArenaLayout {
+  const t = new ArenaLayout();
+  for (const e of teacherLayout(teacherCfg, d, stop).entries) {
+    const [out, inF] = e.shape;
+    if (/^blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.weight$/.test(e.name) && out % 4 === 0 && inF % 4 === 0) t.add(e.name, [inF, out]);
+  }
+  return t;
+}
+
+/**
  * The teacher's activations: its embedded visible patches, the input tokens, two residual buffers
  * that alternate, one block workspace shared by every block, and the aligned blocks' features.
  */
@@ -82,6 +96,8 @@ export interface DmaeOptions extends MaeModelOptions {
 export class DmaeModel extends MaeModel {
   readonly teacherParams: Arena;
   readonly teacherActs: Arena;
+  /** The teacher's block Linear weights K-major (teacherKMajorLayout), rewritten by every uploadTeacher. */
+  readonly teacherKMajor: Arena;
   readonly teacherStop: number;
   private readonly teacherBlocks: number[];
 
@@ -96,15 +112,20 @@ export class DmaeModel extends MaeModel {
     this.teacherBlocks = [...new Set(distill.pairs.map((p) => p.teacherBlock))];
     this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill, stop), 'teacher-params');
     this.teacherActs = new Arena(gpu.device, teacherActivationLayout(teacherCfg, distill, batch, visible), 'teacher-activations');
+    this.teacherKMajor = new Arena(gpu.device, teacherKMajorLayout(teacherCfg, distill, stop), 'teacher-weights-kmajor');
   }
 
   override get memoryBytes(): number {
-    return super.memoryBytes + this.teacherParams.layout.bytes + this.teacherActs.layout.bytes;
+    return super.memoryBytes + this.teacherParams.layout.bytes + this.teacherActs.layout.bytes + this.teacherKMajor.layout.bytes;
   }
 
   /** The teacher's weights: any map holding at least its tensors up to block kT (a full MAE checkpoint will do). */
   uploadTeacher(values: ParamMap): void {
     uploadParamMap(this.gpu, this.teacherParams, values);
+    // Their K-major copies, once: submitted now, so any step recorded later sees them.
+    const rec = new Recorder(this.gpu, undefined, 'teacher-weights-kmajor');
+    for (const e of this.teacherKMajor.layout.entries) transposeMatrix(rec, this.teacherKMajor.tensor(e.name), this.teacherParams.tensor(e.name), e.shape[1], e.shape[0]);
+    rec.submitNoWait();
   }
 
   readTeacher(): Promise<ParamMap> {
@@ -134,7 +155,8 @@ export class DmaeModel extends MaeModel {
     let x = A('x0');
     for (let i = 0; i <= this.teacherStop; i++) {
       const out = this.teacherBlocks.includes(i) ? A(`feat.${i}`) : x.offset === xa.offset ? xb : xa;
-      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d);
+      const kMajor = (n: string) => (this.teacherKMajor.layout.has(`blocks.${i}.${n}`) ? this.teacherKMajor.tensor(`blocks.${i}.${n}`) : undefined);
+      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d, kMajor);
       x = out;
     }
   }
@@ -194,5 +216,6 @@ export class DmaeModel extends MaeModel {
     super.destroy();
     this.teacherParams.destroy();
     this.teacherActs.destroy();
+    this.teacherKMajor.destroy();
   }
 }

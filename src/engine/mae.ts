@@ -22,7 +22,7 @@ import { fill, scaleBy } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
-import { f16OverflowFlag, linearBackward, linearForward } from '../gpu/ops/matmul';
+import { f16OverflowFlag, linearBackward, linearForward, matmul, type MatmulEpilogue } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
 import type { ParamMap } from './init';
@@ -73,17 +73,25 @@ export interface BlockDims {
   hidden: number;
 }
 
-/** out[R, W] = block(x[R, W]); saves A. */
-export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: Lookup, x: Tensor, d: BlockDims): void {
+/**
+ * out[R, W] = block(x[R, W]); saves A. `PK` (a frozen block: the DMAE teacher) gives Linear
+ * weights already K-major (Wᵀ [in, out]), multiplied as 'nn' with no per-step transpose of W.
+ */
+export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: Lookup, x: Tensor, d: BlockDims, PK?: (name: string) => Tensor | undefined): void {
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
+  const linear = (y: Tensor, input: Tensor, layer: string, inF: number, outF: number, epilogue?: MatmulEpilogue): void => {
+    const wK = PK?.(`${layer}.weight`);
+    if (wK) matmul(rec, y, input, wK, P(`${layer}.bias`), R, outF, inF, 'nn', false, undefined, epilogue);
+    else linearForward(rec, y, input, P(`${layer}.weight`), P(`${layer}.bias`), R, inF, outF, epilogue);
+  };
   layernormForward(rec, A.ln1, A.mean1, A.rstd1, x, P('norm1.weight'), P('norm1.bias'), R, W);
-  linearForward(rec, A.qkv, A.ln1, P('attn.qkv.weight'), P('attn.qkv.bias'), R, W, 3 * W);
+  linear(A.qkv, A.ln1, 'attn.qkv', W, 3 * W);
   attentionForward(rec, A.attn, A.probs, A.qkv, N, T, heads, W / heads);
-  linearForward(rec, A.x1, A.attn, P('attn.proj.weight'), P('attn.proj.bias'), R, W, W, { kind: 'residual', residual: x });
+  linear(A.x1, A.attn, 'attn.proj', W, W, { kind: 'residual', residual: x });
   layernormForward(rec, A.ln2, A.mean2, A.rstd2, A.x1, P('norm2.weight'), P('norm2.bias'), R, W);
-  linearForward(rec, A.a, A.ln2, P('mlp.fc1.weight'), P('mlp.fc1.bias'), R, W, hidden, { kind: 'gelu', preact: A.h });
-  linearForward(rec, out, A.a, P('mlp.fc2.weight'), P('mlp.fc2.bias'), R, hidden, W, { kind: 'residual', residual: A.x1 });
+  linear(A.a, A.ln2, 'mlp.fc1', W, hidden, { kind: 'gelu', preact: A.h });
+  linear(out, A.a, 'mlp.fc2', hidden, W, { kind: 'residual', residual: A.x1 });
 }
 
 /** The activation-gradient workspace, each tensor sized for the largest block that uses it. */

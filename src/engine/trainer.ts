@@ -38,7 +38,7 @@ import { Recorder, type Tensor } from '../gpu/kernels';
 import { ADAMW_DEFAULTS } from '../gpu/ops/adamw';
 import { scale } from '../gpu/ops/elementwise';
 import { defaultDistillConfig, numPatches, validateDistill, validateMaeConfig, type DistillConfig, type MaeConfig } from './config';
-import { DmaeModel, dmaeActivationExtension, dmaeStudentLayout, teacherActivationLayout, teacherLayout } from './dmae';
+import { DmaeModel, dmaeActivationExtension, dmaeStudentLayout, teacherActivationLayout, teacherKMajorLayout, teacherLayout } from './dmae';
 import { initParams, type ParamMap } from './init';
 import { MaeModel, maeActivationLayouts, precisionProblem, type LossScaleState, type Precision } from './mae';
 import { maeParamLayout } from './params';
@@ -180,9 +180,10 @@ export function trainMemoryPlan(c: ResolvedTrainConfig): MemoryPlan {
   if (c.mode === 'dmae') {
     parts['teacher-params'] = bytes(teacherLayout(c.teacher!, c.distill!));
     parts['teacher-activations'] = bytes(teacherActivationLayout(c.teacher!, c.distill!, N, V));
+    parts['teacher-weights-kmajor'] = bytes(teacherKMajorLayout(c.teacher!, c.distill!));
   }
   // The model's own sum uses the layouts' bytes (not the 256-byte minimum buffer); keep it comparable.
-  const modelBytes = 4 * layout.bytes + acts.bytes + dacts.bytes + io.bytes + (c.mode === 'dmae' ? parts['teacher-params'] + parts['teacher-activations'] : 0);
+  const modelBytes = 4 * layout.bytes + acts.bytes + dacts.bytes + io.bytes + (c.mode === 'dmae' ? parts['teacher-params'] + parts['teacher-activations'] + parts['teacher-weights-kmajor'] : 0);
   if (c.nanGuard === 'restore') parts['nan-guard-backups'] = 6 * bytes(layout);
   if (c.accumSteps > 1) parts['micro-batch-inputs'] = bytes(inputLayout(c.model, N, V, c.accumSteps));
   const largestBufferBytes = Math.max(...Object.entries(parts).map(([k, b]) => (k === 'nan-guard-backups' ? b / 6 : b)));

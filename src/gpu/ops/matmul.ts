@@ -109,6 +109,15 @@ function transposeVec4(rec: Recorder, out: Tensor, x: Tensor, M: number, K: numb
 }
 
 /**
+ * out[cols, rows] = x[rows, cols]ᵀ, both multiples of 4 (transpose_vec4): a weight made K-major
+ * once, for a frozen layer that multiplies by it every step (DmaeModel's teacher).
+ */
+export function transposeMatrix(rec: Recorder, out: Tensor, x: Tensor, rows: number, cols: number): void {
+  if (rows % 4 !== 0 || cols % 4 !== 0) throw new GpuError(`transposeMatrix: ${rows}×${cols} must be multiples of 4.`, 'validation');
+  transposeVec4(rec, out, x, rows, cols);
+}
+
+/**
  * Aᵀ [K, M'] and B [K, N] as f16 pairs (scratch 'aH', 'bH'; four-byte elements, half as many):
  * transposed where the layout stores them M- or N-major, cast where already K-major.
  */
