@@ -38,7 +38,7 @@ import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
 import { collectFamilyShapes } from '../src/gpu/variant-choices';
-import { CountingRecorder, commonFields, matmulFlops as matmulFlopsOf, median, ourContender, round, timeInterleaved, writeResults, type BenchContext } from './lib';
+import { CountingRecorder, commonFields, matmulFlops as matmulFlopsOf, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
 
 export interface GpuBenchOptions {
   /** 'auto': by the adapter's kind; 'gpu' / 'cpu' force a plan. */
@@ -199,7 +199,9 @@ interface StepFigure {
   imagesPerSecond: number;
   /** matmulFlops / step time. */
   stepMatmulGflops: number;
-  /** stepMatmulGflops / the best rate in the tuner's table. */
+  /** The best matmul rate timed interleaved with this step (roofProbe): the efficiencies' denominator. */
+  roof: BestRate;
+  /** stepMatmulGflops / roof.gflops. */
   stepEfficiency: number;
   /** GPU timestamps only: the matmul passes' own time (median over reps), their rate and its fraction of the best. */
   matmulMs?: number;
@@ -375,10 +377,21 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
         for (const [label, v] of byPass) if (label.startsWith('matmul:matmul_') || label.startsWith('matmul_f16:matmul_')) ns += v;
         p.matmulNs.push(ns);
       }));
-      const timings = await timeInterleaved(ctx, contenders);
+      // The roof's products run interleaved with the steps, so that a machine whose speed drifts
+      // (a shared host) moves both alike: each step's efficiency is against the roof of its own run.
+      const probes = [roofProbe(ctx, table.filter((row) => !row.f16), 'roof'), ...(prepared.some((p) => p.spec.precision === 'mixed') ? [roofProbe(ctx, table.filter((row) => row.f16), 'roof-f16')] : [])];
+      let timings: Map<string, Timing>;
+      try {
+        timings = await timeInterleaved(ctx, [...contenders, ...probes.flatMap((p) => p.contenders)]);
+      } finally {
+        probes.forEach((p) => p.destroy());
+      }
+      const roof32 = probes[0].rate(timings);
+      const roofF16 = probes[1]?.rate(timings);
+      const roofMixed = roofF16 && roofF16.gflops > roof32.gflops ? roofF16 : roof32;
       for (const { spec, counter, loss, matmulNs } of prepared) {
         const { run: r, mode, precision, name } = spec;
-        const roof = precision === 'mixed' ? bestMixed : best;
+        const roof = precision === 'mixed' ? roofMixed : roof32;
         const t = timings.get(name)!;
         const matmulFlops = matmulFlopsOf(usesByStep.get(name)!);
         const stepMatmulGflops = matmulFlops / (t.medianMs * 1e6);
@@ -389,7 +402,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.passes,
           matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
           loss: round(loss), matmulFlops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
-          imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
+          imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), roof, stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
         };
         if (timer && matmulNs.length > 0) {
           const mm = median(matmulNs) / 1e6;
@@ -399,7 +412,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / roof.gflops, 3);
         }
         steps.push(f);
-        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best` +
+        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
           (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
       }
     } catch (e) {
@@ -470,29 +483,43 @@ interface BestRate {
   tableGflops?: number;
 }
 
-/** The top BEST_CONFIRM rows of `rows` by median rate, each with its fastest variant, timed again interleaved. */
-async function confirmedBest(ctx: BenchContext, rows: readonly TableRow[]): Promise<BestRate> {
+/**
+ * The top BEST_CONFIRM rows of `rows` by median rate, each with its fastest variant, as contenders
+ * named `<tag> <shape> <variant>`: timed beside whatever else is interleaved with them, `rate` is
+ * the best of their medians.
+ */
+function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): { contenders: Contender[]; rate: (t: Map<string, Timing>) => BestRate; destroy: () => void } {
   const top = rows.flatMap((row) => (row.best ? [{ row, variant: row.best, table: row.medianGflops[row.best]! }] : []))
     .sort((p, q) => q.table - p.table).slice(0, BEST_CONFIRM);
   const u = mulberry32(7);
   const random = (n: number) => Float32Array.from({ length: n }, () => 2 * u() - 1); // inside f16's range
   const dev = ctx.gpu.device;
+  const name = (row: TableRow, variant: MatmulVariant) => `${tag} ${row.shape} ${variant}`;
   const made = top.map(({ row, variant }) => {
     const a = createTensor(dev, row.M * row.K, 'best-a', random(row.M * row.K));
     const b = createTensor(dev, row.K * row.N, 'best-b', random(row.K * row.N));
     const c = createTensor(dev, row.M * row.N, 'best-c');
     // f16 rows are recorded under autocast, as the steps record them (their variant is named anyway).
-    const record = (rec: Recorder) => rec.autocast(row.f16 ? 'f16' : 'f32', () => matmul(rec, c, a, b, null, row.M, row.N, row.K, row.layout as MatmulLayout, false, variant));
-    return { tensors: [a, b, c], contender: ourContender(ctx, `${row.shape} ${variant}`, record) };
+    const record = (rec: Recorder) => void rec.autocast(row.f16 ? 'f16' : 'f32', () => matmul(rec, c, a, b, null, row.M, row.N, row.K, row.layout as MatmulLayout, false, variant));
+    return { tensors: [a, b, c], contender: ourContender(ctx, name(row, variant), record) };
   });
-  try {
-    const t = await timeInterleaved({ ...ctx, warmup: 1, reps: BEST_CONFIRM_REPS }, made.map((m) => m.contender));
-    return top.reduce<BestRate>((b, { row, variant, table }) => {
-      const gflops = round((2 * row.M * row.N * row.K) / (t.get(`${row.shape} ${variant}`)!.medianMs * 1e6), 4);
+  return {
+    contenders: made.map((m) => m.contender),
+    rate: (t) => top.reduce<BestRate>((b, { row, variant, table }) => {
+      const gflops = round((2 * row.M * row.N * row.K) / (t.get(name(row, variant))!.medianMs * 1e6), 4);
       return gflops > b.gflops ? { gflops, variant, shape: row.shape, tableGflops: table } : b;
-    }, { gflops: 0 });
+    }, { gflops: 0 }),
+    destroy: () => made.forEach((m) => m.tensors.forEach((x) => x.buffer.destroy())),
+  };
+}
+
+/** roofProbe timed alone, BEST_CONFIRM_REPS times each. */
+async function confirmedBest(ctx: BenchContext, rows: readonly TableRow[]): Promise<BestRate> {
+  const probe = roofProbe(ctx, rows, 'best');
+  try {
+    return probe.rate(await timeInterleaved({ ...ctx, warmup: 1, reps: BEST_CONFIRM_REPS }, probe.contenders));
   } finally {
-    for (const m of made) for (const x of m.tensors) x.buffer.destroy();
+    probe.destroy();
   }
 }
 
