@@ -471,7 +471,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   if (errors.length || failures.length) process.exitCode = 1;
 }
 
-const BEST_CONFIRM = 3;
+const BEST_CONFIRM = 8;
 const BEST_CONFIRM_REPS = 15;
 
 interface BestRate {
