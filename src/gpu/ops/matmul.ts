@@ -1,5 +1,5 @@
 /**
- * Matmul and the Linear layer built on it (shaders/matmul.wgsl; the f16-operand variant in
+ * Matmul and the Linear layer built on it (shaders/matmul.wgsl; the f16-operand variants in
  * shaders/matmul_f16.wgsl). Shapes are row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
