@@ -219,6 +219,33 @@ describe('Trainer with precision "mixed"', () => {
     for (const t of [f32.t, mixed.t, again]) t.destroy();
   });
 
+  it('with gradient accumulation, and for DMAE: the mixed run follows the f32 one', async (ctx) => {
+    const gpu = await f16Gpu(ctx);
+    const tcfg = tinyTeacherConfig(3);
+    const teacherParams = perturbedParams(maeParamLayout(tcfg), tcfg, 95);
+    const runs = {
+      'MAE, 2 micro-batches per step': { ...config, accumSteps: 2 },
+      DMAE: { ...config, mode: 'dmae' as const, teacher: tcfg, distill: { pairs: [{ studentBlock: 0, teacherBlock: 1 }], alpha: 1, kind: 'l1' as const } },
+    };
+    for (const [what, c] of Object.entries(runs)) {
+      const losses: Record<string, StepMetrics[]> = {};
+      for (const precision of ['f32', 'mixed'] as const) {
+        const t = new Trainer(gpu, { ...c, precision }, source(96), { teacherParams });
+        const m: StepMetrics[] = [];
+        expect((await t.train({ onMetrics: (x) => void m.push(x) })).status, `${what} ${precision}`).toBe('done');
+        losses[precision] = m;
+        t.destroy();
+      }
+      expect(losses.mixed.every((m) => m.skipped === false && Number.isFinite(m.gradNorm)), what).toBe(true);
+      losses.mixed.forEach((m, i) => {
+        const f = losses.f32[i];
+        expect(Math.abs(m.loss - f.loss) / f.loss, `${what}: loss at step ${i + 1}`).toBeLessThan(2e-2);
+        expect(Math.abs(m.gradNorm - f.gradNorm) / f.gradNorm, `${what}: gradient norm at step ${i + 1}`).toBeLessThan(5e-2);
+        if (f.distill) expect(Math.abs(m.distill![0] - f.distill[0]) / f.distill[0], `${what}: distillation loss at step ${i + 1}`).toBeLessThan(2e-2);
+      });
+    }
+  });
+
   it('stops with a message when the forward itself leaves f16 (every step skipped), state restored', async (ctx) => {
     const gpu = await f16Gpu(ctx);
     // Pixels of 10⁶: the patch embedding's operand is out of f16's range whatever the scale.
