@@ -114,8 +114,8 @@ function fitBatch(student: MaeConfig, teacher: MaeConfig, target: number, limits
   return { batch: 0, note: last };
 }
 
-/** The recipe's initialisation rules with a fast seeded stream, straight into the arena (timing does not depend on the values). */
-function fillParams(gpu: BenchContext['gpu'], arena: Arena, grid: number, seed: number): void {
+/** The recipe's initialisation rules with a fast seeded stream, straight into the arena (timing does not depend on the values); returns them. */
+function fillParams(gpu: BenchContext['gpu'], arena: Arena, grid: number, seed: number): Float32Array {
   const u = mulberry32(seed);
   const flat = new Float32Array(arena.layout.size);
   for (const e of arena.layout.entries) {
@@ -131,6 +131,7 @@ function fillParams(gpu: BenchContext['gpu'], arena: Arena, grid: number, seed: 
     // biases and layer-norm biases stay 0
   }
   upload(gpu.device, arena.all, flat);
+  return flat;
 }
 
 /** Seeded images in [-1, 1) and a seeded masking. */
@@ -159,7 +160,9 @@ function buildModel(gpu: BenchContext['gpu'], run: Run, mode: 'mae' | 'dmae', pr
   const m = new DmaeModel(gpu, student, teacher, defaultDistillConfig(student.depth, teacher.depth), run.batch, run.visible, { precision });
   if (weights) {
     fillParams(gpu, m.params, grid, 1);
-    fillParams(gpu, m.teacherParams, grid, 2);
+    // Through uploadTeacher, which also writes the teacher's K-major weight copies its forward multiplies.
+    const t = fillParams(gpu, m.teacherParams, grid, 2);
+    m.uploadTeacher(new Map(m.teacherParams.layout.entries.map((e) => [e.name, Float64Array.from(t.subarray(e.start, e.start + e.length))])));
   }
   return m;
 }
@@ -279,22 +282,20 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   const usesByStep = new Map<string, MatmulUse[]>();
   const familyShapes = new Map<string, Map<string, FamilyShape>>(); // layer norm, attention: one shape per class (the largest)
   for (const spec of stepSpecs) {
-    {
-      const m = buildModel(gpu, spec.run, spec.mode, spec.precision, false);
-      try {
-        const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
-        usesByStep.set(spec.name, result);
-        for (const [family, classes] of shapes) {
-          const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
-          familyShapes.set(family, into);
-          for (const [cls, shape] of classes) {
-            const size = (x: FamilyShape) => Object.values(x).reduce((a, b) => a * b, 1);
-            if (!into.has(cls) || size(shape) > size(into.get(cls)!)) into.set(cls, shape);
-          }
+    const m = buildModel(gpu, spec.run, spec.mode, spec.precision, false);
+    try {
+      const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
+      usesByStep.set(spec.name, result);
+      for (const [family, classes] of shapes) {
+        const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
+        familyShapes.set(family, into);
+        for (const [cls, shape] of classes) {
+          const size = (x: FamilyShape) => Object.values(x).reduce((a, b) => a * b, 1);
+          if (!into.has(cls) || size(shape) > size(into.get(cls)!)) into.set(cls, shape);
         }
-      } finally {
-        m.destroy();
       }
+    } finally {
+      m.destroy();
     }
   }
   const shapes = new Map<string, MatmulShape>();

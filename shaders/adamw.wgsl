@@ -265,9 +265,9 @@ fn clip_coefficient() {
 @compute @workgroup_size(1)
 fn loss_scale_update() {
   let scale = scaler[0];
-  let raw = norm_in[0];
-  let finite = (bitcast<u32>(raw) & 0x7fffffffu) < 0x7f800000u; // on the bits: NaN-safe
-  let norm = raw / scale;
+  let norm = norm_in[0] / scale;
+  // The unscaled norm, as the reference and GradScaler (which checks the unscaled gradients) test it.
+  let finite = (bitcast<u32>(norm) & 0x7fffffffu) < 0x7f800000u; // on the bits: NaN-safe
   norm_in[0] = norm;
   if (overflow[0] != 0u || !finite) {
     // NaN: an overflowed step has no meaningful norm (the packs clamp). Built at run time: WGSL has no NaN constant.

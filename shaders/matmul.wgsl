@@ -6,6 +6,8 @@
 //
 // Bindings: 0 params {M,N,K}, 1 c (out), 2 a, 3 b, 4 bias, 5 aux [M,N] (4 and 5 bound even when unused).
 // ACCUMULATE: c += result (parameter gradients); otherwise c = result (activations).
+// BIAS_GRAD (matmul_vec4, 'tn' without a bias only): binding 4 is an output, bias[M] += Σ_k A[k, m]
+// (the Linear's db, summed in k order as bias_backward does; common/matmul_vec4.wgsl).
 // EPILOGUE, on x = op(A)·op(B) (+ bias), element-wise, in the same pass (no second trip over C):
 //   0 none       c = x
 //   1 residual   c = x + aux                      (aux read: the block's shortcut, x1 = proj(attn) + x)
@@ -13,7 +15,8 @@
 //   3 gelu_grad  c = x · gelu'(aux)               (aux read: h; dh = (dY·W_fc2) ⊙ gelu'(h))
 // An epilogue is never combined with ACCUMULATE (the wrapper refuses it). aux is an output only for gelu.
 //
-// Three variants of the same product; all are verified, the fastest is chosen per adapter:
+// Three variants of the same product (two more, on f16 operands, in matmul_f16.wgsl); all are
+// verified, the fastest is chosen per adapter:
 //   matmul_tiled   — 64×64 output tile per workgroup, 16-deep K slices staged in workgroup
 //                    memory, 4×4 register block per thread (what wins on real GPUs);
 //   matmul_blocked — the same 4×4 register block per thread read straight from storage, no
@@ -28,6 +31,7 @@
 //                    (they still name the caller's layout in the pipeline key, which the tuner reads).
 //                    It reads the bindings through vec4 views (c4, a4, b4, bias4, aux4), which
 //                    alias bindings 1–5; an entry point uses one view of each binding only.
+//                    Its body, shared with matmul_vec4_f16, is common/matmul_vec4.wgsl.
 // transpose_vec4: out[K, M'] = in[M, K]ᵀ, rows past M repeat row M−1 (matmul_vec4 never stores them).
 // bias_backward: dbias[N] (=|+=) Σ_m dy[m, n], one thread per column, rows in order (deterministic).
 // Every variant sums k = 0, 1, …, K−1 in order into one accumulator per element: fixed order, so

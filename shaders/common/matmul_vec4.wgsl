@@ -4,7 +4,7 @@
 // The importing file defines how an operand element is read, as f32:
 //   fn load_aT(i: u32) -> vec4<f32>   vec4 i of Aᵀ [K, M'] (M' = M rounded up to 4)
 //   fn load_bK(i: u32) -> vec4<f32>   vec4 i of B [K, N]
-// Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias, 5 aux.
+// Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias (+= output with BIAS_GRAD), 5 aux.
 
 // #import common/gelu
 

@@ -1,7 +1,9 @@
 /**
  * IEEE 754 binary16 rounding in float64 (Math.f16round arrives after Node 20): what a GPU's
  * f32 → f16 conversion gives, round-to-nearest-even, subnormals kept. The float64 references of
- * the mixed-precision kernels round their operands with it.
+ * the mixed-precision kernels round their operands with it. (WGSL lets a conversion take either
+ * neighbour; Vulkan, D3D12 and Metal round to nearest even. A device that truncated would fail
+ * the tuner's check of the f16 variants, which then are never chosen there.)
  */
 
 /** The largest finite f16. */

@@ -36,12 +36,12 @@ import type { Gpu } from './device';
 import { composeShader, Recorder, type KernelSpec, type Param, type Tensor } from './kernels';
 import { floorLog2 } from './ops/common';
 import { fill } from './ops/elementwise';
-import { f16round } from '../core/f16';
+import { f16Saturate } from '../core/f16';
 import { f16Applies, isF16Variant, matmul, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
-export const TUNER_VERSION = 3;
+export const TUNER_VERSION = 4;
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16', 'tiled_f16'];
 
 export interface MatmulShape {
@@ -69,10 +69,13 @@ const log2Bucket = (x: number): number => Math.min(MAX_BUCKET, Math.max(MIN_BUCK
 
 /**
  * 'nt.m10.n9.k7.v4': the layout, ⌊log₂⌋ of M, N, K, '.v4' when vec4 applies, and '.h' for a
- * product recorded under autocast('f16') (its class also weighs the f16 variants: a separate choice).
+ * vec4-aligned product recorded under autocast('f16') (its class also weighs the f16 variants: a
+ * separate choice).
  */
 export function shapeClass(s: MatmulShape): string {
-  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${vec4Aligned(s.N, s.K, s.layout, s.M) ? '.v4' : ''}${s.f16 ? '.h' : ''}`;
+  const v4 = vec4Aligned(s.N, s.K, s.layout, s.M);
+  // An unaligned product has no f16 candidate: under autocast it stays in its f32 class.
+  return `${s.layout}.m${log2Bucket(s.M)}.n${log2Bucket(s.N)}.k${log2Bucket(s.K)}${v4 ? '.v4' : ''}${s.f16 && v4 ? '.h' : ''}`;
 }
 
 /**
@@ -348,11 +351,12 @@ const aAt = (a: ArrayLike<number>, s: MatmulShape, m: number, k: number): number
 const bAt = (b: ArrayLike<number>, s: MatmulShape, k: number, n: number): number => (s.layout === 'nt' ? b[n * s.K + k] : b[k * s.N + n]);
 
 /**
- * Element (m, n) of the product in float64. For an f16 variant the operands are rounded to f16
- * first: what it computes exactly, up to the f32 summation every variant shares.
+ * Element (m, n) of the product in float64. For an f16 variant the operands are first what
+ * matmul_f16.wgsl's packs store (f16Saturate, as ref/matmul.ts): what it computes exactly, up to
+ * the f32 summation every variant shares (so the f32 tolerance holds).
  */
 function dot64(a: ArrayLike<number>, b: ArrayLike<number>, s: MatmulShape, m: number, n: number, variant?: MatmulVariant): number {
-  const r = variant && isF16Variant(variant) ? f16round : (x: number) => x;
+  const r = variant && isF16Variant(variant) ? f16Saturate : (x: number) => x;
   let acc = 0;
   for (let k = 0; k < s.K; k++) acc += r(aAt(a, s, m, k)) * r(bAt(b, s, k, n));
   return acc;
@@ -584,7 +588,7 @@ async function tuneNow(gpu: Gpu, shapes: readonly MatmulShape[], opts: TuneOptio
   const toMeasure: [string, MatmulShape[]][] = [];
   for (const [key, list] of byClass) {
     const known = table.get(key);
-    if (!opts.force && known) report.classes.push({ key, shapes: list, chosen: known.variant, source: 'memory', timings: [] });
+    if (!opts.force && known && applicableVariants(gpu, list[0]).includes(known.variant)) report.classes.push({ key, shapes: list, chosen: known.variant, source: 'memory', timings: [] });
     else if (!opts.force && stored[key] && applicableVariants(gpu, list[0]).includes(stored[key].variant)) {
       table.set(key, stored[key]);
       report.classes.push({ key, shapes: list, chosen: stored[key].variant, source: 'stored', timings: [] });

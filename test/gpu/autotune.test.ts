@@ -246,3 +246,22 @@ describe('pickVariant: a near tie keeps the static guess', () => {
     expect(() => pickVariant({}, 'vec4')).toThrow(/no verified variant/);
   });
 });
+
+describe('mixed-precision classes', () => {
+  it("an aligned product under autocast gets a '.h' class whose f16 variants are verified and timed; an unaligned one stays in its f32 class", async (ctx) => {
+    const gpu = await testGpu();
+    if (!gpu.hasF16) ctx.skip(`${gpu.adapter.description} has no shader-f16`);
+    const aligned: MatmulShape = { layout: 'nt', M: 68, N: 96, K: 64, f16: true };
+    const unaligned: MatmulShape = { layout: 'nt', M: 68, N: 45, K: 37, f16: true };
+    expect(shapeClass(aligned)).toBe(`${shapeClass({ ...aligned, f16: false })}.h`);
+    expect(shapeClass(unaligned)).toBe(shapeClass({ ...unaligned, f16: false }));
+    const r = await tuneMatmul(gpu, [aligned], { store: null, force: true, pruneFactor: Infinity });
+    const c = r.classes[0];
+    expect(c.key.endsWith('.h')).toBe(true);
+    expect(c.timings.map((t) => t.variant).sort()).toEqual(['blocked', 'tiled', 'tiled_f16', 'vec4', 'vec4_f16']);
+    expect(c.timings.every((t) => t.verified), JSON.stringify(c.timings.map((t) => t.failure))).toBe(true);
+    expect(defaultMatmulVariant(gpu, aligned.layout, aligned.M, aligned.N, aligned.K, true)).toBe(c.chosen);
+    // Without shader-f16 the same class offers only the f32 variants.
+    expect(applicableVariants({ ...gpu, hasF16: false } as typeof gpu, aligned)).toEqual(['tiled', 'blocked', 'vec4']);
+  });
+});
