@@ -359,8 +359,6 @@ export async function trainCommand(args: string[]): Promise<number> {
   const t0 = performance.now() - kept.elapsedMs;
   const tRun = performance.now();
   let firstLoss: StepMetrics | null = null, lastLoss: StepMetrics | null = null;
-  // Mixed precision: steps skipped for an f16 overflow, over the whole run (resumes included).
-  let skipped = resumed?.checkpoint.meta.trainer.lossScale?.skippedSteps ?? 0;
   const printEvery = Math.max(1, Math.round(steps / 30));
   const progress = (m: StepMetrics) => {
     const elapsed = (performance.now() - tRun) / 1000;
@@ -368,7 +366,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     const rate = (done * rc.batch * rc.accumSteps) / Math.max(elapsed, 1e-9);
     const eta = (elapsed / Math.max(done, 1)) * (steps - m.step);
     const dist = m.distill ? `  dist ${m.distill.map((d) => d.toFixed(4)).join('+')}` : '';
-    const scale = m.lossScale !== undefined ? `  scale ${m.lossScale}  skipped ${skipped}` : '';
+    const scale = m.lossScale !== undefined ? `  scale ${m.lossScale}  skipped ${m.skippedSteps ?? 0}` : '';
     const line = `step ${String(m.step).padStart(String(steps).length)}/${steps}  loss ${m.loss.toFixed(4)}  pix ${m.pix.toFixed(4)}${dist}  lr ${m.lr.toExponential(2)}  |g| ${m.gradNorm.toFixed(3)}${scale}  ${rate.toFixed(0)} img/s  ETA ${duration(eta)}`;
     if (tty) process.stdout.write(`\r${line}\x1b[K`);
     else if (m.step % printEvery === 0 || m.step === steps || m.step === 1) log(line);
@@ -393,7 +391,6 @@ export async function trainCommand(args: string[]): Promise<number> {
         onMetrics: (m) => {
           firstLoss ??= m;
           lastLoss = m;
-          if (m.skipped) skipped++;
           // elapsedMs over the whole run, resumes included (the trainer's restarts with each train() call).
           appendFileSync(metricsPath, `${JSON.stringify({ ...m, elapsedMs: Math.round(performance.now() - t0) })}\n`);
           progress(m);
@@ -420,7 +417,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     const f = firstLoss as StepMetrics | null, l = lastLoss as StepMetrics | null;
     if (f && l) {
       log(`summary  ${l.step - f.step + 1} steps in ${duration(secs)}: loss ${f.loss.toFixed(4)} → ${l.loss.toFixed(4)} (pix ${f.pix.toFixed(4)} → ${l.pix.toFixed(4)}${f.distill ? `; distill ${f.distill.map((x) => x.toFixed(4)).join('+')} → ${l.distill!.map((x) => x.toFixed(4)).join('+')}` : ''})` +
-        (l.lossScale !== undefined ? `; loss scale ${l.lossScale}, ${skipped} step${skipped === 1 ? '' : 's'} skipped` : ''));
+        (l.lossScale !== undefined ? `; loss scale ${l.lossScale}, ${l.skippedSteps} step${l.skippedSteps === 1 ? '' : 's'} skipped` : ''));
     }
     log(`files    ${out}/: ${MODEL_FILE}, ${CHECKPOINT_FILE}, ${CONTINUE_FILE} (step ${trainer.step} of ${steps}); ${pictures.length} reconstruction PNG${pictures.length === 1 ? '' : 's'}`);
     if (result.status === 'diverged') {

@@ -22,11 +22,12 @@
  * NaN/Inf guard. A step is bad when its pixel loss, a distillation loss or the gradient norm is
  * not finite. Choice: back up before every step on the GPU, rather than validate the loss before
  * AdamW (that would need a CPU round trip inside every step, i.e. two submits and no pipelining).
- * Each step first copies params, m and v into backup slot t mod 2; when step t is found bad (at
+ * Each step first copies params, m and v (and the loss scaler's four numbers) into backup slot
+ * t mod 2; when step t is found bad (at
  * most one step later, while step t+1 may already have run), the trainer restores slot t mod 2 —
  * the state before the bad step, i.e. the output of the last good step — and the CPU state from
  * before step t (masking stream, loader position, step count), and stops, naming the step and the
- * loss. Cost: six parameter-sized copy-only buffers and three buffer copies per step (`nanGuard:
+ * loss. Cost: six parameter-sized copy-only buffers and four buffer copies per step (`nanGuard:
  * 'stop'` drops them and only stops).
  */
 import { Rng, hashInts } from '../data/rng';
@@ -264,9 +265,13 @@ export interface StepMetrics {
   lr: number;
   /** ‖g‖₂ of the (accumulated, averaged) gradient before clipping (not finite on a skipped step). */
   gradNorm: number;
-  /** Mixed precision: the loss scale after this step, and whether the step was skipped (an f16 overflow). */
+  /**
+   * Mixed precision: the loss scale after this step, whether the step was skipped (an f16
+   * overflow), and the steps skipped so far in the run (a resumed run's earlier ones included).
+   */
   lossScale?: number;
   skipped?: boolean;
+  skippedSteps?: number;
   /** Images (batch · accumSteps) per second over this step's wall time. */
   imagesPerSec: number;
   /** Wall time since train() started, ms. */
@@ -332,7 +337,8 @@ export class Trainer {
   private readonly sampler: MaskingSampler;
   private readonly pairs: number;
   private readonly readSlots: GPUBuffer[];
-  private readonly backups: { params: GPUBuffer; m: GPUBuffer; v: GPUBuffer }[] = [];
+  /** Per step parity: parameters, moments and the loss scaler's state before the step (the NaN guard's). */
+  private readonly backups: { params: GPUBuffer; m: GPUBuffer; v: GPUBuffer; lossScale: GPUBuffer }[] = [];
   private readonly inputs: { buffer: GPUBuffer; layout: ArenaLayout } | null = null;
   private steps = 0;
   /** Mixed precision: the loss scaler's state as last read back (a step late; exact once train() returns). */
@@ -369,7 +375,8 @@ export class Trainer {
     if (c.nanGuard === 'restore') {
       const size = Math.max(this.model.layout.bytes, 256);
       const make = (label: string) => dev.createBuffer({ label, size, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      for (let i = 0; i < 2; i++) this.backups.push({ params: make(`backup-params-${i}`), m: make(`backup-adamw-m-${i}`), v: make(`backup-adamw-v-${i}`) });
+      const lossScale = (i: number) => dev.createBuffer({ label: `backup-loss-scale-${i}`, size: 16, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      for (let i = 0; i < 2; i++) this.backups.push({ params: make(`backup-params-${i}`), m: make(`backup-adamw-m-${i}`), v: make(`backup-adamw-v-${i}`), lossScale: lossScale(i) });
     }
     if (c.accumSteps > 1) {
       const layout = inputLayout(c.model, c.batch, c.visible, c.accumSteps);
@@ -408,6 +415,7 @@ export class Trainer {
       this.model.setLossScale(s.lossScale);
       this.lossScale = { ...s.lossScale };
     }
+    this.skippedInARow = 0;
   }
 
   private snapshot(): CpuSnapshot {
@@ -440,6 +448,7 @@ export class Trainer {
       rec.copy(model.params.all, this.tensorOf(b.params, 0, size));
       rec.copy(model.adamM.all, this.tensorOf(b.m, 0, size));
       rec.copy(model.adamV.all, this.tensorOf(b.v, 0, size));
+      rec.copy(model.io.tensor('lossScale'), this.tensorOf(b.lossScale, 0, 4));
     }
     const slot = this.readSlots[t % 2];
     model.recordZeroGrads(rec);
@@ -536,8 +545,14 @@ export class Trainer {
       rec.copy(this.tensorOf(b.params, 0, size), this.model.params.all);
       rec.copy(this.tensorOf(b.m, 0, size), this.model.adamM.all);
       rec.copy(this.tensorOf(b.v, 0, size), this.model.adamV.all);
+      rec.copy(this.tensorOf(b.lossScale, 0, 4), this.model.io.tensor('lossScale'));
       await rec.submit();
     }
+    if (this.config.precision === 'mixed') {
+      const { scale, goodSteps, skippedSteps } = await this.model.readLossScale();
+      this.lossScale = { scale, goodSteps, skippedSteps };
+    }
+    this.skippedInARow = 0;
     this.sampler.state = p.before.masking;
     if (p.before.source !== undefined && this.source.setState) this.source.setState(p.before.source);
     this.steps = p.t;
@@ -600,6 +615,7 @@ export class Trainer {
       if (mixed) {
         m.lossScale = r.lossScale.scale;
         m.skipped = r.skipped;
+        m.skippedSteps = r.lossScale.skippedSteps;
         this.lossScale = r.lossScale;
       }
       last = now;
@@ -651,7 +667,7 @@ export class Trainer {
   destroy(): void {
     this.model.destroy();
     for (const s of this.readSlots) s.destroy();
-    for (const b of this.backups) for (const x of [b.params, b.m, b.v]) x.destroy();
+    for (const b of this.backups) for (const x of [b.params, b.m, b.v, b.lossScale]) x.destroy();
     this.inputs?.buffer.destroy();
   }
 }

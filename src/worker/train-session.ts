@@ -556,8 +556,6 @@ class Run {
   private wakers: (() => void)[] = [];
   private metrics: StepRecord[] = [];
   private lastFlush = 0;
-  /** Mixed precision: steps skipped for an f16 overflow over the whole run (a resumed run's included). */
-  private skippedSteps: number;
   /** Training time before the current slice, ms. */
   private activeMs = 0;
   private lastReconStep = -1;
@@ -576,7 +574,6 @@ class Run {
   ) {
     this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
     this.lost.catch(() => undefined);
-    this.skippedSteps = trainer.getState().lossScale?.skippedSteps ?? 0;
   }
 
   request(type: Request): void {
@@ -741,11 +738,10 @@ class Run {
 
   private onMetrics = (m: StepMetrics): void => {
     const rc = this.rc;
-    if (m.skipped) this.skippedSteps++;
     this.metrics.push({
       step: m.step, epoch: (m.step * rc.batch * rc.accumSteps) / this.data.loader.count,
       loss: m.loss, pix: m.pix, ...(m.distill ? { distill: [...m.distill] } : {}), lr: m.lr, gradNorm: m.gradNorm,
-      ...(m.lossScale !== undefined ? { lossScale: m.lossScale, skipped: m.skipped ?? false, skippedSteps: this.skippedSteps } : {}),
+      ...(m.lossScale !== undefined ? { lossScale: m.lossScale, skipped: m.skipped ?? false, skippedSteps: m.skippedSteps ?? 0 } : {}),
       imagesPerSec: m.imagesPerSec, elapsedMs: this.activeMs + m.elapsedMs,
     });
     if (performance.now() - this.lastFlush >= this.settings.metricsIntervalMs) this.flush();

@@ -207,7 +207,7 @@ describe('Trainer with precision "mixed"', () => {
     const f32 = await runOf('f32');
     const mixed = await runOf('mixed');
     expect(f32.metrics.every((m) => m.lossScale === undefined && m.skipped === undefined)).toBe(true);
-    expect(mixed.metrics.every((m) => m.lossScale === 2 ** 16 && m.skipped === false)).toBe(true);
+    expect(mixed.metrics.every((m) => m.lossScale === 2 ** 16 && m.skipped === false && m.skippedSteps === 0)).toBe(true);
     mixed.metrics.forEach((m, i) => expect(Math.abs(m.loss - f32.metrics[i].loss) / f32.metrics[i].loss, `loss at step ${i + 1}`).toBeLessThan(2e-2));
     const state = mixed.t.getState();
     expect(state.lossScale).toEqual({ scale: 2 ** 16, goodSteps: 6, skippedSteps: 0 });
@@ -257,6 +257,10 @@ describe('Trainer with precision "mixed"', () => {
     expect(r.divergence?.which).toBe('lossScale');
     expect(r.divergence?.message).toMatch(new RegExp(`${MAX_SKIPPED_IN_A_ROW} steps in a row overflowed f16 .* Train with precision "f32"`));
     expectSameParams(await t.readParams(), before, TOL.exact, 'nothing was ever stepped:');
+    // The loss scaler is rolled back with the parameters: to the end of the step before the bad one.
+    const ls = await t.model.readLossScale();
+    expect(ls).toMatchObject({ skippedSteps: MAX_SKIPPED_IN_A_ROW - 1, scale: 2 ** (16 - (MAX_SKIPPED_IN_A_ROW - 1)) });
+    expect(t.getState().lossScale).toEqual({ scale: ls.scale, goodSteps: ls.goodSteps, skippedSteps: ls.skippedSteps });
     t.destroy();
   });
 
