@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { maeConfig } from '../../src/engine/config';
 import { MaeModel } from '../../src/engine/mae';
-import { adapterFingerprint, resetMatmulTuning } from '../../src/gpu/autotune';
-import { FAMILIES, tuneFamilies, tuneKernelsForRecording, type Family } from '../../src/gpu/autotune-families';
+import { adapterFingerprint, resetMatmulTuning, type StoredAdapter } from '../../src/gpu/autotune';
+import { FAMILIES, tuneFamilies, tuneKernelsForRecording, type Family, type FamilyClassReport } from '../../src/gpu/autotune-families';
 import { fileTuneStore } from '../../src/gpu/autotune-node';
 import { createTensor, readback } from '../../src/gpu/buffers';
 import { Recorder } from '../../src/gpu/kernels';
@@ -21,6 +21,7 @@ import { fill } from '../../src/gpu/ops/elementwise';
 import { layernormVariants } from '../../src/gpu/ops/layernorm';
 import { attentionVariants } from '../../src/gpu/ops/attention';
 import { chosenVariant, rememberVariant, resetVariantChoices } from '../../src/gpu/variant-choices';
+import type { Gpu } from '../../src/gpu/device';
 import { testGpu } from '../helpers';
 
 /** A family whose fast variant writes nothing: it must fail its check and lose to the slow one. */
@@ -67,6 +68,31 @@ describe('kernel family tuner', () => {
     delete FAMILIES[fake.name];
   });
 
+  /** Each class chose a variant the device runs, all verified; measured when there was a choice. */
+  const expectTunedClasses = (classes: readonly FamilyClassReport[], can: readonly string[]): void => {
+    for (const c of classes) {
+      expect(can, `${c.cls}: a variant this device runs`).toContain(c.chosen);
+      expect(c.failures, `${c.cls}: every variant verified`).toEqual({});
+      if (can.length > 1) {
+        expect(c.source).toBe('measured');
+        expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
+      } else expect(c.source, `${c.cls}: one variant on this device, nothing to measure`).toBe('fallback');
+    }
+  };
+
+  /** The family's choices are in the file under its shader hash, and a new process reads them back; resolves the adapter's entry. */
+  const expectStoredRoundTrip = async (gpu: Gpu, record: (rec: Recorder) => void, family: string, tuned: readonly FamilyClassReport[]): Promise<StoredAdapter> => {
+    const entry: StoredAdapter = JSON.parse(readFileSync(cache, 'utf8')).adapters[adapterFingerprint(gpu)];
+    expect(Object.keys(entry.families ?? {}).some((k) => k.startsWith(`${family}#`)), 'stored under the family and its shader hash').toBe(true);
+    resetVariantChoices(); // a new process: only the file knows
+    const fresh = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+    for (const c of fresh!.families.classes.filter((x) => x.family === family)) {
+      expect(c.source).toBe('stored');
+      expect(c.chosen).toBe(tuned.find((x) => x.cls === c.cls)!.chosen);
+    }
+    return entry;
+  };
+
   it("tunes a step's layer norms with its matmuls, remembers, stores and reads back the choices", async () => {
     const gpu = await testGpu();
     const model = new MaeModel(gpu, maeConfig('test', { imgSize: 16, patchSize: 4, inChans: 3 }), 2, 4);
@@ -76,30 +102,15 @@ describe('kernel family tuner', () => {
     const ln = first!.families.classes.filter((c) => c.family === 'layernorm');
     expect(ln.length, 'layer-norm classes of the step').toBeGreaterThan(0);
     const can = layernormVariants(gpu);
-    for (const c of ln) {
-      expect(can, `${c.cls}: a variant this device runs`).toContain(c.chosen);
-      expect(c.failures, `${c.cls}: every variant verified`).toEqual({});
-      if (can.length > 1) {
-        expect(c.source).toBe('measured');
-        expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
-      } else expect(c.source, `${c.cls}: one variant on this device, nothing to measure`).toBe('fallback');
-    }
+    expectTunedClasses(ln, can);
     expect(first!.matmul.classes.length, 'the matmuls were tuned in the same call').toBeGreaterThan(0);
 
     const again = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
     expect(again!.families.classes.every((c) => c.source === 'memory' || c.source === 'fallback')).toBe(true);
 
     if (can.length > 1) {
-      const doc = JSON.parse(readFileSync(cache, 'utf8'));
-      const entry = doc.adapters[adapterFingerprint(gpu)];
-      expect(Object.keys(entry.families).some((k) => k.startsWith('layernorm#')), 'stored under the family and its shader hash').toBe(true);
+      const entry = await expectStoredRoundTrip(gpu, record, 'layernorm', ln);
       expect(Object.keys(entry.classes).length, 'the matmul choices are still there').toBeGreaterThan(0);
-      resetVariantChoices(); // a new process: only the file knows
-      const fresh = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
-      for (const c of fresh!.families.classes.filter((x) => x.family === 'layernorm')) {
-        expect(c.source).toBe('stored');
-        expect(c.chosen).toBe(ln.find((x) => x.cls === c.cls)!.chosen);
-      }
     }
     model.destroy();
   });
@@ -113,23 +124,9 @@ describe('kernel family tuner', () => {
     // Encoder (1 + 4 visible tokens) and decoder (1 + 16 tokens): two classes of ⌊log₂ T⌋.
     expect(att.map((c) => c.shape.T).sort((a, b) => a - b), 'attention classes of the step').toEqual([5, 17]);
     const can = attentionVariants(gpu);
-    for (const c of att) {
-      expect(can, `${c.cls}: a variant this device runs`).toContain(c.chosen);
-      expect(c.failures, `${c.cls}: every variant verified`).toEqual({});
-      if (can.length > 1) {
-        expect(c.source).toBe('measured');
-        expect(Object.keys(c.ms).sort()).toEqual([...can].sort());
-      } else expect(c.source, `${c.cls}: one variant on this device, nothing to measure`).toBe('fallback');
-    }
+    expectTunedClasses(att, can);
     if (can.length > 1) {
-      const doc = JSON.parse(readFileSync(cache, 'utf8'));
-      expect(Object.keys(doc.adapters[adapterFingerprint(gpu)].families).some((k) => k.startsWith('attention#')), 'stored under the family and its shader hash').toBe(true);
-      resetVariantChoices();
-      const fresh = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
-      for (const c of fresh!.families.classes.filter((x) => x.family === 'attention')) {
-        expect(c.source).toBe('stored');
-        expect(c.chosen).toBe(att.find((x) => x.cls === c.cls)!.chosen);
-      }
+      await expectStoredRoundTrip(gpu, record, 'attention', att);
     }
     model.destroy();
   });
