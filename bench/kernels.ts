@@ -269,21 +269,21 @@ function otherDeclarations(): KernelBench[] {
     const s1 = seeds(3);
     addFused(fc1.layer, 'gelu', 'nt', R, hidden, W, () => {
       const x = randn(R * W, s1), w = randn(hidden * W, s1 + 1, 0.2), bias = randn(hidden, s1 + 2, 0.5);
-      const hPre = new Float64Array(R * hidden), h = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
+      const hPre = new Float64Array(R * hidden), grad = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
       refMatmul.matmul(hPre, x, w, null, R, hidden, W, 'nt');
-      for (let i = 0; i < h.length; i++) h[i] = hPre[i] + bias[i % hidden];
+      for (let i = 0; i < grad.length; i++) grad[i] = refElementwise.geluGrad(hPre[i] + bias[i % hidden]);
       refElementwise.biasGeluForward(a, hPre, bias, R, hidden);
-      return { inputs: { x, w, bias }, outputs: { a: R * hidden, h: R * hidden }, want: { a, h } };
-    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.a, i.x, i.w, i.bias, R, hidden, W, 'nt', false, variant, { kind: 'gelu', preact: o.h }));
-    // fc2's backward dX, through GELU: dh = (dY·W2) ⊙ gelu'(h), h saved by fc1's forward.
+      return { inputs: { x, w, bias }, outputs: { a: R * hidden, grad: R * hidden }, want: { a, grad } };
+    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.a, i.x, i.w, i.bias, R, hidden, W, 'nt', false, variant, { kind: 'gelu', grad: o.grad }));
+    // fc2's backward dX, through GELU: dh = (dY·W2) ⊙ gelu'(h), gelu'(h) saved by fc1's forward.
     const s2 = seeds(3);
     addFused(fc2.layer, 'gelu_grad', 'nn', R, hidden, W, () => {
       const dy = randn(R * W, s2), w = randn(W * hidden, s2 + 1), h = randn(R * hidden, s2 + 2, 4);
       const da = new Float64Array(R * hidden), dh = new Float64Array(R * hidden);
       refMatmul.matmul(da, dy, w, null, R, hidden, W, 'nn');
       refElementwise.geluBackward(dh, da, h, R * hidden);
-      return { inputs: { dy, w, h }, outputs: { dh: R * hidden }, want: { dh } };
-    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.dh, i.dy, i.w, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', preact: i.h }));
+      return { inputs: { dy, w, grad: h.map(refElementwise.geluGrad) }, outputs: { dh: R * hidden }, want: { dh } };
+    }, (variant) => (rec, o, i) => gpuMatmul.matmul(rec, o.dh, i.dy, i.w, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', grad: i.grad }));
     // proj and fc2: the block's residual x + f(x) added as the product is stored.
     for (const { layer, R: rows, inF, outF } of [linear(`${where}_proj`), fc2]) {
       const s0 = seeds(4);

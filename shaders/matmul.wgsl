@@ -11,8 +11,9 @@
 // EPILOGUE, on x = op(A)·op(B) (+ bias), element-wise, in the same pass (no second trip over C):
 //   0 none       c = x
 //   1 residual   c = x + aux                      (aux read: the block's shortcut, x1 = proj(attn) + x)
-//   2 gelu       aux = x, c = gelu(x)             (aux written: the pre-activation h, saved for the backward)
-//   3 gelu_grad  c = x · gelu'(aux)               (aux read: h; dh = (dY·W_fc2) ⊙ gelu'(h))
+//   2 gelu       c = gelu(x), aux = gelu'(x)      (aux written: fc1's GELU slope, saved for the backward)
+//   3 gelu_grad  c = x · aux                      (aux read: gelu'(h); dh = (dY·W_fc2) ⊙ gelu'(h))
+//   4 gelu only  c = gelu(x)                      (a frozen layer: nothing saved, aux unused)
 // An epilogue is never combined with ACCUMULATE (the wrapper refuses it). aux is an output only for gelu.
 //
 // Three variants of the same product (two more, on f16 operands, in matmul_f16.wgsl); all are
@@ -61,10 +62,12 @@ fn load_b(k: u32, n: u32) -> f32 {
 fn epilogue(x: f32, i: u32) -> f32 {
   if (EPILOGUE == EPILOGUE_RESIDUAL) { return x + aux[i]; }
   if (EPILOGUE == EPILOGUE_GELU) {
-    aux[i] = x;
-    return gelu(x);
+    let g = gelu_with_grad(x);
+    aux[i] = g.y;
+    return g.x;
   }
-  if (EPILOGUE == EPILOGUE_GELU_GRAD) { return gelu_grad(aux[i]) * x; }
+  if (EPILOGUE == EPILOGUE_GELU_ONLY) { return gelu(x); }
+  if (EPILOGUE == EPILOGUE_GELU_GRAD) { return aux[i] * x; }
   return x;
 }
 

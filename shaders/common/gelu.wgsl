@@ -3,6 +3,8 @@
 //   gelu(x)  = x·Φ(x) = ½·x·(1 + erf(x/√2))
 //   gelu'(x) = Φ(x) + x·φ(x)
 //
+// The fc1 product's epilogue computes both from one Φ(x) and saves gelu'(x) for the backward, whose
+// fc2-dX epilogue then only multiplies by it (no erf in the backward).
 // Use: `// #import common/gelu` (matmul.wgsl's fused epilogues).
 
 // #import common/erf
@@ -11,6 +13,8 @@ fn gelu(x: f32) -> f32 {
   return x * normal_cdf(x);
 }
 
-fn gelu_grad(x: f32) -> f32 {
-  return normal_cdf(x) + x * normal_pdf(x);
+// (gelu(x), gelu'(x))
+fn gelu_with_grad(x: f32) -> vec2<f32> {
+  let cdf = normal_cdf(x);
+  return vec2(x * cdf, cdf + x * normal_pdf(x));
 }

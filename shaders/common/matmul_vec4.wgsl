@@ -18,8 +18,9 @@ override EPILOGUE: u32 = 0u;
 override BIAS_GRAD: bool = false;
 
 const EPILOGUE_RESIDUAL = 1u;
-const EPILOGUE_GELU = 2u;
-const EPILOGUE_GELU_GRAD = 3u;
+const EPILOGUE_GELU = 2u;      // and aux = gelu'(x), saved for the backward
+const EPILOGUE_GELU_GRAD = 3u; // x · aux
+const EPILOGUE_GELU_ONLY = 4u; // a frozen layer's: nothing saved
 
 struct Params { M: u32, N: u32, K: u32, _pad: u32 }
 
@@ -38,8 +39,13 @@ fn gelu4(x: vec4<f32>) -> vec4<f32> {
   return vec4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
 }
 
-fn gelu_grad4(x: vec4<f32>) -> vec4<f32> {
-  return vec4(gelu_grad(x.x), gelu_grad(x.y), gelu_grad(x.z), gelu_grad(x.w));
+// Four columns' (gelu, gelu'): columns 0 and 1 of the result.
+fn gelu_with_grad4(x: vec4<f32>) -> mat2x4<f32> {
+  let g0 = gelu_with_grad(x.x);
+  let g1 = gelu_with_grad(x.y);
+  let g2 = gelu_with_grad(x.z);
+  let g3 = gelu_with_grad(x.w);
+  return mat2x4(vec4(g0.x, g1.x, g2.x, g3.x), vec4(g0.y, g1.y, g2.y, g3.y));
 }
 
 // Columns 4q..4q+3 of row m; the same steps as store_c, four columns at a time.
@@ -50,10 +56,12 @@ fn store_c4(m: u32, q: u32, v: vec4<f32>) {
   if (HAS_BIAS) { x += bias4[q]; }
   if (EPILOGUE == EPILOGUE_RESIDUAL) { x += aux4[i]; }
   if (EPILOGUE == EPILOGUE_GELU) {
-    aux4[i] = x;
-    x = gelu4(x);
+    let g = gelu_with_grad4(x);
+    aux4[i] = g[1];
+    x = g[0];
   }
-  if (EPILOGUE == EPILOGUE_GELU_GRAD) { x = gelu_grad4(aux4[i]) * x; }
+  if (EPILOGUE == EPILOGUE_GELU_ONLY) { x = gelu4(x); }
+  if (EPILOGUE == EPILOGUE_GELU_GRAD) { x = aux4[i] * x; }
   if (ACCUMULATE) { x += c4[i]; }
   c4[i] = x;
 }

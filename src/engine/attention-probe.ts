@@ -67,7 +67,7 @@ export async function probeAttention(gpu: Gpu, m: ProbeModel, img: Float32Array,
     let x = A('x0');
     for (let i = 0; i <= block; i++) {
       const out = x.offset === A('xa').offset ? A('xb') : A('xa'); // never the block's own input
-      recordBlockForward(rec, out, ws, (n) => m.param(`blocks.${i}.${n}`), x, d);
+      recordBlockForward(rec, out, ws, (n) => m.param(`blocks.${i}.${n}`), x, d, { frozen: true });
       x = out;
     }
     await rec.submit();

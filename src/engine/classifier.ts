@@ -486,7 +486,7 @@ export class Classifier {
     let x = this.act('x0');
     for (let i = 0; i < cfg.depth; i++) {
       const out = this.blockOut(i);
-      recordBlockForward(rec, out, this.blockSaved(i), (k) => this.e(`blocks.${i}.${k}`), x, d);
+      recordBlockForward(rec, out, this.blockSaved(i), (k) => this.e(`blocks.${i}.${k}`), x, d, { frozen: this.sharedBlocks });
       x = out;
     }
     return x;

@@ -156,7 +156,7 @@ export class DmaeModel extends MaeModel {
     for (let i = 0; i <= this.teacherStop; i++) {
       const out = this.teacherBlocks.includes(i) ? A(`feat.${i}`) : x.offset === xa.offset ? xb : xa;
       const kMajor = (n: string) => (this.teacherKMajor.layout.has(`blocks.${i}.${n}`) ? this.teacherKMajor.tensor(`blocks.${i}.${n}`) : undefined);
-      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d, kMajor);
+      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d, { frozen: true, kMajor });
       x = out;
     }
   }

@@ -43,17 +43,17 @@ export interface BlockActs {
   attn: Tensor; // [R, W] before proj
   x1: Tensor; // [R, W] after the attention residual
   ln2: Tensor; mean2: Tensor; rstd2: Tensor;
-  h: Tensor; // [R, 4W] fc1's output, bias included (the GELU's input, saved for its backward)
+  geluGrad: Tensor; // [R, 4W] gelu'(h), h = fc1's output (bias included): saved by fc1's pass for the backward
   a: Tensor; // [R, 4W] gelu(h), written by the same pass
 }
 
-const BLOCK_ACTS = ['ln1', 'mean1', 'rstd1', 'qkv', 'probs', 'attn', 'x1', 'ln2', 'mean2', 'rstd2', 'h', 'a'] as const;
+const BLOCK_ACTS = ['ln1', 'mean1', 'rstd1', 'qkv', 'probs', 'attn', 'x1', 'ln2', 'mean2', 'rstd2', 'geluGrad', 'a'] as const;
 
 export function addBlockActs(layout: ArenaLayout, prefix: string, N: number, T: number, W: number, heads: number, hidden: number): void {
   const R = N * T;
   const shapes: Record<(typeof BLOCK_ACTS)[number], number[]> = {
     ln1: [R, W], mean1: [R], rstd1: [R], qkv: [R, 3 * W], probs: [N, heads, T, T], attn: [R, W], x1: [R, W],
-    ln2: [R, W], mean2: [R], rstd2: [R], h: [R, hidden], a: [R, hidden],
+    ln2: [R, W], mean2: [R], rstd2: [R], geluGrad: [R, hidden], a: [R, hidden],
   };
   for (const k of BLOCK_ACTS) layout.add(`${prefix}.${k}`, shapes[k]);
 }
@@ -73,15 +73,20 @@ export interface BlockDims {
   hidden: number;
 }
 
-/**
- * out[R, W] = block(x[R, W]); saves A. `PK` (a frozen block: the DMAE teacher) gives Linear
- * weights already K-major (Wᵀ [in, out]), multiplied as 'nn' with no per-step transpose of W.
- */
-export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: Lookup, x: Tensor, d: BlockDims, PK?: (name: string) => Tensor | undefined): void {
+/** How a block's forward runs beyond its inputs. */
+export interface BlockForwardOptions {
+  /** The block is frozen (a teacher, a probe, a linear probe's encoder): nothing is kept for a backward (fc1 saves no GELU slope). */
+  frozen?: boolean;
+  /** Linear weights already K-major (Wᵀ [in, out], a frozen teacher's), multiplied as 'nn' with no per-step transpose of W. */
+  kMajor?: (name: string) => Tensor | undefined;
+}
+
+/** out[R, W] = block(x[R, W]); saves A for the backward (unless frozen: then A is a workspace). */
+export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: Lookup, x: Tensor, d: BlockDims, opts: BlockForwardOptions = {}): void {
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
   const linear = (y: Tensor, input: Tensor, layer: string, inF: number, outF: number, epilogue?: MatmulEpilogue): void => {
-    const wK = PK?.(`${layer}.weight`);
+    const wK = opts.kMajor?.(`${layer}.weight`);
     if (wK) matmul(rec, y, input, wK, P(`${layer}.bias`), R, outF, inF, 'nn', false, undefined, epilogue);
     else linearForward(rec, y, input, P(`${layer}.weight`), P(`${layer}.bias`), R, inF, outF, epilogue);
   };
@@ -90,7 +95,7 @@ export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: 
   attentionForward(rec, A.attn, A.probs, A.qkv, N, T, heads, W / heads);
   linear(A.x1, A.attn, 'attn.proj', W, W, { kind: 'residual', residual: x });
   layernormForward(rec, A.ln2, A.mean2, A.rstd2, A.x1, P('norm2.weight'), P('norm2.bias'), R, W);
-  linear(A.a, A.ln2, 'mlp.fc1', W, hidden, { kind: 'gelu', preact: A.h });
+  linear(A.a, A.ln2, 'mlp.fc1', W, hidden, opts.frozen ? { kind: 'gelu' } : { kind: 'gelu', grad: A.geluGrad });
   linear(out, A.a, 'mlp.fc2', hidden, W, { kind: 'residual', residual: A.x1 });
 }
 
@@ -118,7 +123,7 @@ export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: 
   const dres = view(ws.dres, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
   const dqkv = view(ws.dqkv, R * 3 * W), dh = view(ws.dh, R * hidden);
   // MLP branch
-  linearBackward(rec, dh, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W, { kind: 'gelu_grad', preact: A.h });
+  linearBackward(rec, dh, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W, { kind: 'gelu_grad', grad: A.geluGrad });
   linearBackward(rec, dln, G('mlp.fc1.weight'), G('mlp.fc1.bias'), dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);
   layernormBackward(rec, dres, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W, true); // d x1 (+= the residual's)
   // attention branch

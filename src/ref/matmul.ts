@@ -9,8 +9,8 @@ type Vec = Float64Array;
 /** As src/gpu/ops/matmul.ts's MatmulEpilogue, on Float64Arrays. */
 export type MatmulEpilogue =
   | { kind: 'residual'; residual: Vec }
-  | { kind: 'gelu'; preact: Vec }
-  | { kind: 'gelu_grad'; preact: Vec };
+  | { kind: 'gelu'; grad?: Vec }
+  | { kind: 'gelu_grad'; grad: Vec };
 
 let f16Operands = false;
 
@@ -58,9 +58,9 @@ export function matmul(
       const i = m * N + n;
       if (epilogue?.kind === 'residual') s += epilogue.residual[i];
       else if (epilogue?.kind === 'gelu') {
-        epilogue.preact[i] = s;
+        if (epilogue.grad) epilogue.grad[i] = geluGrad(s);
         s = gelu(s);
-      } else if (epilogue?.kind === 'gelu_grad') s *= geluGrad(epilogue.preact[i]);
+      } else if (epilogue?.kind === 'gelu_grad') s *= epilogue.grad[i];
       c[i] = accumulate ? c[i] + s : s;
     }
   }

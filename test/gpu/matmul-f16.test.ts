@@ -76,10 +76,10 @@ describe('matmul vec4_f16 and tiled_f16 (GPU vs float64)', () => {
 
           for (const kind of ['residual', 'gelu', 'gelu_grad'] as const) {
             const wantE = new Float64Array(M * N), wantAux = Float64Array.from(aux);
-            const epi = kind === 'residual' ? { kind, residual: wantAux } : { kind, preact: wantAux };
+            const epi = kind === 'residual' ? { kind, residual: wantAux } : { kind, grad: wantAux };
             ref.matmul(wantE, ah, bh, kind === 'gelu_grad' ? null : bias, M, N, K, layout, false, undefined, epi);
             const ce = gpuTensor(gpu, c0), te = gpuTensor(gpu, aux);
-            const gpuEpi = kind === 'residual' ? { kind, residual: te } : { kind, preact: te };
+            const gpuEpi = kind === 'residual' ? { kind, residual: te } : { kind, grad: te };
             await run(gpu, (rec) => gpuOps.matmul(rec, ce, ta, tb, kind === 'gelu_grad' ? null : tbias, M, N, K, layout, false, variant, gpuEpi));
             expectClose(await read(gpu, ce), wantE, tol, `${kind} C (${layout})`);
             expectClose(await read(gpu, te), wantAux, tol, `${kind} aux (${layout})`);

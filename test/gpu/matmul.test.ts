@@ -3,7 +3,7 @@ import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
 import { GpuError } from '../../src/gpu/device';
 import { Recorder, type KernelSpec, type Param, type Tensor } from '../../src/gpu/kernels';
 import * as gpuOps from '../../src/gpu/ops/matmul';
-import { addInPlace, biasGeluBackward, biasGeluForward } from '../../src/ref/elementwise';
+import { addInPlace, biasGeluBackward, biasGeluForward, gelu, geluGrad } from '../../src/ref/elementwise';
 import * as ref from '../../src/ref/matmul';
 import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, matmulTol, randn, read, run, testGpu, type Tolerance } from '../helpers';
 
@@ -61,16 +61,16 @@ describe('matmul (GPU vs float64 reference)', () => {
       const bias = gpuTensor(gpu, randn(N, 7));
       const outs: Float32Array[][] = [];
       for (let i = 0; i < 2; i++) {
-        const c = gpuTensor(gpu, M * N), c2 = gpuTensor(gpu, M * N), h = gpuTensor(gpu, M * N);
+        const c = gpuTensor(gpu, M * N), c2 = gpuTensor(gpu, M * N), g = gpuTensor(gpu, M * N);
         await run(gpu, (rec) => {
           gpuOps.matmul(rec, c, a, b, null, M, N, K, layout);
-          gpuOps.matmul(rec, c2, a, b, bias, M, N, K, layout, false, 'vec4', { kind: 'gelu', preact: h });
+          gpuOps.matmul(rec, c2, a, b, bias, M, N, K, layout, false, 'vec4', { kind: 'gelu', grad: g });
         });
-        outs.push([await read(gpu, c), await read(gpu, c2), await read(gpu, h)]);
+        outs.push([await read(gpu, c), await read(gpu, c2), await read(gpu, g)]);
       }
       expectSameBits(outs[1][0], outs[0][0], `C (${layout})`);
       expectSameBits(outs[1][1], outs[0][1], `gelu(h) (${layout}, vec4)`);
-      expectSameBits(outs[1][2], outs[0][2], `h (${layout}, vec4)`);
+      expectSameBits(outs[1][2], outs[0][2], `gelu'(h) (${layout}, vec4)`);
     });
   }
 });
@@ -163,13 +163,14 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
   for (const variant of VARIANTS) {
     for (const layout of LAYOUTS) {
       for (const [name, M, N, K] of EPILOGUE_SHAPES) {
-        it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}: residual, gelu, gelu_grad`, async () => {
+        it(`${variant} ${layout} ${name} M=${M} N=${N} K=${K}: residual, gelu (saving gelu', and frozen), gelu_grad`, async () => {
           const gpu = await testGpu();
           const a = randn(M * K, 31), b = randn(K * N, 32), bias = geluBias(N), res = randn(M * N, 34), c0 = randn(M * N, 35);
           zeroRow(a, layout, M, K); // row 0 of a·b + bias is the bias itself: see geluBias
-          const h = randn(M * N, 36, 6); // a pre-activation for gelu_grad, over [−6, 6]
+          const h = randn(M * N, 36, 6); // a pre-activation over [−6, 6]: gelu_grad reads gelu'(h)
           h[0] = 0;
           expectWideGeluRange(h, 'gelu_grad input h');
+          const slope = h.map(geluGrad);
           const [ta, tb, tbias] = [gpuTensor(gpu, a), gpuTensor(gpu, b), gpuTensor(gpu, bias)];
           const tol = matmulTol(K);
 
@@ -182,22 +183,31 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
           expectClose(await read(gpu, r.aux), Float32Array.from(res), TOL.exact, `residual input untouched (${variant} ${layout})`);
           r.arena.destroy();
 
-          // gelu: preact = a·b + bias (written), c = gelu(preact)
-          const wantH = new Float64Array(M * N), wantA = new Float64Array(M * N);
-          ref.matmul(wantA, a, b, bias, M, N, K, layout, false, undefined, { kind: 'gelu', preact: wantH });
+          // gelu: h = a·b + bias, c = gelu(h), grad = gelu'(h) (written)
+          const wantH = new Float64Array(M * N), wantA = new Float64Array(M * N), wantG = new Float64Array(M * N);
+          ref.matmul(wantH, a, b, bias, M, N, K, layout);
           expectWideGeluRange(wantH, 'gelu input a·b + bias');
+          ref.matmul(wantA, a, b, bias, M, N, K, layout, false, undefined, { kind: 'gelu', grad: wantG });
+          expectClose(wantA, wantH.map(gelu), { atol: 0, rtol: 0 }, 'reference gelu');
+          expectClose(wantG, wantH.map(geluGrad), { atol: 0, rtol: 0 }, "reference gelu'");
           const g = arenaPair(gpu, M * N, c0, c0);
-          await run(gpu, (rec) => gpuOps.matmul(rec, g.c, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'gelu', preact: g.aux }));
-          expectClose(await read(gpu, g.aux), wantH, tol, `gelu preact h (${variant} ${layout})`);
+          await run(gpu, (rec) => gpuOps.matmul(rec, g.c, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'gelu', grad: g.aux }));
+          expectClose(await read(gpu, g.aux), wantG, tol, `gelu' saved (${variant} ${layout})`);
           expectClose(await read(gpu, g.c), wantA, tol, `gelu(h) (${variant} ${layout})`);
           g.arena.destroy();
 
-          // gelu_grad: c = (a·b) · gelu'(h), h read
+          // gelu of a frozen layer: c = gelu(h), nothing saved
+          const f = gpuTensor(gpu, c0);
+          await run(gpu, (rec) => gpuOps.matmul(rec, f, ta, tb, tbias, M, N, K, layout, false, variant, { kind: 'gelu' }));
+          expectClose(await read(gpu, f), wantA, tol, `frozen gelu(h) (${variant} ${layout})`);
+
+          // gelu_grad: c = (a·b) · gelu'(h), gelu'(h) read
           const wantD = new Float64Array(M * N);
-          ref.matmul(wantD, a, b, null, M, N, K, layout, false, undefined, { kind: 'gelu_grad', preact: h });
-          const d = arenaPair(gpu, M * N, c0, h);
-          await run(gpu, (rec) => gpuOps.matmul(rec, d.c, ta, tb, null, M, N, K, layout, false, variant, { kind: 'gelu_grad', preact: d.aux }));
+          ref.matmul(wantD, a, b, null, M, N, K, layout, false, undefined, { kind: 'gelu_grad', grad: slope });
+          const d = arenaPair(gpu, M * N, c0, slope);
+          await run(gpu, (rec) => gpuOps.matmul(rec, d.c, ta, tb, null, M, N, K, layout, false, variant, { kind: 'gelu_grad', grad: d.aux }));
           expectClose(await read(gpu, d.c), wantD, tol, `gelu_grad C (${variant} ${layout})`);
+          expectClose(await read(gpu, d.aux), Float32Array.from(slope), TOL.exact, `gelu_grad's slope untouched (${variant} ${layout})`);
           d.arena.destroy();
         });
       }
@@ -208,8 +218,8 @@ describe('fused epilogues (GPU vs float64 reference)', () => {
     const gpu = await testGpu();
     const [a, b, c, h] = [gpuTensor(gpu, 16), gpuTensor(gpu, 16), gpuTensor(gpu, 16), gpuTensor(gpu, 16)];
     const rec = new Recorder(gpu);
-    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', preact: h })).toThrow(GpuError);
-    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', preact: h })).toThrow(/cannot be combined with accumulate/);
+    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', grad: h })).toThrow(GpuError);
+    expect(() => gpuOps.matmul(rec, c, a, b, null, 4, 4, 4, 'nn', true, 'vec4', { kind: 'gelu', grad: h })).toThrow(/cannot be combined with accumulate/);
     rec.discard();
     const z = new Float64Array(16);
     expect(() => ref.matmul(z, z, z, null, 4, 4, 4, 'nn', true, undefined, { kind: 'residual', residual: z })).toThrow(/accumulate/);
@@ -233,20 +243,20 @@ describe('fused epilogues in a ViT-Tiny MLP block (R = 8·17 rows, 192 → 768 �
     const da = new Float64Array(R * hidden), dh = new Float64Array(R * hidden);
     ref.linearBackward(da, new Float64Array(W * hidden), null, dy, a, w2, R, hidden, W);
     biasGeluBackward(dh, da, hPre, b1, R, hidden);
-    return { x, x1, dy, w1, b1, w2, b2, want: { h, a, out, dh } };
+    return { x, x1, dy, w1, b1, w2, b2, want: { slope: h.map(geluGrad), a, out, dh } };
   };
   let memo: ReturnType<typeof data> | undefined;
   const composite = (): ReturnType<typeof data> => (memo ??= data());
 
   it('the float64 epilogues equal the float64 composite (matmul, then the element-wise reference)', () => {
     const { x, x1, dy, w1, b1, w2, b2, want } = composite();
-    const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden), out = new Float64Array(R * W), dh = new Float64Array(R * hidden);
-    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
+    const slope = new Float64Array(R * hidden), a = new Float64Array(R * hidden), out = new Float64Array(R * W), dh = new Float64Array(R * hidden);
+    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', grad: slope });
     ref.linearForward(out, a, w2, b2, R, hidden, W, { kind: 'residual', residual: x1 });
-    ref.linearBackward(dh, new Float64Array(W * hidden), null, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
+    ref.linearBackward(dh, new Float64Array(W * hidden), null, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', grad: slope });
     // Only the order of the float64 sums differs (the bias first, or after the product).
     const f64: Tolerance = { atol: 1e-12, rtol: 1e-12 };
-    expectClose(h, want.h, f64, 'h');
+    expectClose(slope, want.slope, f64, "gelu'(h)");
     expectClose(a, want.a, f64, 'a = gelu(h)');
     expectClose(out, want.out, f64, 'out = fc2(a) + x1');
     expectClose(dh, want.dh, f64, 'dh');
@@ -257,13 +267,13 @@ describe('fused epilogues in a ViT-Tiny MLP block (R = 8·17 rows, 192 → 768 �
       const gpu = await testGpu();
       const { x, x1, dy, w1, b1, w2, b2, want } = composite();
       const t = { x: gpuTensor(gpu, x), x1: gpuTensor(gpu, x1), dy: gpuTensor(gpu, dy), w1: gpuTensor(gpu, w1), b1: gpuTensor(gpu, b1), w2: gpuTensor(gpu, w2), b2: gpuTensor(gpu, b2) };
-      const fused = { h: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), dh: gpuTensor(gpu, R * hidden) };
+      const fused = { slope: gpuTensor(gpu, R * hidden), a: gpuTensor(gpu, R * hidden), out: gpuTensor(gpu, R * W), dh: gpuTensor(gpu, R * hidden) };
       await run(gpu, (rec) => {
-        gpuOps.matmul(rec, fused.a, t.x, t.w1, t.b1, R, hidden, W, 'nt', false, variant, { kind: 'gelu', preact: fused.h });
+        gpuOps.matmul(rec, fused.a, t.x, t.w1, t.b1, R, hidden, W, 'nt', false, variant, { kind: 'gelu', grad: fused.slope });
         gpuOps.matmul(rec, fused.out, fused.a, t.w2, t.b2, R, W, hidden, 'nt', false, variant, { kind: 'residual', residual: t.x1 });
-        gpuOps.matmul(rec, fused.dh, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', preact: fused.h });
+        gpuOps.matmul(rec, fused.dh, t.dy, t.w2, null, R, hidden, W, 'nn', false, variant, { kind: 'gelu_grad', grad: fused.slope });
       });
-      expectClose(await read(gpu, fused.h), want.h, matmulTol(W), `h (${variant})`);
+      expectClose(await read(gpu, fused.slope), want.slope, matmulTol(W), `gelu'(h) (${variant})`);
       expectClose(await read(gpu, fused.a), want.a, matmulTol(W), `fused gelu vs matmul + biasGeluForward (${variant})`);
       expectClose(await read(gpu, fused.out), want.out, matmulTol(hidden), `fused residual vs matmul + addInPlace (${variant})`);
       expectClose(await read(gpu, fused.dh), want.dh, matmulTol(W), `fused gelu_grad vs matmul + biasGeluBackward (${variant})`);
@@ -273,19 +283,19 @@ describe('fused epilogues in a ViT-Tiny MLP block (R = 8·17 rows, 192 → 768 �
   it('linearForward and linearBackward pass their epilogues on (default variant): fc1 with gelu, fc2 backward with gelu_grad on dx', async () => {
     const gpu = await testGpu();
     const x = randn(R * W, 51), w1 = randn(hidden * W, 52, 0.1), b1 = randn(hidden, 53), w2 = randn(W * hidden, 54, 0.05), dy = randn(R * W, 55);
-    const h = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
-    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', preact: h });
+    const slope = new Float64Array(R * hidden), a = new Float64Array(R * hidden);
+    ref.linearForward(a, x, w1, b1, R, W, hidden, { kind: 'gelu', grad: slope });
     const dw0 = randn(W * hidden, 56), db0 = randn(W, 57); // parameter gradients accumulate onto what is there
     const dh = new Float64Array(R * hidden), dw2 = Float64Array.from(dw0), db2 = Float64Array.from(db0);
-    ref.linearBackward(dh, dw2, db2, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', preact: h });
+    ref.linearBackward(dh, dw2, db2, dy, a, w2, R, hidden, W, { kind: 'gelu_grad', grad: slope });
 
     const t = { x: gpuTensor(gpu, x), w1: gpuTensor(gpu, w1), b1: gpuTensor(gpu, b1), w2: gpuTensor(gpu, w2), dy: gpuTensor(gpu, dy) };
-    const th = gpuTensor(gpu, R * hidden), ta = gpuTensor(gpu, R * hidden), tdh = gpuTensor(gpu, R * hidden), tdw = gpuTensor(gpu, dw0), tdb = gpuTensor(gpu, db0);
+    const tslope = gpuTensor(gpu, R * hidden), ta = gpuTensor(gpu, R * hidden), tdh = gpuTensor(gpu, R * hidden), tdw = gpuTensor(gpu, dw0), tdb = gpuTensor(gpu, db0);
     await run(gpu, (rec) => {
-      gpuOps.linearForward(rec, ta, t.x, t.w1, t.b1, R, W, hidden, { kind: 'gelu', preact: th });
-      gpuOps.linearBackward(rec, tdh, tdw, tdb, t.dy, ta, t.w2, R, hidden, W, { kind: 'gelu_grad', preact: th });
+      gpuOps.linearForward(rec, ta, t.x, t.w1, t.b1, R, W, hidden, { kind: 'gelu', grad: tslope });
+      gpuOps.linearBackward(rec, tdh, tdw, tdb, t.dy, ta, t.w2, R, hidden, W, { kind: 'gelu_grad', grad: tslope });
     });
-    expectClose(await read(gpu, th), h, matmulTol(W), 'h');
+    expectClose(await read(gpu, tslope), slope, matmulTol(W), "gelu'(h)");
     expectClose(await read(gpu, ta), a, matmulTol(W), 'a = gelu(h)');
     expectClose(await read(gpu, tdh), dh, matmulTol(W), 'dh = (dy·W2) ⊙ gelu\'(h)');
     expectClose(await read(gpu, tdw), dw2, matmulTol(R), 'dW2 (+=)');

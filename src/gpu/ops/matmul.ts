@@ -22,16 +22,23 @@ export const isF16Variant = (v: MatmulVariant): boolean => F16_VARIANTS.includes
  * What happens to each element x = op(a)·op(b) (+ bias) in the same pass, before it is stored
  * (shaders/matmul.wgsl, EPILOGUE):
  *   residual:  c = x + residual              (the block's x1 = proj(attn) + x; residual [M,N] is read)
- *   gelu:      preact = x, c = gelu(x)       (preact [M,N] is written: h, saved for the backward)
- *   gelu_grad: c = x · gelu'(preact)         (preact [M,N] = h is read: dh = (dY·W) ⊙ gelu'(h))
+ *   gelu:      c = gelu(x), grad = gelu'(x)  (grad [M,N] is written: the slope the backward multiplies
+ *                                             by; without grad, a frozen layer's, nothing is saved)
+ *   gelu_grad: c = x · grad                  (grad [M,N] = gelu'(h) is read: dh = (dY·W) ⊙ gelu'(h))
  * The tensor must not overlap c (it may be another slice of the same arena).
  */
 export type MatmulEpilogue =
   | { kind: 'residual'; residual: Tensor }
-  | { kind: 'gelu'; preact: Tensor }
-  | { kind: 'gelu_grad'; preact: Tensor };
+  | { kind: 'gelu'; grad?: Tensor }
+  | { kind: 'gelu_grad'; grad: Tensor };
 
-const EPILOGUE_CODE: Record<MatmulEpilogue['kind'], number> = { residual: 1, gelu: 2, gelu_grad: 3 };
+/** shaders/common/matmul_vec4.wgsl's EPILOGUE codes. */
+function epilogueCode(e: MatmulEpilogue | undefined): number {
+  if (!e) return 0;
+  if (e.kind === 'residual') return 1;
+  if (e.kind === 'gelu') return e.grad ? 2 : 4;
+  return 3;
+}
 
 /** matmul_vec4: invocations per workgroup (each owns 8 columns) and rows per workgroup. */
 const VEC4_LANES = 8;
@@ -164,9 +171,9 @@ export function matmul(
     TRANS_B: layout === 'nt' ? 1 : 0,
     HAS_BIAS: bias ? 1 : 0,
     ACCUMULATE: accumulate ? 1 : 0,
-    EPILOGUE: epilogue ? EPILOGUE_CODE[epilogue.kind] : 0,
+    EPILOGUE: epilogueCode(epilogue),
   };
-  const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : epilogue.preact;
+  const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : (epilogue.grad ?? noAux(device));
   const v = variant === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : variant;
   const bindings = [c, a, b, bias ?? zeros(device), aux];
   if (isF16Variant(v)) {
