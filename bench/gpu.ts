@@ -7,8 +7,10 @@
  *       timed on each shape (GFLOP/s), and the variant the tuner keeps per shape class;
  *   (b) whole training steps (zero grads, forward, backward, grad norm, AdamW; one submit) with
  *       the tuned variants: MAE, and DMAE with a frozen teacher one size up (Tiny ← Small,
- *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matmul FLOPs, and
- *       its matmul rate against the best rate of the table ("step efficiency");
+ *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matrix-product
+ *       FLOPs (the Linear layers' and attention's q·kᵀ, P·v and their backward, as MFU counts
+ *       them; the Linear-only figure beside), and its matmul rate against the best rate of the
+ *       table ("step efficiency");
  *   (c) where the adapter has shader-f16: the same steps under mixed precision (f16 matmul
  *       operands where the tuner finds them faster, loss scaling), their products in the table as
  *       '.h' classes with the f16 variants timed beside the f32 variants, and each step's f32/mixed time ratio.
@@ -38,7 +40,7 @@ import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
 import { collectFamilyShapes } from '../src/gpu/variant-choices';
-import { CountingRecorder, commonFields, matmulFlops as matmulFlopsOf, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Timing } from './lib';
+import { CountingRecorder, commonFields, countFlops, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Flops, type Timing } from './lib';
 
 export interface GpuBenchOptions {
   /** 'auto': by the adapter's kind; 'gpu' / 'cpu' force a plan. */
@@ -193,20 +195,26 @@ interface StepFigure {
   /** Matmul dispatches of the step by variant (what the tuner's choices made of them). */
   matmulDispatches: Record<string, number>;
   loss: number;
-  /** 2·M·N·K summed over every matmul of the step. */
+  /** 2·M·N·K summed over every matmul dispatch of the step (the Linear layers, forward and backward). */
   matmulFlops: number;
+  /** Attention's products, q·kᵀ and P·v and their four backward products (lib.ts attentionDispatchFlops). */
+  attentionFlops: number;
+  /** The step's matrix-product FLOPs: matmulFlops + attentionFlops (as MFU counts them). */
+  flops: number;
   medianMs: number;
   minMs: number;
   samplesMs: number[];
   wallMedianMs: number;
   imagesPerSecond: number;
-  /** matmulFlops / step time. */
+  /** flops / step time: the step's achieved matmul rate. */
   stepMatmulGflops: number;
   /** The best matmul rate timed interleaved with this step (roofProbe): the efficiencies' denominator. */
   roof: BestRate;
   /** stepMatmulGflops / roof.gflops. */
   stepEfficiency: number;
-  /** GPU timestamps only: the matmul passes' own time (median over reps), their rate and its fraction of the best. */
+  /** The same with the Linear layers' FLOPs only (matmulFlops / step time / roof): the figure before attention was counted. */
+  stepEfficiencyLinearOnly: number;
+  /** GPU timestamps only: the matmul passes' own time (median over reps), their rate (matmulFlops over it) and its fraction of the best. */
   matmulMs?: number;
   matmulShareOfStep?: number;
   matmulPassGflops?: number;
@@ -280,12 +288,14 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
 
   // ---- (a) The products of every step, then the tuner's table -----------------------------------
   const usesByStep = new Map<string, MatmulUse[]>();
+  const flopsByStep = new Map<string, Flops>();
   const familyShapes = new Map<string, Map<string, FamilyShape>>(); // layer norm, attention: one shape per class (the largest)
   for (const spec of stepSpecs) {
     const m = buildModel(gpu, spec.run, spec.mode, spec.precision, false);
     try {
       const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
       usesByStep.set(spec.name, result);
+      flopsByStep.set(spec.name, countFlops(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
       for (const [family, classes] of shapes) {
         const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
         familyShapes.set(family, into);
@@ -394,16 +404,17 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
         const { run: r, mode, precision, name } = spec;
         const roof = precision === 'mixed' ? roofMixed : roof32;
         const t = timings.get(name)!;
-        const matmulFlops = matmulFlopsOf(usesByStep.get(name)!);
-        const stepMatmulGflops = matmulFlops / (t.medianMs * 1e6);
+        const { matmul: matmulFlops, attention: attentionFlops, total: flops } = flopsByStep.get(name)!;
+        const stepMatmulGflops = flops / (t.medianMs * 1e6);
         const f: StepFigure = {
           name, what: `${mode}_step`, precision, student: r.student,
           ...(mode === 'dmae' ? { teacher: { preset: r.teacher, stopBlock: teacherStopBlock(defaultDistillConfig(cfgOf(r.student, r.geometry).depth, cfgOf(r.teacher, r.geometry).depth)), depth: cfgOf(r.teacher, r.geometry).depth } } : {}),
           image: `${r.geometry.imgSize}×${r.geometry.imgSize}×${r.geometry.inChans}`, patchSize: r.geometry.patchSize, patches: numPatches(cfgOf(r.student, r.geometry)),
           visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.passes,
           matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
-          loss: round(loss), matmulFlops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
+          loss: round(loss), matmulFlops, attentionFlops, flops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
           imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), roof, stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
+          stepEfficiencyLinearOnly: round(matmulFlops / (t.medianMs * 1e6) / roof.gflops, 3),
         };
         if (timer && matmulNs.length > 0) {
           const mm = median(matmulNs) / 1e6;
@@ -413,7 +424,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / roof.gflops, 3);
         }
         steps.push(f);
-        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(matmulFlops / 1e9).toFixed(1)} GFLOP → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
+        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(flops / 1e9).toFixed(1)} GFLOP (attention ${(attentionFlops / 1e9).toFixed(2)}) → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
           (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
       }
     } catch (e) {
@@ -455,6 +466,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       stepsTimed: steps.length,
       images_per_second: Object.fromEntries(steps.map((s) => [s.name, s.imagesPerSecond])),
       step_efficiency: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiency])),
+      step_efficiency_linear_only: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiencyLinearOnly])),
       // f32 step time / mixed step time, per step timed both ways (> 1: mixed precision is faster here).
       mixed_speedup: Object.fromEntries(steps.filter((s) => s.precision === 'mixed').flatMap((s) => {
         const f32 = steps.find((x) => x.precision === 'f32' && `mixed_${x.name}` === s.name);

@@ -15,9 +15,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
-import { Recorder } from '../src/gpu/kernels';
+import { Recorder, type KernelSpec, type Param, type Tensor } from '../src/gpu/kernels';
 import { GpuTimer } from '../src/gpu/timing';
-import type { MatmulUse } from '../src/gpu/autotune';
+import { collectMatmulShapes, type MatmulUse } from '../src/gpu/autotune';
 import { ourStepContender } from './peer-core';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
@@ -181,6 +181,76 @@ export class CountingRecorder extends Recorder {
 
 /** Σ 2·M·N·K·count over the matmul products of a recording (collectMatmulShapes). */
 export const matmulFlops = (uses: readonly MatmulUse[]): number => uses.reduce((s, u) => s + 2 * u.M * u.N * u.K * u.count, 0);
+
+// ---------------------------------------------------------------------------------------------
+// FLOPs, counted from what a contender dispatches (bench train's ratios, bench gpu's step efficiency)
+
+/**
+ * Attention's products per entry point of shaders/attention.wgsl, in multiply-adds of B·H·T²·hd
+ * (×2 for FLOPs): the forward 2 (q·kᵀ, P·v), the backward 4 (dP = dout·vᵀ; dq = dS·k, dk = dSᵀ·q,
+ * dv = Pᵀ·dout). Softmax and its backward are element-wise and not counted (as in kernels.json).
+ */
+const ATTENTION_MACS: Readonly<Record<string, number>> = {
+  attention_scores: 1,
+  attention_weighted_sum: 1,
+  attention_backward_scores: 1,
+  attention_backward_qkv: 3,
+};
+
+/**
+ * FLOPs (2 per multiply-add) of one attention dispatch, read from its params [B, T, H, hd, …]:
+ * 4·B·H·T²·hd for the forward's two dispatches together, 8·B·H·T²·hd for the backward's. Every
+ * variant counts (shaders/attention.wgsl, shaders/attention_<variant>.wgsl: the same entry points
+ * and params); 0 for any other shader. An attention entry point this table does not know throws,
+ * rather than be counted as nothing.
+ */
+export function attentionDispatchFlops(spec: KernelSpec, params: readonly Param[] | null): number {
+  if (spec.shader !== 'attention' && !spec.shader.startsWith('attention_')) return 0;
+  const macs = ATTENTION_MACS[spec.entry];
+  if (macs === undefined || !params) throw new Error(`bench/lib.ts: attention entry point ${spec.entry} is not in ATTENTION_MACS; say how many products it computes`);
+  const [B, T, H, hd] = params as number[];
+  return 2 * macs * B * H * T * T * hd;
+}
+
+export interface Flops {
+  /** Σ 2·M·N·K over every matmul dispatch (the Linear layers forward and backward). */
+  matmul: number;
+  /** Σ over attention dispatches (attentionDispatchFlops). */
+  attention: number;
+  total: number;
+  /** Dispatches recorded (the passes of a timed run: the two recordings must agree). */
+  dispatches: number;
+}
+
+/** Counts attention FLOPs and dispatches; dispatches nothing (a dry recording, discarded). */
+class AttentionCountingRecorder extends Recorder {
+  attention = 0;
+  dispatches = 0;
+  override dispatch(spec: KernelSpec, _bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null): void {
+    this.dispatches++;
+    this.attention += attentionDispatchFlops(spec, params);
+  }
+  override copy(): void {}
+  override clear(): void {}
+}
+
+/**
+ * The FLOPs of what `record` dispatches, from a dry recording (nothing is submitted): the matmul
+ * products as the tuner lists them (collectMatmulShapes, which reads M, N, K from each matmul
+ * dispatch's params), the attention products from the attention dispatches' params. The second
+ * recording runs inside the first so that the tuner's dry-recording guard covers both (a dry
+ * recording must not fix a matmul variant).
+ */
+export function countFlops(gpu: Gpu, record: (rec: Recorder) => void): Flops {
+  const att = new AttentionCountingRecorder(gpu, undefined, 'flop-count');
+  const uses = collectMatmulShapes(gpu, (rec) => {
+    record(rec);
+    record(att);
+  });
+  att.discard();
+  const matmul = matmulFlops(uses);
+  return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Results

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { numPatches, type DistillConfig } from '../../src/engine/config';
 import { DmaeModel } from '../../src/engine/dmae';
 import { MaeModel } from '../../src/engine/mae';
-import { TRAIN_TARGETS, attentionDispatchFlops, countFlops, fitLine, teacherBlocksSweep, trainTargets } from '../../bench/train';
+import { attentionDispatchFlops, countFlops } from '../../bench/lib';
+import { TRAIN_TARGETS, fitLine, teacherBlocksSweep, trainTargets } from '../../bench/train';
 import { CountingRecorder, testGpu } from '../helpers';
 import { tinyConfig } from '../model-fixtures';
 
