@@ -39,7 +39,6 @@
 // #import common/layernorm_rows
 
 const WG = 64u;
-const ROWS_PER_CHUNK = 32u;
 
 // layernorm_backward_partial
 @group(0) @binding(1) var<storage, read_write> q_partial: array<f32>;

@@ -8,8 +8,12 @@
 //   layernorm_forward      1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
 //   layernorm_backward_dx  1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
 //                          5 weight, 6 mean, 7 rstd
+//   layernorm_backward_dx_partial  the same, but binding 2 is partial[2, nchunks, C] (=): one
+//                          workgroup per chunk of ROWS_PER_CHUNK rows computes their dx and the
+//                          chunk's dweight/dbias sums (layernorm.wgsl's backward_partial, whose
+//                          pass over dout and x it saves)
 // The forward saves mean and rstd; the backward's dweight/dbias kernels (backward_partial,
-// backward_params) are the ones in layernorm.wgsl, fed this file's corr.
+// backward_params) are the ones in layernorm.wgsl, fed this file's corr (or partial).
 //
 // Why: the workgroup variant's tree costs 8 barriers per row sum (one per level of 64, and the
 // ends); CPU adapters (lavapipe, SwiftShader) pay a lot per barrier. Here a row sum is one
@@ -91,4 +95,41 @@ fn layernorm_backward_dx(@builtin(local_invocation_index) lid: u32, @builtin(wor
   let k = dx_row(subgroupAdd(acc), rstd, C);
   for (var i = w.lane; i < w.end; i += w.n) { write_dx(base + i, i, mean, rstd, k); }
   if (lid == 0u) { b_corr[row] = k.corr; }
+}
+
+// partial[0, k, c] = Σ_{r in chunk k} dout·xhat, partial[1, k, c] = Σ_{r in chunk k} dout, rows in
+// order (the sums and order of layernorm_backward_partial), with each row's dx on the way: one
+// workgroup per chunk, its subgroup taking the rows one after another. Each lane adds into the
+// chunk's partial row at its own channels (no other invocation writes them).
+@group(0) @binding(2) var<storage, read_write> b_partial: array<f32>;
+
+@compute @workgroup_size(SG_WG)
+fn layernorm_backward_dx_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let chunk = grid_workgroup(wid, nwg);
+  if (chunk >= p.nchunks) { return; }
+  let C = p.C;
+  let w = lanes(lid, C);
+  let dw_at = chunk * C;
+  let db_at = (p.nchunks + chunk) * C;
+  let r0 = chunk * ROWS_PER_CHUNK;
+  let r1 = min(r0 + ROWS_PER_CHUNK, p.rows);
+  for (var row = r0; row < r1; row++) {
+    let base = row * C;
+    let mean = b_mean[row];
+    let rstd = b_rstd[row];
+    var acc = vec3(0.0);
+    for (var i = w.lane; i < w.end; i += w.n) { acc += dx_terms(base + i, i, mean); }
+    let k = dx_row(subgroupAdd(acc), rstd, C);
+    for (var i = w.lane; i < w.end; i += w.n) {
+      let xhat = write_dx(base + i, i, mean, rstd, k);
+      let g = b_dout[base + i];
+      if (row == r0) {
+        b_partial[dw_at + i] = g * xhat;
+        b_partial[db_at + i] = g;
+      } else {
+        b_partial[dw_at + i] += g * xhat;
+        b_partial[db_at + i] += g;
+      }
+    }
+  }
 }

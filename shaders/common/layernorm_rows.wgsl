@@ -17,6 +17,10 @@
 
 struct Params { rows: u32, C: u32, eps: f32, nchunks: u32 }
 
+// dweight/dbias are summed over chunks of this many rows (in order) into a partial[2, nchunks, C],
+// then over the chunks in order (layernorm.wgsl's backward_params).
+const ROWS_PER_CHUNK = 32u;
+
 // dx accumulates instead of being assigned: the residual stream's gradient takes the norm's
 // contribution in the same pass (dres += dx_norm) rather than through a scratch and an add.
 override ACCUMULATE_DX: bool = false;
@@ -69,10 +73,11 @@ fn dx_row(sums: vec3<f32>, rstd: f32, C: u32) -> DxRow {
 }
 
 // dx = rstd·(g − mean(g) − xhat·mean(g·xhat)), xhat = (x − mean − corr)·rstd; assigned, or added
-// with ACCUMULATE_DX.
-fn write_dx(e: u32, c: u32, mean: f32, rstd: f32, k: DxRow) {
+// with ACCUMULATE_DX. Returns xhat (dweight's factor).
+fn write_dx(e: u32, c: u32, mean: f32, rstd: f32, k: DxRow) -> f32 {
   let xhat = ((b_x[e] - mean) - k.corr) * rstd;
   let g = b_dout[e] * b_weight[c];
   let dx = rstd * (g - k.mean_g - xhat * k.mean_gxhat);
   if (ACCUMULATE_DX) { b_dx[e] += dx; } else { b_dx[e] = dx; }
+  return xhat;
 }

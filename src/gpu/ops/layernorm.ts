@@ -6,8 +6,9 @@
  * Two variants of the row kernels (forward, backward_dx), the same maths: 'workgroup' reduces a
  * row with a tree in workgroup memory (any device); 'subgroup' (shaders/layernorm_subgroups.wgsl)
  * with subgroupAdd, no barrier, for devices with the 'subgroups' feature (CPU adapters pay dearly
- * for barriers). The two give close but not bit-identical results: choose one per device and keep
- * it (a run stays reproducible).
+ * for barriers); its backward takes a chunk of rows per workgroup and sums their dweight/dbias
+ * partials in the same pass as their dx (one read of dout and x instead of two). The two give
+ * close but not bit-identical results: choose one per device and keep it (a run stays reproducible).
  */
 import type { Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
@@ -16,7 +17,7 @@ import { checkReductionVariant, floorLog2, grid2d, reductionVariants, scratch, s
 
 /** Threads per workgroup: the row kernels' REDUCE_WG (one workgroup per row) and the per-channel kernels'. */
 const WG = 64;
-/** Must match ROWS_PER_CHUNK in shaders/layernorm.wgsl. */
+/** Must match ROWS_PER_CHUNK in shaders/common/layernorm_rows.wgsl. */
 export const LN_ROWS_PER_CHUNK = 32;
 
 export type LayernormVariant = ReductionVariant;
@@ -60,14 +61,21 @@ export function layernormBackward(
   dout: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, rows: number, C: number,
   accumulateDx = false, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
 ): void {
-  const dxSpec = rowKernel(rec.gpu, 'layernorm_backward_dx', variant, { ACCUMULATE_DX: accumulateDx ? 1 : 0 });
+  const constants = { ACCUMULATE_DX: accumulateDx ? 1 : 0 };
+  const dxSpec = rowKernel(rec.gpu, variant === 'subgroup' ? 'layernorm_backward_dx_partial' : 'layernorm_backward_dx', variant, constants);
   if (rows === 0 || C === 0) return;
   const nchunks = ceilDiv(rows, LN_ROWS_PER_CHUNK);
-  // Per-device scratch, grown when too small: corr[rows] and partial[2, nchunks, C] (sums over chunks of rows).
-  const corr = scratch(rec.gpu.device, 'layernorm-corr', rows);
+  // Per-device scratch, grown when too small: partial[2, nchunks, C] (sums over chunks of rows), and for
+  // 'workgroup' corr[rows], which its dx kernel hands to backward_partial.
   const partial = scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
   const params = [rows, C, { f32: 0 }, nchunks];
-  rec.dispatch(dxSpec, [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
-  rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_partial' }, [partial, dout, x, mean, rstd, corr], params, [ceilDiv(C, WG), nchunks]);
+  if (variant === 'subgroup') {
+    // One pass over dout and x: each chunk's dx and its partial sums (layernorm_backward_dx_partial).
+    rec.dispatch(dxSpec, [dx, partial, dout, x, weight, mean, rstd], params, grid2d(nchunks, 1));
+  } else {
+    const corr = scratch(rec.gpu.device, 'layernorm-corr', rows);
+    rec.dispatch(dxSpec, [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
+    rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_partial' }, [partial, dout, x, mean, rstd, corr], params, [ceilDiv(C, WG), nchunks]);
+  }
   rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_params' }, [dweight, dbias, partial], params, [ceilDiv(C, WG)]);
 }
