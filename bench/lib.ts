@@ -18,6 +18,7 @@ import type { Gpu } from '../src/gpu/device';
 import { Recorder, type KernelSpec, type Param, type Tensor } from '../src/gpu/kernels';
 import { GpuTimer } from '../src/gpu/timing';
 import { collectMatmulShapes, type MatmulUse } from '../src/gpu/autotune';
+import { collectFamilyShapes } from '../src/gpu/variant-choices';
 import { ourStepContender } from './peer-core';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
@@ -237,16 +238,17 @@ class AttentionCountingRecorder extends Recorder {
 /**
  * The FLOPs of what `record` dispatches, from a dry recording (nothing is submitted): the matmul
  * products as the tuner lists them (collectMatmulShapes, which reads M, N, K from each matmul
- * dispatch's params), the attention products from the attention dispatches' params. The second
- * recording runs inside the first so that the tuner's dry-recording guard covers both (a dry
- * recording must not fix a matmul variant).
+ * dispatch's params), the attention products from the attention dispatches' params. Both
+ * recordings run inside both tuners' dry-recording guards (collectMatmulShapes,
+ * collectFamilyShapes): a dry recording must fix no variant, or a count made before tuning would
+ * pin the untuned fallbacks (layer norm's and attention's 'workgroup') for the device's life.
  */
 export function countFlops(gpu: Gpu, record: (rec: Recorder) => void): Flops {
   const att = new AttentionCountingRecorder(gpu, undefined, 'flop-count');
-  const uses = collectMatmulShapes(gpu, (rec) => {
+  const { result: uses } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => {
     record(rec);
     record(att);
-  });
+  }));
   att.discard();
   const matmul = matmulFlops(uses);
   return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches };

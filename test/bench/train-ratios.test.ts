@@ -10,6 +10,10 @@ import { DmaeModel } from '../../src/engine/dmae';
 import { MaeModel } from '../../src/engine/mae';
 import { attentionDispatchFlops, countFlops } from '../../bench/lib';
 import { TRAIN_TARGETS, fitLine, teacherBlocksSweep, trainTargets } from '../../bench/train';
+import { collectMatmulShapes } from '../../src/gpu/autotune';
+import { Recorder } from '../../src/gpu/kernels';
+import { acquireNodeGpu } from '../../src/gpu/node-device';
+import { collectFamilyShapes, variantInUse } from '../../src/gpu/variant-choices';
 import { CountingRecorder, testGpu } from '../helpers';
 import { tinyConfig } from '../model-fixtures';
 
@@ -67,6 +71,28 @@ describe('countFlops (a dry recording)', () => {
     } finally {
       mae.destroy();
       for (const m of models) m.destroy();
+    }
+  });
+});
+
+describe('countFlops fixes nothing', () => {
+  it("a count made before tuning leaves the step's layer-norm and attention classes free (a real recording fixes them)", async () => {
+    const gpu = await acquireNodeGpu(); // its own device: no class is fixed on it yet
+    const mae = new MaeModel(gpu, tinyConfig(3, true), 2, 3);
+    try {
+      const step = (rec: Recorder) => mae.recordStep(rec, { lr: 1e-3, step: 1 });
+      const { shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, step));
+      const classes = [...shapes].flatMap(([family, byClass]) => [...byClass.keys()].map((cls) => [family, cls] as const));
+      expect(classes.map(([f]) => f).sort()).toEqual(expect.arrayContaining(['attention', 'layernorm']));
+      countFlops(gpu, step);
+      for (const [family, cls] of classes) expect(variantInUse(gpu, family, cls), `${family} ${cls} after countFlops`).toBeUndefined();
+      const rec = new Recorder(gpu);
+      step(rec);
+      rec.discard();
+      for (const [family, cls] of classes) expect(variantInUse(gpu, family, cls), `${family} ${cls} after a real recording`).toBeDefined();
+    } finally {
+      mae.destroy();
+      gpu.destroy();
     }
   });
 });
