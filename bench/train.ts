@@ -19,7 +19,8 @@
  * (bench/lib.ts), then the teacher's forward alone, run through 1, ¼, ½, ¾ (the stopped teacher)
  * and all of its blocks, interleaved, and fitted with time = a + b·kT. Every contender's FLOPs are
  * counted from a dry recording of what it dispatches (matmul 2·M·N·K, attention's products), so
- * the DMAE/MAE time ratio can be set against their FLOP ratio. Weights are the recipe's random
+ * the DMAE/MAE time ratio can be set against their FLOP ratio. Every contender's kernels are
+ * tuned first (tuneKernelsForRecording), as the Trainer tunes a run's. Weights are the recipe's random
  * initialisation (timing does not depend on their values); images are seeded noise. Before timing,
  * the stopped and the full teacher's DMAE take one step from the same state and their losses are
  * compared bit for bit. The issue's targets are restated with met true/false (`targets`).
@@ -31,6 +32,7 @@ import { DmaeModel, dmaeStudentLayout } from '../src/engine/dmae';
 import { initParams } from '../src/engine/init';
 import { MaeModel } from '../src/engine/mae';
 import { maeParamLayout } from '../src/engine/params';
+import { tuneKernelsForRecording } from '../src/gpu/autotune-families';
 import { readback } from '../src/gpu/buffers';
 import { GpuError, type Gpu } from '../src/gpu/device';
 import type { Recorder } from '../src/gpu/kernels';
@@ -314,6 +316,10 @@ export async function runTrain(opts: TrainOptions): Promise<void> {
         ...swept.map(({ b, m }) => ({ name: `teacher_forward_blocks${b}`, what: 'teacher_forward_blocks' as const, blocks: b, record: teacherForward(m) })),
       ].sort((a, b) => a.blocks - b.blocks);
 
+      // The kernels each contender dispatches, tuned before its first recording as the Trainer
+      // tunes (matmul variants, layer norm, attention): untuned, layer norm and attention would
+      // run their always-correct 'workgroup' fallbacks, not what a user's run dispatches.
+      for (const record of [...Object.values(stepRecords), ...teacherRecords.map((t) => t.record)]) await tuneKernelsForRecording(ctx.gpu, record);
       // One step each, from the same state: compiles the pipelines, grows the scratch, counts
       // the passes, and checks that the full teacher gives the same loss as the stopped one.
       // The swept teachers read the student's patches: their models run the student's encoder first.
