@@ -90,11 +90,11 @@ async function interleave(cs: Contender[], warmup: number, reps: number, withTim
   for (const c of cs) {
     const s = samples.get(c.name)!;
     const wall = s.map((x) => x.wallMs);
-    const t: PageTiming = { wallMedianMs: r4(median(wall)), wallMinMs: r4(Math.min(...wall)), wallSamplesMs: wall.map(r4) };
+    const t: PageTiming = { wallMedianMs: r4(median(wall)), wallMinMs: r4(Math.min(...wall)), wallSamplesMs: wall.map((x) => r4(x)) };
     if (s.every((x) => x.gpuMs !== undefined)) {
       const g = s.map((x) => x.gpuMs!);
       t.gpuMedianMs = r4(median(g));
-      t.gpuSamplesMs = g.map(r4);
+      t.gpuSamplesMs = g.map((x) => r4(x));
     }
     out.set(c.name, t);
   }
