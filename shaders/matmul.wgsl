@@ -33,7 +33,8 @@
 //                    It reads the bindings through vec4 views (c4, a4, b4, bias4, aux4), which
 //                    alias bindings 1–5; an entry point uses one view of each binding only.
 //                    Its body, shared with matmul_vec4_f16, is common/matmul_vec4.wgsl.
-// transpose_vec4: out[K, M'] = in[M, K]ᵀ, rows past M repeat row M−1 (matmul_vec4 never stores them).
+// transpose_vec4: out[K, M'] = in[M, K]ᵀ, rows past M repeat row M−1 (matmul_vec4 never stores them);
+//   transpose_vec4_pair: an 'nt' product's Aᵀ and Bᵀ in one dispatch.
 // bias_backward: dbias[N] (=|+=) Σ_m dy[m, n], one thread per column, rows in order (deterministic).
 // Every variant sums k = 0, 1, …, K−1 in order into one accumulator per element: fixed order, so
 // the same inputs give the same bits.
@@ -162,22 +163,46 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   matmul_vec4_tile(wid, li);
 }
 
-// Bindings reused: c4 = out [K, M'] (M' = M rounded up to 4), a4 = in [M,K], K % 4 == 0.
-// One 4×4 block per invocation: four row quads in, four column quads out; x walks the input's
-// column quads, y its row quads (a 2-D grid: no integer division, which CPU adapters do per lane).
+// The transposes: one 4×4 block per invocation, four row quads in, four column quads out; x walks
+// the input's column quads, y its row quads (a 2-D grid: no integer division, which CPU adapters
+// do per lane). K % 4 == 0.
+
+// vec4 indices of row quad bm's four rows at column quad bk of in[rows, K] (rows past the last
+// repeat it: matmul_vec4 never stores them).
+fn quad_rows(rows: u32, bm: u32, bk: u32) -> vec4<u32> {
+  return min(vec4(bm * 4u) + vec4(0u, 1u, 2u, 3u), vec4(rows - 1u)) * (p.K / 4u) + vec4(bk);
+}
+
+// Rows x0..x3 of a 4×4 block, written transposed into out[K, 4·rq] (rq row quads) at vec4 c_at.
+fn store_transposed(c_at: u32, rq: u32, bk: u32, bm: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
+  c4[c_at + (bk * 4u + 0u) * rq + bm] = vec4(x0.x, x1.x, x2.x, x3.x);
+  c4[c_at + (bk * 4u + 1u) * rq + bm] = vec4(x0.y, x1.y, x2.y, x3.y);
+  c4[c_at + (bk * 4u + 2u) * rq + bm] = vec4(x0.z, x1.z, x2.z, x3.z);
+  c4[c_at + (bk * 4u + 3u) * rq + bm] = vec4(x0.w, x1.w, x2.w, x3.w);
+}
+
+// c4 = out [K, M'] (M' = M rounded up to 4), a4 = in [M, K].
 @compute @workgroup_size(8, 8)
 fn transpose_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let kq = p.K / 4u;
   let mq = (p.M + 3u) / 4u;
-  let bk = gid.x;
-  let bm = gid.y;
-  if (bk >= kq || bm >= mq) { return; }
-  let x0 = a4[min(bm * 4u + 0u, p.M - 1u) * kq + bk];
-  let x1 = a4[min(bm * 4u + 1u, p.M - 1u) * kq + bk];
-  let x2 = a4[min(bm * 4u + 2u, p.M - 1u) * kq + bk];
-  let x3 = a4[min(bm * 4u + 3u, p.M - 1u) * kq + bk];
-  c4[(bk * 4u + 0u) * mq + bm] = vec4(x0.x, x1.x, x2.x, x3.x);
-  c4[(bk * 4u + 1u) * mq + bm] = vec4(x0.y, x1.y, x2.y, x3.y);
-  c4[(bk * 4u + 2u) * mq + bm] = vec4(x0.z, x1.z, x2.z, x3.z);
-  c4[(bk * 4u + 3u) * mq + bm] = vec4(x0.w, x1.w, x2.w, x3.w);
+  if (gid.x >= p.K / 4u || gid.y >= mq) { return; }
+  let r = quad_rows(p.M, gid.y, gid.x);
+  store_transposed(0u, mq, gid.x, gid.y, a4[r.x], a4[r.y], a4[r.z], a4[r.w]);
+}
+
+// An 'nt' product's two operands in one dispatch (a pass fewer): z = 0 writes Aᵀ [K, M'] at the
+// start of c4, z = 1 writes Bᵀ [K, N] at vec4 p.b_at (b4 = B [N, K], N % 4 == 0).
+@compute @workgroup_size(8, 8)
+fn transpose_vec4_pair(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.z == 0u) {
+    let mq = (p.M + 3u) / 4u;
+    if (gid.x >= p.K / 4u || gid.y >= mq) { return; }
+    let r = quad_rows(p.M, gid.y, gid.x);
+    store_transposed(0u, mq, gid.x, gid.y, a4[r.x], a4[r.y], a4[r.z], a4[r.w]);
+  } else {
+    let nq = p.N / 4u;
+    if (gid.x >= p.K / 4u || gid.y >= nq) { return; }
+    let r = quad_rows(p.N, gid.y, gid.x);
+    store_transposed(p.b_at, nq, gid.x, gid.y, b4[r.x], b4[r.y], b4[r.z], b4[r.w]);
+  }
 }

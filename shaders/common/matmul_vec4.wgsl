@@ -22,7 +22,8 @@ const EPILOGUE_GELU = 2u;      // and aux = gelu'(x), saved for the backward
 const EPILOGUE_GELU_GRAD = 3u; // x · aux
 const EPILOGUE_GELU_ONLY = 4u; // a frozen layer's: nothing saved
 
-struct Params { M: u32, N: u32, K: u32, _pad: u32 }
+// b_at: transpose_vec4_pair's Bᵀ offset in vec4s (0 for every other entry point).
+struct Params { M: u32, N: u32, K: u32, b_at: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // vec4 views of bindings 1, 4 and 5 (the importing file declares its own views of a and b).

@@ -98,12 +98,12 @@ const noAux = (device: GPUDevice): Tensor => scratch(device, 'matmul-no-aux', 64
 
 /**
  * Where matmul_vec4's transposed operand of `length` elements goes: one scratch per power-of-two
- * size class (ops/common.ts scratch, key 'matmul:aT:<log₂>' or 'matmul:bT:<log₂>'), allocated at
+ * size class (ops/common.ts scratch, key 'matmul:aT:<log₂>' or 'matmul:abT:<log₂>'), allocated at
  * the class's full size on first use and never grown, so the buffer a product binds stays the same
  * from its first recording on (a repeated step makes no bind groups), and all classes together
  * hold less than four times the largest operand (a geometric series).
  */
-function transposeScratch(device: GPUDevice, name: 'aT' | 'bT' | 'aH' | 'bH', length: number): Tensor {
+function transposeScratch(device: GPUDevice, name: 'aT' | 'abT' | 'aH' | 'bH', length: number): Tensor {
   const sizeClass = Math.max(6, Math.ceil(Math.log2(length)));
   const limit = Math.floor(Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize) / 4);
   const t = scratch(device, `matmul:${name}:${sizeClass}`, Math.max(length, Math.min(2 ** sizeClass, limit)));
@@ -113,6 +113,21 @@ function transposeScratch(device: GPUDevice, name: 'aT' | 'bT' | 'aH' | 'bH', le
 /** out[K, M'] = x[M,K]ᵀ, M' = M rounded up to 4 (the padding rows repeat row M − 1); K % 4 == 0. */
 function transposeVec4(rec: Recorder, out: Tensor, x: Tensor, M: number, K: number): void {
   rec.dispatch({ shader: 'matmul', entry: 'transpose_vec4' }, [out, x], [M, 0, K, 0], [ceilDiv(K / 4, 8), ceilDiv(ceilDiv(M, 4), 8)]);
+}
+
+/**
+ * An 'nt' product's Aᵀ [K, M'] and Bᵀ [K, N] by one dispatch (transpose_vec4_pair), into one
+ * scratch: Aᵀ first, Bᵀ at the next 256-byte boundary (a binding's offset alignment).
+ */
+function transposePair(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number): [Tensor, Tensor] {
+  const aLength = K * 4 * ceilDiv(M, 4);
+  const bAt = ceilDiv(aLength, 64) * 64; // elements: 256 bytes
+  const both = transposeScratch(rec.gpu.device, 'abT', bAt + K * N);
+  const aT = { buffer: both.buffer, offset: both.offset, length: aLength };
+  const bT = { buffer: both.buffer, offset: both.offset + 4 * bAt, length: K * N };
+  const rowQuads = Math.max(ceilDiv(M, 4), N / 4);
+  rec.dispatch({ shader: 'matmul', entry: 'transpose_vec4_pair' }, [both, a, b], [M, N, K, bAt / 4], [ceilDiv(K / 4, 8), ceilDiv(rowQuads, 8), 2]);
+  return [aT, bT];
 }
 
 /**
@@ -198,14 +213,11 @@ export function matmul(
     // matmul_vec4 reads both operands K-major: Aᵀ [K, M'] and B [K,N].
     let aT = a;
     let bK = b;
-    if (layout !== 'tn' && M > 0 && K > 0) {
+    if (layout === 'nn' && M > 0 && K > 0) {
       aT = transposeScratch(device, 'aT', K * 4 * ceilDiv(M, 4));
       transposeVec4(rec, aT, a, M, K);
     }
-    if (layout === 'nt' && N > 0 && K > 0) {
-      bK = transposeScratch(device, 'bT', K * N);
-      transposeVec4(rec, bK, b, N, K);
-    }
+    if (layout === 'nt' && M > 0 && N > 0 && K > 0) [aT, bK] = transposePair(rec, a, b, M, N, K);
     const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
     rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups);
     return;
