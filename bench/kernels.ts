@@ -228,8 +228,8 @@ function otherDeclarations(): KernelBench[] {
   // The Linear layers with a fused epilogue (matmul.wgsl's EPILOGUE), as the blocks record them,
   // every variant timed interleaved per layer; each verified against the float64 composite it
   // replaces: the plain product, then the element-wise reference (src/ref/elementwise).
-  //   fc1 'gelu' (nt):               h = x·W1ᵀ + b1 (saved), a = gelu(h)      vs matmul, biasGeluForward
-  //   fc2 backward dX 'gelu_grad' (nn): dh = (dY·W2) ⊙ gelu'(h)              vs matmul, geluBackward
+  //   fc1 'gelu' (nt):               h = x·W1ᵀ + b1, a = gelu(h), gelu'(h) saved  vs matmul, biasGeluForward
+  //   fc2 backward dX 'gelu_grad' (nn): dh = (dY·W2) ⊙ the saved gelu'(h)       vs matmul, geluBackward
   //   proj, fc2 'residual' (nt):     y = x·Wᵀ + b + x_res                    vs matmul + bias, addInPlace
   const linear = (layer: string): LinearShape => LINEARS.find((l) => l.layer === layer)!;
   const addFused = (

@@ -181,7 +181,7 @@ export class CountingRecorder extends Recorder {
 }
 
 /** Σ 2·M·N·K·count over the matmul products of a recording (collectMatmulShapes). */
-export const matmulFlops = (uses: readonly MatmulUse[]): number => uses.reduce((s, u) => s + 2 * u.M * u.N * u.K * u.count, 0);
+const matmulFlops = (uses: readonly MatmulUse[]): number => uses.reduce((s, u) => s + 2 * u.M * u.N * u.K * u.count, 0);
 
 // ---------------------------------------------------------------------------------------------
 // FLOPs, counted from what a contender dispatches (bench train's ratios, bench gpu's step efficiency)

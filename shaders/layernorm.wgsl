@@ -28,7 +28,8 @@
 // dweight/dbias are summed over chunks of ROWS_PER_CHUNK rows in order into `partial`, then over
 // chunks in order.
 //
-// shaders/layernorm_subgroups.wgsl has the same two row kernels with subgroup reductions.
+// shaders/layernorm_subgroups.wgsl has the forward with subgroup reductions, and
+// layernorm_backward_dx_partial: this file's backward_dx and backward_partial in one pass.
 //
 // Geometry: the row kernels (forward, backward_dx) run one workgroup of REDUCE_WG threads per row
 // (the wrapper sets 64), rows past 65535 spilling into y (common/grid); the per-channel kernels

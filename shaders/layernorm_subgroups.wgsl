@@ -1,26 +1,26 @@
-// Layer normalisation's two row kernels (forward, backward_dx) with subgroup reductions: the
+// Layer normalisation's row kernels (forward, backward_dx_partial) with subgroup reductions: the
 // 'subgroup' variant of shaders/layernorm.wgsl, for devices with the WebGPU feature 'subgroups'.
-// Same maths, shapes, Params, bindings and outputs as there (see its header); Params,
-// ACCUMULATE_DX, the bindings and the per-element maths are in common/layernorm_rows, for both:
+// Same maths, shapes and Params as there (see its header); Params, ACCUMULATE_DX, the bindings
+// and the per-element maths are in common/layernorm_rows, for both:
 //
 //   out[R,C] = (x − mean_r) · rstd_r · weight[C] + bias[C],   rstd_r = 1/√(var_r + eps)
 //   R rows, C channels. Binding 0 = params {rows, C, eps, nchunks}; storage, outputs first:
-//   layernorm_forward      1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
-//   layernorm_backward_dx  1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
-//                          5 weight, 6 mean, 7 rstd
-//   layernorm_backward_dx_partial  the same, but binding 2 is partial[2, nchunks, C] (=): one
-//                          workgroup per chunk of ROWS_PER_CHUNK rows computes their dx and the
-//                          chunk's dweight/dbias sums (layernorm.wgsl's backward_partial, whose
-//                          pass over dout and x it saves)
-// The forward saves mean and rstd; the backward's dweight/dbias kernels (backward_partial,
-// backward_params) are the ones in layernorm.wgsl, fed this file's corr (or partial).
+//   layernorm_forward              1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
+//   layernorm_backward_dx_partial  1 dx[R,C] = or += (ACCUMULATE_DX), 2 partial[2, nchunks, C] =,
+//                                  3 dout, 4 x, 5 weight, 6 mean, 7 rstd: one workgroup per chunk
+//                                  of ROWS_PER_CHUNK rows computes their dx and the chunk's
+//                                  dweight/dbias sums in one pass over dout and x (the workgroup
+//                                  variant's backward_dx and backward_partial together)
+// The forward saves mean and rstd. The backward's last kernel is layernorm.wgsl's backward_params,
+// which sums the chunks.
 //
 // Why: the workgroup variant's tree costs 8 barriers per row sum (one per level of 64, and the
 // ends); CPU adapters (lavapipe, SwiftShader) pay a lot per barrier. Here a row sum is one
 // subgroupAdd: no barrier, no workgroup memory.
 //
-// Geometry: one workgroup of SG_WG invocations per row (rows past 65535 spill into y,
-// common/grid). The wrapper sets SG_WG to the adapter's subgroup size, so that the workgroup is
+// Geometry: one workgroup of SG_WG invocations per row (backward_dx_partial: per chunk of
+// ROWS_PER_CHUNK rows, taken in order; rows or chunks past 65535 spill into y, common/grid).
+// The wrapper sets SG_WG to the adapter's subgroup size, so that the workgroup is
 // usually exactly one subgroup. WebGPU does not promise how invocations map onto subgroups, so
 // the kernels are correct for any mapping:
 //   1. the subgroup that holds invocation 0 does the whole row, its n invocations striding over
@@ -39,7 +39,7 @@ enable subgroups;
 // #import common/grid
 // #import common/layernorm_rows
 
-// Invocations per workgroup (one workgroup per row); at most 256.
+// Invocations per workgroup (one workgroup per row, or per chunk of rows); at most 256.
 override SG_WG: u32 = 32u;
 
 // Which invocations work on the row, and how (step 1 of the header). Call from uniform control
@@ -79,23 +79,6 @@ fn layernorm_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgro
   }
 }
 
-// dx = rstd · (g − mean(g) − xhat · mean(g·xhat)); the row sums Σd, Σg, Σg·d from one pass, as in
-// layernorm.wgsl (the element maths: common/layernorm_rows).
-@compute @workgroup_size(SG_WG)
-fn layernorm_backward_dx(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = grid_workgroup(wid, nwg);
-  if (row >= p.rows) { return; }
-  let C = p.C;
-  let base = row * C;
-  let w = lanes(lid, C);
-  let mean = b_mean[row];
-  let rstd = b_rstd[row];
-  var acc = vec3(0.0);
-  for (var i = w.lane; i < w.end; i += w.n) { acc += dx_terms(base + i, i, mean); }
-  let k = dx_row(subgroupAdd(acc), rstd, C);
-  for (var i = w.lane; i < w.end; i += w.n) { write_dx(base + i, i, mean, rstd, k); }
-  if (lid == 0u) { b_corr[row] = k.corr; }
-}
 
 // partial[0, k, c] = Σ_{r in chunk k} dout·xhat, partial[1, k, c] = Σ_{r in chunk k} dout, rows in
 // order (the sums and order of layernorm_backward_partial), with each row's dx on the way: one

@@ -4,7 +4,7 @@
 //   A is [M,K] row-major, or [K,M] when TRANS_A (so op(A) = Aᵀ: dW = dYᵀ·X)
 //   B is [K,N] row-major, or [N,K] when TRANS_B (so op(B) = Bᵀ: Y = X·Wᵀ with W (out,in))
 //
-// Bindings: 0 params {M,N,K}, 1 c (out), 2 a, 3 b, 4 bias, 5 aux [M,N] (4 and 5 bound even when unused).
+// Bindings: 0 params {M,N,K, b_at: transpose_vec4_pair only}, 1 c (out), 2 a, 3 b, 4 bias, 5 aux [M,N] (4 and 5 bound even when unused).
 // ACCUMULATE: c += result (parameter gradients); otherwise c = result (activations).
 // BIAS_GRAD (matmul_vec4, 'tn' without a bias only): binding 4 is an output, bias[M] += Σ_k A[k, m]
 // (the Linear's db, summed in k order as bias_backward does; common/matmul_vec4.wgsl).
@@ -150,7 +150,7 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   c[n] = s;
 }
 
-// ---- matmul_vec4 (common/matmul_vec4.wgsl) and transpose_vec4 -------------------------------
+// ---- matmul_vec4 (common/matmul_vec4.wgsl) and its transposes ------------------------------
 // f32 vec4 views of a and b (bindings 2, 3; same buffers as a, b: only these entry points use them).
 @group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;

@@ -1,13 +1,14 @@
-// Layer norm's row kernels (forward, backward_dx), the parts their two variants share
-// (layernorm.wgsl: workgroup-memory reductions; layernorm_subgroups.wgsl: subgroup reductions):
-// the Params uniform (every layer-norm kernel's), the ACCUMULATE_DX override, the two kernels'
-// bindings, and the maths of one element, so that the variants differ only in how they stride
-// over a row and sum it. See layernorm.wgsl's header for the maths and the numerics.
+// Layer norm's row kernels, the parts their two variants share (layernorm.wgsl: workgroup-memory
+// reductions; layernorm_subgroups.wgsl: subgroup reductions): the Params uniform (every
+// layer-norm kernel's), ROWS_PER_CHUNK, the ACCUMULATE_DX override, the row kernels' bindings, and
+// the maths of one element, so that the variants differ only in how they stride over a row and
+// sum it. See layernorm.wgsl's header for the maths and the numerics.
 //
 //   R rows, C channels. Binding 0 = params {rows, C, eps, nchunks}; storage, outputs first:
 //   layernorm_forward      1 out[R,C] =, 2 mean[R] =, 3 rstd[R] =, 4 x, 5 weight, 6 bias
 //   layernorm_backward_dx  1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
-//                          5 weight, 6 mean, 7 rstd
+//                          5 weight, 6 mean, 7 rstd (layernorm_backward_dx_partial, in
+//                          layernorm_subgroups.wgsl: the same with 2 = partial[2, nchunks, C])
 // The per-channel backward kernels (backward_partial, backward_params) exist only in
 // layernorm.wgsl and declare their bindings there.
 //
