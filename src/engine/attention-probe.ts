@@ -51,7 +51,7 @@ export async function probeAttention(gpu: Gpu, m: ProbeModel, img: Float32Array,
   layout.add('x0', [T, D]);
   layout.add('xa', [T, D]);
   layout.add('xb', [T, D]);
-  addBlockActs(layout, 'blk', 1, T, D, heads, cfg.mlpRatio * D);
+  addBlockActs(layout, 'blk', 1, T, D, heads, cfg.mlpRatio * D, true);
   const arena = new Arena(gpu.device, layout, 'attention-probe');
   try {
     const A = (n: string) => arena.tensor(n);

@@ -316,7 +316,7 @@ export class Classifier {
 
     if (shared) {
       const b = new ArenaLayout();
-      addBlockActs(b, 'enc.block', N, T, D, cfg.numHeads, hidden); // shared by every block: forward only
+      addBlockActs(b, 'enc.block', N, T, D, cfg.numHeads, hidden, true); // shared by every block: forward only
       b.add('enc.out0', [N, T, D]);
       b.add('enc.out1', [N, T, D]);
       this.blockArenas = [new Arena(dev, b, 'cls-block-activations')];

@@ -77,7 +77,7 @@ export function teacherActivationLayout(teacherCfg: MaeConfig, d: DistillConfig,
   t.add('x0', [N, T, Dt]);
   t.add('xa', [N, T, Dt]);
   t.add('xb', [N, T, Dt]);
-  addBlockActs(t, 'blk', N, T, Dt, teacherCfg.numHeads, teacherCfg.mlpRatio * Dt);
+  addBlockActs(t, 'blk', N, T, Dt, teacherCfg.numHeads, teacherCfg.mlpRatio * Dt, true);
   for (const kT of new Set(d.pairs.map((p) => p.teacherBlock))) t.add(`feat.${kT}`, [N, T, Dt]);
   return t;
 }

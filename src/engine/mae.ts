@@ -43,23 +43,25 @@ export interface BlockActs {
   attn: Tensor; // [R, W] before proj
   x1: Tensor; // [R, W] after the attention residual
   ln2: Tensor; mean2: Tensor; rstd2: Tensor;
-  geluGrad: Tensor; // [R, 4W] gelu'(h), h = fc1's output (bias included): saved by fc1's pass for the backward
+  /** [R, 4W] gelu'(h), h = fc1's output (bias included): saved by fc1's pass for the backward; a frozen block's workspace has none. */
+  geluGrad?: Tensor;
   a: Tensor; // [R, 4W] gelu(h), written by the same pass
 }
 
 const BLOCK_ACTS = ['ln1', 'mean1', 'rstd1', 'qkv', 'probs', 'attn', 'x1', 'ln2', 'mean2', 'rstd2', 'geluGrad', 'a'] as const;
 
-export function addBlockActs(layout: ArenaLayout, prefix: string, N: number, T: number, W: number, heads: number, hidden: number): void {
+/** A block's activations under `prefix`; `frozen` (forward only: a teacher, a probe) leaves out what only the backward reads. */
+export function addBlockActs(layout: ArenaLayout, prefix: string, N: number, T: number, W: number, heads: number, hidden: number, frozen = false): void {
   const R = N * T;
   const shapes: Record<(typeof BLOCK_ACTS)[number], number[]> = {
     ln1: [R, W], mean1: [R], rstd1: [R], qkv: [R, 3 * W], probs: [N, heads, T, T], attn: [R, W], x1: [R, W],
     ln2: [R, W], mean2: [R], rstd2: [R], geluGrad: [R, hidden], a: [R, hidden],
   };
-  for (const k of BLOCK_ACTS) layout.add(`${prefix}.${k}`, shapes[k]);
+  for (const k of BLOCK_ACTS) if (!(frozen && k === 'geluGrad')) layout.add(`${prefix}.${k}`, shapes[k]);
 }
 
 export function blockActs(arena: Arena, prefix: string): BlockActs {
-  return Object.fromEntries(BLOCK_ACTS.map((k) => [k, arena.tensor(`${prefix}.${k}`)])) as unknown as BlockActs;
+  return Object.fromEntries(BLOCK_ACTS.filter((k) => arena.layout.has(`${prefix}.${k}`)).map((k) => [k, arena.tensor(`${prefix}.${k}`)])) as unknown as BlockActs;
 }
 
 /** Parameters of one block by their leaf name (`norm1.weight`, …). */
@@ -83,6 +85,7 @@ export interface BlockForwardOptions {
 
 /** out[R, W] = block(x[R, W]); saves A for the backward (unless frozen: then A is a workspace). */
 export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: Lookup, x: Tensor, d: BlockDims, opts: BlockForwardOptions = {}): void {
+  if (!opts.frozen && !A.geluGrad) throw new Error('recordBlockForward: a trainable block needs geluGrad (lay it out with addBlockActs, not frozen).');
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
   const linear = (y: Tensor, input: Tensor, layer: string, inF: number, outF: number, epilogue?: MatmulEpilogue): void => {
@@ -122,6 +125,7 @@ export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: 
   const R = N * T;
   const dres = view(ws.dres, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
   const dqkv = view(ws.dqkv, R * 3 * W), dh = view(ws.dh, R * hidden);
+  if (!A.geluGrad) throw new Error('recordBlockBackward: the block was laid out frozen (no geluGrad): it has no backward.');
   // MLP branch
   linearBackward(rec, dh, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W, { kind: 'gelu_grad', grad: A.geluGrad });
   linearBackward(rec, dln, G('mlp.fc1.weight'), G('mlp.fc1.bias'), dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);

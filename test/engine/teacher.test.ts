@@ -7,7 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { numPatches, type DistillConfig } from '../../src/engine/config';
 import { DmaeModel, dmaeStudentLayout } from '../../src/engine/dmae';
+import { addBlockActs, blockActs, recordBlockBackward, recordBlockForward } from '../../src/engine/mae';
 import { maeParamLayout } from '../../src/engine/params';
+import { Arena, ArenaLayout } from '../../src/gpu/buffers';
 import type { Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import * as ref from '../../src/ref/model';
@@ -138,5 +140,30 @@ describe("the teacher's Linear weights, K-major once", () => {
     expect(teacherProducts.filter((l) => l === 'nn')).toHaveLength(8); // 4 Linears × blocks 0..1
     expect(teacherProducts.filter((l) => l === 'nt'), 'only the patch embedding').toHaveLength(1);
     model.destroy();
+  });
+});
+
+describe('a frozen block keeps nothing for a backward', () => {
+  it("its workspace has no geluGrad (the teacher's arena is smaller by it); its backward, and a trainable forward on it, refuse", async () => {
+    const gpu = await testGpu();
+    const [N, T, W, heads, hidden] = [2, 5, 8, 2, 32];
+    const frozen = new ArenaLayout(), trainable = new ArenaLayout();
+    addBlockActs(frozen, 'blk', N, T, W, heads, hidden, true);
+    addBlockActs(trainable, 'blk', N, T, W, heads, hidden);
+    expect(frozen.has('blk.geluGrad')).toBe(false);
+    expect(trainable.has('blk.geluGrad')).toBe(true);
+    expect(trainable.size - frozen.size).toBe(N * T * hidden);
+    const arena = new Arena(gpu.device, frozen, 'frozen-block');
+    try {
+      const A = blockActs(arena, 'blk');
+      expect(A.geluGrad).toBeUndefined();
+      const t = arena.tensor('blk.ln1');
+      const rec = new Recorder(gpu);
+      expect(() => recordBlockBackward(rec, { dres: t, dln: t, dattn: t, dqkv: t, dh: t }, () => t, () => t, A, t, { N, T, W, heads, hidden })).toThrow(/frozen.*no backward/);
+      expect(() => recordBlockForward(rec, t, A, () => t, t, { N, T, W, heads, hidden })).toThrow(/needs geluGrad/);
+      rec.discard();
+    } finally {
+      arena.destroy();
+    }
   });
 });
