@@ -30,7 +30,7 @@ import { formatBytes, resolveTrainConfig, trainMemoryPlan } from '../src/engine/
 import { mulberry32 } from '../src/core/random';
 import { createTensor, upload, type Arena } from '../src/gpu/buffers';
 import {
-  MATMUL_VARIANTS, collectMatmulShapes, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
+  MATMUL_VARIANTS, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
 } from '../src/gpu/autotune';
 import { openDevice } from '../src/gpu/device';
 import { findNodeAdapter } from '../src/gpu/node-device';
@@ -39,7 +39,6 @@ import { matmul, type MatmulLayout, type MatmulVariant } from '../src/gpu/ops/ma
 import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
-import { collectFamilyShapes } from '../src/gpu/variant-choices';
 import { CountingRecorder, commonFields, countFlops, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Flops, type Timing } from './lib';
 
 export interface GpuBenchOptions {
@@ -287,16 +286,14 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   for (const s of skipped) log(`skip ${s.what}: ${s.reason}`);
 
   // ---- (a) The products of every step, then the tuner's table -----------------------------------
-  const usesByStep = new Map<string, MatmulUse[]>();
-  const flopsByStep = new Map<string, Flops>();
+  const flopsByStep = new Map<string, Flops>(); // FLOPs, matmul products and family shapes of each step (one dry recording)
   const familyShapes = new Map<string, Map<string, FamilyShape>>(); // layer norm, attention: one shape per class (the largest)
   for (const spec of stepSpecs) {
     const m = buildModel(gpu, spec.run, spec.mode, spec.precision, false);
     try {
-      const { result, shapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
-      usesByStep.set(spec.name, result);
-      flopsByStep.set(spec.name, countFlops(gpu, (rec) => m.recordStep(rec, STEP_OPTS)));
-      for (const [family, classes] of shapes) {
+      const flops = countFlops(gpu, (rec) => m.recordStep(rec, STEP_OPTS));
+      flopsByStep.set(spec.name, flops);
+      for (const [family, classes] of flops.familyShapes) {
         const into = familyShapes.get(family) ?? new Map<string, FamilyShape>();
         familyShapes.set(family, into);
         for (const [cls, shape] of classes) {
@@ -309,6 +306,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
     }
   }
   const shapes = new Map<string, MatmulShape>();
+  const usesByStep = new Map([...flopsByStep].map(([name, f]) => [name, f.uses]));
   for (const uses of usesByStep.values()) for (const u of uses) shapes.set(shapeId(u), { layout: u.layout, M: u.M, N: u.N, K: u.K, f16: !!u.f16 });
   log(`(a) tuner table: ${shapes.size} distinct products in ${new Set([...shapes.values()].map(shapeClass)).size} shape classes`);
   if (opts.dry) {

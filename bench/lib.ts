@@ -221,6 +221,10 @@ export interface Flops {
   total: number;
   /** Dispatches recorded (the passes of a timed run: the two recordings must agree). */
   dispatches: number;
+  /** The matmul products, as the tuner lists them (collectMatmulShapes). */
+  uses: MatmulUse[];
+  /** Per tuned family (layer norm, attention), one shape per class (collectFamilyShapes). */
+  familyShapes: Map<string, Map<string, Record<string, number>>>;
 }
 
 /** Counts attention FLOPs and dispatches; dispatches nothing (a dry recording, discarded). */
@@ -245,13 +249,13 @@ class AttentionCountingRecorder extends Recorder {
  */
 export function countFlops(gpu: Gpu, record: (rec: Recorder) => void): Flops {
   const att = new AttentionCountingRecorder(gpu, undefined, 'flop-count');
-  const { result: uses } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => {
+  const { result: uses, shapes: familyShapes } = collectFamilyShapes(() => collectMatmulShapes(gpu, (rec) => {
     record(rec);
     record(att);
   }));
   att.discard();
   const matmul = matmulFlops(uses);
-  return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches };
+  return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches, uses, familyShapes };
 }
 
 // ---------------------------------------------------------------------------------------------
