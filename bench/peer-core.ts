@@ -7,7 +7,7 @@
  * Waiting. A repetition's wall clock runs from the call that records/enqueues the work to the
  * moment the backend says it is done: ours and tfjs-webgpu `queue.onSubmittedWorkDone()` (tfjs's
  * open compute pass is ended and its command encoder submitted first: it batches dispatches);
- * tfjs-webgl a WebGL2 fence (fenceSync, then clientWaitSync polled between tasks). Readbacks are outside.
+ * tfjs-webgl a blocking one-pixel readPixels (tfjsWebglBackend says why). Readbacks are outside.
  */
 import type { Contender, Sample, Timing } from './lib';
 import { numPatches, patchDim, type MaeConfig } from '../src/engine/config';
@@ -72,36 +72,37 @@ export function tfjsWebgpuBackend(tf: Tf, backendName: string, device: GPUDevice
 
 /**
  * tfjs-backend-webgl (its own WebGL2 context). Chromium's gl.finish() does not wait for the GPU
- * (measured: 0.1 ms for a matmul), so the wait is a WebGL2 fence: fenceSync + flush, then
- * clientWaitSync(…, 0) polled. WebGL updates a sync object's status only between tasks, so each
- * poll yields a macrotask through a MessageChannel (no 4 ms timer clamp).
+ * (measured: 0.1 ms for a matmul), and polling a WebGL2 fence needs a task per poll: a loop of
+ * them keeps one CPU core busy, which a CPU-emulated GPU (SwiftShader, on this machine's two cores)
+ * needs for the work itself — measured, it made the WebGL work about 1.7× slower. So the wait is
+ * a blocking readPixels of one pixel from a private 1×1 framebuffer: Chromium's GPU process (ANGLE)
+ * finishes every command before it, and the page's thread sleeps meanwhile (measured: as long as
+ * a fence polled every timer task, without the timer's 4 ms granularity).
  */
 export function tfjsWebglBackend(tf: Tf, backendName = 'webgl', kernelTimes = false): TfjsBackend {
+  let target: { fb: WebGLFramebuffer; pixel: Uint8Array } | undefined;
   return {
     impl: 'tfjs-webgl',
     backendName,
     kernelTimes,
     async finish() {
       const gl = (tf.findBackend(backendName) as import('@tensorflow/tfjs-backend-webgl').MathBackendWebGL).getGPGPUContext().gl as WebGL2RenderingContext;
-      if (typeof gl.fenceSync !== 'function') throw new Error('tfjs-webgl is on WebGL 1: no fence to wait on');
-      const sync = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
-      if (!sync) throw new Error('WebGL2 fenceSync failed');
-      gl.flush();
-      const channel = new MessageChannel();
-      try {
-        for (;;) {
-          await new Promise<void>((resolve) => {
-            channel.port1.onmessage = () => resolve();
-            channel.port2.postMessage(0);
-          });
-          const status = gl.clientWaitSync(sync, 0, 0);
-          if (status === gl.ALREADY_SIGNALED || status === gl.CONDITION_SATISFIED) break;
-          if (status === gl.WAIT_FAILED) throw new Error('WebGL2 clientWaitSync failed');
-        }
-      } finally {
-        gl.deleteSync(sync);
-        channel.port1.close();
+      const bound = gl.getParameter(gl.FRAMEBUFFER_BINDING) as WebGLFramebuffer | null;
+      if (!target) {
+        const texBound = gl.getParameter(gl.TEXTURE_BINDING_2D) as WebGLTexture | null;
+        const tex = gl.createTexture();
+        gl.bindTexture(gl.TEXTURE_2D, tex);
+        gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA8, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, null);
+        gl.bindTexture(gl.TEXTURE_2D, texBound); // tfjs's state as it was
+        const fb = gl.createFramebuffer();
+        if (!tex || !fb) throw new Error('tfjs-webgl: could not create the 1×1 framebuffer the wait reads');
+        gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
+        gl.framebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, tex, 0);
+        target = { fb, pixel: new Uint8Array(4) };
       }
+      gl.bindFramebuffer(gl.FRAMEBUFFER, target.fb);
+      gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, target.pixel);
+      gl.bindFramebuffer(gl.FRAMEBUFFER, bound);
     },
   };
 }

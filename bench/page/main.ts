@@ -220,7 +220,13 @@ async function run(): Promise<object> {
       const oursM = ourStepContender(gpu, timer, `ours_${c.id}`, record);
       let t: Map<string, PageTiming> | undefined;
       if (Object.values(checks).every((v) => v.verified)) {
-        t = await interleave([oursM, ...theirs.map((x) => x.contender)], 1, S.matmulReps, true);
+        // Wall clocks from repetitions without timestamps (what a user's call costs: no timestamp
+        // writes for ours, no tf.time per-program submissions for tfjs-webgpu), GPU times from
+        // timestamped repetitions of their own.
+        const cs = [oursM, ...theirs.map((x) => x.contender)];
+        const wall = await interleave(cs, 1, S.matmulReps, false);
+        const gpuTimes = await interleave(cs, 0, S.matmulReps, true);
+        t = new Map([...wall].map(([n, w]) => [n, { ...w, gpuMedianMs: gpuTimes.get(n)!.gpuMedianMs, gpuSamplesMs: gpuTimes.get(n)!.gpuSamplesMs }]));
         const a = t.get(oursM.name)!;
         for (const b of backends) {
           const o = t.get(`${b.impl}_${c.id}`)!;

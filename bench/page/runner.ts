@@ -71,8 +71,8 @@ export async function runPeerBrowser(opts: BrowserPeerOptions): Promise<void> {
       url,
       timing: {
         statistic: 'median',
-        step: 'wall clock of each repetition: from the call that records/enqueues the whole step to the backend finishing it (ours and tfjs-webgpu: queue.onSubmittedWorkDone, tfjs\'s batched pass submitted first; tfjs-webgl: a WebGL2 fence, fenceSync then clientWaitSync polled between tasks); readbacks outside; contenders interleaved, warm-up rounds first, after one untimed checked step each',
-        matmul: 'per shape, ours / tfjs-webgpu / tfjs-webgl interleaved (1 warm-up round); GPU time = our timestamp pass, tf.time kernelMs (WebGPU timestamps; WebGL only with EXT_disjoint_timer_query_webgl2); wall clock = call to finish, as for the step',
+        step: 'wall clock of each repetition: from the call that records/enqueues the whole step to the backend finishing it (ours and tfjs-webgpu: queue.onSubmittedWorkDone, tfjs\'s batched pass submitted first; tfjs-webgl: a blocking one-pixel readPixels from a private framebuffer (ANGLE finishes the queue first; a fence polled task by task kept a CPU core busy that SwiftShader needs)); readbacks outside; contenders interleaved, warm-up rounds first, after one untimed checked step each',
+        matmul: 'per shape, ours / tfjs-webgpu / tfjs-webgl interleaved (1 warm-up round); wall clock = call to finish, as for the step, from repetitions without timestamps; GPU time from as many timestamped repetitions after them: our timestamp pass, tf.time kernelMs (WebGPU timestamps; WebGL only with EXT_disjoint_timer_query_webgl2)',
         reduced: 'SwiftShader runs on the CPU: the page defaults to batch 2 for the step (Node: 8) and batch 8 for the matmul shapes (kernels.json: 64), 3 repetitions; ratios between contenders of one run are what to read',
       },
       ratiosNote:
