@@ -373,7 +373,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           await p.counter.submit();
           p.loss = (await model.readLosses()).loss;
           if (!Number.isFinite(p.loss)) throw new Error(`the step's loss is ${p.loss}`);
-          if (timer && p.counter.passes > timer.capacity) throw new Error(`${p.counter.passes} passes, more than the timer's ${timer.capacity}`);
+          if (timer && p.counter.dispatchCount > timer.capacity) throw new Error(`${p.counter.dispatchCount} passes, more than the timer's ${timer.capacity}`);
         } catch (e) {
           failures.push({ what: spec.name, reason: (e as Error).message });
           log(`(b) ${spec.name}: FAILED: ${(e as Error).message}`);
@@ -408,7 +408,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           name, what: `${mode}_step`, precision, student: r.student,
           ...(mode === 'dmae' ? { teacher: { preset: r.teacher, stopBlock: teacherStopBlock(defaultDistillConfig(cfgOf(r.student, r.geometry).depth, cfgOf(r.teacher, r.geometry).depth)), depth: cfgOf(r.teacher, r.geometry).depth } } : {}),
           image: `${r.geometry.imgSize}×${r.geometry.imgSize}×${r.geometry.inChans}`, patchSize: r.geometry.patchSize, patches: numPatches(cfgOf(r.student, r.geometry)),
-          visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.passes,
+          visible: r.visible, batch: r.batch, ...(r.batchNote ? { batchNote: r.batchNote } : {}), passes: counter.dispatchCount,
           matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
           loss: round(loss), matmulFlops, attentionFlops, flops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
           imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), roof, stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),

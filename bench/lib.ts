@@ -49,57 +49,7 @@ export { rng, randn, permutation } from '../test/numerics';
 // Verification
 
 export { TOL, type Tolerance } from '../test/numerics';
-import { TOL, type Tolerance } from '../test/numerics';
-
-export interface Verification {
-  verified: boolean;
-  /** max |got − ref| over all checked outputs. */
-  maxAbsError: number;
-  /** max |got − ref| / (atol + rtol·|ref|): at most 1 when verified. */
-  worstToleranceUse: number;
-  tolerance: Tolerance;
-  /** Set when verification ran on a smaller instance than the one timed. */
-  verifiedAt?: Record<string, number | string>;
-  /** First failure, in words. */
-  failure?: string;
-}
-
-/** |got − ref| ≤ atol + rtol·|ref| element-wise; NaN fails. */
-export function compare(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance, what: string): Verification {
-  let maxAbs = 0;
-  let worst = 0;
-  let worstAt = -1;
-  let bad = 0;
-  if (got.length < want.length) {
-    return { verified: false, maxAbsError: Infinity, worstToleranceUse: Infinity, tolerance: tol, failure: `${what}: ${got.length} elements, want ${want.length}` };
-  }
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    const use = Number.isNaN(d) ? Infinity : d / (tol.atol + tol.rtol * Math.abs(want[i]) || Number.MIN_VALUE);
-    if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d;
-    if (use > worst) {
-      worst = use;
-      worstAt = i;
-    }
-    if (use > 1) bad++;
-  }
-  const v: Verification = { verified: bad === 0, maxAbsError: maxAbs, worstToleranceUse: worst, tolerance: tol };
-  if (bad > 0) v.failure = `${what}: ${bad}/${want.length} outside atol=${tol.atol} rtol=${tol.rtol}; worst [${worstAt}] got ${got[worstAt]}, reference ${want[worstAt]}`;
-  return v;
-}
-
-/** Combines the checks of several outputs of one kernel. */
-export function combine(checks: Verification[]): Verification {
-  const out: Verification = {
-    verified: checks.every((c) => c.verified),
-    maxAbsError: Math.max(0, ...checks.map((c) => c.maxAbsError)),
-    worstToleranceUse: Math.max(0, ...checks.map((c) => c.worstToleranceUse)),
-    tolerance: checks[0]?.tolerance ?? TOL.exact,
-  };
-  const failed = checks.find((c) => !c.verified);
-  if (failed) out.failure = failed.failure;
-  return out;
-}
+export { compare, combine, type Verification } from './stats';
 
 // ---------------------------------------------------------------------------------------------
 // Timing
@@ -168,13 +118,11 @@ export function ourContender(ctx: BenchContext, name: string, record: (rec: Reco
   return ourStepContender(ctx.gpu, ctx.timer, name, record, onPasses);
 }
 
-/** A Recorder that counts its compute passes (to size a timestamp query set) and its matmul dispatches by entry point. */
+/** A Recorder that also counts its matmul dispatches by entry point (its dispatchCount sizes a timestamp query set). */
 export class CountingRecorder extends Recorder {
-  passes = 0;
   readonly matmulEntries = new Map<string, number>();
   override dispatch(...args: Parameters<Recorder['dispatch']>): void {
     const spec = args[0];
-    this.passes++;
     if ((spec.shader === 'matmul' || spec.shader === 'matmul_f16') && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
     super.dispatch(...args);
   }
@@ -230,9 +178,9 @@ export interface Flops {
 /** Counts attention FLOPs and dispatches; dispatches nothing (a dry recording, discarded). */
 class AttentionCountingRecorder extends Recorder {
   attention = 0;
-  dispatches = 0;
-  override dispatch(spec: KernelSpec, _bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null): void {
-    this.dispatches++;
+  override dispatch(spec: KernelSpec, _bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?]): void {
+    if (workgroups.some((n) => n === 0)) return; // not recorded (Recorder.dispatch)
+    this.dispatchCount++;
     this.attention += attentionDispatchFlops(spec, params);
   }
   override copy(): void {}
@@ -255,7 +203,7 @@ export function countFlops(gpu: Gpu, record: (rec: Recorder) => void): Flops {
   }));
   att.discard();
   const matmul = matmulFlops(uses);
-  return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatches, uses, familyShapes };
+  return { matmul, attention: att.attention, total: matmul + att.attention, dispatches: att.dispatchCount, uses, familyShapes };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -268,19 +268,6 @@ export function ourMatmulCase(gpu: Gpu, c: MatmulCase) {
 /** Sums of K float32 products: the matmul tests' tolerance (atol grows as √K). */
 export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
-/** |got − want| ≤ atol + rtol·|want| everywhere; the worst use of the tolerance (≤ 1 when it holds). */
-export function checkClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tolerance): { verified: boolean; worstToleranceUse: number; maxAbsError: number } {
-  let worst = got.length < want.length ? Infinity : 0;
-  let maxAbs = 0;
-  for (let i = 0; i < want.length && worst !== Infinity; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (Number.isNaN(d)) worst = Infinity;
-    maxAbs = Math.max(maxAbs, d);
-    worst = Math.max(worst, d / (tol.atol + tol.rtol * Math.abs(want[i])));
-  }
-  return { verified: worst <= 1, worstToleranceUse: round(worst), maxAbsError: round(maxAbs) };
-}
-
 /** A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA). */
 export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: MatmulCase): { contender: Contender; result(): Promise<Float32Array>; dispose(): void } {
   let ta: TfTensor | undefined, tb: TfTensor | undefined;

@@ -25,9 +25,9 @@ import { tuneKernelsForRecording } from '../src/gpu/autotune-families';
 import { Recorder } from '../src/gpu/kernels';
 import { lenKeepFor, randomMasking } from '../src/gpu/ops/masking';
 import { GpuTimer } from '../src/gpu/timing';
-import { commandLine, commonFields, openBench, randn, rng, round, timeInterleaved, writeResults, type Timing } from './lib';
+import { commandLine, commonFields, compare, openBench, randn, rng, round, timeInterleaved, writeResults, type Timing } from './lib';
 import {
-  GEOMETRY, STEP_OPTS, checkClose, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, speedup, targetReport, tfjsFirstStepLoss,
+  GEOMETRY, STEP_OPTS, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, speedup, targetReport, tfjsFirstStepLoss,
   tfjsStepContender, tfjsWebgpuBackend, vitLinearShapes,
 } from './peer-core';
 import { TfjsMae } from './tfjs-mae';
@@ -154,8 +154,8 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
       record(rec);
       await rec.submit();
       const tol = matmulTol(K);
-      const vOurs = checkClose(await ours.result(), want, tol);
-      const vTf = checkClose(await tfM.result(), want, tol);
+      const vOurs = compare(await ours.result(), want, tol, `ours ${c.id}`);
+      const vTf = compare(await tfM.result(), want, tol, `tfjs-webgpu ${c.id}`);
       const flops = 2 * M * Nn * K;
       let t: Map<string, Timing> | undefined;
       if (vOurs.verified && vTf.verified) {

@@ -98,7 +98,7 @@ async function countPasses(ctx: BenchContext, record: (rec: Recorder) => void): 
   const rec = new CountingRecorder(ctx.gpu);
   record(rec);
   await rec.submit();
-  return rec.passes;
+  return rec.dispatchCount;
 }
 
 // ---------------------------------------------------------------------------------------------

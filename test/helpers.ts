@@ -99,15 +99,6 @@ export function expectSameBits(got: Float32Array, want: Float32Array, what = 'te
 export const read = (gpu: Gpu, t: Tensor): Promise<Float32Array> => readback(gpu.device, t);
 export const readU32 = (gpu: Gpu, t: Tensor): Promise<Uint32Array> => readbackU32(gpu.device, t);
 
-/** A Recorder that counts the dispatches recorded into it (for a real or a discarded recording). */
-export class CountingRecorder extends Recorder {
-  dispatches = 0;
-  override dispatch(...args: Parameters<Recorder['dispatch']>): void {
-    this.dispatches++;
-    super.dispatch(...args);
-  }
-}
-
 /** Records `body` into one command buffer and waits for it. */
 export async function run(gpu: Gpu, body: (rec: Recorder) => void): Promise<void> {
   const rec = new Recorder(gpu);

@@ -29,11 +29,11 @@ import { lenKeepFor, randomMasking } from '../../src/gpu/ops/masking';
 import { shaderSources } from '../../src/gpu/shader-sources';
 import { GpuTimer } from '../../src/gpu/timing';
 import {
-  GEOMETRY, STEP_OPTS, activate, checkClose, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, registerTfjsWebgpuOn, speedup,
+  GEOMETRY, STEP_OPTS, activate, geomean, matmulCases, matmulTol, ourMatmulCase, ourStepContender, registerTfjsWebgpuOn, speedup,
   targetReport, tfjsFirstStepLoss, tfjsMatmulContender, tfjsStepContender, tfjsWebglBackend, tfjsWebgpuBackend, vitLinearShapes,
   type Contender, type TfjsBackend,
 } from '../peer-core';
-import { median, round as r4 } from '../stats';
+import { compare, median, round as r4, type Verification } from '../stats';
 import { randn } from '../../test/numerics';
 import { TfjsMae } from '../tfjs-mae';
 
@@ -214,9 +214,9 @@ async function run(): Promise<object> {
       record(rec);
       await rec.submit();
       const tol = matmulTol(K);
-      const checks: Record<string, ReturnType<typeof checkClose>> = { ours: checkClose(await ours.result(), want, tol) };
+      const checks: Record<string, Verification> = { ours: compare(await ours.result(), want, tol, `ours ${c.id}`) };
       const theirs = backends.map((b) => tfjsMatmulContender(tf, b, `${b.impl}_${c.id}`, c));
-      for (const [j, b] of backends.entries()) checks[b.impl] = checkClose(await theirs[j].result(), want, tol);
+      for (const [j, b] of backends.entries()) checks[b.impl] = compare(await theirs[j].result(), want, tol, `${b.impl} ${c.id}`);
       const oursM = ourStepContender(gpu, timer, `ours_${c.id}`, record);
       let t: Map<string, PageTiming> | undefined;
       if (Object.values(checks).every((v) => v.verified)) {

@@ -254,6 +254,8 @@ export class Recorder {
   private pass: GPUComputePassEncoder | null = null;
   /** Compute passes begun so far (one per dispatch with a timer). */
   passCount = 0;
+  /** Dispatches recorded so far (those of no workgroups are not recorded). */
+  dispatchCount = 0;
   /**
    * What matmul() computes its products in when the caller names no variant: 'f16' (inside
    * `autocast('f16', …)`) makes the f16-operand variant a candidate (ops/matmul.ts).
@@ -298,6 +300,7 @@ export class Recorder {
     }
     const name = label ?? `${spec.shader}:${spec.entry}`;
     const pass = this.timer ? this.beginPass(name, this.timer.writes(name)) : (this.pass ??= this.beginPass('dispatches'));
+    this.dispatchCount++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.cache.bindGroup(pipeline, slot, bindings));
     pass.dispatchWorkgroups(x, y, z);

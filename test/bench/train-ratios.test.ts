@@ -14,7 +14,7 @@ import { collectMatmulShapes } from '../../src/gpu/autotune';
 import { Recorder } from '../../src/gpu/kernels';
 import { acquireNodeGpu } from '../../src/gpu/node-device';
 import { collectFamilyShapes, variantInUse } from '../../src/gpu/variant-choices';
-import { CountingRecorder, testGpu } from '../helpers';
+import { testGpu } from '../helpers';
 import { tinyConfig } from '../model-fixtures';
 
 describe('attentionDispatchFlops', () => {
@@ -52,10 +52,10 @@ describe('countFlops (a dry recording)', () => {
       expect(step.total).toBe(step.matmul + step.attention);
 
       // The dry recording dispatches what a real one does.
-      const rec = new CountingRecorder(gpu);
+      const rec = new Recorder(gpu);
       mae.recordStep(rec, { lr: 1e-3, step: 1 });
       rec.discard();
-      expect(step.dispatches).toBe(rec.dispatches);
+      expect(step.dispatches).toBe(rec.dispatchCount);
 
       // Teacher forward through b blocks: patch embedding of the N·V visible patches, then per
       // block qkv, proj, fc1, fc2 (2·R·W·(3W + W + 2·hidden)) and attention (4·N·T²·W).

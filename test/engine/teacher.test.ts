@@ -13,7 +13,7 @@ import { Arena, ArenaLayout } from '../../src/gpu/buffers';
 import type { Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import * as ref from '../../src/ref/model';
-import { CountingRecorder, TOL, expectClose, expectSameBits, randn, read, testGpu } from '../helpers';
+import { TOL, expectClose, expectSameBits, randn, read, testGpu } from '../helpers';
 import { perturbedParams, testMasking, tinyConfig } from '../model-fixtures';
 
 const cfg = tinyConfig(3, true);
@@ -34,12 +34,12 @@ function makeModel(gpu: Gpu, teacherRunThrough?: number): DmaeModel {
   return model;
 }
 
-/** Records with `body` into a counting recorder, submits, waits; returns the dispatch count. */
+/** Records with `body`, submits, waits; returns the dispatch count. */
 async function counted(gpu: Gpu, body: (rec: Recorder) => void): Promise<number> {
-  const rec = new CountingRecorder(gpu);
+  const rec = new Recorder(gpu);
   body(rec);
   await rec.submit();
-  return rec.dispatches;
+  return rec.dispatchCount;
 }
 
 describe('a teacher stopped at kT vs the same teacher run through all its blocks', () => {

@@ -4,7 +4,8 @@ import * as ref from '../../src/ref/loss';
 import { patchifyTarget as gpuPatchifyTarget } from '../../src/gpu/ops/patch';
 import { patchifyTarget as refPatchifyTarget } from '../../src/ref/patch';
 import type { Gpu } from '../../src/gpu/device';
-import { checkGradients, CountingRecorder, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL } from '../helpers';
+import { Recorder } from '../../src/gpu/kernels';
+import { checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL } from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
 function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
@@ -177,13 +178,13 @@ describe('the MAE loss as the step records it (patchifyTarget with norm_pix, mae
         const pred = randn(N * L * P, 82), mask = makeMask(N, L, Math.max(1, L >> 2), 83);
         const t = { img: gpuTensor(gpu, img), pred: gpuTensor(gpu, pred), mask: gpuTensor(gpu, mask), target: gpuTensor(gpu, randn(N * L * P, 84)) };
         const loss = gpuTensor(gpu, randn(2, 85)), lpp = gpuTensor(gpu, N * L), dpred = gpuTensor(gpu, N * L * P);
-        const rec = new CountingRecorder(gpu);
+        const rec = new Recorder(gpu);
         gpuPatchifyTarget(rec, t.target, t.img, N, C, H, W, p, normPix);
         gpuOps.maeLossForward(rec, loss, lpp, t.pred, t.target, t.mask, N, L, P);
         gpuOps.maeLossBackward(rec, dpred, t.pred, t.target, t.mask, loss, N, L, P, 1);
         await rec.submit();
         // Before the fusion: patchify, normalise, per-patch loss, reduce; mask sum (2), backward.
-        expect(rec.dispatches, 'dispatches of the loss, forward and backward').toBe(4);
+        expect(rec.dispatchCount, 'dispatches of the loss, forward and backward').toBe(4);
 
         const target = new Float64Array(N * L * P);
         refPatchifyTarget(target, img, N, C, H, W, p, normPix);
