@@ -7,6 +7,7 @@
  * layout; padding between tensors is 0 in all four and stays 0. An optional lr-scale table
  * (lrScaleRanges) gives tensors their own lr, as torch's param groups (fine-tuning's layer decay).
  */
+import { GpuError } from '../device';
 import type { ArenaLayout } from '../buffers';
 import type { Param, Recorder, Tensor } from '../kernels';
 import { grid2d, scratch, zeros } from './common';
@@ -32,7 +33,7 @@ export function adamwScalars(opts: AdamwOptions): {
 } {
   const { lr, step } = opts;
   const { beta1, beta2, eps, weightDecay } = { ...ADAMW_DEFAULTS, ...opts };
-  if (!(Number.isInteger(step) && step >= 1)) throw new Error(`adamw: step must be an integer ≥ 1, got ${step}`);
+  if (!(Number.isInteger(step) && step >= 1)) throw new GpuError(`adamw: step must be an integer ≥ 1, got ${step}`, 'validation');
   const bc1 = 1 - beta1 ** step;
   const bc2 = 1 - beta2 ** step;
   return {
@@ -99,7 +100,7 @@ export function lrScaleRanges(layout: ArenaLayout, scaleOf: (name: string, shape
   for (const e of entries) {
     const s = scaleOf(e.name, e.shape);
     if (e.length === 0 || s === 1) continue;
-    if (!(Number.isFinite(s) && s >= 0)) throw new Error(`lrScaleRanges: scale ${s} of "${e.name}" must be a finite number ≥ 0.`);
+    if (!(Number.isFinite(s) && s >= 0)) throw new GpuError(`lrScaleRanges: scale ${s} of "${e.name}" must be a finite number ≥ 0.`, 'validation');
     f[0] = s;
     const end = e.start + e.length;
     const n = out.length;
@@ -185,8 +186,8 @@ export const LOSS_SCALE_DEFAULTS = { initScale: 2 ** 16, growthInterval: 2000 } 
 export function lossScaleUpdate(
   rec: Recorder, clipCoef: Tensor, norm: Tensor, state: Tensor, overflow: Tensor, maxNorm: number | undefined, growthInterval: number = LOSS_SCALE_DEFAULTS.growthInterval,
 ): void {
-  if (clipCoef.length < 2) throw new Error(`lossScaleUpdate: clipCoef needs 2 elements (coefficient, skip), got ${clipCoef.length}.`);
-  if (!(Number.isInteger(growthInterval) && growthInterval >= 1)) throw new Error(`lossScaleUpdate: growthInterval ${growthInterval} must be an integer ≥ 1.`);
+  if (clipCoef.length < 2) throw new GpuError(`lossScaleUpdate: clipCoef needs 2 elements (coefficient, skip), got ${clipCoef.length}.`, 'validation');
+  if (!(Number.isInteger(growthInterval) && growthInterval >= 1)) throw new GpuError(`lossScaleUpdate: growthInterval ${growthInterval} must be an integer ≥ 1.`, 'validation');
   const params = [0, 0, 0, 0, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: 0 }, { f32: maxNorm ?? 0 }, 0, { f32: 0 }, growthInterval, 0];
   rec.dispatch({ shader: 'adamw', entry: 'loss_scale_update' }, [clipCoef, norm, state, overflow], params, [1]);
 }

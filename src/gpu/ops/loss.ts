@@ -9,6 +9,7 @@
  * grown when too small, never per call. The MAE loss keeps Σmask in its own output, loss[1],
  * for its backward.
  */
+import { GpuError } from '../device';
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { grid2d, MAX_WORKGROUPS_PER_DIM, scratch } from './common';
 
@@ -58,7 +59,7 @@ export type SumVariant = 'auto' | 'vec4' | 'scalar';
 export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1, variant: SumVariant = 'auto'): void {
   const nq = ceilDiv(n, 4);
   const fits = x.length >= Math.max(4, 4 * nq); // a vec4 view binds whole vec4s (16 bytes at least)
-  if (variant === 'vec4' && !fits) throw new Error(`sumReduce: the vec4 pass needs a view of ${4 * nq} elements for n = ${n}; this one has ${x.length}.`);
+  if (variant === 'vec4' && !fits) throw new GpuError(`sumReduce: the vec4 pass needs a view of ${4 * nq} elements for n = ${n}; this one has ${x.length}.`, 'validation');
   const vec4 = variant === 'vec4' || (variant === 'auto' && n >= SUM_VEC4_MIN && fits);
   const groups = Math.max(1, Math.min(SUM_WG, ceilDiv(vec4 ? nq : n, SUM_WG * SUM_PER_THREAD)));
   // The vec4 pass leaves one partial per thread (no in-workgroup tree), the scalar one per workgroup.
@@ -90,7 +91,7 @@ export function maeLossForward(
   rec: Recorder, loss: Tensor, lossPerPatch: Tensor, pred: Tensor, target: Tensor, mask: Tensor,
   N: number, L: number, P: number,
 ): void {
-  if (loss.length < 2) throw new Error(`maeLossForward: loss holds (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`);
+  if (loss.length < 2) throw new GpuError(`maeLossForward: loss holds (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`, 'validation');
   const rows = N * L;
   const groups = ceilDiv(rows, PATCH_WG);
   const partials = scratch(rec.gpu.device, 'loss-mae-partials', 2 * groups);
@@ -113,7 +114,7 @@ export function maeLossBackward(
   rec: Recorder, dpred: Tensor, pred: Tensor, target: Tensor, mask: Tensor, loss: Tensor,
   N: number, L: number, P: number, dloss = 1,
 ): void {
-  if (loss.length < 2) throw new Error(`maeLossBackward: loss is maeLossForward's (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`);
+  if (loss.length < 2) throw new GpuError(`maeLossBackward: loss is maeLossForward's (loss, Σmask) and needs 2 elements; this view has ${loss.length}.`, 'validation');
   const rows = N * L;
   rec.dispatch({ shader: 'loss', entry: 'mae_loss_backward' }, [dpred, pred, target, mask, loss], [rows, P, 0, { f32: dloss }], grid2d(rows * P, EW_WG));
 }

@@ -3,6 +3,7 @@
  * (shaders/patch.wgsl). Images are NCHW float32; patch size p; grid gh = H/p × gw = W/p;
  * L = gh·gw patches, patch l = row·gw + col.
  */
+import { GpuError } from '../device';
 import type { Recorder, Tensor } from '../kernels';
 import { grid2d } from './common';
 
@@ -12,7 +13,7 @@ export { posEmbed2d, posEmbed2dFloat64 } from '../../core/posembed';
 const ROW_WG = 64;
 
 function checkGrid(what: string, H: number, W: number, p: number): void {
-  if (H % p !== 0 || W % p !== 0) throw new Error(`${what}: the image ${H}×${W} is not a whole number of ${p}×${p} patches.`);
+  if (H % p !== 0 || W % p !== 0) throw new GpuError(`${what}: the image ${H}×${W} is not a whole number of ${p}×${p} patches.`, 'validation');
 }
 
 /**
