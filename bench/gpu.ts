@@ -39,7 +39,7 @@ import { matmul, type MatmulLayout, type MatmulVariant } from '../src/gpu/ops/ma
 import { loadShaderSourcesFromDisk } from '../src/gpu/shader-sources-disk';
 import { GpuTimer } from '../src/gpu/timing';
 import { tuneFamilies, type FamilyShape } from '../src/gpu/autotune-families';
-import { CountingRecorder, commonFields, countFlops, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Flops, type Timing } from './lib';
+import { CountingRecorder, commonFields, countFlops, kernelProfile, median, ourContender, round, timeInterleaved, writeResults, type BenchContext, type Contender, type Flops, type KernelTime, type Timing } from './lib';
 
 export interface GpuBenchOptions {
   /** 'auto': by the adapter's kind; 'gpu' / 'cpu' force a plan. */
@@ -218,6 +218,8 @@ interface StepFigure {
   matmulShareOfStep?: number;
   matmulPassGflops?: number;
   matmulPassEfficiency?: number;
+  /** GPU timestamps only: where the step's time goes, per kernel (lib.ts kernelProfile), slowest first. */
+  kernels?: KernelTime[];
 }
 
 export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
@@ -352,7 +354,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       }
       continue;
     }
-    interface Prepared { spec: StepSpec; model: StepModel; counter: CountingRecorder; loss: number; matmulNs: number[] }
+    interface Prepared { spec: StepSpec; model: StepModel; counter: CountingRecorder; loss: number; passNs: Map<string, number>[] }
     const prepared: Prepared[] = [];
     try {
       for (const spec of group) {
@@ -364,7 +366,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
             model.destroy();
             throw new Error(`out of GPU memory building the model: ${oom.message}`);
           }
-          const p: Prepared = { spec, model, counter: new CountingRecorder(gpu, undefined, 'count'), loss: NaN, matmulNs: [] };
+          const p: Prepared = { spec, model, counter: new CountingRecorder(gpu, undefined, 'count'), loss: NaN, passNs: [] };
           prepared.push(p);
           const { imgs, masking } = batchData(spec.run);
           model.setBatch(imgs, masking);
@@ -381,11 +383,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           if (i >= 0) prepared.splice(i, 1)[0].model.destroy();
         }
       }
-      const contenders = prepared.map((p) => ourContender(ctx, p.spec.name, (rec) => p.model.recordStep(rec, STEP_OPTS), (byPass) => {
-        let ns = 0;
-        for (const [label, v] of byPass) if (label.startsWith('matmul:matmul_') || label.startsWith('matmul_f16:matmul_')) ns += v;
-        p.matmulNs.push(ns);
-      }));
+      const contenders = prepared.map((p) => ourContender(ctx, p.spec.name, (rec) => p.model.recordStep(rec, STEP_OPTS), (byPass) => p.passNs.push(byPass)));
       // The roof's products run interleaved with the steps, so that a machine whose speed drifts
       // (a shared host) moves both alike: each step's efficiency is against the roof of its own run.
       const probes = [roofProbe(ctx, table.filter((row) => !row.f16), 'roof'), ...(prepared.some((p) => p.spec.precision === 'mixed') ? [roofProbe(ctx, table.filter((row) => row.f16), 'roof-f16')] : [])];
@@ -398,7 +396,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       const roof32 = probes[0].rate(timings);
       const roofF16 = probes[1]?.rate(timings);
       const roofMixed = roofF16 && roofF16.gflops > roof32.gflops ? roofF16 : roof32;
-      for (const { spec, counter, loss, matmulNs } of prepared) {
+      for (const { spec, counter, loss, passNs } of prepared) {
         const { run: r, mode, precision, name } = spec;
         const roof = precision === 'mixed' ? roofMixed : roof32;
         const t = timings.get(name)!;
@@ -414,14 +412,17 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), roof, stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
           stepEfficiencyLinearOnly: round(matmulFlops / (t.medianMs * 1e6) / roof.gflops, 3),
         };
-        if (timer && matmulNs.length > 0) {
-          const mm = median(matmulNs) / 1e6;
+        if (timer && passNs.length > 0) {
+          const isMatmul = (label: string): boolean => label.startsWith('matmul:matmul_') || label.startsWith('matmul_f16:matmul_');
+          const mm = median(passNs.map((byPass) => [...byPass].reduce((ns, [label, v]) => (isMatmul(label) ? ns + v : ns), 0))) / 1e6;
           f.matmulMs = round(mm);
           f.matmulShareOfStep = round(mm / t.medianMs, 3);
           f.matmulPassGflops = round(matmulFlops / (mm * 1e6));
           f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / roof.gflops, 3);
+          f.kernels = kernelProfile(passNs, t.medianMs);
         }
         steps.push(f);
+        if (f.kernels) log(`    ${name} by kernel: ${f.kernels.slice(0, 6).map((k) => `${k.kernel} ${(100 * k.shareOfStep).toFixed(1)} %`).join(', ')}`);
         log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(flops / 1e9).toFixed(1)} GFLOP (attention ${(attentionFlops / 1e9).toFixed(2)}) → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
           (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
       }
@@ -517,11 +518,26 @@ function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): {
   return {
     contenders: made.map((m) => m.contender),
     rate: (t) => top.reduce<BestRate>((b, { row, variant, table }) => {
-      const gflops = round((2 * row.M * row.N * row.K) / (t.get(name(row, variant))!.medianMs * 1e6), 4);
+      const ms = trustedMedianMs(t.get(name(row, variant))!);
+      if (ms === undefined) return b;
+      const gflops = round((2 * row.M * row.N * row.K) / (ms * 1e6), 4);
       return gflops > b.gflops ? { gflops, variant, shape: row.shape, tableGflops: table } : b;
     }, { gflops: 0 }),
     destroy: () => made.forEach((m) => m.tensors.forEach((x) => x.buffer.destroy())),
   };
+}
+
+/**
+ * The median GPU time of a roof product over the repetitions whose GPU time is at least half
+ * their wall clock. lavapipe's timestamps now and then put a product at about half its time:
+ * an interleaved roof once came out at 43 GFLOP/s for a product that runs at 23 timed alone,
+ * which halved every step efficiency of that run. A product is one or two passes, so its wall
+ * clock exceeds its GPU time only by the submission's round trip. Undefined when no repetition
+ * is left: the product then does not count for the roof.
+ */
+export function trustedMedianMs(t: Timing): number | undefined {
+  const kept = t.samplesMs.filter((gpu, i) => gpu >= 0.5 * t.wallSamplesMs[i]);
+  return kept.length > 0 ? median(kept) : undefined;
 }
 
 /** roofProbe timed alone, BEST_CONFIRM_REPS times each. */

@@ -118,6 +118,29 @@ export function ourContender(ctx: BenchContext, name: string, record: (rec: Reco
   return ourStepContender(ctx.gpu, ctx.timer, name, record, onPasses);
 }
 
+/** One kernel's share of a step: the median over repetitions of its passes' summed GPU time. */
+export interface KernelTime {
+  /** The passes' label, `shader:entry` (Recorder.dispatch's default). */
+  kernel: string;
+  ms: number;
+  shareOfStep: number;
+}
+
+/**
+ * Where a step's GPU time goes, from the nanoseconds per pass label of each timed repetition
+ * (GpuTimer.read): per kernel the median over repetitions (0 where a repetition lacks it), as a
+ * share of `stepMs`; slowest first (ties by name).
+ */
+export function kernelProfile(reps: readonly Map<string, number>[], stepMs: number): KernelTime[] {
+  const kernels = new Set(reps.flatMap((r) => [...r.keys()]));
+  return [...kernels]
+    .map((kernel) => {
+      const ms = median(reps.map((r) => r.get(kernel) ?? 0)) / 1e6;
+      return { kernel, ms: round(ms), shareOfStep: round(ms / stepMs, 3) };
+    })
+    .sort((a, b) => b.ms - a.ms || (a.kernel < b.kernel ? -1 : 1));
+}
+
 /** A Recorder that also counts its matmul dispatches by entry point (its dispatchCount sizes a timestamp query set). */
 export class CountingRecorder extends Recorder {
   readonly matmulEntries = new Map<string, number>();
