@@ -44,6 +44,27 @@ function candidates(): Candidate[] {
   return forced ? present.filter((c) => c.kind === forced) : present;
 }
 
+/**
+ * Dawn's Node binding ticks its devices through `setImmediate` for as long as any of its promises
+ * is pending (its AsyncRunner; crbug.com/dawn/1127): every wait for the GPU is a busy loop on the
+ * main thread. On a CPU adapter that loop takes a core from the driver's own threads — measured
+ * on lavapipe with two cores, a matmul ran at 23.5 GFLOP/s while awaited and 44 with the loop
+ * slowed. The binding looks `setImmediate` up on the global object at every tick, and its tick is
+ * a native function, so those calls (and only those) are put on a timer: a tick per millisecond,
+ * which costs a wait at most a millisecond. Everyone else's `setImmediate` is the original.
+ */
+export function throttleDawnTicks(): void {
+  const g = globalThis as unknown as Record<PropertyKey, unknown> & { setImmediate: typeof setImmediate };
+  if (g[DAWN_TICKS_THROTTLED]) return;
+  const immediate = g.setImmediate;
+  const isNative = (f: unknown): boolean => typeof f === 'function' && Function.prototype.toString.call(f).endsWith('{ [native code] }');
+  const throttled = (callback: (...args: unknown[]) => void, ...args: unknown[]) => (isNative(callback) ? setTimeout(callback, 0, ...args) : immediate(callback, ...args));
+  for (const key of Object.getOwnPropertySymbols(immediate)) Object.defineProperty(throttled, key, Object.getOwnPropertyDescriptor(immediate, key)!); // util.promisify.custom
+  g.setImmediate = throttled as unknown as typeof setImmediate;
+  g[DAWN_TICKS_THROTTLED] = true;
+}
+const DAWN_TICKS_THROTTLED = Symbol.for('dmae.dawnTicksThrottled');
+
 async function requestAdapterWith(icd: string | undefined): Promise<GPUAdapter | null> {
   // The Vulkan loader reads VK_ICD_FILENAMES when Dawn creates its instance, i.e. in create().
   const saved = process.env.VK_ICD_FILENAMES;
@@ -53,6 +74,7 @@ async function requestAdapterWith(icd: string | undefined): Promise<GPUAdapter |
   try {
     const { create, globals } = await import('webgpu');
     Object.assign(globalThis, globals);
+    throttleDawnTicks();
     const gpu = create(['backend=vulkan']);
     keepAlive.push(gpu);
     return (await gpu.requestAdapter({ powerPreference: 'high-performance' })) ?? null;
