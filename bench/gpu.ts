@@ -518,26 +518,11 @@ function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): {
   return {
     contenders: made.map((m) => m.contender),
     rate: (t) => top.reduce<BestRate>((b, { row, variant, table }) => {
-      const ms = trustedMedianMs(t.get(name(row, variant))!);
-      if (ms === undefined) return b;
-      const gflops = round((2 * row.M * row.N * row.K) / (ms * 1e6), 4);
+      const gflops = round((2 * row.M * row.N * row.K) / (t.get(name(row, variant))!.medianMs * 1e6), 4);
       return gflops > b.gflops ? { gflops, variant, shape: row.shape, tableGflops: table } : b;
     }, { gflops: 0 }),
     destroy: () => made.forEach((m) => m.tensors.forEach((x) => x.buffer.destroy())),
   };
-}
-
-/**
- * The median GPU time of a roof product over the repetitions whose GPU time is at least half
- * their wall clock. lavapipe's timestamps now and then put a product at about half its time:
- * an interleaved roof once came out at 43 GFLOP/s for a product that runs at 23 timed alone,
- * which halved every step efficiency of that run. A product is one or two passes, so its wall
- * clock exceeds its GPU time only by the submission's round trip. Undefined when no repetition
- * is left: the product then does not count for the roof.
- */
-export function trustedMedianMs(t: Timing): number | undefined {
-  const kept = t.samplesMs.filter((gpu, i) => gpu >= 0.5 * t.wallSamplesMs[i]);
-  return kept.length > 0 ? median(kept) : undefined;
 }
 
 /** roofProbe timed alone, BEST_CONFIRM_REPS times each. */
