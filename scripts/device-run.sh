@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=.device-kit
 out=${OUT:-/tmp/device-out}
-mkdir -p "$out"
+mkdir -p "$out" .cache # .cache: src/gpu/node-device.ts's XDG_RUNTIME_DIR
 [ -f "$kit/node.xz" ] || { echo "no $kit here: run scripts/device-kit.sh and carry .device-kit" >&2; exit 2; }
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
   for f in "$kit"/debs/*.deb; do dpkg -x "$f" /; done
