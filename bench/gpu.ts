@@ -46,6 +46,8 @@ export interface GpuBenchOptions {
   plan: 'auto' | 'gpu' | 'cpu';
   /** Timed step repetitions (default: 5). */
   reps?: number;
+  /** The batch every run starts from, instead of the plan's (TARGET_BATCH); still halved to fit. */
+  batch?: number;
   /** Timed runs per variant and shape in the tuner's table (default: 3 on a GPU, 5 on a CPU adapter, whose timings are noisier). */
   tuneReps?: number;
   /** Only runs whose name contains one of these (comma-separated), e.g. 'vit-tiny@32'. */
@@ -244,7 +246,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
   const limitsReport = Object.fromEntries(['maxBufferSize', 'maxStorageBufferBindingSize', 'maxComputeWorkgroupsPerDimension'].map((k) => [k, limits[k]]));
   const planReason = plan === 'gpu'
     ? `${kind} adapter${opts.plan === 'gpu' ? ' (plan forced)' : ''}: every student at both image sizes`
-    : `${kind} adapter${opts.plan === 'cpu' ? ' (plan forced)' : ''}: the GPU is emulated on the CPU, so only ViT-Tiny at 32×32, batch ${TARGET_BATCH.cpu['32']}, ${reps} repetitions`;
+    : `${kind} adapter${opts.plan === 'cpu' ? ' (plan forced)' : ''}: the GPU is emulated on the CPU, so only ViT-Tiny at 32×32, batch ${opts.batch ?? TARGET_BATCH.cpu['32']}, ${reps} repetitions`;
   log(`adapter: ${gpu.adapter.description} (${kind}); plan: ${planReason}`);
   log(`limits ${JSON.stringify(limitsReport)}; memory budget per run ${formatBytes(memoryBudget)}; step reps ${reps}, tuner reps ${tuneReps}`);
 
@@ -264,7 +266,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
         skipped.push({ what: name, reason: `${kind} emulates the GPU on the CPU: a ${s} step at ${g.imgSize}×${g.imgSize} (and its tuner shapes) would take minutes here; run \`npm run bench -- gpu\` on a hardware adapter` });
         continue;
       }
-      const target = TARGET_BATCH[plan][g.name];
+      const target = opts.batch ?? TARGET_BATCH[plan][g.name];
       let modes: Run['modes'] = ['mae', 'dmae'];
       let fit = fitBatch(cfgOf(s, g), cfgOf(teacher, g), target, limits, memoryBudget, modes);
       if (fit.batch === 0) {

@@ -268,8 +268,12 @@ export function ourMatmulCase(gpu: Gpu, c: MatmulCase) {
 /** Sums of K float32 products: the matmul tests' tolerance (atol grows as √K). */
 export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
-/** A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA). */
-export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: MatmulCase): { contender: Contender; result(): Promise<Float32Array>; dispose(): void } {
+/**
+ * A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA); each timed
+ * repetition makes `calls` products back to back before it waits for the backend (as a model's
+ * forward does), so the per-call wait is paid once per `calls` products.
+ */
+export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: MatmulCase, calls = 1): { contender: Contender; result(): Promise<Float32Array>; dispose(): void } {
   let ta: TfTensor | undefined, tb: TfTensor | undefined;
   const ready = async (): Promise<void> => {
     await activate(tf, b);
@@ -282,18 +286,17 @@ export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: Mat
       name,
       async timed(withTimestamps): Promise<Sample> {
         await ready();
-        let out: TfTensor | undefined;
+        const outs: TfTensor[] = [];
+        const all = (): void => {
+          for (let i = 0; i < calls; i++) outs.push(once());
+        };
         const t0 = performance.now();
-        const info = withTimestamps && b.kernelTimes
-          ? tf.time(() => {
-              out = once();
-            })
-          : undefined;
-        if (!info) out = once();
+        const info = withTimestamps && b.kernelTimes ? tf.time(all) : undefined;
+        if (!info) all();
         await b.finish();
         const wallMs = performance.now() - t0;
         const gpuMs = info ? kernelMsOf((await info) as never) : undefined;
-        out!.dispose();
+        for (const out of outs) out.dispose();
         return { wallMs, gpuMs };
       },
     },

@@ -15,7 +15,7 @@
  *   gpu       the matmul tuner's table (every variant on every Linear product of ViT-Tiny/Small/Base
  *             MAE and DMAE steps at 224×224 and 32×32) and whole MAE/DMAE steps with the tuned
  *             variants (images/s, step efficiency), sized to the adapter → bench/results/gpu-<kind>.json
- * gpu options: --plan auto|gpu|cpu (default: by the adapter's kind), --reps N, --tune-reps N,
+ * gpu options: --plan auto|gpu|cpu (default: by the adapter's kind), --reps N, --tune-reps N, --batch N (every run's starting batch),
  *          --only vit-tiny@32,… (run names), --budget-s S (no step run starts after S s, default 240),
  *          --memory-gib G (largest plan per run), --dry (print the plan only), --out NAME.
  *   peer      the TensorFlow.js peers in one run: our ViT-Tiny MAE step vs the same step in tfjs
@@ -24,7 +24,7 @@
  *             tfjs-webgpu and tfjs-webgl (bench/page/) → bench/results/peer-chromium.json
  * peer options: --batch N (default 8), --mask-ratio R (0.75), --reps N (3), --warmup N (1),
  *          --gpu-reps N (timestamped step reps, 1; 0 skips), --matmul-batch N (64; 0 skips),
- *          --matmul-reps N (5), --no-tune (our static matmul variant instead of the tuned ones), --out NAME;
+ *          --matmul-reps N (5), --matmul-calls N (browser: products per wait in the batched matmul timing, 8), --no-tune (our static matmul variant instead of the tuned ones), --out NAME;
  *          --browser [--timeout-s S] [--no-webgl] (page defaults: bench/page/main.ts).
  *   import    images per second of each dataset format (IDX raw/gzip, CIFAR-10 bin/tar.gz, PNG folder
  *             and zip, JPEG, WebP) through importPaths, on the CPU → bench/results/import.json
@@ -75,6 +75,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         plan: { type: 'string', default: 'auto' },
         reps: { type: 'string' },
         'tune-reps': { type: 'string' },
+        batch: { type: 'string' },
         only: { type: 'string' },
         'budget-s': { type: 'string', default: '240' },
         'memory-gib': { type: 'string' },
@@ -86,7 +87,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     const { runGpuBench } = await import('./gpu');
     await runGpuBench({
-      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), only: values.only,
+      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), batch: num(values.batch), only: values.only,
       budgetS: Number(values['budget-s']), memoryGiB: num(values['memory-gib']), dry: values.dry!, out: values.out,
     });
   },
@@ -102,6 +103,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         'gpu-reps': { type: 'string', default: '1' },
         'matmul-batch': { type: 'string' },
         'matmul-reps': { type: 'string' },
+        'matmul-calls': { type: 'string' },
         'timeout-s': { type: 'string', default: '420' },
         'no-webgl': { type: 'boolean', default: false },
         'no-tune': { type: 'boolean', default: false },
@@ -113,7 +115,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       const { runPeerBrowser } = await import('./page/runner');
       await runPeerBrowser({
         batch: num(values.batch), maskRatio: Number(values['mask-ratio']), reps: num(values.reps), warmup: num(values.warmup),
-        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
+        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), matmulCalls: num(values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
       });
       return;
     }

@@ -17,6 +17,7 @@ export interface BrowserPeerOptions {
   warmup?: number;
   matmulBatch?: number;
   matmulReps?: number;
+  matmulCalls?: number;
   webgl?: boolean;
   tune?: boolean;
   /** Give up after this long (the page's whole run). */
@@ -44,6 +45,7 @@ export async function runPeerBrowser(opts: BrowserPeerOptions): Promise<void> {
   set('warmup', opts.warmup);
   set('matmulBatch', opts.matmulBatch);
   set('matmulReps', opts.matmulReps);
+  set('matmulCalls', opts.matmulCalls);
   set('webgl', opts.webgl);
   set('tune', opts.tune);
   const url = `${base}bench/page/index.html?${params}`;
@@ -72,11 +74,11 @@ export async function runPeerBrowser(opts: BrowserPeerOptions): Promise<void> {
       timing: {
         statistic: 'median',
         step: 'wall clock of each repetition: from the call that records/enqueues the whole step to the backend finishing it (ours and tfjs-webgpu: queue.onSubmittedWorkDone, tfjs\'s batched pass submitted first; tfjs-webgl: a blocking one-pixel readPixels from a private framebuffer (ANGLE finishes the queue first; a fence polled task by task kept a CPU core busy that SwiftShader needs)); readbacks outside; contenders interleaved, warm-up rounds first, after one untimed checked step each',
-        matmul: 'per shape, ours / tfjs-webgpu / tfjs-webgl interleaved (1 warm-up round); wall clock = call to finish, as for the step, from repetitions without timestamps; GPU time from as many timestamped repetitions after them: our timestamp pass, tf.time kernelMs (WebGPU timestamps; WebGL only with EXT_disjoint_timer_query_webgl2)',
+        matmul: 'per shape, ours / tfjs-webgpu / tfjs-webgl interleaved (1 warm-up round); wall clock = call to finish, as for the step, from repetitions without timestamps; GPU time from as many timestamped repetitions after them: our timestamp pass, tf.time kernelMs (WebGPU timestamps; WebGL only with EXT_disjoint_timer_query_webgl2); batchedMsPerCall from a third interleaved set of repetitions, each matmulCalls products recorded/enqueued back to back, then one wait, divided by matmulCalls',
         reduced: 'SwiftShader runs on the CPU: the page defaults to batch 2 for the step (Node: 8) and batch 8 for the matmul shapes (kernels.json: 64), 3 repetitions; ratios between contenders of one run are what to read',
       },
       ratiosNote:
-        'time(peer) / time(ours): above 1 means ours is faster. step_vs_* over wall-clock medians. matmul_vs_tfjs_webgpu = geometric mean over the shapes of the GPU-time ratios (WebGPU timestamps, quantised by Chromium), matmul_vs_tfjs_webgl = of the wall-clock ratios; _gpu_time and _wallclock variants are both given where measured',
+        'time(peer) / time(ours): above 1 means ours is faster. step_vs_* over wall-clock medians. matmul_vs_tfjs_webgpu = geometric mean over the shapes of the GPU-time ratios (WebGPU timestamps, quantised by Chromium), matmul_vs_tfjs_webgl = of the batched wall-clock ratios (per product, matmulCalls products per wait: the throughput a model sees, without one completion wait per product); _gpu_time, _wallclock (one product per wait) and _batched_wallclock variants are all given where measured',
       ...result,
       seconds: round((performance.now() - t0) / 1000, 3),
     };

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runPeerBrowser } from '../../bench/page/runner';
 
-interface Figure { impl: string; wallMedianMs: number; gpuMedianMs?: number; verified?: boolean }
+interface Figure { impl: string; wallMedianMs: number; gpuMedianMs?: number; batchedMsPerCall?: number; verified?: boolean }
 
 describe('bench peer --browser', () => {
   const dir = mkdtempSync(join(tmpdir(), 'peer-page-'));
@@ -18,7 +18,7 @@ describe('bench peer --browser', () => {
 
   it('runs ours, tfjs-webgpu and tfjs-webgl: the same first-step loss, every matmul verified and timed', async () => {
     const out = join(dir, 'peer');
-    await runPeerBrowser({ batch: 1, reps: 1, warmup: 0, matmulBatch: 1, matmulReps: 1, tune: false, timeoutS: 280, out });
+    await runPeerBrowser({ batch: 1, reps: 1, warmup: 0, matmulBatch: 1, matmulReps: 1, matmulCalls: 2, tune: false, timeoutS: 280, out });
     const r = JSON.parse(readFileSync(`${out}.json`, 'utf8'));
     expect(r.checks.firstStepLoss.agree, JSON.stringify(r.checks.firstStepLoss)).toBe(true);
     expect(r.checks.matmulFailures).toBe(0);
@@ -32,8 +32,9 @@ describe('bench peer --browser', () => {
     for (const f of matmuls) {
       expect(f.verified, JSON.stringify(f)).toBe(true);
       expect(f.wallMedianMs, JSON.stringify(f)).toBeGreaterThan(0);
+      expect(f.batchedMsPerCall, JSON.stringify(f)).toBeGreaterThan(0);
       if (f.impl === 'ours' && r.adapterInfo?.timestampQuery) expect(f.gpuMedianMs, JSON.stringify(f)).toBeGreaterThan(0);
     }
-    for (const key of ['step_vs_tfjs_webgpu', 'step_vs_tfjs_webgl', 'matmul_vs_tfjs_webgpu', 'matmul_vs_tfjs_webgl']) expect(r.ratios[key], key).toBeGreaterThan(0);
+    for (const key of ['step_vs_tfjs_webgpu', 'step_vs_tfjs_webgl', 'matmul_vs_tfjs_webgpu', 'matmul_vs_tfjs_webgl', 'matmul_vs_tfjs_webgl_batched_wallclock']) expect(r.ratios[key], key).toBeGreaterThan(0);
   }, 300_000);
 });
