@@ -235,7 +235,7 @@ async function run(): Promise<object> {
         const cs = [oursM, ...theirs.map((x) => x.contender)];
         const wall = await interleave(cs, 1, S.matmulReps, false);
         const gpuTimes = await interleave(cs, 0, S.matmulReps, true);
-        const batched = await interleave([oursBatched, ...theirsBatched.map((x) => x.contender)], 1, S.matmulReps, false);
+        const batched = await interleave([oursBatched, ...theirsBatched.map((x) => x.contender)], S.warmup, S.matmulReps, false);
         const perCall = (n: string): number => r4(batched.get(n)!.wallMedianMs / S.matmulCalls);
         t = new Map([...wall].map(([n, w]) => [n, { ...w, gpuMedianMs: gpuTimes.get(n)!.gpuMedianMs, gpuSamplesMs: gpuTimes.get(n)!.gpuSamplesMs, batchedMsPerCall: perCall(n) }]));
         const a = t.get(oursM.name)!;
