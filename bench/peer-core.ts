@@ -269,11 +269,12 @@ export function ourMatmulCase(gpu: Gpu, c: MatmulCase) {
 export const matmulTol = (K: number): Tolerance => ({ atol: TOL.reduction.atol * Math.sqrt(K), rtol: TOL.reduction.rtol });
 
 /**
- * A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA); each timed
- * repetition makes `calls` products back to back before it waits for the backend (as a model's
- * forward does), so the per-call wait is paid once per `calls` products.
+ * A tfjs matMul in our layout convention on `b` ('nt': transposeB, 'tn': transposeA). `contender`
+ * times one product per wait; `batched(calls)` times `calls` products made back to back before
+ * one wait (as a model's forward does: the per-wait cost paid once per `calls` products), on the
+ * same operands.
  */
-export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: MatmulCase, calls = 1): { contender: Contender; result(): Promise<Float32Array>; dispose(): void } {
+export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: MatmulCase): { contender: Contender; batched(calls: number): Contender; result(): Promise<Float32Array>; dispose(): void } {
   let ta: TfTensor | undefined, tb: TfTensor | undefined;
   const ready = async (): Promise<void> => {
     await activate(tf, b);
@@ -281,25 +282,27 @@ export function tfjsMatmulContender(tf: Tf, b: TfjsBackend, name: string, c: Mat
     tb ??= tf.tensor2d(Float32Array.from(c.b), c.layout === 'nt' ? [c.N, c.K] : [c.K, c.N]);
   };
   const once = (): TfTensor => tf.matMul(ta!, tb!, c.layout === 'tn', c.layout === 'nt');
-  return {
-    contender: {
-      name,
-      async timed(withTimestamps): Promise<Sample> {
-        await ready();
-        const outs: TfTensor[] = [];
-        const all = (): void => {
-          for (let i = 0; i < calls; i++) outs.push(once());
-        };
-        const t0 = performance.now();
-        const info = withTimestamps && b.kernelTimes ? tf.time(all) : undefined;
-        if (!info) all();
-        await b.finish();
-        const wallMs = performance.now() - t0;
-        const gpuMs = info ? kernelMsOf((await info) as never) : undefined;
-        for (const out of outs) out.dispose();
-        return { wallMs, gpuMs };
-      },
+  const timing = (calls: number): Contender => ({
+    name,
+    async timed(withTimestamps): Promise<Sample> {
+      await ready();
+      const outs: TfTensor[] = [];
+      const all = (): void => {
+        for (let i = 0; i < calls; i++) outs.push(once());
+      };
+      const t0 = performance.now();
+      const info = withTimestamps && b.kernelTimes ? tf.time(all) : undefined;
+      if (!info) all();
+      await b.finish();
+      const wallMs = performance.now() - t0;
+      const gpuMs = info ? kernelMsOf((await info) as never) : undefined;
+      for (const out of outs) out.dispose();
+      return { wallMs, gpuMs };
     },
+  });
+  return {
+    contender: timing(1),
+    batched: timing,
     async result() {
       await ready();
       const out = once();

@@ -32,6 +32,15 @@
  */
 import { parseArgs } from 'node:util';
 
+/** An optional numeric option as given. */
+const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+/** An optional option that counts something: a whole number ≥ 1, or a clear error. */
+function count(option: string, v: string | undefined): number | undefined {
+  const n = num(v);
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new Error(`--${option} ${v}: give a whole number ≥ 1`);
+  return n;
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   async kernels(args) {
     const { values } = parseArgs({
@@ -84,10 +93,9 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       },
     });
     if (!['auto', 'gpu', 'cpu'].includes(values.plan!)) throw new Error(`--plan ${values.plan}: auto, gpu or cpu`);
-    const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     const { runGpuBench } = await import('./gpu');
     await runGpuBench({
-      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), batch: num(values.batch), only: values.only,
+      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), batch: count('batch', values.batch), only: values.only,
       budgetS: Number(values['budget-s']), memoryGiB: num(values['memory-gib']), dry: values.dry!, out: values.out,
     });
   },
@@ -110,12 +118,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         out: { type: 'string' },
       },
     });
-    const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     if (values.browser) {
       const { runPeerBrowser } = await import('./page/runner');
       await runPeerBrowser({
         batch: num(values.batch), maskRatio: Number(values['mask-ratio']), reps: num(values.reps), warmup: num(values.warmup),
-        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), matmulCalls: num(values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
+        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), matmulCalls: count('matmul-calls', values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
       });
       return;
     }

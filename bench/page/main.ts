@@ -221,7 +221,6 @@ async function run(): Promise<object> {
       const tol = matmulTol(K);
       const checks: Record<string, Verification> = { ours: compare(await ours.result(), want, tol, `ours ${c.id}`) };
       const theirs = backends.map((b) => tfjsMatmulContender(tf, b, `${b.impl}_${c.id}`, c));
-      const theirsBatched = backends.map((b) => tfjsMatmulContender(tf, b, `${b.impl}_${c.id}`, c, S.matmulCalls));
       for (const [j, b] of backends.entries()) checks[b.impl] = compare(await theirs[j].result(), want, tol, `${b.impl} ${c.id}`);
       const oursM = ourStepContender(gpu, timer, `ours_${c.id}`, record);
       const oursBatched = ourStepContender(gpu, undefined, `ours_${c.id}`, (rec) => {
@@ -235,7 +234,7 @@ async function run(): Promise<object> {
         const cs = [oursM, ...theirs.map((x) => x.contender)];
         const wall = await interleave(cs, 1, S.matmulReps, false);
         const gpuTimes = await interleave(cs, 0, S.matmulReps, true);
-        const batched = await interleave([oursBatched, ...theirsBatched.map((x) => x.contender)], S.warmup, S.matmulReps, false);
+        const batched = await interleave([oursBatched, ...theirs.map((x) => x.batched(S.matmulCalls))], S.warmup, S.matmulReps, false);
         const perCall = (n: string): number => r4(batched.get(n)!.wallMedianMs / S.matmulCalls);
         t = new Map([...wall].map(([n, w]) => [n, { ...w, gpuMedianMs: gpuTimes.get(n)!.gpuMedianMs, gpuSamplesMs: gpuTimes.get(n)!.gpuSamplesMs, batchedMsPerCall: perCall(n) }]));
         const a = t.get(oursM.name)!;
@@ -258,7 +257,7 @@ async function run(): Promise<object> {
           ...(tm ? { ...tm, wallGflops: r4(flops / tm.wallMedianMs / 1e6), ...(tm.gpuMedianMs ? { gflops: r4(flops / tm.gpuMedianMs / 1e6) } : {}) } : {}),
         });
       }
-      for (const x of [...theirs, ...theirsBatched]) x.dispose();
+      for (const x of theirs) x.dispose();
       ours.destroy();
     }
     timer?.destroy();
