@@ -32,14 +32,29 @@
  */
 import { parseArgs } from 'node:util';
 
-/** An optional numeric option as given. */
-const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
-/** An optional option that counts something: a whole number ≥ 1, or a clear error. */
-function count(option: string, v: string | undefined): number | undefined {
-  const n = num(v);
-  if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new Error(`--${option} ${v}: give a whole number ≥ 1`);
+/** A mistake in the command line: printed as its message alone (no stack), exit status 2. */
+class UsageError extends Error {}
+
+/**
+ * A numeric option, checked: undefined when absent, else a number `ok` accepts or a UsageError
+ * that names the option and what it takes (Number('') is 0 and Number('x') NaN: neither slips by).
+ */
+function numeric(option: string, v: string | undefined, ok: (n: number) => boolean, takes: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = v.trim() === '' ? NaN : Number(v);
+  if (!ok(n)) throw new UsageError(`--${option} ${v.trim() === '' ? `'${v}'` : v}: give ${takes}`);
   return n;
 }
+/** Something counted that must happen at least once (repetitions, a batch, products per wait). */
+const count = (option: string, v: string | undefined) => numeric(option, v, (n) => Number.isInteger(n) && n >= 1, 'a whole number ≥ 1');
+/** Something counted where 0 means none (warm-up rounds; 0 skips a part). */
+const countOrNone = (option: string, v: string | undefined) => numeric(option, v, (n) => Number.isInteger(n) && n >= 0, 'a whole number ≥ 0 (0: none)');
+/** A time or a size. */
+const positive = (option: string, v: string | undefined) => numeric(option, v, (n) => Number.isFinite(n) && n > 0, 'a number > 0');
+/** A mask ratio, as the trainer takes it. */
+const maskRatio = (option: string, v: string | undefined) => numeric(option, v, (n) => n >= 0 && n < 1, 'a mask ratio in [0, 1)');
+/** An option with a default (parseArgs fills it in), checked the same way. */
+const given = (n: number | undefined): number => n!;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   async kernels(args) {
@@ -54,7 +69,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       },
     });
     const { runKernels } = await import('./kernels');
-    await runKernels({ reps: Number(values.reps), warmup: Number(values.warmup), only: values.only, peer: !values['no-peer'], out: values.out! });
+    await runKernels({ reps: given(count('reps', values.reps)), warmup: given(countOrNone('warmup', values.warmup)), only: values.only, peer: !values['no-peer'], out: values.out! });
   },
   async train(args) {
     const { values } = parseArgs({
@@ -75,7 +90,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     const models = values.student && values.teacher
       ? { student: JSON.parse(values.student), teacher: JSON.parse(values.teacher), studentName: 'student', teacherName: 'teacher' }
       : undefined;
-    await runTrain({ reps: Number(values.reps), teacherReps: Number(values['teacher-reps']), warmup: Number(values.warmup), batch: Number(values.batch), ratios: values.ratios!.split(',').map(Number), out: values.out!, models });
+    const ratios = values.ratios!.split(',').map((r) => given(maskRatio('ratios', r)));
+    await runTrain({
+      reps: given(count('reps', values.reps)), teacherReps: given(count('teacher-reps', values['teacher-reps'])), warmup: given(countOrNone('warmup', values.warmup)),
+      batch: given(count('batch', values.batch)), ratios, out: values.out!, models,
+    });
   },
   async gpu(args) {
     const { values } = parseArgs({
@@ -92,11 +111,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         out: { type: 'string' },
       },
     });
-    if (!['auto', 'gpu', 'cpu'].includes(values.plan!)) throw new Error(`--plan ${values.plan}: auto, gpu or cpu`);
+    if (!['auto', 'gpu', 'cpu'].includes(values.plan!)) throw new UsageError(`--plan ${values.plan}: auto, gpu or cpu`);
     const { runGpuBench } = await import('./gpu');
     await runGpuBench({
-      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: num(values.reps), tuneReps: num(values['tune-reps']), batch: count('batch', values.batch), only: values.only,
-      budgetS: Number(values['budget-s']), memoryGiB: num(values['memory-gib']), dry: values.dry!, out: values.out,
+      plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: count('reps', values.reps), tuneReps: count('tune-reps', values['tune-reps']), batch: count('batch', values.batch), only: values.only,
+      budgetS: given(positive('budget-s', values['budget-s'])), memoryGiB: positive('memory-gib', values['memory-gib']), dry: values.dry!, out: values.out,
     });
   },
   async peer(args) {
@@ -118,24 +137,31 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
         out: { type: 'string' },
       },
     });
+    const o = {
+      batch: count('batch', values.batch), maskRatio: given(maskRatio('mask-ratio', values['mask-ratio'])), reps: count('reps', values.reps), warmup: countOrNone('warmup', values.warmup),
+      matmulBatch: countOrNone('matmul-batch', values['matmul-batch']), matmulReps: count('matmul-reps', values['matmul-reps']),
+    };
     if (values.browser) {
       const { runPeerBrowser } = await import('./page/runner');
       await runPeerBrowser({
-        batch: num(values.batch), maskRatio: Number(values['mask-ratio']), reps: num(values.reps), warmup: num(values.warmup),
-        matmulBatch: num(values['matmul-batch']), matmulReps: num(values['matmul-reps']), matmulCalls: count('matmul-calls', values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined, timeoutS: Number(values['timeout-s']), out: values.out ?? 'peer-chromium',
+        ...o, matmulCalls: count('matmul-calls', values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined,
+        timeoutS: given(positive('timeout-s', values['timeout-s'])), out: values.out ?? 'peer-chromium',
       });
       return;
     }
     const { runPeer } = await import('./step-peer');
     await runPeer({
-      batch: num(values.batch) ?? 8, maskRatio: Number(values['mask-ratio']), reps: num(values.reps) ?? 3, warmup: num(values.warmup) ?? 1,
-      kernelReps: Number(values['gpu-reps']), matmulBatch: num(values['matmul-batch']) ?? 64, matmulReps: num(values['matmul-reps']) ?? 5, tune: !values['no-tune'], out: values.out ?? 'peer-node',
+      batch: o.batch ?? 8, maskRatio: o.maskRatio, reps: o.reps ?? 3, warmup: o.warmup ?? 1,
+      kernelReps: given(countOrNone('gpu-reps', values['gpu-reps'])), matmulBatch: o.matmulBatch ?? 64, matmulReps: o.matmulReps ?? 5, tune: !values['no-tune'], out: values.out ?? 'peer-node',
     });
   },
   async import(args) {
     const { values } = parseArgs({ args, options: { reps: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, images: { type: 'string', default: '3000' }, photos: { type: 'string', default: '300' }, out: { type: 'string', default: 'import' }, keep: { type: 'boolean', default: false } } });
     const { runImport } = await import('./import');
-    await runImport({ reps: Number(values.reps), warmup: Number(values.warmup), images: Number(values.images), photos: Number(values.photos), out: values.out!, keep: values.keep! });
+    await runImport({
+      reps: given(count('reps', values.reps)), warmup: given(countOrNone('warmup', values.warmup)),
+      images: given(count('images', values.images)), photos: given(countOrNone('photos', values.photos)), out: values.out!, keep: values.keep!,
+    });
   },
 };
 
@@ -146,6 +172,12 @@ if (!run) {
   process.exit(2);
 }
 run(rest).catch((e: unknown) => {
+  // Ours, or parseArgs's (an unknown option, a missing value): the message says it all.
+  const parseArgsError = e instanceof TypeError && String((e as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
+  if (e instanceof UsageError || parseArgsError) {
+    console.error((e as Error).message);
+    process.exit(2);
+  }
   console.error(e instanceof Error ? (e.stack ?? e.message) : e);
   process.exit(1);
 });
