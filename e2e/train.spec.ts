@@ -82,6 +82,28 @@ async function open(page: Page, hash = 'p=tiny'): Promise<void> {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+
+/**
+ * Watches the loss chart's two plot boxes from now on: how often each changed, and the box of
+ * every change after which it held no plot (checked at each microtask checkpoint, the earliest
+ * the page could paint). Read it with chartWatch.
+ */
+async function watchChartBoxes(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const boxes = { loss: document.querySelector('[data-testid="loss-chart-loss"]')!, rate: document.querySelector('[data-testid="loss-chart-rate"]')! };
+    const seen = { loss: 0, rate: 0, empty: [] as string[] };
+    (window as unknown as { chartWatch: typeof seen }).chartWatch = seen;
+    for (const [name, box] of Object.entries(boxes) as ['loss' | 'rate', Element][]) {
+      new MutationObserver(() => {
+        seen[name]++;
+        if (!box.querySelector('canvas')) seen.empty.push(name);
+      }).observe(box, { childList: true, subtree: true });
+    }
+  });
+}
+
+const chartWatch = (page: Page) => page.evaluate(() => (window as unknown as { chartWatch: { loss: number; rate: number; empty: string[] } }).chartWatch);
+
 test('a tiny MAE from the UI: falling loss, non-blank reconstructions, pause and resume continue the curve, kept in Runs; the page stays responsive', async ({ page, browser }) => {
   test.setTimeout(150_000);
   const errors = collectErrors(page);
@@ -121,6 +143,19 @@ test('a tiny MAE from the UI: falling loss, non-blank reconstructions, pause and
   await expect(chart).toHaveAttribute('data-last-step', '20');
   await expect(chart).toHaveAttribute('data-contiguous', 'true');
   expect(Number(await chart.getAttribute('data-tail-loss'))).toBeLessThan(Number(await chart.getAttribute('data-head-loss')));
+
+  // The log toggle rebuilds the loss plot (a new scale) and leaves the rate plot drawn: whenever
+  // the page could paint (each microtask checkpoint after a DOM change), both plots are there.
+  await expect(page.getByTestId('loss-chart-rate').locator('canvas')).toHaveCount(1);
+  await watchChartBoxes(page);
+  for (const on of [true, false]) {
+    await page.getByTestId('loss-chart-log').setChecked(on);
+    await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => requestAnimationFrame(done)))));
+  }
+  const watched = await chartWatch(page);
+  expect(watched.loss, 'the loss plot was rebuilt by the toggle').toBeGreaterThan(0);
+  expect(watched.rate, 'the rate plot was left as it was').toBe(0);
+  expect(watched.empty, 'a plot box without its plot').toEqual([]);
 
   // The last reconstruction is of the last step and has a picture in it.
   const view = page.getByTestId('reconstruction-view');
@@ -202,6 +237,8 @@ test('DMAE from a teacher trained in the studio: both losses; the masking slider
   await expect(page.getByTestId('visible-count')).toContainText('3 of 49 patches visible'); // int(49 · 0.08)
   await expect(page.getByTestId('mask-preview')).toHaveAttribute('data-visible', '3');
   await page.getByTestId('cfg-teacherBlock').selectOption('1');
+  await expect(page.getByTestId('loss-chart-rate').locator('canvas')).toHaveCount(1); // the teacher's curves
+  await watchChartBoxes(page);
   await page.getByTestId('start').click();
 
   const resolved = page.getByTestId('resolved-config');
@@ -221,6 +258,11 @@ test('DMAE from a teacher trained in the studio: both losses; the masking slider
   const chart = page.getByTestId('loss-chart');
   await expect(chart).toHaveAttribute('data-last-step', '8');
   expect(Number(await chart.getAttribute('data-last-distill'))).toBeGreaterThan(0);
+  // The chart moved from the teacher's run to the student's: both plots rebuilt, neither box
+  // left empty in between (the rate plot, built a frame after the loss plot, replaces the old one then).
+  const watched = await chartWatch(page);
+  expect(watched.rate, 'the rate plot was rebuilt for the new run').toBeGreaterThan(0);
+  expect(watched.empty, 'a plot box without its plot').toEqual([]);
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(SCREENSHOTS, 'studio-dmae.png'), fullPage: false });
   expect(errors).toEqual([]);

@@ -100,6 +100,8 @@ export function LossChart({ runIds, labels, height = 260 }: LossChartProps) {
   // Smoothing and the log toggle redraw the same plots (no new effect): read through refs.
   const settings = useRef({ smoothing, log });
   const redraw = useRef<() => void>(() => {});
+  // The rate plot of the runs shown before (see the effect's cleanup), until drawRate replaces it.
+  const retiringRate = useRef<uPlot | null>(null);
   useEffect(() => {
     settings.current = { smoothing, log };
     redraw.current();
@@ -109,7 +111,9 @@ export function LossChart({ runIds, labels, height = 260 }: LossChartProps) {
     const runIdList = idsKey ? idsKey.split('\n') : [];
     const names: Record<string, string> = JSON.parse(labelsKey);
     const plots: { loss: uPlot | null; rate: uPlot | null } = { loss: null, rate: null };
-    let signature = '';
+    // Each plot is rebuilt only when its own series change (else its data are set): the log
+    // toggle or a first validation point rebuilds the loss plot and leaves the rate plot drawn.
+    const signature = { loss: '', rate: '' };
     let zoom: { min: number; max: number } | null = null;
     let frame = 0;
     let rateFrame = 0;
@@ -184,12 +188,18 @@ export function LossChart({ runIds, labels, height = 260 }: LossChartProps) {
 
     // The rate plot is built or updated a frame after the loss plot: both in one task were the
     // page's longest tasks (about 70 ms of CPU to build them, 45–60 ms to redraw them, on a
-    // software canvas; the studio asks for no task over 50 ms).
+    // software canvas; the studio asks for no task over 50 ms). A plot being replaced stays
+    // drawn until its successor is built in the same task: no frame shows an empty chart.
     const drawRate = () => {
       rateFrame = 0;
       if (disposed || !last) return;
-      if (plots.rate) plots.rate.setData(last.rate.data as uPlot.AlignedData, zoom === null);
+      const sig = seriesSignature(last.rate);
+      if (plots.rate && sig === signature.rate) plots.rate.setData(last.rate.data as uPlot.AlignedData, zoom === null);
       else if (rateBox.current) {
+        plots.rate?.destroy();
+        retiringRate.current?.destroy();
+        retiringRate.current = null;
+        signature.rate = sig;
         plots.rate = make(rateBox.current, last.rate, 'rate');
         applyZoom();
       }
@@ -202,12 +212,11 @@ export function LossChart({ runIds, labels, height = 260 }: LossChartProps) {
       const loss = buildChartData(runs, 'loss', { smoothing, log });
       const rate = buildChartData(runs, 'rate', { smoothing, log: false });
       last = { loss, rate };
-      const sig = seriesSignature(loss, String(log)) + seriesSignature(rate);
-      if (sig !== signature || !plots.loss) {
+      const sig = seriesSignature(loss, String(log));
+      if (sig !== signature.loss || !plots.loss) {
         plots.loss?.destroy();
-        plots.rate?.destroy();
-        plots.rate = null;
-        signature = sig;
+        plots.loss = null;
+        signature.loss = sig;
         if (lossBox.current) {
           plots.loss = make(lossBox.current, loss, 'loss');
           applyZoom();
@@ -257,7 +266,18 @@ export function LossChart({ runIds, labels, height = 260 }: LossChartProps) {
       unsubscribeVal();
       resize.disconnect();
       plots.loss?.destroy();
-      plots.rate?.destroy();
+      // The next runs' rate plot is built a frame after their loss plot: this one stays drawn
+      // until then (drawRate destroys it), so the box is never empty; unmounted, it goes in a second.
+      const old = plots.rate;
+      if (old) {
+        retiringRate.current?.destroy();
+        retiringRate.current = old;
+        setTimeout(() => {
+          if (retiringRate.current !== old) return;
+          old.destroy();
+          retiringRate.current = null;
+        }, 1000);
+      }
     };
   }, [idsKey, labelsKey, height]);
 
