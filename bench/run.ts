@@ -31,6 +31,7 @@
  *             (see bench/import.ts for its options).
  */
 import { parseArgs } from 'node:util';
+import { validateMaeConfig, type MaeConfig } from '../src/engine/config';
 
 /** A mistake in the command line: printed as its message alone (no stack), exit status 2. */
 class UsageError extends Error {}
@@ -53,6 +54,21 @@ const countOrNone = (option: string, v: string | undefined) => numeric(option, v
 const positive = (option: string, v: string | undefined) => numeric(option, v, (n) => Number.isFinite(n) && n > 0, 'a number > 0');
 /** A mask ratio, as the trainer takes it. */
 const maskRatio = (option: string, v: string | undefined) => numeric(option, v, (n) => n >= 0 && n < 1, 'a mask ratio in [0, 1)');
+/** An option that holds a model's MaeConfig as JSON, parsed and checked (validateMaeConfig). */
+function modelConfig(option: string, v: string): MaeConfig {
+  let c: MaeConfig;
+  try {
+    c = JSON.parse(v) as MaeConfig;
+  } catch (e) {
+    throw new UsageError(`--${option}: not JSON (${(e as Error).message})`);
+  }
+  try {
+    validateMaeConfig(c);
+  } catch (e) {
+    throw new UsageError(`--${option}: ${(e as Error).message}`);
+  }
+  return c;
+}
 /** An option with a default (parseArgs fills it in), checked the same way. */
 const given = (n: number | undefined): number => n!;
 
@@ -88,7 +104,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     });
     const { runTrain } = await import('./train');
     const models = values.student && values.teacher
-      ? { student: JSON.parse(values.student), teacher: JSON.parse(values.teacher), studentName: 'student', teacherName: 'teacher' }
+      ? { student: modelConfig('student', values.student), teacher: modelConfig('teacher', values.teacher), studentName: 'student', teacherName: 'teacher' }
       : undefined;
     const ratios = values.ratios!.split(',').map((r) => given(maskRatio('ratios', r)));
     await runTrain({

@@ -24,6 +24,8 @@ describe('bench/run.ts options', () => {
     [['peer', '--browser', '--matmul-calls', 'eight'], '--matmul-calls eight: give a whole number ≥ 1'],
     [['import', '--images', ''], "--images '': give a whole number ≥ 1"],
     [['gpu', '--bogus'], "Unknown option '--bogus'"],
+    [['train', '--student', '{embedDim: 64}', '--teacher', '{}'], '--student: not JSON'],
+    [['train', '--student', '{"embedDim": 64}', '--teacher', '{}'], '--student: Invalid model configuration: imgSize must be a positive integer'],
   ])('%j → exit 2, one line', (args, message) => {
     const r = bench(...args);
     expect(r.status).toBe(2);
