@@ -37,13 +37,14 @@ import { validateMaeConfig, type MaeConfig } from '../src/engine/config';
 class UsageError extends Error {}
 
 /**
- * A numeric option, checked: undefined when absent, else a number `ok` accepts or a UsageError
+ * A numeric option, checked: undefined when absent (never, for an option parseArgs gives a default), else a number `ok` accepts or a UsageError
  * that names the option and what it takes (Number('') is 0 and Number('x') NaN: neither slips by).
  */
 function numeric(option: string, v: string | undefined, ok: (n: number) => boolean, takes: string): number | undefined {
   if (v === undefined) return undefined;
-  const n = v.trim() === '' ? NaN : Number(v);
-  if (!ok(n)) throw new UsageError(`--${option} ${v.trim() === '' ? `'${v}'` : v}: give ${takes}`);
+  const blank = v.trim() === '';
+  const n = blank ? NaN : Number(v);
+  if (!ok(n)) throw new UsageError(`--${option} ${blank ? `'${v}'` : v}: give ${takes}`);
   return n;
 }
 /** Something counted that must happen at least once (repetitions, a batch, products per wait). */
@@ -69,8 +70,6 @@ function modelConfig(option: string, v: string): MaeConfig {
   }
   return c;
 }
-/** An option with a default (parseArgs fills it in), checked the same way. */
-const given = (n: number | undefined): number => n!;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   async kernels(args) {
@@ -85,7 +84,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       },
     });
     const { runKernels } = await import('./kernels');
-    await runKernels({ reps: given(count('reps', values.reps)), warmup: given(countOrNone('warmup', values.warmup)), only: values.only, peer: !values['no-peer'], out: values.out! });
+    await runKernels({ reps: count('reps', values.reps)!, warmup: countOrNone('warmup', values.warmup)!, only: values.only, peer: !values['no-peer'], out: values.out! });
   },
   async train(args) {
     const { values } = parseArgs({
@@ -106,10 +105,10 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     const models = values.student && values.teacher
       ? { student: modelConfig('student', values.student), teacher: modelConfig('teacher', values.teacher), studentName: 'student', teacherName: 'teacher' }
       : undefined;
-    const ratios = values.ratios!.split(',').map((r) => given(maskRatio('ratios', r)));
+    const ratios = values.ratios!.split(',').map((r) => maskRatio('ratios', r)!);
     await runTrain({
-      reps: given(count('reps', values.reps)), teacherReps: given(count('teacher-reps', values['teacher-reps'])), warmup: given(countOrNone('warmup', values.warmup)),
-      batch: given(count('batch', values.batch)), ratios, out: values.out!, models,
+      reps: count('reps', values.reps)!, teacherReps: count('teacher-reps', values['teacher-reps'])!, warmup: countOrNone('warmup', values.warmup)!,
+      batch: count('batch', values.batch)!, ratios, out: values.out!, models,
     });
   },
   async gpu(args) {
@@ -131,7 +130,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
     const { runGpuBench } = await import('./gpu');
     await runGpuBench({
       plan: values.plan as 'auto' | 'gpu' | 'cpu', reps: count('reps', values.reps), tuneReps: count('tune-reps', values['tune-reps']), batch: count('batch', values.batch), only: values.only,
-      budgetS: given(positive('budget-s', values['budget-s'])), memoryGiB: positive('memory-gib', values['memory-gib']), dry: values.dry!, out: values.out,
+      budgetS: positive('budget-s', values['budget-s'])!, memoryGiB: positive('memory-gib', values['memory-gib']), dry: values.dry!, out: values.out,
     });
   },
   async peer(args) {
@@ -154,29 +153,29 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
       },
     });
     const o = {
-      batch: count('batch', values.batch), maskRatio: given(maskRatio('mask-ratio', values['mask-ratio'])), reps: count('reps', values.reps), warmup: countOrNone('warmup', values.warmup),
+      batch: count('batch', values.batch), maskRatio: maskRatio('mask-ratio', values['mask-ratio'])!, reps: count('reps', values.reps), warmup: countOrNone('warmup', values.warmup),
       matmulBatch: countOrNone('matmul-batch', values['matmul-batch']), matmulReps: count('matmul-reps', values['matmul-reps']),
     };
     if (values.browser) {
       const { runPeerBrowser } = await import('./page/runner');
       await runPeerBrowser({
         ...o, matmulCalls: count('matmul-calls', values['matmul-calls']), webgl: values['no-webgl'] ? false : undefined, tune: values['no-tune'] ? false : undefined,
-        timeoutS: given(positive('timeout-s', values['timeout-s'])), out: values.out ?? 'peer-chromium',
+        timeoutS: positive('timeout-s', values['timeout-s'])!, out: values.out ?? 'peer-chromium',
       });
       return;
     }
     const { runPeer } = await import('./step-peer');
     await runPeer({
       batch: o.batch ?? 8, maskRatio: o.maskRatio, reps: o.reps ?? 3, warmup: o.warmup ?? 1,
-      kernelReps: given(countOrNone('gpu-reps', values['gpu-reps'])), matmulBatch: o.matmulBatch ?? 64, matmulReps: o.matmulReps ?? 5, tune: !values['no-tune'], out: values.out ?? 'peer-node',
+      kernelReps: countOrNone('gpu-reps', values['gpu-reps'])!, matmulBatch: o.matmulBatch ?? 64, matmulReps: o.matmulReps ?? 5, tune: !values['no-tune'], out: values.out ?? 'peer-node',
     });
   },
   async import(args) {
     const { values } = parseArgs({ args, options: { reps: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, images: { type: 'string', default: '3000' }, photos: { type: 'string', default: '300' }, out: { type: 'string', default: 'import' }, keep: { type: 'boolean', default: false } } });
     const { runImport } = await import('./import');
     await runImport({
-      reps: given(count('reps', values.reps)), warmup: given(countOrNone('warmup', values.warmup)),
-      images: given(count('images', values.images)), photos: given(countOrNone('photos', values.photos)), out: values.out!, keep: values.keep!,
+      reps: count('reps', values.reps)!, warmup: countOrNone('warmup', values.warmup)!,
+      images: count('images', values.images)!, photos: countOrNone('photos', values.photos)!, out: values.out!, keep: values.keep!,
     });
   },
 };

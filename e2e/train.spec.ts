@@ -82,7 +82,6 @@ async function open(page: Page, hash = 'p=tiny'): Promise<void> {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-
 /**
  * Watches the loss chart's two plot boxes from now on: how often each changed, and the box of
  * every change after which it held no plot (checked at each microtask checkpoint, the earliest
