@@ -258,7 +258,7 @@ test('DMAE from a teacher trained in the studio: both losses; the masking slider
   await expect(chart).toHaveAttribute('data-last-step', '8');
   expect(Number(await chart.getAttribute('data-last-distill'))).toBeGreaterThan(0);
   // The chart moved from the teacher's run to the student's: both plots rebuilt, neither box
-  // left empty in between (the rate plot, built a frame after the loss plot, replaces the old one then).
+  // left empty in between (the rate plot, built in the task after the loss plot's, replaces the old one then).
   const watched = await chartWatch(page);
   expect(watched.rate, 'the rate plot was rebuilt for the new run').toBeGreaterThan(0);
   expect(watched.empty, 'a plot box without its plot').toEqual([]);

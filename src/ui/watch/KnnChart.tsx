@@ -32,9 +32,9 @@ export function KnnChart({ height = 180 }: { height?: number }) {
   useEffect(() => {
     const list = idsKey ? idsKey.split('\n') : [];
     const label: Record<string, string> = JSON.parse(names);
-    let plot: uPlot | null = null, signature = '', frame = 0, disposed = false;
+    let plot: uPlot | null = null, signature = '', drawTimer = 0, disposed = false;
     const draw = () => {
-      frame = 0;
+      drawTimer = 0;
       if (disposed) return;
       const drawn = list.filter((id) => knnMetrics.records(id).length > 0);
       setHasPoints(drawn.length > 0);
@@ -69,14 +69,14 @@ export function KnnChart({ height = 180 }: { height?: number }) {
     };
     const want = new Set(list);
     const unsubscribe = knnMetrics.subscribe((id) => {
-      if (want.has(id) && !frame && !disposed) frame = requestAnimationFrame(draw);
+      if (want.has(id) && !drawTimer && !disposed) drawTimer = window.setTimeout(draw); // its own task, as LossChart's
     });
     const resize = new ResizeObserver(() => plot?.setSize({ width: Math.max(240, Math.floor(box.current?.clientWidth || 600)), height }));
     if (box.current) resize.observe(box.current);
     draw();
     return () => {
       disposed = true;
-      if (frame) cancelAnimationFrame(frame);
+      clearTimeout(drawTimer);
       unsubscribe();
       resize.disconnect();
       plot?.destroy();

@@ -23,7 +23,7 @@
  *   `config.teacher: choice.model` (RunPanel does).
  * - attention maps: `useAttentionStore` ('request-attention' → 'attention' in src/protocol/train.ts).
  *
- * Hooks for end-to-end tests (read-only DOM attributes, updated at most once per frame):
+ * Hooks for end-to-end tests (read-only DOM attributes, updated as their data arrive, in the same task):
  * - [data-testid=loss-chart]: data-run-id, data-points, data-first-step, data-last-step,
  *   data-first-loss, data-last-loss, data-head-loss, data-tail-loss (mean total loss of the first
  *   and last fifth of the steps: a falling curve has tail < head), data-last-distill (Σ distill of
