@@ -14,7 +14,7 @@ import type { ShapesOptions } from '../data/procedural';
 import type { LimitsNeeded } from '../gpu/device';
 import type { MaeConfig } from './config';
 import { MaskingSampler, formatBytes, type MemoryPlan, type ResolvedTrainConfig, type Trainer } from './trainer';
-import { reconstructionGrid, type RgbImage } from './visualize';
+import { gridColumnLevels, reconstructionGrid, type RgbImage } from './visualize';
 
 /** The built-in a dataset name means: 'mnist', or 'procedural' / 'shapes' (generated Shapes). */
 export function builtinDatasetId(name: string): BuiltinId {
@@ -75,17 +75,18 @@ export const reconstructionScale = (imgSize: number): number => Math.max(1, Math
 
 /**
  * The model's reconstruction of the validation set (a forward only; no parameter changes):
- * `count` rows of original / masked / reconstruction / reconstruction + visible, and the
- * validation losses.
+ * `count` rows of original / masked / reconstruction / reconstruction + visible, the distinct
+ * grey levels of each of those columns, and the validation losses.
  */
-export async function reconstructValidation(trainer: Trainer, val: ValidationSet, count = Math.min(8, trainer.config.batch)): Promise<{ image: RgbImage; rows: number; cell: number; gap: number; pix: number; loss: number }> {
+export async function reconstructValidation(trainer: Trainer, val: ValidationSet, count = Math.min(8, trainer.config.batch)): Promise<{ image: RgbImage; rows: number; cell: number; gap: number; levels: number[]; pix: number; loss: number }> {
   const cfg = trainer.config.model;
   const rows = Math.max(1, Math.min(count, trainer.config.batch));
   const r = await trainer.reconstruct(val.imgs, val.masking);
   const scale = reconstructionScale(cfg.imgSize);
   const image = reconstructionGrid({ cfg, imgs: val.imgs, pred: r.pred, mask: val.masking.mask, mean: val.mean, std: val.std, count: rows, scale });
-  const cell = cfg.imgSize * scale;
-  return { image, rows, cell, gap: (image.width - 4 * cell) / 5, pix: r.pix, loss: r.loss };
+  const cell = cfg.imgSize * scale, gap = (image.width - 4 * cell) / 5;
+  const levels = gridColumnLevels(image, 3, { rows, columns: 4, cell, gap });
+  return { image, rows, cell, gap, levels, pix: r.pix, loss: r.loss };
 }
 
 /** RGB bytes → RGBA (opaque), in a fresh ArrayBuffer of its own (transferable). */

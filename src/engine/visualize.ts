@@ -83,6 +83,30 @@ const GAP = 2;
 const MASKED = 128;
 const BACKGROUND = 32;
 
+/**
+ * Distinct grey levels (the first channel) in each column of a reconstruction grid, all rows of
+ * that column's cells together: a blank or flat picture has one or two, a real one dozens. The
+ * worker counts them beside the picture, so that the page's "not blank" check costs it nothing.
+ */
+export function gridColumnLevels(img: { data: ArrayLike<number>; width: number }, channels: number, grid: { rows: number; columns: number; cell: number; gap: number }): number[] {
+  const { data, width } = img, { rows, cell, gap } = grid;
+  return Array.from({ length: grid.columns }, (_, col) => {
+    const seen = new Uint8Array(256); // a table, not a Set
+    let n = 0;
+    const x0 = gap + col * (cell + gap);
+    for (let r = 0; r < rows; r++) {
+      const y0 = gap + r * (cell + gap);
+      for (let y = y0; y < y0 + cell; y++) {
+        for (let x = x0; x < x0 + cell; x++) {
+          const v = data[channels * (y * width + x)] & 255;
+          if (!seen[v]) (seen[v] = 1), n++;
+        }
+      }
+    }
+    return n;
+  });
+}
+
 /** Rows of [original | masked | reconstruction | reconstruction + visible]. */
 export function reconstructionGrid(o: GridOptions): RgbImage {
   const { cfg } = o;

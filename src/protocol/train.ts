@@ -450,6 +450,8 @@ export type FromTrainWorker = V & (
     /** One cell's side in pixels, and the gap around cells. */
     cell: number;
     gap: number;
+    /** Distinct grey levels (red channel) in each column's cells: a blank or flat column has one or two. */
+    levels: number[];
     /** The validation batch's losses at this step. */
     val: { pix: number; loss: number };
   }

@@ -30,6 +30,8 @@ export interface ReconstructionView {
   columns: readonly string[];
   cell: number;
   gap: number;
+  /** Distinct grey levels in each column (the worker counts them: gridColumnLevels). */
+  levels: number[];
   val: { pix: number; loss: number };
 }
 
@@ -185,7 +187,7 @@ export function receiveTrainMessage(msg: FromTrainWorker): void {
       return update({
         reconstruction: {
           step: msg.step, width: msg.image.width, height: msg.image.height, data: new Uint8ClampedArray(msg.image.data),
-          rows: msg.rows, columns: msg.columns, cell: msg.cell, gap: msg.gap, val: msg.val,
+          rows: msg.rows, columns: msg.columns, cell: msg.cell, gap: msg.gap, levels: msg.levels, val: msg.val,
         },
       });
     case 'paused':

@@ -680,7 +680,7 @@ class Run {
     this.post({
       type: 'reconstruction', runId: this.runId, step: this.step,
       image: { width: img.width, height: img.height, format: 'rgba8', data: img.data.buffer },
-      rows: r.rows, columns: [...RECONSTRUCTION_COLUMNS], cell: r.cell, gap: r.gap, val: { pix: r.pix, loss: r.loss },
+      rows: r.rows, columns: [...RECONSTRUCTION_COLUMNS], cell: r.cell, gap: r.gap, levels: r.levels, val: { pix: r.pix, loss: r.loss },
     });
   }
 

@@ -53,7 +53,7 @@ function examples(): (ToTrainWorker | FromTrainWorker)[] {
       adapter: { kind: 'swiftshader', description: 'SwiftShader', features: [], limits: {} },
     },
     { v, type: 'metrics', runId: 'r1', records: [{ step: 1, epoch: 0.001, loss: 1.5, pix: 1.5, lr: 1e-4, gradNorm: 3, imagesPerSec: 40, elapsedMs: 12 }, { step: 2, epoch: 0.002, loss: NaN, pix: Infinity, distill: [0.5], lr: 2e-4, gradNorm: 3, imagesPerSec: 41, elapsedMs: 30 }] },
-    { v, type: 'reconstruction', runId: 'r1', step: 10, image: { width: 6, height: 5, format: 'rgba8', data: rgba.buffer }, rows: 1, columns: [...RECONSTRUCTION_COLUMNS], cell: 1, gap: 0.4, val: { pix: 1.2, loss: 1.2 } },
+    { v, type: 'reconstruction', runId: 'r1', step: 10, image: { width: 6, height: 5, format: 'rgba8', data: rgba.buffer }, rows: 1, columns: [...RECONSTRUCTION_COLUMNS], cell: 1, gap: 0.4, levels: [3, 1, 3, 3], val: { pix: 1.2, loss: 1.2 } },
     { v, type: 'paused', runId: 'r1', step: 7 },
     { v, type: 'resumed', runId: 'r1', step: 7 },
     { v, type: 'checkpoint', runId: 'r1', checkpoint: checkpoint() },

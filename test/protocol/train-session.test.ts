@@ -8,6 +8,7 @@
  * configuration, busy, out of memory (budget and adapter limits), data, divergence, device loss.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { gridColumnLevels } from '../../src/engine/visualize';
 import { acquireNodeGpu } from '../../src/gpu/node-device';
 import { TRAIN_PROTOCOL_VERSION as v, payloadTensors, type RunOptions, type StepRecord, type TeacherSource, type TrainSpec } from '../../src/protocol/train';
 import type { TrainSessionEnv } from '../../src/worker/train-session';
@@ -51,6 +52,8 @@ describe('train session: a run', () => {
     expect(r0.image.width).toBe(4 * r0.cell + 5 * r0.gap);
     const px = new Uint8Array(r0.image.data);
     expect(new Set(px.filter((_, i) => i % 4 === 0)).size, 'the picture is not blank').toBeGreaterThan(10);
+    // The worker's level counts are those of the picture it sent (the page shows them as they are).
+    expect(r0.levels).toEqual(gridColumnLevels({ data: px, width: r0.image.width }, 4, { rows: r0.rows, columns: 4, cell: r0.cell, gap: r0.gap }));
     expect(recon[3].val.pix).toBeLessThan(recon[0].val.pix);
 
     // Every message of the run came after `started` and before `stopped`; the metrics before the end.

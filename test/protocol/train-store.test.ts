@@ -39,7 +39,7 @@ describe('train store', () => {
     expect(useTrainStore.getState().run!.status).toBe('running');
 
     const px = new Uint8ClampedArray(4 * 2 * 2).fill(9);
-    receiveTrainMessage({ v, type: 'reconstruction', runId, step: 3, image: { width: 2, height: 2, format: 'rgba8', data: px.buffer }, rows: 1, columns: ['a', 'b', 'c', 'd'], cell: 1, gap: 0, val: { pix: 1, loss: 1 } });
+    receiveTrainMessage({ v, type: 'reconstruction', runId, step: 3, image: { width: 2, height: 2, format: 'rgba8', data: px.buffer }, rows: 1, columns: ['a', 'b', 'c', 'd'], cell: 1, gap: 0, levels: [1, 1, 1, 1], val: { pix: 1, loss: 1 } });
     expect(useTrainStore.getState().run!.reconstruction).toMatchObject({ step: 3, width: 2, height: 2 });
     expect(useTrainStore.getState().run!.reconstruction!.data[0]).toBe(9);
 

@@ -6,6 +6,7 @@
 import { createElement } from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
+import { gridColumnLevels } from '../../src/engine/visualize';
 import { RECONSTRUCTION_COLUMNS } from '../../src/protocol/train';
 import { AttentionView } from '../../src/ui/watch/AttentionView';
 import { ReconstructionView } from '../../src/ui/watch/ReconstructionView';
@@ -15,7 +16,8 @@ function grid(textured: boolean) {
   const cell = 8, gap = 2, rows = 2, width = 4 * cell + 5 * gap, height = rows * cell + 3 * gap;
   const data = new Uint8ClampedArray(width * height * 4).fill(32);
   if (textured) for (let i = 0; i < data.length; i += 4) data[i] = (i / 4) % 251;
-  return { step: 40, width, height, data, rows, columns: RECONSTRUCTION_COLUMNS, cell, gap, val: { pix: 0.25, loss: 0.3 } };
+  const levels = gridColumnLevels({ data, width }, 4, { rows, columns: 4, cell, gap });
+  return { step: 40, width, height, data, rows, columns: RECONSTRUCTION_COLUMNS, cell, gap, levels, val: { pix: 0.25, loss: 0.3 } };
 }
 
 describe('Watch components as HTML', () => {

@@ -11,9 +11,9 @@
  * (data-testid="reconstruction-history") goes back through the run's earlier reconstructions
  * (the last 32 MiB of them); at its right end it follows the latest.
  */
-import { useEffect, useMemo, useRef, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { useTrainStore, type ReconstructionView as Recon } from '../../store/train';
-import { gridColumnLevels, isNonBlank } from './heatmap';
+import { isNonBlank } from './heatmap';
 
 export interface ReconstructionViewProps {
   /** The picture to show; default: the store's current run's latest reconstruction. */
@@ -52,7 +52,6 @@ export function ReconstructionView({ view: given, scale }: ReconstructionViewPro
     const ctx = view && canvas.current?.getContext('2d');
     if (ctx && view) ctx.putImageData(new ImageData(view.data, view.width, view.height), 0, 0);
   }, [view]);
-  const levels = useMemo(() => (view ? gridColumnLevels(view) : []), [view]);
   if (!view) {
     return (
       <section className="card" data-testid="reconstruction-view" data-nonblank="false">
@@ -61,6 +60,7 @@ export function ReconstructionView({ view: given, scale }: ReconstructionViewPro
       </section>
     );
   }
+  const levels = view.levels;
   const nonBlank = levels.length >= 3 && isNonBlank(levels[0]) && isNonBlank(levels[2]);
   const pct = (x: number) => `${(100 * x) / view.width}%`;
   const template = [pct(view.gap), ...view.columns.flatMap(() => [pct(view.cell), pct(view.gap)])].join(' ');

@@ -1,7 +1,8 @@
 /**
  * Pictures of attention and reconstructions as RGBA bytes, apart from the canvas so that Node
  * tests them: a perceptual colour map, the cls token's attention drawn over its image, the whole
- * [T, T] matrix, and the "is this picture blank?" check the end-to-end tests rely on.
+ * [T, T] matrix, and the "is this picture blank?" threshold the end-to-end tests rely on (the
+ * worker counts the levels: gridColumnLevels in src/engine/visualize.ts).
  */
 
 /** Viridis at 9 stops (matplotlib's values), interpolated linearly: dark purple (0) → yellow (1). */
@@ -69,38 +70,6 @@ export function rowSumError(matrix: ArrayLike<number>, T: number): number {
     worst = Math.max(worst, Math.abs(s - 1));
   }
   return worst;
-}
-
-/** Distinct grey levels (red channel) in a rectangle of an RGBA image. */
-export function distinctLevels(rgba: ArrayLike<number>, width: number, x0: number, y0: number, w: number, h: number): number {
-  const seen = new Uint8Array(256); // a table, not a Set: a large grid is counted in a few ms on the main thread
-  let n = 0;
-  for (let y = y0; y < y0 + h; y++) {
-    for (let x = x0; x < x0 + w; x++) {
-      const v = rgba[4 * (y * width + x)] & 255;
-      if (!seen[v]) (seen[v] = 1), n++;
-    }
-  }
-  return n;
-}
-
-/** Distinct levels of each column of a reconstruction grid (all rows of that column's cells together). */
-export function gridColumnLevels(view: { data: ArrayLike<number>; width: number; rows: number; columns: readonly unknown[]; cell: number; gap: number }): number[] {
-  return view.columns.map((_, col) => {
-    const seen = new Uint8Array(256);
-    let n = 0;
-    const x0 = view.gap + col * (view.cell + view.gap);
-    for (let r = 0; r < view.rows; r++) {
-      const y0 = view.gap + r * (view.cell + view.gap);
-      for (let y = y0; y < y0 + view.cell; y++) {
-        for (let x = x0; x < x0 + view.cell; x++) {
-          const v = view.data[4 * (y * view.width + x)] & 255;
-          if (!seen[v]) (seen[v] = 1), n++;
-        }
-      }
-    }
-    return n;
-  });
 }
 
 /** A picture is "not blank" when it has more than `min` distinct levels (a blank or flat one has one or two). */
