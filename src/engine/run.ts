@@ -84,8 +84,9 @@ export async function reconstructValidation(trainer: Trainer, val: ValidationSet
   const r = await trainer.reconstruct(val.imgs, val.masking);
   const scale = reconstructionScale(cfg.imgSize);
   const image = reconstructionGrid({ cfg, imgs: val.imgs, pred: r.pred, mask: val.masking.mask, mean: val.mean, std: val.std, count: rows, scale });
-  const cell = cfg.imgSize * scale, gap = (image.width - 4 * cell) / 5;
-  const levels = gridColumnLevels(image, 3, { rows, columns: 4, cell, gap });
+  const columns = 4; // original, masked, reconstruction, reconstruction + visible
+  const cell = cfg.imgSize * scale, gap = (image.width - columns * cell) / (columns + 1);
+  const levels = gridColumnLevels(image, 3, { rows, columns, cell, gap });
   return { image, rows, cell, gap, levels, pix: r.pix, loss: r.loss };
 }
 
