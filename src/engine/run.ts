@@ -14,7 +14,7 @@ import type { ShapesOptions } from '../data/procedural';
 import type { LimitsNeeded } from '../gpu/device';
 import type { MaeConfig } from './config';
 import { MaskingSampler, formatBytes, type MemoryPlan, type ResolvedTrainConfig, type Trainer } from './trainer';
-import { gridColumnLevels, reconstructionGrid, type RgbImage } from './visualize';
+import { GRID_COLUMNS, GRID_GAP, gridColumnLevels, reconstructionGrid, type RgbImage } from './visualize';
 
 /** The built-in a dataset name means: 'mnist', or 'procedural' / 'shapes' (generated Shapes). */
 export function builtinDatasetId(name: string): BuiltinId {
@@ -84,9 +84,8 @@ export async function reconstructValidation(trainer: Trainer, val: ValidationSet
   const r = await trainer.reconstruct(val.imgs, val.masking);
   const scale = reconstructionScale(cfg.imgSize);
   const image = reconstructionGrid({ cfg, imgs: val.imgs, pred: r.pred, mask: val.masking.mask, mean: val.mean, std: val.std, count: rows, scale });
-  const columns = 4; // original, masked, reconstruction, reconstruction + visible
-  const cell = cfg.imgSize * scale, gap = (image.width - columns * cell) / (columns + 1);
-  const levels = gridColumnLevels(image, 3, { rows, columns, cell, gap });
+  const cell = cfg.imgSize * scale, gap = GRID_GAP;
+  const levels = gridColumnLevels(image, 3, { rows, columns: GRID_COLUMNS, cell, gap });
   return { image, rows, cell, gap, levels, pix: r.pix, loss: r.loss };
 }
 

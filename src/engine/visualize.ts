@@ -79,7 +79,9 @@ export interface GridOptions {
   scale?: number;
 }
 
-const GAP = 2;
+/** The grid's columns (original, masked, reconstruction, reconstruction + visible) and the gap around cells, in pixels. */
+export const GRID_COLUMNS = 4;
+export const GRID_GAP = 2;
 const MASKED = 128;
 const BACKGROUND = 32;
 
@@ -113,7 +115,7 @@ export function reconstructionGrid(o: GridOptions): RgbImage {
   const S = cfg.imgSize, C = cfg.inChans, p = cfg.patchSize, g = S / p, L = g * g;
   const N = o.count ?? Math.floor(o.mask.length / L);
   const sc = o.scale ?? Math.max(1, Math.ceil(96 / S));
-  const cell = S * sc, cols = 4;
+  const cell = S * sc, cols = GRID_COLUMNS, GAP = GRID_GAP;
   const width = cols * cell + (cols + 1) * GAP, height = N * cell + (N + 1) * GAP;
   const data = new Uint8Array(width * height * 3).fill(BACKGROUND);
   const toByte = (v: number, c: number) => Math.max(0, Math.min(255, Math.round((v * o.std[c] + o.mean[c]) * 255)));

@@ -6,8 +6,8 @@
  *
  * Per-step records never pass through React state: the chart subscribes to `trainMetrics` and
  * sets uPlot's data at most once per batch of records, in a task of its own; React renders only
- * when the controls or the list of runs change. The plots are rebuilt only when their series change (a run added, the
- * first distillation loss of a DMAE run, the log toggle).
+ * when the controls or the list of runs change. The plots are rebuilt only when their series
+ * change (a run added, the first distillation loss of a DMAE run, the log toggle).
  *
  * For end-to-end tests the root element (data-testid="loss-chart") carries, updated in the same
  * task, the first run's raw numbers: data-run-id, data-points, data-first-step, data-last-step,
