@@ -155,8 +155,8 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;
 
-fn load_aT(i: u32) -> vec4<f32> { return a4[i]; }
-fn load_bK(i: u32) -> vec4<f32> { return b4[i]; }
+fn load_aT(k: u32, r: u32) -> vec4<f32> { return a4[k * ((p.M + 3u) / 4u) + r]; }
+fn load_bK(k: u32, q: u32) -> vec4<f32> { return b4[k * (p.N / 4u) + q]; }
 
 @compute @workgroup_size(LANES)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {

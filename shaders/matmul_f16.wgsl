@@ -30,8 +30,8 @@ enable f16;
 @group(0) @binding(2) var<storage, read_write> a4h: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> b4h: array<vec4<f16>>;
 
-fn load_aT(i: u32) -> vec4<f32> { return vec4<f32>(a4h[i]); }
-fn load_bK(i: u32) -> vec4<f32> { return vec4<f32>(b4h[i]); }
+fn load_aT(k: u32, r: u32) -> vec4<f32> { return vec4<f32>(a4h[k * ((p.M + 3u) / 4u) + r]); }
+fn load_bK(k: u32, q: u32) -> vec4<f32> { return vec4<f32>(b4h[k * (p.N / 4u) + q]); }
 
 @compute @workgroup_size(LANES)
 fn matmul_vec4_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {

@@ -2,8 +2,8 @@
 // operands, f32 accumulation): the overrides, Params, the vec4 views of c, bias and aux, the
 // epilogue four columns at a time, and matmul_vec4_tile, the whole product of one workgroup.
 // The importing file defines how an operand element is read, as f32:
-//   fn load_aT(i: u32) -> vec4<f32>   vec4 i of Aᵀ [K, M'] (M' = M rounded up to 4)
-//   fn load_bK(i: u32) -> vec4<f32>   vec4 i of B [K, N]
+//   fn load_aT(k: u32, r: u32) -> vec4<f32>   row quad r of Aᵀ [K, M'] at k (M' = M rounded up to 4)
+//   fn load_bK(k: u32, q: u32) -> vec4<f32>   column quad q of B [K, N] at k
 // Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias (+= output with BIAS_GRAD), 5 aux.
 
 // #import common/gelu
@@ -99,20 +99,18 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   let bias_rows = BIAS_GRAD && wid.x == 0u;
   var bsum = array<vec4<f32>, 4>();
   for (var k = 0u; k < p.K; k++) {
-    let ka = k * mq;
-    let a0 = load_aT(ka + r0);
-    let a1 = load_aT(ka + r1);
-    let a2 = load_aT(ka + r2);
-    let a3 = load_aT(ka + r3);
+    let a0 = load_aT(k, r0);
+    let a1 = load_aT(k, r1);
+    let a2 = load_aT(k, r2);
+    let a3 = load_aT(k, r3);
     if (bias_rows) { // uniform per workgroup; k in order, as bias_backward sums its rows
       bsum[0] += a0;
       bsum[1] += a1;
       bsum[2] += a2;
       bsum[3] += a3;
     }
-    let kb = k * nq;
-    let b0 = load_bK(kb + q0);
-    let b1 = load_bK(kb + q1);
+    let b0 = load_bK(k, q0);
+    let b1 = load_bK(k, q1);
     // Written out (not a loop over rows): the accumulators stay in registers on CPU adapters.
     acc[0] += a0.x * b0;  acc[1] += a0.x * b1;
     acc[2] += a0.y * b0;  acc[3] += a0.y * b1;

@@ -1,5 +1,5 @@
 /**
- * Per-adapter matmul tuning: which of matmul.wgsl's variants (tiled, blocked, vec4) is fastest
+ * Per-adapter matmul tuning: which of the matmul variants (ops/matmul.ts) is fastest
  * for a product, measured on the adapter at hand instead of guessed from its kind.
  *
  * Shape classes. A product is (layout, M, N, K); its class is the layout, ⌊log₂⌋ of M, N and K
@@ -33,16 +33,19 @@ import { idbDone, idbRequest } from '../core/idb';
 import { mulberry32 } from '../core/random';
 import { createTensor } from './buffers';
 import type { Gpu } from './device';
-import { composeShader, Recorder, type KernelSpec, type Param, type Tensor } from './kernels';
+import { composeShader, Recorder, type Binding, type KernelSpec, type Param, type Tensor } from './kernels';
 import { floorLog2 } from './ops/common';
 import { fill } from './ops/elementwise';
 import { f16Saturate } from '../core/f16';
-import { f16Applies, isF16Variant, matmul, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
+import { f16Applies, isF16Variant, matmul, sampledApplies, staticMatmulVariant, staticVariantFor, vec4Aligned, type MatmulLayout, type MatmulVariant } from './ops/matmul';
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
-export const TUNER_VERSION = 4;
-export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_f16', 'tiled_f16'];
+export const TUNER_VERSION = 5;
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_sampled', 'vec4_f16', 'tiled_f16'];
+
+/** The shader files whose `matmul_*` entry points are the products (ops/matmul.ts). */
+export const MATMUL_SHADERS: readonly string[] = ['matmul', 'matmul_f16', 'matmul_sampled'];
 
 export interface MatmulShape {
   layout: MatmulLayout;
@@ -80,10 +83,12 @@ export function shapeClass(s: MatmulShape): string {
 
 /**
  * The variants that compute this product themselves on `gpu`: vec4 only where vec4Aligned,
- * the f16 variants only where f16Applies (autocast('f16'), shader-f16, aligned).
+ * vec4_sampled only where sampledApplies (float32-filterable, aligned, textures that fit), the f16
+ * variants only where f16Applies (autocast('f16'), shader-f16, aligned).
  */
 export const applicableVariants = (gpu: Gpu, s: MatmulShape): MatmulVariant[] =>
-  MATMUL_VARIANTS.filter((v) => (v === 'vec4' ? vec4Aligned(s.N, s.K, s.layout, s.M) : isF16Variant(v) ? f16Applies(gpu, s) : true));
+  MATMUL_VARIANTS.filter((v) =>
+    v === 'vec4' ? vec4Aligned(s.N, s.K, s.layout, s.M) : v === 'vec4_sampled' ? sampledApplies(gpu, s) : isF16Variant(v) ? f16Applies(gpu, s) : true);
 
 // ---------------------------------------------------------------------------------------------
 // Switches and counters
@@ -130,8 +135,8 @@ export function adapterFingerprint(gpu: Gpu): string {
     const a = gpu.adapter;
     let shader = 'unknown';
     try {
-      // Both matmul files (composed, so their common pieces count too); the f16 one where it exists.
-      shader = fnv1a(['matmul', 'matmul_f16'].filter((n) => n in gpu.kernels.sources).map((n) => composeShader(n, gpu.kernels.sources).code).join('\n'));
+      // The matmul files (composed, so their common pieces count too), those that exist.
+      shader = fnv1a(MATMUL_SHADERS.filter((n) => n in gpu.kernels.sources).map((n) => composeShader(n, gpu.kernels.sources).code).join('\n'));
     } catch {
       // no matmul source (a test double): the adapter alone
     }
@@ -870,8 +875,8 @@ async function readSamples(gpu: Gpu, outs: readonly Tensor[], N: number, pts: re
 export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): MatmulUse[] {
   const uses = new Map<string, MatmulUse>();
   const rec = new (class extends Recorder {
-    override dispatch(spec: KernelSpec, _bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null): void {
-      if (!(spec.shader === 'matmul' || spec.shader === 'matmul_f16') || !spec.entry.startsWith('matmul_') || !params) return;
+    override dispatch(spec: KernelSpec, _bindings: readonly (Binding | undefined)[], params: readonly Param[] | null): void {
+      if (!MATMUL_SHADERS.includes(spec.shader) || !spec.entry.startsWith('matmul_') || !params) return;
       const [M, N, K] = params as number[];
       const c = spec.constants ?? {};
       const layout: MatmulLayout = c.TRANS_A ? 'tn' : c.TRANS_B ? 'nt' : 'nn';

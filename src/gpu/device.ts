@@ -103,6 +103,8 @@ export class Gpu {
   readonly hasTimestamps: boolean;
   readonly hasSubgroups: boolean;
   readonly hasF16: boolean;
+  /** rgba32float textures may be sampled (the 'vec4_sampled' matmul reads its operands so). */
+  readonly hasFloat32Filterable: boolean;
   private readonly errors: string[] = [];
 
   constructor(readonly device: GPUDevice, readonly adapter: AdapterReport, sources: ShaderSources) {
@@ -110,6 +112,7 @@ export class Gpu {
     this.hasTimestamps = device.features.has('timestamp-query');
     this.hasSubgroups = device.features.has('subgroups');
     this.hasF16 = device.features.has('shader-f16');
+    this.hasFloat32Filterable = device.features.has('float32-filterable');
     this.lost = device.lost.then((info) => ({ reason: info.reason, message: info.message }));
     device.addEventListener('uncapturederror', (event) => {
       this.errors.push((event as GPUUncapturedErrorEvent).error.message);
@@ -128,7 +131,7 @@ export class Gpu {
 
 /**
  * Opens a device on `adapter` with the kernel limits plus `needs`, and the optional features
- * the kernels can use (timestamps, subgroups, f16) when the adapter has them.
+ * the kernels can use (timestamps, subgroups, f16, sampled f32 textures) when the adapter has them.
  */
 export async function openDevice(adapter: GPUAdapter, sources: ShaderSources, needs: LimitsNeeded = {}): Promise<Gpu> {
   const required: LimitsNeeded = { ...KERNEL_LIMITS };
@@ -137,7 +140,7 @@ export async function openDevice(adapter: GPUAdapter, sources: ShaderSources, ne
     required[key] = Math.max(required[key] ?? 0, v ?? 0);
   }
   checkLimits(adapter, required);
-  const wanted: GPUFeatureName[] = ['timestamp-query', 'subgroups', 'shader-f16'];
+  const wanted: GPUFeatureName[] = ['timestamp-query', 'subgroups', 'shader-f16', 'float32-filterable'];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
   let device: GPUDevice;
   try {

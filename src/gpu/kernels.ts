@@ -28,6 +28,24 @@ export interface Tensor {
   length: number;
 }
 
+/**
+ * A texture view or a sampler, bound where a kernel declares one (shaders/matmul_sampled.wgsl's
+ * operands); `id` names it in the bind-group cache, so make one per resource and keep it.
+ */
+export interface ResourceBinding {
+  resource: GPUTextureView | GPUSampler;
+  id: number;
+}
+
+/** What a kernel binds at binding i + 1: a slice of a storage buffer, or a texture view or sampler. */
+export type Binding = Tensor | ResourceBinding;
+
+const isTensor = (b: Binding): b is Tensor => 'buffer' in b;
+
+let nextResourceId = 1;
+/** Wraps a texture view or sampler for binding (see ResourceBinding). */
+export const resourceBinding = (resource: GPUTextureView | GPUSampler): ResourceBinding => ({ resource, id: nextResourceId++ });
+
 /** A uniform field: plain numbers are u32; floats and signed ints say so. */
 export type Param = number | { f32: number } | { i32: number };
 
@@ -211,16 +229,17 @@ export class DispatchCache {
     return this.bindGroups.size;
   }
 
-  bindGroup(pipeline: GPUComputePipeline, slot: number | null, bindings: readonly (Tensor | undefined)[]): GPUBindGroup {
+  bindGroup(pipeline: GPUComputePipeline, slot: number | null, bindings: readonly (Binding | undefined)[]): GPUBindGroup {
     let pid = this.pipelineIds.get(pipeline);
     if (pid === undefined) this.pipelineIds.set(pipeline, (pid = this.nextPipelineId++));
-    const key = `${pid}|${slot}|${bindings.map((t) => (t ? `${bufferId(t.buffer)}@${t.offset}+${t.length}` : '-')).join(',')}`;
+    const bindingKey = (t: Binding | undefined): string => (!t ? '-' : isTensor(t) ? `${bufferId(t.buffer)}@${t.offset}+${t.length}` : `r${t.id}`);
+    const key = `${pid}|${slot}|${bindings.map(bindingKey).join(',')}`;
     let group = this.bindGroups.get(key);
     if (!group) {
       const entries: GPUBindGroupEntry[] = [];
       if (slot !== null) entries.push({ binding: 0, resource: { buffer: this.uniforms, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT } });
       bindings.forEach((t, i) => {
-        if (t) entries.push({ binding: i + 1, resource: { buffer: t.buffer, offset: t.offset, size: Math.max(4, t.length * 4) } });
+        if (t) entries.push({ binding: i + 1, resource: isTensor(t) ? { buffer: t.buffer, offset: t.offset, size: Math.max(4, t.length * 4) } : t.resource });
       });
       group = this.device.createBindGroup({ label: pipeline.label, layout: pipeline.getBindGroupLayout(0), entries });
       if (this.bindGroups.size > 50_000) this.bindGroups.clear(); // shapes changed many times: start over
@@ -283,7 +302,7 @@ export class Recorder {
     }
   }
 
-  dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {
+  dispatch(spec: KernelSpec, bindings: readonly (Binding | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {
     const [x, y = 1, z = 1] = workgroups;
     if (x === 0 || y === 0 || z === 0) return;
     const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
@@ -357,13 +376,13 @@ export class Recorder {
  * buffer in the same dispatch, and an arena is one buffer), so two bindings that overlap would
  * race: refuse them. Kernels that work in place have their own entry points.
  */
-export function assertNoOverlap(spec: KernelSpec, bindings: readonly (Tensor | undefined)[]): void {
+export function assertNoOverlap(spec: KernelSpec, bindings: readonly (Binding | undefined)[]): void {
   for (let i = 0; i < bindings.length; i++) {
     const a = bindings[i];
-    if (!a) continue;
+    if (!a || !isTensor(a)) continue;
     for (let j = i + 1; j < bindings.length; j++) {
       const b = bindings[j];
-      if (!b || a.buffer !== b.buffer) continue;
+      if (!b || !isTensor(b) || a.buffer !== b.buffer) continue;
       const overlap = a.offset < b.offset + b.length * 4 && b.offset < a.offset + a.length * 4;
       if (overlap) {
         throw new GpuError(`Kernel ${spec.shader}:${spec.entry}: bindings ${i + 1} and ${j + 1} overlap in buffer "${a.buffer.label}"; use the in-place variant or a separate buffer.`, 'validation');

@@ -145,8 +145,8 @@ describe('matmul tuner', () => {
   it('never chooses a variant that computes a wrong product', async () => {
     const gpu = await testGpu();
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
-    // vec4 writes zeros (fastest of all), blocked is wrong past row 100 (passes the small check).
-    const r = await tuneMatmul(gpu, [ALIGNED], { store: null, candidates: { vec4: zeroes, blocked: firstRowsOnly } });
+    // vec4 and vec4_sampled write zeros (fastest of all), blocked is wrong past row 100 (passes the small check).
+    const r = await tuneMatmul(gpu, [ALIGNED], { store: null, candidates: { vec4: zeroes, vec4_sampled: zeroes, blocked: firstRowsOnly } });
     const c = r.classes[0];
     expect(c.source).toBe('measured');
     expect(c.chosen).toBe('tiled');
@@ -179,7 +179,7 @@ describe('matmul tuner', () => {
     // Listing a recording's products fixes nothing (the engine lists them before it tunes)...
     const listed = collectMatmulShapes(gpu, (rec) => matmul(rec, gpuTensor(gpu, s.M * s.N), gpuTensor(gpu, s.M * s.K), gpuTensor(gpu, s.N * s.K), null, s.M, s.N, s.K, s.layout));
     expect(listed).toEqual([{ ...s, count: 1 }]);
-    const only = await tuneMatmul(gpu, [s], { store: null, candidates: { blocked: zeroes, vec4: zeroes } });
+    const only = await tuneMatmul(gpu, [s], { store: null, candidates: { blocked: zeroes, vec4: zeroes, vec4_sampled: zeroes } });
     expect(only.classes[0].chosen).toBe('tiled');
     expect(only.classes[0].inUseOnDevice).toBeUndefined();
     expect(defaultMatmulVariant(gpu, s.layout, s.M, s.N, s.K)).toBe('tiled');
@@ -189,7 +189,7 @@ describe('matmul tuner', () => {
     expect(first).toBe(staticMatmulVariant(gpu));
     // Force a different winner: only the one variant that is not in use can verify.
     const other = first === 'tiled' ? 'blocked' : 'tiled';
-    const broken = Object.fromEntries((['tiled', 'blocked', 'vec4'] as const).filter((v) => v !== other).map((v) => [v, zeroes]));
+    const broken = Object.fromEntries((['tiled', 'blocked', 'vec4', 'vec4_sampled'] as const).filter((v) => v !== other).map((v) => [v, zeroes]));
     const r = await tuneMatmul(gpu, [s], { store: null, force: true, candidates: broken });
     expect(r.classes[0].chosen).toBe(other);
     expect(r.classes[0].inUseOnDevice).toBe(first);
@@ -258,10 +258,11 @@ describe('mixed-precision classes', () => {
     const r = await tuneMatmul(gpu, [aligned], { store: null, force: true, pruneFactor: Infinity });
     const c = r.classes[0];
     expect(c.key.endsWith('.h')).toBe(true);
-    expect(c.timings.map((t) => t.variant).sort()).toEqual(['blocked', 'tiled', 'tiled_f16', 'vec4', 'vec4_f16']);
+    expect(c.timings.map((t) => t.variant).sort()).toEqual(['blocked', 'tiled', 'tiled_f16', 'vec4', 'vec4_f16', 'vec4_sampled']);
     expect(c.timings.every((t) => t.verified), JSON.stringify(c.timings.map((t) => t.failure))).toBe(true);
     expect(defaultMatmulVariant(gpu, aligned.layout, aligned.M, aligned.N, aligned.K, true)).toBe(c.chosen);
     // Without shader-f16 the same class offers only the f32 variants.
-    expect(applicableVariants({ ...gpu, hasF16: false } as typeof gpu, aligned)).toEqual(['tiled', 'blocked', 'vec4']);
+    expect(applicableVariants({ ...gpu, hasF16: false } as typeof gpu, aligned)).toEqual(['tiled', 'blocked', 'vec4', 'vec4_sampled']);
+    expect(applicableVariants({ ...gpu, hasF16: false, hasFloat32Filterable: false } as typeof gpu, aligned)).toEqual(['tiled', 'blocked', 'vec4']);
   });
 });

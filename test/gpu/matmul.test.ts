@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { Arena, ArenaLayout, upload } from '../../src/gpu/buffers';
 import { GpuError } from '../../src/gpu/device';
-import { Recorder, type KernelSpec, type Param, type Tensor } from '../../src/gpu/kernels';
+import { Recorder, type Binding, type KernelSpec, type Param, type Tensor } from '../../src/gpu/kernels';
 import * as gpuOps from '../../src/gpu/ops/matmul';
 import { addInPlace, biasGeluBackward, biasGeluForward, gelu, geluGrad } from '../../src/ref/elementwise';
 import * as ref from '../../src/ref/matmul';
 import { TOL, checkGradients, dot, expectClose, expectSameBits, gpuTensor, matmulTol, randn, read, run, testGpu, type Tolerance } from '../helpers';
 
-const VARIANTS = ['tiled', 'blocked', 'vec4'] as const;
+const VARIANTS = ['tiled', 'blocked', 'vec4', 'vec4_sampled'] as const;
 const LAYOUTS = ['nn', 'nt', 'tn'] as const;
 
 const SHAPES: Array<[string, number, number, number]> = [
@@ -79,7 +79,7 @@ describe('matmul (GPU vs float64 reference)', () => {
 function dispatchedEntries(gpu: Awaited<ReturnType<typeof testGpu>>, record: (rec: Recorder) => void): string[] {
   const entries: string[] = [];
   const rec = new (class extends Recorder {
-    override dispatch(spec: KernelSpec, bindings: readonly (Tensor | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?]): void {
+    override dispatch(spec: KernelSpec, bindings: readonly (Binding | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?]): void {
       entries.push(spec.entry);
       super.dispatch(spec, bindings, params, workgroups);
     }
@@ -118,6 +118,46 @@ describe('matmul_vec4: alignment and fallback', () => {
     expect(entries('nt', 67, 36, 20)).toEqual(['transpose_vec4_pair', 'matmul_vec4']);
     expect(entries('nt', 68, 34, 20)).toEqual(['matmul_blocked']);
   });
+
+  it("dispatches matmul_vec4_sampled after packing both operands into textures in one dispatch, and falls back to vec4's rules where the textures would not fit", async () => {
+    const gpu = await testGpu();
+    expect(gpu.hasFloat32Filterable).toBe(true); // lavapipe and SwiftShader both have it: the variant is tested here
+    const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number): string[] => {
+      const [a, b, c] = [gpuTensor(gpu, M * K), gpuTensor(gpu, K * N), gpuTensor(gpu, M * N)];
+      return dispatchedEntries(gpu, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, layout, false, 'vec4_sampled'));
+    };
+    for (const layout of LAYOUTS) expect(entries(layout, 68, 36, 20)).toEqual(['pack_operands', 'matmul_vec4_sampled']);
+    expect(entries('tn', 68, 36, 19)).toEqual(['pack_operands', 'matmul_vec4_sampled']); // 'tn' copies K-major rows: any K
+    expect(entries('nn', 67, 36, 19)).toEqual(['matmul_blocked']); // not vec4-aligned
+    // K beyond the device's maxTextureDimension2D (8192 as opened here): vec4 takes it.
+    const maxSide = gpu.device.limits.maxTextureDimension2D;
+    expect(gpuOps.sampledApplies(gpu, { layout: 'tn', M: 4, N: 4, K: maxSide })).toBe(true);
+    expect(gpuOps.sampledApplies(gpu, { layout: 'tn', M: 4, N: 4, K: maxSide + 1 })).toBe(false);
+    expect(entries('tn', 4, 4, maxSide + 1)).toEqual(['matmul_vec4']);
+    // Asked for on a device without float32-filterable: refused, saying what to use.
+    const plain = Object.create(gpu, { hasFloat32Filterable: { value: false } }) as typeof gpu;
+    expect(gpuOps.sampledApplies(plain, { layout: 'nn', M: 68, N: 36, K: 20 })).toBe(false);
+    const rec = new Recorder(plain);
+    expect(() => gpuOps.matmul(rec, gpuTensor(gpu, 68 * 36), gpuTensor(gpu, 68 * 20), gpuTensor(gpu, 20 * 36), null, 68, 36, 20, 'nn', false, 'vec4_sampled')).toThrow(/float32-filterable .*use vec4/);
+    rec.discard();
+  });
+
+  for (const layout of LAYOUTS) {
+    it(`vec4_sampled gives vec4's bits (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
+      const gpu = await testGpu();
+      for (const [M, N, K] of [[68, 130 - 2, 96], [52, 100, 88]]) {
+        const a = gpuTensor(gpu, randn(M * K, 8 + M)), b = gpuTensor(gpu, randn(K * N, 9 + M)), bias = gpuTensor(gpu, randn(N, 10));
+        const out = async (variant: gpuOps.MatmulVariant): Promise<Float32Array[]> => {
+          const c = gpuTensor(gpu, M * N), g = gpuTensor(gpu, M * N);
+          await run(gpu, (rec) => gpuOps.matmul(rec, c, a, b, bias, M, N, K, layout, false, variant, { kind: 'gelu', grad: g }));
+          return [await read(gpu, c), await read(gpu, g)];
+        };
+        const [sampled, vec4] = [await out('vec4_sampled'), await out('vec4')];
+        expectSameBits(sampled[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K}`);
+        expectSameBits(sampled[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K}`);
+      }
+    });
+  }
 });
 
 /** One arena holding c and the epilogue's tensor side by side (as the model's activations do). */
@@ -345,7 +385,7 @@ describe("the bias gradient inside the 'tn' product (biasGrad)", () => {
     ['M not a multiple of 4: blocked, then bias_backward', 67, 36, 20],
     ['one row quad', 4, 8, 5],
   ];
-  for (const variant of ['vec4', 'blocked', 'tiled'] as const) {
+  for (const variant of ['vec4', 'vec4_sampled', 'blocked', 'tiled'] as const) {
     for (const [name, M, N, K] of shapes) {
       it(`${variant} ${name} M=${M} N=${N} K=${K}: dW += dYᵀ·X and db += Σ dY, db bit-identical to bias_backward`, async () => {
         const gpu = await testGpu();

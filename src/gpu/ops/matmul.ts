@@ -1,10 +1,11 @@
 /**
  * Matmul and the Linear layer built on it (shaders/matmul.wgsl; the f16-operand variants in
- * shaders/matmul_f16.wgsl). Shapes are row-major; a Linear weight is PyTorch's (out, in).
+ * shaders/matmul_f16.wgsl, the texture-operand one in shaders/matmul_sampled.wgsl). Shapes are
+ * row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
 import { GpuError, type Gpu } from '../device';
-import { assertNoOverlap, ceilDiv, type Recorder, type Tensor } from '../kernels';
+import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor } from '../kernels';
 import { grid2d, scratch, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
@@ -12,9 +13,10 @@ export type MatmulLayout = 'nn' | 'nt' | 'tn';
 /**
  * 'vec4_f16' and 'tiled_f16' are vec4 and tiled on operands rounded to f16 (f32 accumulation and
  * output): mixed precision, for products recorded under `rec.autocast('f16', …)` on adapters with
- * `shader-f16` (F16_VARIANTS).
+ * `shader-f16` (F16_VARIANTS). 'vec4_sampled' is vec4 with both operands packed into rgba32float
+ * textures and read through a sampler (adapters with `float32-filterable`; sampledApplies).
  */
-export type MatmulVariant = 'tiled' | 'blocked' | 'vec4' | 'vec4_f16' | 'tiled_f16';
+export type MatmulVariant = 'tiled' | 'blocked' | 'vec4' | 'vec4_sampled' | 'vec4_f16' | 'tiled_f16';
 export const F16_VARIANTS: readonly MatmulVariant[] = ['vec4_f16', 'tiled_f16'];
 export const isF16Variant = (v: MatmulVariant): boolean => F16_VARIANTS.includes(v);
 
@@ -52,6 +54,21 @@ const VEC4_ROWS = 16;
  */
 export const vec4Aligned = (N: number, K: number, layout: MatmulLayout = 'nt', M?: number): boolean =>
   N % 4 === 0 && (layout === 'tn' ? M !== undefined && M % 4 === 0 : K % 4 === 0);
+
+/** The power of two ≥ x (≥ 16): a side of a 'vec4_sampled' operand texture (operandTexture). */
+const textureSide = (x: number): number => Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(1, x))));
+
+/**
+ * Whether 'vec4_sampled' computes this product itself (else it is 'vec4'): the device samples
+ * rgba32float textures (`float32-filterable`), vec4Aligned, and both operand textures — Aᵀ of
+ * M'/4 × K texels and B of N/4 × K, each side rounded up to a power of two — fit the device's
+ * maxTextureDimension2D (8192 by default: K up to 8192, M and N up to 32768).
+ */
+export function sampledApplies(gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number }): boolean {
+  const max = gpu.device.limits.maxTextureDimension2D;
+  return gpu.hasFloat32Filterable && vec4Aligned(s.N, s.K, s.layout, s.M) &&
+    textureSide(ceilDiv(s.M, 4)) <= max && textureSide(s.N / 4) <= max && textureSide(s.K) <= max;
+}
 
 /**
  * The static guess for an adapter. The kernel lab (bench/results/kernels.json) measures all
@@ -139,6 +156,52 @@ export function transposeMatrix(rec: Recorder, out: Tensor, x: Tensor, rows: num
   transposeVec4(rec, out, x, rows, cols);
 }
 
+interface OperandTextures {
+  a: ResourceBinding;
+  b: ResourceBinding;
+  sampler: ResourceBinding;
+}
+const operandTextures = new WeakMap<GPUDevice, Map<string, ResourceBinding>>();
+const nearestSamplers = new WeakMap<GPUDevice, ResourceBinding>();
+
+/**
+ * A 'vec4_sampled' operand's texture of at least width × height texels: one rgba32float texture
+ * per operand ('a' or 'b') and power-of-two size class, made on first use and kept, so a repeated
+ * step binds the same ones (no bind groups made); all classes of an operand together hold less
+ * than four times the largest. Dispatches recorded one after another share them, as they share
+ * scratch buffers (ops/common.ts scratch).
+ */
+function operandTexture(device: GPUDevice, operand: 'a' | 'b', width: number, height: number): ResourceBinding {
+  let byKey = operandTextures.get(device);
+  if (!byKey) operandTextures.set(device, (byKey = new Map()));
+  const size = [textureSide(width), textureSide(height)];
+  const key = `${operand}:${size.join('x')}`;
+  let t = byKey.get(key);
+  if (!t) {
+    const texture = device.createTexture({
+      label: `matmul:${operand}-texture:${size.join('x')}`, size, format: 'rgba32float',
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+    });
+    byKey.set(key, (t = resourceBinding(texture.createView())));
+  }
+  return t;
+}
+
+/**
+ * Aᵀ [K, M'] and B [K, N] packed into their textures by one dispatch (pack_operands: transposed
+ * where the layout stores them M- or N-major, copied where K-major), and the nearest sampler that reads them.
+ */
+function packOperandTextures(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number, layout: MatmulLayout): OperandTextures {
+  const device = rec.gpu.device;
+  const mq = ceilDiv(M, 4);
+  const textures = { a: operandTexture(device, 'a', mq, K), b: operandTexture(device, 'b', N / 4, K) };
+  const constants = { TRANS_A: layout === 'tn' ? 1 : 0, TRANS_B: layout === 'nt' ? 1 : 0 };
+  rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands', constants }, [a, b, textures.a, textures.b], [M, N, K, 0], [ceilDiv(Math.max(mq, N / 4), 8), ceilDiv(ceilDiv(K, 4), 8), 2]);
+  let sampler = nearestSamplers.get(device);
+  if (!sampler) nearestSamplers.set(device, (sampler = resourceBinding(device.createSampler({ label: 'matmul:nearest' }))));
+  return { ...textures, sampler };
+}
+
 /**
  * Aᵀ [K, M'] and B [K, N] as f16 pairs (scratch 'aH', 'bH'; four-byte elements, half as many):
  * transposed where the layout stores them M- or N-major, cast where already K-major.
@@ -161,12 +224,14 @@ function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: n
 /**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). 'vec4' falls back to 'blocked' unless
  * vec4Aligned(N, K, layout, M); for 'nn' and 'nt' it first transposes its operands into scratch
- * tensors (transposeScratch). 'vec4_f16' and 'tiled_f16' pack both operands into f16 scratch first
+ * tensors (transposeScratch). 'vec4_sampled' packs both into textures first (packOperandTextures)
+ * and falls back to 'vec4' where sampledApplies does not (asking for it on a device without
+ * `float32-filterable` is an error). 'vec4_f16' and 'tiled_f16' pack both operands into f16 scratch first
  * (they need vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks them there).
  * An epilogue assigns: with `accumulate` it is an error. Without a variant: the tuner's choice
  * for the product's class, which under `rec.autocast('f16', …)` may be an f16 variant.
  * `biasGrad` ('tn' only, dW = dYᵀ·X): also biasGrad[M] += Σ_k a[k, m], the Linear's db — inside
- * the product with 'vec4' (the dY rows it reads anyway), else by bias_backward after it (the f16
+ * the product with 'vec4' and 'vec4_sampled' (the dY rows they read anyway), else by bias_backward after it (the f16
  * variants too: db sums f32 values, not their f16 roundings).
  */
 export function matmul(
@@ -189,7 +254,13 @@ export function matmul(
     EPILOGUE: epilogueCode(epilogue),
   };
   const aux = !epilogue ? noAux(device) : epilogue.kind === 'residual' ? epilogue.residual : (epilogue.grad ?? noAux(device));
-  const v = variant === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : variant;
+  if (variant === 'vec4_sampled' && !rec.gpu.hasFloat32Filterable) {
+    throw new GpuError(`matmul: the vec4_sampled variant needs an adapter with float32-filterable (${rec.gpu.adapter.description} has none); use vec4.`, 'validation');
+  }
+  // vec4_sampled falls back to vec4 (textures that would not fit), vec4 to blocked (unaligned).
+  const fallback = (w: MatmulVariant): MatmulVariant =>
+    w === 'vec4_sampled' && !sampledApplies(rec.gpu, { layout, M, N, K }) ? fallback('vec4') : w === 'vec4' && !vec4Aligned(N, K, layout, M) ? 'blocked' : w;
+  const v = fallback(variant);
   const bindings = [c, a, b, bias ?? zeros(device), aux];
   if (isF16Variant(v)) {
     if (!rec.gpu.hasF16 || !vec4Aligned(N, K, layout, M)) {
@@ -205,6 +276,15 @@ export function matmul(
     if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
     return;
   }
+  const groups4: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
+  if (v === 'vec4_sampled') {
+    const spec = { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 } };
+    if (biasGrad) bindings[3] = biasGrad; // as vec4's
+    assertNoOverlap(spec, bindings);
+    const t = packOperandTextures(rec, a, b, M, N, K, layout);
+    rec.dispatch(spec, [c, t.a, t.b, bindings[3], aux, t.sampler], [M, N, K, 0], groups4);
+    return;
+  }
   if (v === 'vec4') {
     const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 } };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
@@ -218,8 +298,7 @@ export function matmul(
       transposeVec4(rec, aT, a, M, K);
     }
     if (layout === 'nt' && M > 0 && N > 0 && K > 0) [aT, bK] = transposePair(rec, a, b, M, N, K);
-    const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
-    rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups);
+    rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups4);
     return;
   }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
