@@ -105,7 +105,7 @@ export interface KernelBench {
 /** Every Linear layer of the step (peer-core.ts's vitLinearShapes of ViT-Tiny at 32×32×3, p = 4, N = 64, V = 16). */
 export const LINEARS: LinearShape[] = vitLinearShapes(maeConfig('vit-tiny', GEOMETRY), STEP.N, STEP.V);
 
-export const MATMUL_VARIANTS: MatmulVariant[] = ['tiled', 'blocked', 'vec4'];
+export const MATMUL_VARIANTS: MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_sampled'];
 
 export interface MatmulCase {
   /** e.g. 'nt_enc_qkv' */

@@ -5,9 +5,9 @@
 // value into a per-lane gather with a branch per lane, and textureLoad pays for its bounds clamp;
 // textureSampleLevel with nearest filtering and clamp-to-edge addressing fetches a texel per lane
 // through its sampler routine, with neither. On Chromium's SwiftShader the same 16 × 8 block per
-// invocation ran 1.6–2.0× faster this way than from storage buffers (and 1.2–1.35× on lavapipe;
-// scratch, 2026-12-02). The tuner times it beside the others on each adapter and keeps it only
-// where it wins.
+// invocation ran 1.4–1.7× faster this way than from storage buffers, in a page (1.2–1.35× on
+// lavapipe; bench/README.md, the SwiftShader notes). The tuner times it beside the others on each
+// adapter and keeps it only where it wins; it is SwiftShader's static guess.
 //
 //   matmul_vec4_sampled — Aᵀ [K, M'] as a texture of (M'/4) × K texels, B [K, N] as (N/4) × K:
 //                    texel (q, k) holds the four elements of quad q at k. The sums are matmul_vec4's,

@@ -134,6 +134,11 @@ describe('matmul_vec4: alignment and fallback', () => {
     expect(gpuOps.sampledApplies(gpu, { layout: 'tn', M: 4, N: 4, K: maxSide })).toBe(true);
     expect(gpuOps.sampledApplies(gpu, { layout: 'tn', M: 4, N: 4, K: maxSide + 1 })).toBe(false);
     expect(entries('tn', 4, 4, maxSide + 1)).toEqual(['matmul_vec4']);
+    // The static guess: vec4_sampled on SwiftShader only, and only where it can run.
+    const swiftshader = Object.create(gpu, { adapter: { value: { ...gpu.adapter, kind: 'swiftshader' } } }) as typeof gpu;
+    expect(gpuOps.staticMatmulVariant(swiftshader)).toBe('vec4_sampled');
+    expect(gpuOps.staticMatmulVariant(Object.create(swiftshader, { hasFloat32Filterable: { value: false } }) as typeof gpu)).toBe('vec4');
+    expect(gpuOps.staticMatmulVariant(gpu)).toBe(gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4');
     // Asked for on a device without float32-filterable: refused, saying what to use.
     const plain = Object.create(gpu, { hasFloat32Filterable: { value: false } }) as typeof gpu;
     expect(gpuOps.sampledApplies(plain, { layout: 'nn', M: 68, N: 36, K: 20 })).toBe(false);

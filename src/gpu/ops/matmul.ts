@@ -71,13 +71,15 @@ export function sampledApplies(gpu: Gpu, s: { layout: MatmulLayout; M: number; N
 }
 
 /**
- * The static guess for an adapter. The kernel lab (bench/results/kernels.json) measures all
- * three: on CPU-emulated adapters, where barriers are costly, vec4 is fastest (tiled runs at
- * about 0.2× of it on lavapipe, blocked at 0.3×); on real GPUs shared-memory tiling is the
- * classic winner.
+ * The static guess for an adapter. On CPU-emulated adapters, where barriers are costly, vec4 is
+ * fastest (the kernel lab, bench/results/kernels.json: tiled runs at about 0.2× of it on lavapipe,
+ * blocked at 0.3×), and on SwiftShader vec4_sampled's kernel runs 1.4–1.7× faster than vec4's, its
+ * packing pass aside (bench/README.md, the SwiftShader notes); on real GPUs shared-memory tiling
+ * is the classic winner.
  */
 export function staticMatmulVariant(gpu: Gpu): MatmulVariant {
-  return gpu.adapter.kind === 'hardware' ? 'tiled' : 'vec4';
+  if (gpu.adapter.kind === 'hardware') return 'tiled';
+  return gpu.adapter.kind === 'swiftshader' && gpu.hasFloat32Filterable ? 'vec4_sampled' : 'vec4';
 }
 
 /** Whether a product may use the f16 variants: recorded under autocast('f16'), on a device with shader-f16, vec4-aligned. */
