@@ -31,6 +31,9 @@ struct Params { M: u32, N: u32, K: u32, b_at: u32 }
 @group(0) @binding(4) var<storage, read_write> bias4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> aux4: array<vec4<f32>>;
 
+// 16 k per loop iteration instead of 1 (matmul_vec4_tile; set by matmul_vec4_sampled's wrapper).
+override UNROLL_K: bool = false;
+
 // Invocations per workgroup of matmul_vec4; each owns two column quads (8 columns) of the
 // workgroup's VEC4_ROWS rows, so a workgroup covers VEC4_ROWS rows × 8·LANES columns.
 override LANES: u32 = 8u;
@@ -73,6 +76,44 @@ fn store_c4_pair(m: u32, q: u32, lo: vec4<f32>, hi: vec4<f32>) {
   store_c4(m, q + 1u, hi);
 }
 
+// Where one invocation's block is: Aᵀ's row quads r (four, clamped to M') and B's column quads q
+// (two, clamped to N), and whether it also sums the bias gradient's rows.
+struct Block { r: vec4<u32>, q0: u32, q1: u32, bias_rows: bool }
+
+// acc += the outer product at k of the block's 16 rows of Aᵀ and 8 columns of B (acc[2i + j]: row
+// i, column quad j); with bias_rows also bsum += the 16 rows, k in order, as bias_backward sums.
+fn outer_product(acc: ptr<function, array<vec4<f32>, 32>>, bsum: ptr<function, array<vec4<f32>, 4>>, blk: Block, k: u32) {
+  let a0 = load_aT(k, blk.r.x);
+  let a1 = load_aT(k, blk.r.y);
+  let a2 = load_aT(k, blk.r.z);
+  let a3 = load_aT(k, blk.r.w);
+  if (blk.bias_rows) { // uniform per workgroup
+    (*bsum)[0] += a0;
+    (*bsum)[1] += a1;
+    (*bsum)[2] += a2;
+    (*bsum)[3] += a3;
+  }
+  let b0 = load_bK(k, blk.q0);
+  let b1 = load_bK(k, blk.q1);
+  // Written out (not a loop over rows): the accumulators stay in registers on CPU adapters.
+  (*acc)[0] += a0.x * b0;  (*acc)[1] += a0.x * b1;
+  (*acc)[2] += a0.y * b0;  (*acc)[3] += a0.y * b1;
+  (*acc)[4] += a0.z * b0;  (*acc)[5] += a0.z * b1;
+  (*acc)[6] += a0.w * b0;  (*acc)[7] += a0.w * b1;
+  (*acc)[8] += a1.x * b0;  (*acc)[9] += a1.x * b1;
+  (*acc)[10] += a1.y * b0; (*acc)[11] += a1.y * b1;
+  (*acc)[12] += a1.z * b0; (*acc)[13] += a1.z * b1;
+  (*acc)[14] += a1.w * b0; (*acc)[15] += a1.w * b1;
+  (*acc)[16] += a2.x * b0; (*acc)[17] += a2.x * b1;
+  (*acc)[18] += a2.y * b0; (*acc)[19] += a2.y * b1;
+  (*acc)[20] += a2.z * b0; (*acc)[21] += a2.z * b1;
+  (*acc)[22] += a2.w * b0; (*acc)[23] += a2.w * b1;
+  (*acc)[24] += a3.x * b0; (*acc)[25] += a3.x * b1;
+  (*acc)[26] += a3.y * b0; (*acc)[27] += a3.y * b1;
+  (*acc)[28] += a3.z * b0; (*acc)[29] += a3.z * b1;
+  (*acc)[30] += a3.w * b0; (*acc)[31] += a3.w * b1;
+}
+
 // Aᵀ [K, M'] and B [K,N] (load_aT, load_bK), both K-major, whatever the layout (the wrapper transposes).
 // Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation
 // (uniform: on a CPU adapter such as lavapipe, loads broadcast to all SIMD lanes) and each
@@ -80,6 +121,9 @@ fn store_c4_pair(m: u32, q: u32, lo: vec4<f32>, hi: vec4<f32>) {
 // outer product beats reading A and B along K (the old 'nt' path, 12 loads per 128) even with
 // the transposes paid, and 16 rows × 8 columns beat the other blockings tried (8–24 rows, 4–16
 // columns per invocation; 4·LANES..16·LANES columns per workgroup).
+// With UNROLL_K (matmul_vec4_sampled) the loop takes 16 k per iteration, the same sums in the same
+// order: SwiftShader stores and reloads every loop-carried accumulator on each iteration, and this
+// ran 1.25–1.45× faster there (scratch, Chromium 150); lavapipe keeps its accumulators in registers.
 // The workgroup at `wid` (LANES invocations; `li` this one's index) computes its rows × columns.
 fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   let mq = (p.M + 3u) / 4u; // Aᵀ's row length in vec4s
@@ -88,46 +132,25 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   // Row quads past M' and column quads past N are loaded clamped and never stored: no early
   // return, so control flow (and hence the loads of Aᵀ) stays uniform.
   let r0 = wid.y * 4u;
-  let r1 = min(r0 + 1u, mq - 1u);
-  let r2 = min(r0 + 2u, mq - 1u);
-  let r3 = min(r0 + 3u, mq - 1u);
   let q = (wid.x * LANES + li) * 2u;
-  let q0 = min(q, nq - 1u);
-  let q1 = min(q + 1u, nq - 1u);
-  // acc[2i + j]: row m0 + i, column quad q + j.
+  let blk = Block(min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(mq - 1u)), min(q, nq - 1u), min(q + 1u, nq - 1u), BIAS_GRAD && wid.x == 0u);
   var acc = array<vec4<f32>, 32>();
-  let bias_rows = BIAS_GRAD && wid.x == 0u;
   var bsum = array<vec4<f32>, 4>();
-  for (var k = 0u; k < p.K; k++) {
-    let a0 = load_aT(k, r0);
-    let a1 = load_aT(k, r1);
-    let a2 = load_aT(k, r2);
-    let a3 = load_aT(k, r3);
-    if (bias_rows) { // uniform per workgroup; k in order, as bias_backward sums its rows
-      bsum[0] += a0;
-      bsum[1] += a1;
-      bsum[2] += a2;
-      bsum[3] += a3;
+  var k = 0u;
+  if (UNROLL_K) {
+    for (; k + 16u <= p.K; k += 16u) {
+      outer_product(&acc, &bsum, blk, k);       outer_product(&acc, &bsum, blk, k + 1u);
+      outer_product(&acc, &bsum, blk, k + 2u);  outer_product(&acc, &bsum, blk, k + 3u);
+      outer_product(&acc, &bsum, blk, k + 4u);  outer_product(&acc, &bsum, blk, k + 5u);
+      outer_product(&acc, &bsum, blk, k + 6u);  outer_product(&acc, &bsum, blk, k + 7u);
+      outer_product(&acc, &bsum, blk, k + 8u);  outer_product(&acc, &bsum, blk, k + 9u);
+      outer_product(&acc, &bsum, blk, k + 10u); outer_product(&acc, &bsum, blk, k + 11u);
+      outer_product(&acc, &bsum, blk, k + 12u); outer_product(&acc, &bsum, blk, k + 13u);
+      outer_product(&acc, &bsum, blk, k + 14u); outer_product(&acc, &bsum, blk, k + 15u);
     }
-    let b0 = load_bK(k, q0);
-    let b1 = load_bK(k, q1);
-    // Written out (not a loop over rows): the accumulators stay in registers on CPU adapters.
-    acc[0] += a0.x * b0;  acc[1] += a0.x * b1;
-    acc[2] += a0.y * b0;  acc[3] += a0.y * b1;
-    acc[4] += a0.z * b0;  acc[5] += a0.z * b1;
-    acc[6] += a0.w * b0;  acc[7] += a0.w * b1;
-    acc[8] += a1.x * b0;  acc[9] += a1.x * b1;
-    acc[10] += a1.y * b0; acc[11] += a1.y * b1;
-    acc[12] += a1.z * b0; acc[13] += a1.z * b1;
-    acc[14] += a1.w * b0; acc[15] += a1.w * b1;
-    acc[16] += a2.x * b0; acc[17] += a2.x * b1;
-    acc[18] += a2.y * b0; acc[19] += a2.y * b1;
-    acc[20] += a2.z * b0; acc[21] += a2.z * b1;
-    acc[22] += a2.w * b0; acc[23] += a2.w * b1;
-    acc[24] += a3.x * b0; acc[25] += a3.x * b1;
-    acc[26] += a3.y * b0; acc[27] += a3.y * b1;
-    acc[28] += a3.z * b0; acc[29] += a3.z * b1;
-    acc[30] += a3.w * b0; acc[31] += a3.w * b1;
+  }
+  for (; k < p.K; k++) {
+    outer_product(&acc, &bsum, blk, k);
   }
   store_c4_pair(m0 + 0u, q, acc[0], acc[1]);
   store_c4_pair(m0 + 1u, q, acc[2], acc[3]);
@@ -145,7 +168,7 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   store_c4_pair(m0 + 13u, q, acc[26], acc[27]);
   store_c4_pair(m0 + 14u, q, acc[28], acc[29]);
   store_c4_pair(m0 + 15u, q, acc[30], acc[31]);
-  if (bias_rows && li == 0u) {
+  if (blk.bias_rows && li == 0u) {
     // Row quads r0..r0+3 of the bias; quads past M' were loaded clamped: not stored.
     for (var j = 0u; j < 4u; j++) {
       if (r0 + j < mq) { bias4[r0 + j] += bsum[j]; }

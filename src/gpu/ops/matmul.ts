@@ -280,7 +280,8 @@ export function matmul(
   }
   const groups4: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
   if (v === 'vec4_sampled') {
-    const spec = { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 } };
+    // UNROLL_K: 16 k per loop iteration (shaders/common/matmul_vec4.wgsl), for SwiftShader.
+    const spec = { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0, UNROLL_K: 1 } };
     if (biasGrad) bindings[3] = biasGrad; // as vec4's
     assertNoOverlap(spec, bindings);
     const t = packOperandTextures(rec, a, b, M, N, K, layout);
