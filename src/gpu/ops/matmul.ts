@@ -278,22 +278,23 @@ export function matmul(
     if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
     return;
   }
-  const groups4: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
-  if (v === 'vec4_sampled') {
-    // UNROLL_K: 16 k per loop iteration (shaders/common/matmul_vec4.wgsl), for SwiftShader.
-    const spec = { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0, UNROLL_K: 1 } };
-    if (biasGrad) bindings[3] = biasGrad; // as vec4's
-    assertNoOverlap(spec, bindings);
-    const t = packOperandTextures(rec, a, b, M, N, K, layout);
-    rec.dispatch(spec, [c, t.a, t.b, bindings[3], aux, t.sampler], [M, N, K, 0], groups4);
-    return;
-  }
-  if (v === 'vec4') {
-    const spec = { shader: 'matmul', entry: 'matmul_vec4', constants: { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 } };
+  if (v === 'vec4' || v === 'vec4_sampled') {
+    const sampled = v === 'vec4_sampled';
+    const vec4Constants = { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 };
+    // vec4_sampled: 16 k per loop iteration (UNROLL_K, shaders/common/matmul_vec4.wgsl), for SwiftShader.
+    const spec = sampled
+      ? { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
+      : { shader: 'matmul', entry: 'matmul_vec4', constants: vec4Constants };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
-    // The product binds transposed copies of a and b: check the caller's tensors as every variant's are.
+    // The product binds copies of a and b: check the caller's tensors as every variant's are.
     assertNoOverlap(spec, bindings);
-    // matmul_vec4 reads both operands K-major: Aᵀ [K, M'] and B [K,N].
+    // Both read their operands K-major: Aᵀ [K, M'] and B [K,N] (vec4_sampled from textures, with its sampler).
+    const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
+    if (sampled) {
+      const t = packOperandTextures(rec, a, b, M, N, K, layout);
+      rec.dispatch(spec, [c, t.a, t.b, bindings[3], aux, t.sampler], [M, N, K, 0], groups);
+      return;
+    }
     let aT = a;
     let bK = b;
     if (layout === 'nn' && M > 0 && K > 0) {
@@ -301,7 +302,7 @@ export function matmul(
       transposeVec4(rec, aT, a, M, K);
     }
     if (layout === 'nt' && M > 0 && N > 0 && K > 0) [aT, bK] = transposePair(rec, a, b, M, N, K);
-    rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups4);
+    rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups);
     return;
   }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
