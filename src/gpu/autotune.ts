@@ -41,7 +41,7 @@ import { f16Applies, isF16Variant, matmul, sampledApplies, staticMatmulVariant, 
 import { GpuTimer } from './timing';
 
 /** Bump when the measurement or the classes change: older stored choices are then ignored. */
-export const TUNER_VERSION = 5;
+export const TUNER_VERSION = 6;
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_sampled', 'vec4_f16', 'tiled_f16'];
 
 /** The shader files whose `matmul_*` entry points are the products (ops/matmul.ts). */
@@ -888,6 +888,7 @@ export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): 
       else uses.set(id, { layout, M, N, K, count: 1, ...(f16 ? { f16 } : {}) });
     }
     override copy(): void {}
+    override copyToTextures(): void {}
   })(gpu, undefined, 'matmul-shapes');
   dryRecordings++;
   try {

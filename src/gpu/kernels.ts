@@ -37,6 +37,13 @@ export interface ResourceBinding {
   id: number;
 }
 
+/** Recorder.copyToTextures: `texels` texels of dst from the start of src. */
+export interface TextureCopy {
+  src: Tensor;
+  dst: GPUTexture;
+  texels: number;
+}
+
 /** What a kernel binds at binding i + 1: a slice of a storage buffer, or a texture view or sampler. */
 export type Binding = Tensor | ResourceBinding;
 
@@ -339,6 +346,27 @@ export class Recorder {
   copy(src: Tensor, dst: Tensor, length = src.length): void {
     this.endPass();
     this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, length * 4);
+  }
+
+  /**
+   * Each copy's `texels` rgba32float texels of `dst`, row by row from texel (0, 0), = the first
+   * 4·texels elements of `src` (a flat view of it: ops/matmul.ts's operand textures; dst's width ≥ 16).
+   * A kernel's upload: with a timer the copies are timed together under `label`, between two
+   * empty passes, so that the kernel's figure includes them.
+   */
+  copyToTextures(label: string, copies: readonly TextureCopy[]): void {
+    this.endPass();
+    const writes = this.timer?.writes(label);
+    if (writes) this.beginPass(label, { querySet: writes.querySet, beginningOfPassWriteIndex: writes.beginningOfPassWriteIndex }).end();
+    for (const { src, dst, texels } of copies) {
+      if (4 * texels > src.length) throw new GpuError(`copyToTextures: ${texels} texels need ${4 * texels} elements; the source holds ${src.length}.`, 'validation');
+      const bytesPerRow = 16 * dst.width;
+      const rows = Math.floor(texels / dst.width);
+      const rest = texels % dst.width;
+      if (rows > 0) this.encoder.copyBufferToTexture({ buffer: src.buffer, offset: src.offset, bytesPerRow }, { texture: dst }, [dst.width, rows]);
+      if (rest > 0) this.encoder.copyBufferToTexture({ buffer: src.buffer, offset: src.offset + rows * bytesPerRow }, { texture: dst, origin: [0, rows] }, [rest, 1]);
+    }
+    if (writes) this.beginPass(label, { querySet: writes.querySet, endOfPassWriteIndex: writes.endOfPassWriteIndex }).end();
   }
 
   /** t = 0, with the encoder's own buffer clear (a memset on most drivers, no shader pass). */

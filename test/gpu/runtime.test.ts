@@ -166,6 +166,36 @@ describe('timing', () => {
   });
 });
 
+describe('copies into textures', () => {
+  it('copyToTextures lays a tensor out flat, row by row (whole rows, then the partial last one), times the copies under their label, and refuses a short source', async () => {
+    const gpu = await testGpu();
+    const texels = 100; // a 16-wide texture: six whole rows and four texels of the seventh
+    const data = randn(4 * texels + 8, 7);
+    const src = gpuTensor(gpu, data);
+    const texture = gpu.device.createTexture({ size: [16, 8], format: 'rgba32float', usage: GPUTextureUsage.COPY_DST | GPUTextureUsage.COPY_SRC });
+    const timer = gpu.hasTimestamps ? new GpuTimer(gpu.device, 4) : undefined;
+    const rec = new Recorder(gpu, timer);
+    rec.copyToTextures('upload', [{ src, dst: texture, texels }]);
+    const readback = gpu.device.createBuffer({ size: 16 * 16 * 8, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    rec.encoder.copyTextureToBuffer({ texture }, { buffer: readback, bytesPerRow: 256 }, [16, 7]);
+    await rec.submit();
+    await readback.mapAsync(GPUMapMode.READ);
+    const got = new Float32Array(readback.getMappedRange().slice(0, 4 * 4 * texels));
+    readback.unmap();
+    expect(got).toEqual(Float32Array.from(data.subarray(0, 4 * texels)));
+    if (timer) {
+      const times = await timer.read();
+      expect([...times.keys()]).toEqual(['upload']);
+      expect(times.get('upload')).toBeGreaterThanOrEqual(0);
+      timer.destroy();
+    }
+    const short = new Recorder(gpu);
+    expect(() => short.copyToTextures('upload', [{ src: gpuTensor(gpu, 4 * texels - 1), dst: texture, texels }])).toThrow(/100 texels need 400 elements; the source holds 399/);
+    short.discard();
+    texture.destroy();
+  });
+});
+
 describe('arenas', () => {
   it('lays tensors out at 256-byte boundaries under their names', () => {
     const layout = new ArenaLayout();

@@ -5,7 +5,7 @@
  */
 import { tunedMatmulVariant } from '../autotune';
 import { GpuError, type Gpu } from '../device';
-import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor } from '../kernels';
+import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor, type TextureCopy } from '../kernels';
 import { grid2d, scratch, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
@@ -59,15 +59,26 @@ export const vec4Aligned = (N: number, K: number, layout: MatmulLayout = 'nt', M
 const textureSide = (x: number): number => Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(1, x))));
 
 /**
+ * The [width, height] of a 'vec4_sampled' operand texture holding `texels` texels flat, row by
+ * row (shaders/matmul_sampled.wgsl): about square, both sides powers of two.
+ */
+const flatTextureSize = (texels: number): [number, number] => {
+  const width = textureSide(Math.ceil(Math.sqrt(texels)));
+  return [width, textureSide(ceilDiv(texels, width))];
+};
+
+/** The most texels an operand texture may hold: its shader addresses texel j < 2^22 exactly in f32. */
+const MAX_OPERAND_TEXELS = 2 ** 22;
+
+/**
  * Whether 'vec4_sampled' computes this product itself (else it is 'vec4'): the device samples
- * rgba32float textures (`float32-filterable`), vec4Aligned, and both operand textures — Aᵀ of
- * M'/4 × K texels and B of N/4 × K, each side rounded up to a power of two — fit the device's
- * maxTextureDimension2D (8192 by default: K up to 8192, M and N up to 32768).
+ * rgba32float textures (`float32-filterable`), vec4Aligned, and Aᵀ's K·M'/4 and B's K·N/4 texels
+ * each fit a texture within maxTextureDimension2D and MAX_OPERAND_TEXELS (16 M elements).
  */
 export function sampledApplies(gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number }): boolean {
   const max = gpu.device.limits.maxTextureDimension2D;
-  return gpu.hasFloat32Filterable && vec4Aligned(s.N, s.K, s.layout, s.M) &&
-    textureSide(ceilDiv(s.M, 4)) <= max && textureSide(s.N / 4) <= max && textureSide(s.K) <= max;
+  const fits = (texels: number) => texels <= MAX_OPERAND_TEXELS && flatTextureSize(texels).every((side) => side <= max);
+  return gpu.hasFloat32Filterable && vec4Aligned(s.N, s.K, s.layout, s.M) && fits(s.K * ceilDiv(s.M, 4)) && fits((s.K * s.N) / 4);
 }
 
 /**
@@ -163,45 +174,57 @@ interface OperandTextures {
   b: ResourceBinding;
   sampler: ResourceBinding;
 }
-const operandTextures = new WeakMap<GPUDevice, Map<string, ResourceBinding>>();
+interface OperandTexture {
+  texture: GPUTexture;
+  binding: ResourceBinding;
+}
+const operandTextureCache = new WeakMap<GPUDevice, Map<string, OperandTexture>>();
 const nearestSamplers = new WeakMap<GPUDevice, ResourceBinding>();
 
 /**
- * A 'vec4_sampled' operand's texture of at least width × height texels: one rgba32float texture
- * per operand ('a' or 'b') and power-of-two size class, made on first use and kept, so a repeated
- * step binds the same ones (no bind groups made); all classes of an operand together hold less
- * than four times the largest. Dispatches recorded one after another share them, as they share
- * scratch buffers (ops/common.ts scratch).
+ * A 'vec4_sampled' operand's texture for `texels` texels (flatTextureSize): one rgba32float
+ * texture per operand ('a' or 'b') and size class, made on first use and kept, so a repeated step
+ * binds the same ones (no bind groups made); the sides are powers of two, so an operand has few
+ * classes. Products recorded one after another share them, as they share scratch
+ * buffers (ops/common.ts scratch).
  */
-function operandTexture(device: GPUDevice, operand: 'a' | 'b', width: number, height: number): ResourceBinding {
-  let byKey = operandTextures.get(device);
-  if (!byKey) operandTextures.set(device, (byKey = new Map()));
-  const size = [textureSide(width), textureSide(height)];
+function operandTexture(device: GPUDevice, operand: 'a' | 'b', texels: number): OperandTexture {
+  let byKey = operandTextureCache.get(device);
+  if (!byKey) operandTextureCache.set(device, (byKey = new Map()));
+  const size = flatTextureSize(texels);
   const key = `${operand}:${size.join('x')}`;
   let t = byKey.get(key);
   if (!t) {
     const texture = device.createTexture({
       label: `matmul:${operand}-texture:${size.join('x')}`, size, format: 'rgba32float',
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST | GPUTextureUsage.STORAGE_BINDING,
     });
-    byKey.set(key, (t = resourceBinding(texture.createView())));
+    byKey.set(key, (t = { texture, binding: resourceBinding(texture.createView()) }));
   }
   return t;
 }
 
 /**
- * Aᵀ [K, M'] and B [K, N] packed into their textures by one dispatch (pack_operands: transposed
- * where the layout stores them M- or N-major, copied where K-major), and the nearest sampler that reads them.
+ * Aᵀ [K, M'] and B [K, N] in their textures, flat (shaders/matmul_sampled.wgsl), and the nearest
+ * sampler that reads them: an operand stored K-major ('tn' A, 'nn' and 'tn' B) is copied in as
+ * it is (Recorder.copyToTextures), the others are transposed in by one pack_operands dispatch.
  */
-function packOperandTextures(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number, layout: MatmulLayout): OperandTextures {
+function operandsInTextures(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number, layout: MatmulLayout): OperandTextures {
   const device = rec.gpu.device;
   const mq = ceilDiv(M, 4);
-  const textures = { a: operandTexture(device, 'a', mq, K), b: operandTexture(device, 'b', N / 4, K) };
-  const constants = { TRANS_A: layout === 'tn' ? 1 : 0, TRANS_B: layout === 'nt' ? 1 : 0 };
-  rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands', constants }, [a, b, textures.a, textures.b], [M, N, K, 0], [ceilDiv(Math.max(mq, N / 4), 8), ceilDiv(ceilDiv(K, 4), 8), 2]);
+  const ta = operandTexture(device, 'a', K * mq), tb = operandTexture(device, 'b', (K * N) / 4);
+  const copies: TextureCopy[] = [];
+  if (layout === 'tn') copies.push({ src: a, dst: ta.texture, texels: K * mq });
+  if (layout !== 'nt') copies.push({ src: b, dst: tb.texture, texels: (K * N) / 4 });
+  if (copies.length > 0) rec.copyToTextures('matmul_sampled:copy_operands', copies);
+  if (layout !== 'tn') { // A, and B for 'nt' (z = 1)
+    const constants = { TRANS_A: 0, TRANS_B: layout === 'nt' ? 1 : 0 };
+    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands', constants }, [a, b, ta.binding, tb.binding], [M, N, K, 0], [ceilDiv(layout === 'nt' ? Math.max(mq, N / 4) : mq, 8), ceilDiv(K / 4, 8), layout === 'nt' ? 2 : 1]);
+  }
   let sampler = nearestSamplers.get(device);
-  if (!sampler) nearestSamplers.set(device, (sampler = resourceBinding(device.createSampler({ label: 'matmul:nearest' }))));
-  return { ...textures, sampler };
+  // Nearest, repeating along u (the flat addressing wraps there), clamped along v.
+  if (!sampler) nearestSamplers.set(device, (sampler = resourceBinding(device.createSampler({ label: 'matmul:nearest-flat', addressModeU: 'repeat' }))));
+  return { a: ta.binding, b: tb.binding, sampler };
 }
 
 /**
@@ -226,7 +249,7 @@ function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: n
 /**
  * c[M,N] (=|+=) epilogue(op(a)·op(b) (+ bias[N])). 'vec4' falls back to 'blocked' unless
  * vec4Aligned(N, K, layout, M); for 'nn' and 'nt' it first transposes its operands into scratch
- * tensors (transposeScratch). 'vec4_sampled' packs both into textures first (packOperandTextures)
+ * tensors (transposeScratch). 'vec4_sampled' puts both into textures first (operandsInTextures)
  * and falls back to 'vec4' where sampledApplies does not (asking for it on a device without
  * `float32-filterable` is an error). 'vec4_f16' and 'tiled_f16' pack both operands into f16 scratch first
  * (they need vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks them there).
@@ -291,7 +314,7 @@ export function matmul(
     // Both read their operands K-major: Aᵀ [K, M'] and B [K,N] (vec4_sampled from textures, with its sampler).
     const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
     if (sampled) {
-      const t = packOperandTextures(rec, a, b, M, N, K, layout);
+      const t = operandsInTextures(rec, a, b, M, N, K, layout);
       rec.dispatch(spec, [c, t.a, t.b, bindings[3], aux, t.sampler], [M, N, K, 0], groups);
       return;
     }
