@@ -35,10 +35,11 @@
 @group(0) @binding(6) var nearest: sampler;
 
 // Where texel j of a flat texture lies: column j & mask, row j >> shift (W = mask + 1 = 2^shift).
+// The shift is the exponent of f32(W): countTrailingZeros made pack_operands 10–20 % slower on SwiftShader.
 struct Flat { mask: u32, shift: u32 }
 fn flat_of(t: texture_storage_2d<rgba32float, write>) -> Flat {
   let width = textureDimensions(t).x;
-  return Flat(width - 1u, countTrailingZeros(width));
+  return Flat(width - 1u, (bitcast<u32>(f32(width)) >> 23u) - 127u);
 }
 
 // Texel j of a flat W × H texture is sampled at (j + 0.5) · (1/W, 1/(W·H)): the sampler repeats
@@ -75,13 +76,14 @@ fn matmul_vec4_sampled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 // M- or N-major operand at k0..k0 + 3 (K % 4 == 0).
 fn store_transposed_quads(t: texture_storage_2d<rgba32float, write>, quads: u32, q: u32, k0: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
   let f = flat_of(t);
-  let j = (vec4(k0) + vec4(0u, 1u, 2u, 3u)) * quads + vec4(q);
-  let x = j & vec4(f.mask);
-  let y = j >> vec4(f.shift);
-  textureStore(t, vec2(x.x, y.x), vec4(x0.x, x1.x, x2.x, x3.x));
-  textureStore(t, vec2(x.y, y.y), vec4(x0.y, x1.y, x2.y, x3.y));
-  textureStore(t, vec2(x.z, y.z), vec4(x0.z, x1.z, x2.z, x3.z));
-  textureStore(t, vec2(x.w, y.w), vec4(x0.w, x1.w, x2.w, x3.w));
+  var j = k0 * quads + q;
+  textureStore(t, vec2(j & f.mask, j >> f.shift), vec4(x0.x, x1.x, x2.x, x3.x));
+  j += quads;
+  textureStore(t, vec2(j & f.mask, j >> f.shift), vec4(x0.y, x1.y, x2.y, x3.y));
+  j += quads;
+  textureStore(t, vec2(j & f.mask, j >> f.shift), vec4(x0.z, x1.z, x2.z, x3.z));
+  j += quads;
+  textureStore(t, vec2(j & f.mask, j >> f.shift), vec4(x0.w, x1.w, x2.w, x3.w));
 }
 
 // Rows 4q..4q + 3 (clamped to `rows`) of an operand [rows, K] at column quad kq, as vec4 indices.
