@@ -377,7 +377,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           await p.counter.submit();
           p.loss = (await model.readLosses()).loss;
           if (!Number.isFinite(p.loss)) throw new Error(`the step's loss is ${p.loss}`);
-          if (timer && p.counter.dispatchCount > timer.capacity) throw new Error(`${p.counter.dispatchCount} passes, more than the timer's ${timer.capacity}`);
+          if (timer && p.counter.timedSpans > timer.capacity) throw new Error(`${p.counter.timedSpans} timed passes, more than the timer's ${timer.capacity}`);
         } catch (e) {
           failures.push({ what: spec.name, reason: (e as Error).message });
           log(`(b) ${spec.name}: FAILED: ${(e as Error).message}`);

@@ -141,7 +141,7 @@ export function kernelProfile(reps: readonly Map<string, number>[], stepMs: numb
     .sort((a, b) => b.ms - a.ms || (a.kernel < b.kernel ? -1 : 1));
 }
 
-/** A Recorder that also counts its matmul dispatches by entry point (its dispatchCount sizes a timestamp query set). */
+/** A Recorder that also counts its matmul dispatches by entry point (its timedSpans sizes a timestamp query set). */
 export class CountingRecorder extends Recorder {
   readonly matmulEntries = new Map<string, number>();
   override dispatch(...args: Parameters<Recorder['dispatch']>): void {

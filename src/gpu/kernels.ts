@@ -282,6 +282,8 @@ export class Recorder {
   passCount = 0;
   /** Dispatches recorded so far (those of no workgroups are not recorded). */
   dispatchCount = 0;
+  /** Labels a timer receives from this recording: one per dispatch and one per copyToTextures (sizes a GpuTimer). */
+  timedSpans = 0;
   /**
    * What matmul() computes its products in when the caller names no variant: 'f16' (inside
    * `autocast('f16', …)`) makes the f16-operand variant a candidate (ops/matmul.ts).
@@ -327,6 +329,7 @@ export class Recorder {
     const name = label ?? `${spec.shader}:${spec.entry}`;
     const pass = this.timer ? this.beginPass(name, this.timer.writes(name)) : (this.pass ??= this.beginPass('dispatches'));
     this.dispatchCount++;
+    this.timedSpans++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.cache.bindGroup(pipeline, slot, bindings));
     pass.dispatchWorkgroups(x, y, z);
@@ -356,6 +359,7 @@ export class Recorder {
    */
   copyToTextures(label: string, copies: readonly TextureCopy[]): void {
     this.endPass();
+    this.timedSpans++;
     const writes = this.timer?.writes(label);
     if (writes) this.beginPass(label, { querySet: writes.querySet, beginningOfPassWriteIndex: writes.beginningOfPassWriteIndex }).end();
     for (const { src, dst, texels } of copies) {

@@ -176,6 +176,7 @@ describe('copies into textures', () => {
     const timer = gpu.hasTimestamps ? new GpuTimer(gpu.device, 4) : undefined;
     const rec = new Recorder(gpu, timer);
     rec.copyToTextures('upload', [{ src, dst: texture, texels }]);
+    expect([rec.dispatchCount, rec.timedSpans]).toEqual([0, 1]);
     const readback = gpu.device.createBuffer({ size: 16 * 16 * 8, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
     rec.encoder.copyTextureToBuffer({ texture }, { buffer: readback, bytesPerRow: 256 }, [16, 7]);
     await rec.submit();
