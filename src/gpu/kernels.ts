@@ -353,17 +353,23 @@ export class Recorder {
 
   /**
    * Each copy's `texels` rgba32float texels of `dst`, row by row from texel (0, 0), = the first
-   * 4·texels elements of `src` (a flat view of it: ops/matmul.ts's operand textures; dst's width ≥ 16).
+   * 4·texels elements of `src` (a flat view of it: ops/matmul.ts's operand textures; dst at least 16 texels wide).
    * A kernel's upload: with a timer the copies are timed together under `label`, between two
    * empty passes, so that the kernel's figure includes them.
    */
   copyToTextures(label: string, copies: readonly TextureCopy[]): void {
+    // Checked before anything is recorded: a refused copy leaves the recording as it was.
+    for (const { src, dst, texels } of copies) {
+      if (4 * texels > src.length) throw new GpuError(`copyToTextures: ${texels} texels need ${4 * texels} elements; the source holds ${src.length}.`, 'validation');
+      if (dst.width < 16 || texels > dst.width * dst.height) {
+        throw new GpuError(`copyToTextures: ${texels} texels do not fit a ${dst.width} × ${dst.height} texture (rows of at least 16 texels: 256-byte copy rows).`, 'validation');
+      }
+    }
     this.endPass();
     this.timedSpans++;
     const writes = this.timer?.writes(label);
     if (writes) this.beginPass(label, { querySet: writes.querySet, beginningOfPassWriteIndex: writes.beginningOfPassWriteIndex }).end();
     for (const { src, dst, texels } of copies) {
-      if (4 * texels > src.length) throw new GpuError(`copyToTextures: ${texels} texels need ${4 * texels} elements; the source holds ${src.length}.`, 'validation');
       const bytesPerRow = 16 * dst.width;
       const rows = Math.floor(texels / dst.width);
       const rest = texels % dst.width;

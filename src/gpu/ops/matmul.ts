@@ -67,18 +67,20 @@ const flatTextureSize = (texels: number): [number, number] => {
   return [width, textureSide(ceilDiv(texels, width))];
 };
 
-/** The most texels an operand texture may hold: its shader addresses texel j < 2^22 exactly in f32. */
+/**
+ * The most texels an operand texture may hold: its shader addresses texel j < 2^22 exactly in f32.
+ * Its sides are then at most 2048, within every WebGPU device's maxTextureDimension2D (≥ 8192).
+ */
 const MAX_OPERAND_TEXELS = 2 ** 22;
 
 /**
  * Whether 'vec4_sampled' computes this product itself (else it is 'vec4'): the device samples
  * rgba32float textures (`float32-filterable`), vec4Aligned, and Aᵀ's K·M'/4 and B's K·N/4 texels
- * each fit a texture within maxTextureDimension2D and MAX_OPERAND_TEXELS (16 M elements).
+ * are each at most MAX_OPERAND_TEXELS (16 M elements).
  */
 export function sampledApplies(gpu: Gpu, s: { layout: MatmulLayout; M: number; N: number; K: number }): boolean {
-  const max = gpu.device.limits.maxTextureDimension2D;
-  const fits = (texels: number) => texels <= MAX_OPERAND_TEXELS && flatTextureSize(texels).every((side) => side <= max);
-  return gpu.hasFloat32Filterable && vec4Aligned(s.N, s.K, s.layout, s.M) && fits(s.K * ceilDiv(s.M, 4)) && fits((s.K * s.N) / 4);
+  return gpu.hasFloat32Filterable && vec4Aligned(s.N, s.K, s.layout, s.M) &&
+    s.K * ceilDiv(s.M, 4) <= MAX_OPERAND_TEXELS && (s.K * s.N) / 4 <= MAX_OPERAND_TEXELS;
 }
 
 /**
@@ -217,9 +219,9 @@ function operandsInTextures(rec: Recorder, a: Tensor, b: Tensor, M: number, N: n
   if (layout === 'tn') copies.push({ src: a, dst: ta.texture, texels: K * mq });
   if (layout !== 'nt') copies.push({ src: b, dst: tb.texture, texels: (K * N) / 4 });
   if (copies.length > 0) rec.copyToTextures('matmul_sampled:copy_operands', copies);
-  if (layout !== 'tn') { // A, and B for 'nt' (z = 1)
-    const constants = { TRANS_A: 0, TRANS_B: layout === 'nt' ? 1 : 0 };
-    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands', constants }, [a, b, ta.binding, tb.binding], [M, N, K, 0], [ceilDiv(layout === 'nt' ? Math.max(mq, N / 4) : mq, 8), ceilDiv(K / 4, 8), layout === 'nt' ? 2 : 1]);
+  if (layout !== 'tn') { // z = 0: A; z = 1: B too, for 'nt'
+    const quads = layout === 'nt' ? Math.max(mq, N / 4) : mq;
+    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands' }, [a, b, ta.binding, tb.binding], [M, N, K, 0], [ceilDiv(quads, 8), ceilDiv(K / 4, 8), layout === 'nt' ? 2 : 1]);
   }
   let sampler = nearestSamplers.get(device);
   // Nearest, repeating along u (the flat addressing wraps there), clamped along v.
