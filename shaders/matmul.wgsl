@@ -155,7 +155,10 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;
 
-fn load_aT(k: u32, r: u32) -> vec4<f32> { return a4[k * ((p.M + 3u) / 4u) + r]; }
+fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
+  let row = k * ((p.M + 3u) / 4u);
+  return mat4x4(a4[row + r.x], a4[row + r.y], a4[row + r.z], a4[row + r.w]);
+}
 fn load_bK(k: u32, q: u32) -> vec4<f32> { return b4[k * (p.N / 4u) + q]; }
 
 @compute @workgroup_size(LANES)

@@ -30,7 +30,10 @@ enable f16;
 @group(0) @binding(2) var<storage, read_write> a4h: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> b4h: array<vec4<f16>>;
 
-fn load_aT(k: u32, r: u32) -> vec4<f32> { return vec4<f32>(a4h[k * ((p.M + 3u) / 4u) + r]); }
+fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
+  let row = k * ((p.M + 3u) / 4u);
+  return mat4x4(vec4<f32>(a4h[row + r.x]), vec4<f32>(a4h[row + r.y]), vec4<f32>(a4h[row + r.z]), vec4<f32>(a4h[row + r.w]));
+}
 fn load_bK(k: u32, q: u32) -> vec4<f32> { return vec4<f32>(b4h[k * (p.N / 4u) + q]); }
 
 @compute @workgroup_size(LANES)

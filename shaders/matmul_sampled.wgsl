@@ -7,32 +7,33 @@
 // with neither. On Chromium's SwiftShader the same 16 × 8 block per
 // invocation ran 1.4–1.7× faster this way than from storage buffers, in a page (1.2–1.35× on
 // lavapipe; bench/README.md, the SwiftShader notes). The tuner times it beside the others on each
-// adapter and keeps it only where it wins; it is SwiftShader's static guess.
+// adapter and keeps it only where it wins; it is SwiftShader's static guess. On adapters with
+// subgroups the product is matmul_sampled_subgroups.wgsl's instead: the same sums, a quarter of
+// the samples of Aᵀ.
 //
 //   matmul_vec4_sampled — Aᵀ [K, M'] and B [K, N], K-major as matmul_vec4 reads them, each flat in
 //                    its texture: element quad j (Aᵀ's row quad r at k: j = k·M'/4 + r; B's column
 //                    quad q at k: j = k·N/4 + q) is texel (j % W, j / W) of a texture W texels wide
 //                    (a power of two). The sums are matmul_vec4's, in the same order: the same bits
 //                    as 'vec4' on the same operands.
-//   pack_operands — the operands stored M- or N-major ('nn' and 'nt' A, 'nt' B; K % 4 == 0),
-//                    transposed into their textures in one dispatch (z = 0: A, z = 1: B), each
-//                    invocation a quad at four consecutive k, as transpose_vec4 does (rows past M
-//                    repeat row M − 1). An operand stored K-major ('tn' A, 'nn' and 'tn' B) is
-//                    already its texture's contents, flat: ops/matmul.ts copies it in with
-//                    copyBufferToTexture: a copy of bytes, far cheaper on SwiftShader than any pass of ours.
+//   pack_operands, pack_a — the operands stored M- or N-major ('nt' A and B, 'nn' A; K % 4 == 0),
+//                    transposed into their textures in one dispatch (pack_operands: z = 0 A, z = 1 B),
+//                    each invocation a quad at four consecutive k, as transpose_vec4 does (rows past M
+//                    repeat row M − 1). They read the operands from textures too: ops/matmul.ts copies
+//                    each operand into a texture flat, as it is stored (copyBufferToTexture, a copy of
+//                    bytes, far cheaper on SwiftShader than any pass of ours). An operand stored
+//                    K-major ('tn' A, 'nn' and 'tn' B) is already its texture's contents: it is
+//                    copied straight into the texture the product reads.
 //
-// Texel j is sampled at (j + 0.5) · (1/W, 1/(W·H)) (load_aT below): one multiply per coordinate
+// Texel j is sampled at (j + 0.5) · (1/W, 1/(W·H)) (common/sampled_operands.wgsl): one multiply per coordinate
 // (integer addressing, j % W and j / W converted to f32, cost the product 7–15 % on SwiftShader).
 //
 // Bindings of matmul_vec4_sampled: 0 params {M,N,K}, 1 c, 2 Aᵀ (texture), 3 B (texture), 4 bias,
-// 5 aux (as matmul.wgsl's), 6 the sampler (nearest; repeat along u, clamp to edge along v). Of pack_operands: 0 params
-// {M,N,K} of the product, 1 a and 2 b as given to matmul(), 3 and 4 the textures they are packed into.
+// 5 aux (as matmul.wgsl's), 6 the sampler (nearest; repeat along u, clamp to edge along v). Of the packs: 0 params
+// {M,N,K} of the product, 1 A and 2 B as given to matmul() (flat textures), 3 and 4 the textures
+// they are packed into, 6 the sampler.
 
-// #import common/matmul_vec4
-
-@group(0) @binding(2) var a_texture: texture_2d<f32>;
-@group(0) @binding(3) var b_texture: texture_2d<f32>;
-@group(0) @binding(6) var nearest: sampler;
+// #import common/sampled_operands
 
 // Where texel j of a flat texture lies: column j & mask, row j >> shift (W = mask + 1 = 2^shift).
 // The shift is the exponent of f32(W): countTrailingZeros made pack_operands 10–20 % slower on SwiftShader.
@@ -42,35 +43,31 @@ fn flat_of(t: texture_storage_2d<rgba32float, write>) -> Flat {
   return Flat(width - 1u, (bitcast<u32>(f32(width)) >> 23u) - 127u);
 }
 
-// Texel j of a flat W × H texture is sampled at (j + 0.5) · (1/W, 1/(W·H)): the sampler repeats
-// along u, which takes j % W, and nearest filtering floors v·H = (j + 0.5)/W to j / W. Exact in
-// f32 for j < 2^22 (sampledApplies); one multiply per coordinate, no integer arithmetic.
-var<private> a_scale: vec2<f32>;
-var<private> b_scale: vec2<f32>;
-
-fn flat_scale(size: vec2<u32>) -> vec2<f32> {
-  return 1.0 / vec2(f32(size.x), f32(size.x * size.y));
-}
-
-fn load_aT(k: u32, r: u32) -> vec4<f32> {
-  return textureSampleLevel(a_texture, nearest, (f32(k) * f32((p.M + 3u) / 4u) + f32(r) + 0.5) * a_scale, 0.0);
-}
-fn load_bK(k: u32, q: u32) -> vec4<f32> {
-  return textureSampleLevel(b_texture, nearest, (f32(k) * f32(p.N / 4u) + f32(q) + 0.5) * b_scale, 0.0);
+// The block's four row quads of Aᵀ at k, one sample each. (matmul_sampled_subgroups.wgsl
+// samples one per lane and shares them.)
+fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
+  return mat4x4(sample_aT(k, r.x), sample_aT(k, r.y), sample_aT(k, r.z), sample_aT(k, r.w));
 }
 
 @compute @workgroup_size(LANES)
 fn matmul_vec4_sampled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  a_scale = flat_scale(textureDimensions(a_texture));
-  b_scale = flat_scale(textureDimensions(b_texture));
-  matmul_vec4_tile(wid, li);
+  sampled_tile(wid, li);
 }
 
-// ---- pack_operands ---------------------------------------------------------------------------
-@group(0) @binding(1) var<storage, read_write> a_given: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> b_given: array<vec4<f32>>;
+// ---- pack_operands, pack_a -------------------------------------------------------------------
+// The given operands, copied flat into textures as they are stored (A [M, K], B [N, K]: texel
+// m·K/4 + kq holds row m's columns 4kq..4kq + 3), read through the sampler as the product reads
+// its own: reading them from storage buffers made this pass 1.5–3× slower on SwiftShader (the
+// per-lane gathers of matmul_sampled's header), and the copy in costs next to nothing.
+@group(0) @binding(1) var a_given: texture_2d<f32>;
+@group(0) @binding(2) var b_given: texture_2d<f32>;
 @group(0) @binding(3) var a_packed: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(4) var b_packed: texture_storage_2d<rgba32float, write>;
+
+// Texel j of a flat given texture (t its texture, scale its flat_scale).
+fn given_at(t: texture_2d<f32>, scale: vec2<f32>, j: u32) -> vec4<f32> {
+  return textureSampleLevel(t, nearest, (f32(j) + 0.5) * scale, 0.0);
+}
 
 // Texels (q, k0..k0 + 3) of a K-major [K, quads·4] flat in t: the columns of rows x0..x3 of an
 // M- or N-major operand at k0..k0 + 3 (K % 4 == 0).
@@ -86,25 +83,31 @@ fn store_transposed_quads(t: texture_storage_2d<rgba32float, write>, quads: u32,
   textureStore(t, vec2(j & f.mask, j >> f.shift), vec4(x0.w, x1.w, x2.w, x3.w));
 }
 
-// Rows 4q..4q + 3 (clamped to `rows`) of an operand [rows, K] at column quad kq, as vec4 indices.
+// Rows 4q..4q + 3 (clamped to `rows`) of a given [rows, K] at column quad kq, as texel indices.
 fn row_quads(rows: u32, q: u32, kq: u32) -> vec4<u32> {
   return min(vec4(q * 4u) + vec4(0u, 1u, 2u, 3u), vec4(rows - 1u)) * (p.K / 4u) + vec4(kq);
 }
 
+// Row quad q of a given [rows, K] at column quad kq, transposed into `packed` (quads row quads per k).
+fn pack_quad(given: texture_2d<f32>, packed: texture_storage_2d<rgba32float, write>, rows: u32, quads: u32, q: u32, kq: u32) {
+  let scale = flat_scale(textureDimensions(given));
+  let i = row_quads(rows, q, kq);
+  store_transposed_quads(packed, quads, q, 4u * kq, given_at(given, scale, i.x), given_at(given, scale, i.y), given_at(given, scale, i.z), given_at(given, scale, i.w));
+}
+
+// 'nt': A [M, K] (z = 0) and B [N, K] (z = 1), a Linear's weight (out, in), in one dispatch.
 @compute @workgroup_size(8, 8)
 fn pack_operands(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let q = gid.x;
-  let kq = gid.y;
-  if (kq >= p.K / 4u) { return; }
-  if (gid.z == 0u) { // A [M, K] ('nn', 'nt')
-    let mq = (p.M + 3u) / 4u;
-    if (q >= mq) { return; }
-    let i = row_quads(p.M, q, kq);
-    store_transposed_quads(a_packed, mq, q, 4u * kq, a_given[i.x], a_given[i.y], a_given[i.z], a_given[i.w]);
-  } else { // B [N, K] ('nt'), a Linear's weight (out, in)
-    let nq = p.N / 4u;
-    if (q >= nq) { return; }
-    let i = row_quads(p.N, q, kq);
-    store_transposed_quads(b_packed, nq, q, 4u * kq, b_given[i.x], b_given[i.y], b_given[i.z], b_given[i.w]);
+  if (gid.y >= p.K / 4u) { return; }
+  if (gid.z == 0u) {
+    if (gid.x < (p.M + 3u) / 4u) { pack_quad(a_given, a_packed, p.M, (p.M + 3u) / 4u, gid.x, gid.y); }
+  } else if (gid.x < p.N / 4u) {
+    pack_quad(b_given, b_packed, p.N, p.N / 4u, gid.x, gid.y);
   }
+}
+
+// 'nn': A [M, K] only (B [K, N] is copied in as it is).
+@compute @workgroup_size(8, 8)
+fn pack_a(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.y < p.K / 4u && gid.x < (p.M + 3u) / 4u) { pack_quad(a_given, a_packed, p.M, (p.M + 3u) / 4u, gid.x, gid.y); }
 }

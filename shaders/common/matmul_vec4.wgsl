@@ -2,8 +2,9 @@
 // operands, f32 accumulation): the overrides, Params, the vec4 views of c, bias and aux, the
 // epilogue four columns at a time, and matmul_vec4_tile, the whole product of one workgroup.
 // The importing file defines how an operand element is read, as f32:
-//   fn load_aT(k: u32, r: u32) -> vec4<f32>   row quad r of Aᵀ [K, M'] at k (M' = M rounded up to 4)
-//   fn load_bK(k: u32, q: u32) -> vec4<f32>   column quad q of B [K, N] at k
+//   fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32>   row quads r.x..r.w of Aᵀ [K, M'] at k
+//                                                          (M' = M rounded up to 4), as columns 0..3
+//   fn load_bK(k: u32, q: u32) -> vec4<f32>                column quad q of B [K, N] at k
 // Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias (+= output with BIAS_GRAD), 5 aux.
 
 // #import common/gelu
@@ -83,10 +84,11 @@ struct Block { r: vec4<u32>, q0: u32, q1: u32, bias_rows: bool }
 // acc += the outer product at k of the block's 16 rows of Aᵀ and 8 columns of B (acc[2i + j]: row
 // i, column quad j); with bias_rows also bsum += the 16 rows, k in order, as bias_backward sums.
 fn outer_product(acc: ptr<function, array<vec4<f32>, 32>>, bsum: ptr<function, array<vec4<f32>, 4>>, blk: Block, k: u32) {
-  let a0 = load_aT(k, blk.r.x);
-  let a1 = load_aT(k, blk.r.y);
-  let a2 = load_aT(k, blk.r.z);
-  let a3 = load_aT(k, blk.r.w);
+  let a = load_a_block(k, blk.r);
+  let a0 = a[0];
+  let a1 = a[1];
+  let a2 = a[2];
+  let a3 = a[3];
   if (blk.bias_rows) { // uniform per workgroup
     (*bsum)[0] += a0;
     (*bsum)[1] += a1;
@@ -114,7 +116,7 @@ fn outer_product(acc: ptr<function, array<vec4<f32>, 32>>, bsum: ptr<function, a
   (*acc)[30] += a3.w * b0; (*acc)[31] += a3.w * b1;
 }
 
-// Aᵀ [K, M'] and B [K,N] (load_aT, load_bK), both K-major, whatever the layout (the wrapper transposes).
+// Aᵀ [K, M'] and B [K,N] (load_a_block, load_bK), both K-major, whatever the layout (the wrapper transposes).
 // Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation
 // (uniform: on a CPU adapter such as lavapipe, loads broadcast to all SIMD lanes) and each
 // invocation loads two vec4s of B: 6 loads for 128 multiply-adds. Measured on lavapipe, this

@@ -123,16 +123,17 @@ describe('matmul_vec4: alignment and fallback', () => {
     expect(entries('nt', 68, 34, 20)).toEqual(['matmul_blocked']);
   });
 
-  it("dispatches matmul_vec4_sampled after copying the K-major operands into textures as they are and transposing the others in (one dispatch), and falls back to vec4's rules where the textures would not fit", async () => {
+  it("dispatches matmul_vec4_sampled after copying its operands into textures as they are stored and transposing those not K-major (one dispatch), and falls back to vec4's rules where the textures would not fit", async () => {
     const gpu = await testGpu();
     expect(gpu.hasFloat32Filterable).toBe(true); // lavapipe and SwiftShader both have it: the variant is tested here
     const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number, t = [gpuTensor(gpu, M * K), gpuTensor(gpu, K * N), gpuTensor(gpu, M * N)]): string[] =>
       dispatchedEntries(gpu, (rec) => gpuOps.matmul(rec, t[2], t[0], t[1], null, M, N, K, layout, false, 'vec4_sampled'));
     const copy = (...texels: number[]) => `matmul_sampled:copy_operands (${texels.join(', ')} texels)`;
     expect(entries('tn', 68, 36, 20)).toEqual([copy(340, 180), 'matmul_vec4_sampled']); // A [K, M], B [K, N]: both K-major
-    expect(entries('nn', 68, 36, 20)).toEqual([copy(180), 'pack_operands', 'matmul_vec4_sampled']); // B [K, N]; A [M, K] transposed
-    expect(entries('nt', 68, 36, 20)).toEqual(['pack_operands', 'matmul_vec4_sampled']); // both transposed
-    expect(entries('nt', 67, 36, 20)).toEqual(['pack_operands', 'matmul_vec4_sampled']); // any M
+    // A [M, K] copied as it is, then transposed in by pack_a; B [K, N] copied straight in
+    expect(entries('nn', 68, 36, 20)).toEqual([copy(340, 180), 'pack_a', 'matmul_vec4_sampled']);
+    expect(entries('nt', 68, 36, 20)).toEqual([copy(340, 180), 'pack_operands', 'matmul_vec4_sampled']); // both copied, both transposed
+    expect(entries('nt', 67, 36, 20)).toEqual([copy(335, 180), 'pack_operands', 'matmul_vec4_sampled']); // any M
     expect(entries('tn', 68, 36, 19)).toEqual([copy(323, 171), 'matmul_vec4_sampled']); // any K
     expect(entries('nn', 67, 36, 19)).toEqual(['matmul_blocked']); // not vec4-aligned
     // An operand of more than 2^22 texels (its shader's f32 addressing is exact below that): vec4
@@ -154,21 +155,28 @@ describe('matmul_vec4: alignment and fallback', () => {
   });
 
   for (const layout of LAYOUTS) {
-    it(`vec4_sampled gives vec4's bits (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
+    it(`vec4_sampled gives vec4's bits, with and without subgroups (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
       const gpu = await testGpu();
+      // lavapipe and SwiftShader both have subgroups: the product shared through subgroupBroadcast
+      // (matmul_sampled_subgroups) is the default; the plain one runs on a view without them.
+      expect(gpu.hasSubgroups).toBe(true);
+      const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
+      expect([gpuOps.sampledProductShader(gpu), gpuOps.sampledProductShader(plain)]).toEqual(['matmul_sampled_subgroups', 'matmul_sampled']);
       // K = 6·16 (16 k per loop iteration), 5·16 + 8 (then four at a time) and, for 'tn', 5·16 + 8 + 2
       // (then the last two alone); M = 51: rows past M read clamped, as vec4's transpose writes them.
       const shapes = layout === 'tn' ? [[68, 128, 96], [52, 100, 88], [52, 100, 90]] : [[68, 128, 96], [51, 100, 88]];
       for (const [M, N, K] of shapes) {
         const a = gpuTensor(gpu, randn(M * K, 8 + M)), b = gpuTensor(gpu, randn(K * N, 9 + M)), bias = gpuTensor(gpu, randn(N, 10));
-        const out = async (variant: gpuOps.MatmulVariant): Promise<Float32Array[]> => {
+        const out = async (variant: gpuOps.MatmulVariant, on = gpu): Promise<Float32Array[]> => {
           const c = gpuTensor(gpu, M * N), g = gpuTensor(gpu, M * N);
-          await run(gpu, (rec) => gpuOps.matmul(rec, c, a, b, bias, M, N, K, layout, false, variant, { kind: 'gelu', grad: g }));
+          await run(on, (rec) => gpuOps.matmul(rec, c, a, b, bias, M, N, K, layout, false, variant, { kind: 'gelu', grad: g }));
           return [await read(gpu, c), await read(gpu, g)];
         };
-        const [sampled, vec4] = [await out('vec4_sampled'), await out('vec4')];
-        expectSameBits(sampled[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K}`);
-        expectSameBits(sampled[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K}`);
+        const vec4 = await out('vec4');
+        for (const [form, sampled] of [['subgroups', await out('vec4_sampled')], ['plain', await out('vec4_sampled', plain)]] as const) {
+          expectSameBits(sampled[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K} (${form})`);
+          expectSameBits(sampled[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K} (${form})`);
+        }
       }
     });
   }

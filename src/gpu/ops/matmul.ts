@@ -184,21 +184,22 @@ const operandTextureCache = new WeakMap<GPUDevice, Map<string, OperandTexture>>(
 const nearestSamplers = new WeakMap<GPUDevice, ResourceBinding>();
 
 /**
- * A 'vec4_sampled' operand's texture for `texels` texels (flatTextureSize): one rgba32float
- * texture per operand ('a' or 'b') and size class, made on first use and kept, so a repeated step
- * binds the same ones (no bind groups made); the sides are powers of two, so an operand has few
- * classes. Products recorded one after another share them, as they share scratch
- * buffers (ops/common.ts scratch).
+ * A 'vec4_sampled' texture for `texels` texels (flatTextureSize): one rgba32float texture per role
+ * and size class, made on first use and kept, so a repeated step binds the same ones (no bind
+ * groups made); the sides are powers of two, so a role has few classes. Roles: 'a' and 'b', the
+ * product's Aᵀ and B; 'a-given' and 'b-given', an operand the pack transposes, copied in as it is
+ * stored. Products recorded one after another share them, as they share scratch buffers
+ * (ops/common.ts scratch).
  */
-function operandTexture(device: GPUDevice, operand: 'a' | 'b', texels: number): OperandTexture {
+function operandTexture(device: GPUDevice, role: 'a' | 'b' | 'a-given' | 'b-given', texels: number): OperandTexture {
   let byKey = operandTextureCache.get(device);
   if (!byKey) operandTextureCache.set(device, (byKey = new Map()));
   const size = flatTextureSize(texels);
-  const key = `${operand}:${size.join('x')}`;
+  const key = `${role}:${size.join('x')}`;
   let t = byKey.get(key);
   if (!t) {
     const texture = device.createTexture({
-      label: `matmul:${operand}-texture:${size.join('x')}`, size, format: 'rgba32float',
+      label: `matmul:${role}-texture:${size.join('x')}`, size, format: 'rgba32float',
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST | GPUTextureUsage.STORAGE_BINDING,
     });
     byKey.set(key, (t = { texture, binding: resourceBinding(texture.createView()) }));
@@ -207,25 +208,38 @@ function operandTexture(device: GPUDevice, operand: 'a' | 'b', texels: number): 
 }
 
 /**
+ * Where 'vec4_sampled''s product comes from: with subgroups, matmul_sampled_subgroups.wgsl (each
+ * lane samples one of Aᵀ's four row quads and shares it: the same bits, a quarter of the samples),
+ * else matmul_sampled.wgsl.
+ */
+export const sampledProductShader = (gpu: Gpu): string => (gpu.hasSubgroups ? 'matmul_sampled_subgroups' : 'matmul_sampled');
+
+/**
  * Aᵀ [K, M'] and B [K, N] in their textures, flat (shaders/matmul_sampled.wgsl), and the nearest
- * sampler that reads them: an operand stored K-major ('tn' A, 'nn' and 'tn' B) is copied in as
- * it is (Recorder.copyToTextures), the others are transposed in by one pack_operands dispatch.
+ * sampler that reads them. Every operand is first copied into a texture as it is stored
+ * (Recorder.copyToTextures, one timed span): an operand stored K-major ('tn' A, 'nn' and 'tn' B)
+ * straight into the product's, the others ('nt' A and B, 'nn' A) into a given texture that one
+ * pack dispatch transposes from (pack_operands for 'nt', pack_a for 'nn').
  */
 function operandsInTextures(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: number, layout: MatmulLayout): OperandTextures {
   const device = rec.gpu.device;
   const mq = ceilDiv(M, 4);
   const ta = operandTexture(device, 'a', K * mq), tb = operandTexture(device, 'b', (K * N) / 4);
-  const copies: TextureCopy[] = [];
-  if (layout === 'tn') copies.push({ src: a, dst: ta.texture, texels: K * mq });
-  if (layout !== 'nt') copies.push({ src: b, dst: tb.texture, texels: (K * N) / 4 });
-  if (copies.length > 0) rec.copyToTextures('matmul_sampled:copy_operands', copies);
-  if (layout !== 'tn') { // z = 0: A; z = 1: B too, for 'nt'
-    const quads = layout === 'nt' ? Math.max(mq, N / 4) : mq;
-    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands' }, [a, b, ta.binding, tb.binding], [M, N, K, 0], [ceilDiv(quads, 8), ceilDiv(K / 4, 8), layout === 'nt' ? 2 : 1]);
-  }
   let sampler = nearestSamplers.get(device);
   // Nearest, repeating along u (the flat addressing wraps there), clamped along v.
   if (!sampler) nearestSamplers.set(device, (sampler = resourceBinding(device.createSampler({ label: 'matmul:nearest-flat', addressModeU: 'repeat' }))));
+  const aGiven = layout === 'tn' ? null : operandTexture(device, 'a-given', (M * K) / 4);
+  const bGiven = layout === 'nt' ? operandTexture(device, 'b-given', (N * K) / 4) : null;
+  rec.copyToTextures('matmul_sampled:copy_operands', [
+    aGiven ? { src: a, dst: aGiven.texture, texels: (M * K) / 4 } : { src: a, dst: ta.texture, texels: K * mq },
+    bGiven ? { src: b, dst: bGiven.texture, texels: (N * K) / 4 } : { src: b, dst: tb.texture, texels: (K * N) / 4 },
+  ]);
+  if (layout === 'nt') {
+    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_operands' }, [aGiven!.binding, bGiven!.binding, ta.binding, tb.binding, undefined, sampler],
+      [M, N, K, 0], [ceilDiv(Math.max(mq, N / 4), 8), ceilDiv(K / 4, 8), 2]);
+  } else if (layout === 'nn') {
+    rec.dispatch({ shader: 'matmul_sampled', entry: 'pack_a' }, [aGiven!.binding, undefined, ta.binding, undefined, undefined, sampler], [M, N, K, 0], [ceilDiv(mq, 8), ceilDiv(K / 4, 8)]);
+  }
   return { a: ta.binding, b: tb.binding, sampler };
 }
 
@@ -308,7 +322,7 @@ export function matmul(
     const vec4Constants = { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 };
     // vec4_sampled: 16 k per loop iteration (UNROLL_K, shaders/common/matmul_vec4.wgsl), for SwiftShader.
     const spec = sampled
-      ? { shader: 'matmul_sampled', entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
+      ? { shader: sampledProductShader(rec.gpu), entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
       : { shader: 'matmul', entry: 'matmul_vec4', constants: vec4Constants };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
     // The product binds copies of a and b: check the caller's tensors as every variant's are.
