@@ -294,7 +294,7 @@ async function run(): Promise<object> {
     ok: true,
     adapter: gpu.adapter.description,
     adapterKind: gpu.adapter.kind,
-    adapterInfo: { vendor: gpu.adapter.vendor, architecture: gpu.adapter.architecture, device: gpu.adapter.device, timestampQuery: gpu.hasTimestamps },
+    adapterInfo: { vendor: gpu.adapter.vendor, architecture: gpu.adapter.architecture, device: gpu.adapter.device, timestampQuery: gpu.hasTimestamps, features: [...gpu.device.features].sort() },
     gl,
     userAgent: navigator.userAgent,
     settings: { ...S, visible: V, patches: L },
