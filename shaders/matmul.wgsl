@@ -155,6 +155,7 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(2) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> b4: array<vec4<f32>>;
 
+// (matmul_subgroups.wgsl's matmul_vec4, on adapters with subgroups, loads one quad per lane and shares them.)
 fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
   let row = k * ((p.M + 3u) / 4u);
   return mat4x4(a4[row + r.x], a4[row + r.y], a4[row + r.z], a4[row + r.w]);

@@ -30,6 +30,7 @@ enable f16;
 @group(0) @binding(2) var<storage, read_write> a4h: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> b4h: array<vec4<f16>>;
 
+// (matmul_f16_subgroups.wgsl's matmul_vec4_f16, on adapters with subgroups, loads one quad per lane and shares them.)
 fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
   let row = k * ((p.M + 3u) / 4u);
   return mat4x4(vec4<f32>(a4h[row + r.x]), vec4<f32>(a4h[row + r.y]), vec4<f32>(a4h[row + r.z]), vec4<f32>(a4h[row + r.w]));

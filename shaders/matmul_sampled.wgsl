@@ -9,7 +9,7 @@
 // lavapipe; bench/README.md, the SwiftShader notes). The tuner times it beside the others on each
 // adapter and keeps it only where it wins; it is SwiftShader's static guess. On adapters with
 // subgroups the product is matmul_sampled_subgroups.wgsl's instead: the same sums, a quarter of
-// the samples of Aᵀ.
+// the samples of Aᵀ (common/matmul_vec4_subgroups.wgsl).
 //
 //   matmul_vec4_sampled — Aᵀ [K, M'] and B [K, N], K-major as matmul_vec4 reads them, each flat in
 //                    its texture: element quad j (Aᵀ's row quad r at k: j = k·M'/4 + r; B's column
@@ -43,8 +43,7 @@ fn flat_of(t: texture_storage_2d<rgba32float, write>) -> Flat {
   return Flat(width - 1u, (bitcast<u32>(f32(width)) >> 23u) - 127u);
 }
 
-// The block's four row quads of Aᵀ at k, one sample each. (matmul_sampled_subgroups.wgsl
-// samples one per lane and shares them.)
+// The block's four row quads of Aᵀ at k, one sample each.
 fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32> {
   return mat4x4(sample_aT(k, r.x), sample_aT(k, r.y), sample_aT(k, r.z), sample_aT(k, r.w));
 }

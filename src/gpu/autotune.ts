@@ -45,7 +45,7 @@ export const TUNER_VERSION = 6;
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'vec4', 'vec4_sampled', 'vec4_f16', 'tiled_f16'];
 
 /** The shader files whose `matmul_*` entry points are the products (ops/matmul.ts). */
-export const MATMUL_SHADERS: readonly string[] = ['matmul', 'matmul_f16', 'matmul_sampled', 'matmul_sampled_subgroups'];
+export const MATMUL_SHADERS: readonly string[] = ['matmul', 'matmul_subgroups', 'matmul_f16', 'matmul_f16_subgroups', 'matmul_sampled', 'matmul_sampled_subgroups'];
 
 export interface MatmulShape {
   layout: MatmulLayout;

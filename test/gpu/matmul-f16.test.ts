@@ -10,7 +10,7 @@ import type { Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
 import * as gpuOps from '../../src/gpu/ops/matmul';
 import * as ref from '../../src/ref/matmul';
-import { expectClose, gpuTensor, matmulTol, randn, read, readU32, run, testGpu } from '../helpers';
+import { expectClose, expectSameBits, gpuTensor, matmulTol, randn, read, readU32, run, testGpu } from '../helpers';
 
 const LAYOUTS = ['nn', 'nt', 'tn'] as const;
 const SHAPES: Array<[string, number, number, number]> = [
@@ -100,6 +100,24 @@ describe('matmul vec4_f16 and tiled_f16 (GPU vs float64)', () => {
       const db = gpuTensor(gpu, db0);
       await run(gpu, (rec) => gpuOps.matmul(rec, gpuTensor(gpu, M * N), gpuTensor(gpu, a), gpuTensor(gpu, b), null, M, N, K, 'tn', true, variant, undefined, db));
       expectClose(await read(gpu, db), wantDb, matmulTol(K), `db (${variant}): f32, not f16-rounded`);
+    }
+  });
+
+  it('vec4_f16 gives the same bits with Aᵀ shared by subgroups (matmul_f16_subgroups) and without', async (ctx) => {
+    const gpu = await f16Gpu(ctx);
+    expect(gpu.hasSubgroups).toBe(true); // lavapipe: the shared form is the default
+    const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as Gpu;
+    expect([gpuOps.vec4ProductShader(gpu, 'vec4_f16'), gpuOps.vec4ProductShader(plain, 'vec4_f16')]).toEqual(['matmul_f16_subgroups', 'matmul_f16']);
+    const [N, K] = [100, 88];
+    for (const layout of LAYOUTS) {
+      const M = layout === 'tn' ? 52 : 51; // 'tn' reads Aᵀ as given, in quads along M
+      const [ta, tb, tbias] = [gpuTensor(gpu, randn(M * K, 31)), gpuTensor(gpu, randn(K * N, 32)), gpuTensor(gpu, randn(N, 33))];
+      const out = async (on: Gpu): Promise<Float32Array> => {
+        const c = gpuTensor(gpu, M * N);
+        await run(on, (rec) => gpuOps.matmul(rec, c, ta, tb, tbias, M, N, K, layout, false, 'vec4_f16'));
+        return read(gpu, c);
+      };
+      expectSameBits(await out(gpu), await out(plain), `C (${layout})`);
     }
   });
 

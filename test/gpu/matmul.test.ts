@@ -155,27 +155,30 @@ describe('matmul_vec4: alignment and fallback', () => {
   });
 
   for (const layout of LAYOUTS) {
-    it(`vec4_sampled gives vec4's bits, with and without subgroups (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
+    it(`vec4 and vec4_sampled give the same bits, with Aᵀ shared by subgroups and without (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
       const gpu = await testGpu();
-      // lavapipe and SwiftShader both have subgroups: the product shared through subgroupBroadcast
-      // (matmul_sampled_subgroups) is the default; the plain one runs on a view without them.
+      // lavapipe and SwiftShader both have subgroups: the products that share Aᵀ's row quads through
+      // subgroupBroadcast (common/matmul_vec4_subgroups) are the default; the plain ones run on a
+      // view of the device without them.
       expect(gpu.hasSubgroups).toBe(true);
       const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
-      expect([gpuOps.sampledProductShader(gpu), gpuOps.sampledProductShader(plain)]).toEqual(['matmul_sampled_subgroups', 'matmul_sampled']);
+      expect([gpuOps.vec4ProductShader(gpu, 'vec4'), gpuOps.vec4ProductShader(plain, 'vec4')]).toEqual(['matmul_subgroups', 'matmul']);
+      expect([gpuOps.vec4ProductShader(gpu, 'vec4_sampled'), gpuOps.vec4ProductShader(plain, 'vec4_sampled')]).toEqual(['matmul_sampled_subgroups', 'matmul_sampled']);
       // K = 6·16 (16 k per loop iteration), 5·16 + 8 (then four at a time) and, for 'tn', 5·16 + 8 + 2
       // (then the last two alone); M = 51: rows past M read clamped, as vec4's transpose writes them.
       const shapes = layout === 'tn' ? [[68, 128, 96], [52, 100, 88], [52, 100, 90]] : [[68, 128, 96], [51, 100, 88]];
       for (const [M, N, K] of shapes) {
         const a = gpuTensor(gpu, randn(M * K, 8 + M)), b = gpuTensor(gpu, randn(K * N, 9 + M)), bias = gpuTensor(gpu, randn(N, 10));
-        const out = async (variant: gpuOps.MatmulVariant, on = gpu): Promise<Float32Array[]> => {
+        const out = async (variant: gpuOps.MatmulVariant, on: typeof gpu): Promise<Float32Array[]> => {
           const c = gpuTensor(gpu, M * N), g = gpuTensor(gpu, M * N);
           await run(on, (rec) => gpuOps.matmul(rec, c, a, b, bias, M, N, K, layout, false, variant, { kind: 'gelu', grad: g }));
           return [await read(gpu, c), await read(gpu, g)];
         };
-        const vec4 = await out('vec4');
-        for (const [form, sampled] of [['subgroups', await out('vec4_sampled')], ['plain', await out('vec4_sampled', plain)]] as const) {
-          expectSameBits(sampled[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K} (${form})`);
-          expectSameBits(sampled[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K} (${form})`);
+        const vec4 = await out('vec4', plain);
+        const forms = { 'vec4, shared': await out('vec4', gpu), 'vec4_sampled, shared': await out('vec4_sampled', gpu), vec4_sampled: await out('vec4_sampled', plain) };
+        for (const [form, got] of Object.entries(forms)) {
+          expectSameBits(got[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K} (${form})`);
+          expectSameBits(got[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K} (${form})`);
         }
       }
     });

@@ -208,11 +208,14 @@ function operandTexture(device: GPUDevice, role: 'a' | 'b' | 'a-given' | 'b-give
 }
 
 /**
- * Where 'vec4_sampled''s product comes from: with subgroups, matmul_sampled_subgroups.wgsl (each
- * lane samples one of Aᵀ's four row quads and shares it: the same bits, a quarter of the samples),
- * else matmul_sampled.wgsl.
+ * The shader of a 'vec4', 'vec4_sampled' or 'vec4_f16' product: on adapters with subgroups the twin that
+ * shares Aᵀ's row quads across each subgroup (common/matmul_vec4_subgroups.wgsl: each lane loads
+ * one of the four and subgroupBroadcast hands them round; the same bits, a quarter of the loads).
  */
-export const sampledProductShader = (gpu: Gpu): string => (gpu.hasSubgroups ? 'matmul_sampled_subgroups' : 'matmul_sampled');
+export function vec4ProductShader(gpu: Gpu, variant: 'vec4' | 'vec4_sampled' | 'vec4_f16'): string {
+  const shader = { vec4: 'matmul', vec4_sampled: 'matmul_sampled', vec4_f16: 'matmul_f16' }[variant];
+  return gpu.hasSubgroups ? `${shader}_subgroups` : shader;
+}
 
 /**
  * Aᵀ [K, M'] and B [K, N] in their textures, flat (shaders/matmul_sampled.wgsl), and the nearest
@@ -308,7 +311,7 @@ export function matmul(
       throw new GpuError(`matmul: the ${v} variant needs an adapter with shader-f16 and N, K (M for 'tn') multiples of 4; got ${layout} ${M}×${N}×${K}${rec.gpu.hasF16 ? '' : ' on an adapter without shader-f16'}.`, 'validation');
     }
     const spec = v === 'vec4_f16'
-      ? { shader: 'matmul_f16', entry: 'matmul_vec4_f16', constants: { ...constants, LANES: VEC4_LANES } }
+      ? { shader: vec4ProductShader(rec.gpu, 'vec4_f16'), entry: 'matmul_vec4_f16', constants: { ...constants, LANES: VEC4_LANES } }
       : { shader: 'matmul_f16', entry: 'matmul_tiled_f16', constants };
     assertNoOverlap(spec, bindings);
     const [aH, bH] = packF16(rec, a, b, M, N, K, layout);
@@ -322,8 +325,8 @@ export function matmul(
     const vec4Constants = { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 };
     // vec4_sampled: 16 k per loop iteration (UNROLL_K, shaders/common/matmul_vec4.wgsl), for SwiftShader.
     const spec = sampled
-      ? { shader: sampledProductShader(rec.gpu), entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
-      : { shader: 'matmul', entry: 'matmul_vec4', constants: vec4Constants };
+      ? { shader: vec4ProductShader(rec.gpu, 'vec4_sampled'), entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
+      : { shader: vec4ProductShader(rec.gpu, 'vec4'), entry: 'matmul_vec4', constants: vec4Constants };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
     // The product binds copies of a and b: check the caller's tensors as every variant's are.
     assertNoOverlap(spec, bindings);
