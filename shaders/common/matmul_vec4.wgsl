@@ -117,9 +117,10 @@ fn outer_product(acc: ptr<function, array<vec4<f32>, 32>>, bsum: ptr<function, a
 }
 
 // Aᵀ [K, M'] and B [K,N] (load_a_block, load_bK), both K-major, whatever the layout (the wrapper transposes).
-// Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation
-// (uniform: on a CPU adapter such as lavapipe, loads broadcast to all SIMD lanes) and each
-// invocation loads two vec4s of B: 6 loads for 128 multiply-adds. Measured on lavapipe, this
+// Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation and
+// each invocation loads two vec4s of B: 6 loads for 128 multiply-adds. (Neither lavapipe nor
+// SwiftShader shares a load of the same address across lanes: with subgroups the four are shared,
+// common/matmul_vec4_subgroups.wgsl.) Measured on lavapipe, this
 // outer product beats reading A and B along K (the old 'nt' path, 12 loads per 128) even with
 // the transposes paid, and 16 rows × 8 columns beat the other blockings tried (8–24 rows, 4–16
 // columns per invocation; 4·LANES..16·LANES columns per workgroup).

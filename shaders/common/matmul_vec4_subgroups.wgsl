@@ -1,12 +1,13 @@
 // matmul_vec4's outer product (common/matmul_vec4.wgsl) with Aᵀ's row quads shared across each
 // subgroup, for the importing files that `enable subgroups` (matmul_subgroups.wgsl,
-// matmul_f16_subgroups.wgsl, matmul_sampled_subgroups.wgsl). The block's four row quads of Aᵀ at k are the same in every lane
-// of a workgroup, yet without subgroups every lane loads all four: here each lane loads one
-// (lane_row_quad) and share_a_block hands them round with subgroupBroadcast. The same sums in the
-// same order: the same bits. A quarter of Aᵀ's loads: 1.3× faster products on lavapipe, whose
-// loads of a uniform address are not shared either, and 1.06–1.25× on SwiftShader's samples
-// (bench/README.md). WebGPU's subgroups hold at least 4 lanes and a workgroup (LANES ≥ 4) keeps
-// every lane to the end, so lanes 0–3 of each subgroup are there to share.
+// matmul_f16_subgroups.wgsl, matmul_sampled_subgroups.wgsl). The block's four row quads of Aᵀ
+// at k are the same in every lane of a workgroup, yet without subgroups every lane loads all
+// four: here each lane loads one (lane_row_quad) and share_a_block hands them round with
+// subgroupBroadcast. The same sums in the same order: the same bits. A quarter of Aᵀ's loads:
+// 1.3× faster products on lavapipe, which does not share loads of an address that is the same in
+// every lane, and 1.06–1.25× on SwiftShader's samples (bench/README.md). WebGPU's subgroups hold
+// at least 4 lanes and a workgroup (LANES ≥ 4) keeps every lane to the end, so lanes 0–3 of each
+// subgroup are there to share.
 // The importing file defines load_a_block from lane_row_quad and share_a_block, and load_bK.
 
 // #import common/matmul_vec4
