@@ -5,9 +5,9 @@
 // four: here each lane loads one (lane_row_quad) and share_a_block hands them round with
 // subgroupBroadcast. The same sums in the same order: the same bits. A quarter of Aᵀ's loads:
 // 1.3× faster products on lavapipe, which does not share loads of an address that is the same in
-// every lane, and 1.06–1.25× on SwiftShader's samples (bench/README.md). WebGPU's subgroups hold
-// at least 4 lanes and a workgroup (LANES ≥ 4) keeps every lane to the end, so lanes 0–3 of each
-// subgroup are there to share.
+// every lane, and 1.06–1.25× on SwiftShader's samples (bench/README.md). Used where subgroups have
+// at most LANES lanes (ops/matmul.ts vec4ProductShader): a workgroup is then one or two whole
+// subgroups of at least 4 lanes, and it keeps every lane to the end, so lanes 0–3 are there to share.
 // The importing file defines load_a_block from lane_row_quad and share_a_block, and load_bK.
 
 // #import common/matmul_vec4

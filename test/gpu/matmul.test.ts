@@ -164,6 +164,9 @@ describe('matmul_vec4: alignment and fallback', () => {
       const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
       expect([gpuOps.vec4ProductShader(gpu, 'vec4'), gpuOps.vec4ProductShader(plain, 'vec4')]).toEqual(['matmul_subgroups', 'matmul']);
       expect([gpuOps.vec4ProductShader(gpu, 'vec4_sampled'), gpuOps.vec4ProductShader(plain, 'vec4_sampled')]).toEqual(['matmul_sampled_subgroups', 'matmul_sampled']);
+      // Subgroups wider than a workgroup's 8 invocations (GPUs): the plain form.
+      const wide = Object.create(gpu, { device: { value: Object.create(gpu.device, { adapterInfo: { value: { subgroupMinSize: 32, subgroupMaxSize: 32 } } }) } }) as typeof gpu;
+      expect(gpuOps.vec4ProductShader(wide, 'vec4')).toBe('matmul');
       // K = 6·16 (16 k per loop iteration), 5·16 + 8 (then four at a time) and, for 'tn', 5·16 + 8 + 2
       // (then the last two alone); M = 51: rows past M read clamped, as vec4's transpose writes them.
       const shapes = layout === 'tn' ? [[68, 128, 96], [52, 100, 88], [52, 100, 90]] : [[68, 128, 96], [51, 100, 88]];

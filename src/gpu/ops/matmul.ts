@@ -6,7 +6,7 @@
 import { tunedMatmulVariant } from '../autotune';
 import { GpuError, type Gpu } from '../device';
 import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor, type TextureCopy } from '../kernels';
-import { grid2d, scratch, zeros } from './common';
+import { grid2d, scratch, subgroupWorkgroupSize, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
 export type MatmulLayout = 'nn' | 'nt' | 'tn';
@@ -208,13 +208,16 @@ function operandTexture(device: GPUDevice, role: 'a' | 'b' | 'a-given' | 'b-give
 }
 
 /**
- * The shader of a 'vec4', 'vec4_sampled' or 'vec4_f16' product: on adapters with subgroups the twin that
- * shares Aᵀ's row quads across each subgroup (common/matmul_vec4_subgroups.wgsl: each lane loads
- * one of the four and subgroupBroadcast hands them round; the same bits, a quarter of the loads).
+ * The shader of a 'vec4', 'vec4_sampled' or 'vec4_f16' product: the twin that shares Aᵀ's row
+ * quads across each subgroup (common/matmul_vec4_subgroups.wgsl: each lane loads one of the four
+ * and subgroupBroadcast hands them round; the same bits, a quarter of the loads) on adapters with
+ * subgroups of at most VEC4_LANES lanes (lavapipe 8, SwiftShader 4), where a workgroup is one or
+ * two whole subgroups and lanes 0–3 of each are surely there. Wider subgroups (GPUs: 32, 64) would
+ * hold a workgroup's 8 invocations at lanes WebGPU does not name; no such adapter has run it.
  */
 export function vec4ProductShader(gpu: Gpu, variant: 'vec4' | 'vec4_sampled' | 'vec4_f16'): string {
   const shader = { vec4: 'matmul', vec4_sampled: 'matmul_sampled', vec4_f16: 'matmul_f16' }[variant];
-  return gpu.hasSubgroups ? `${shader}_subgroups` : shader;
+  return gpu.hasSubgroups && subgroupWorkgroupSize(gpu) <= VEC4_LANES ? `${shader}_subgroups` : shader;
 }
 
 /**
