@@ -30,7 +30,7 @@ import { formatBytes, resolveTrainConfig, trainMemoryPlan } from '../src/engine/
 import { mulberry32 } from '../src/core/random';
 import { createTensor, upload, type Arena } from '../src/gpu/buffers';
 import {
-  MATMUL_SHADERS, MATMUL_VARIANTS, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
+  isMatmulProduct, MATMUL_VARIANTS, shapeClass, summarizeTuning, tuneMatmul, type MatmulShape, type MatmulUse, type TuneReport,
 } from '../src/gpu/autotune';
 import { openDevice } from '../src/gpu/device';
 import { findNodeAdapter } from '../src/gpu/node-device';
@@ -415,10 +415,10 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           stepEfficiencyLinearOnly: round(matmulFlops / (t.medianMs * 1e6) / roof.gflops, 3),
         };
         if (timer && passNs.length > 0) {
-          // A product's pass: `shader:entry` (Recorder.dispatch's label) of a matmul_* entry in MATMUL_SHADERS.
+          // A product's pass, by its label `shader:entry` (Recorder.dispatch's default).
           const isMatmul = (label: string): boolean => {
             const [shader, entry = ''] = label.split(':');
-            return MATMUL_SHADERS.includes(shader) && entry.startsWith('matmul_');
+            return isMatmulProduct(shader, entry);
           };
           const mm = median(passNs.map((byPass) => [...byPass].reduce((ns, [label, v]) => (isMatmul(label) ? ns + v : ns), 0))) / 1e6;
           f.matmulMs = round(mm);

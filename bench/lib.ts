@@ -17,7 +17,7 @@ import { acquireNodeGpu } from '../src/gpu/node-device';
 import type { Gpu } from '../src/gpu/device';
 import { Recorder, type KernelSpec, type Param, type Tensor } from '../src/gpu/kernels';
 import { GpuTimer } from '../src/gpu/timing';
-import { collectMatmulShapes, MATMUL_SHADERS, type MatmulUse } from '../src/gpu/autotune';
+import { collectMatmulShapes, isMatmulProduct, type MatmulUse } from '../src/gpu/autotune';
 import { collectFamilyShapes } from '../src/gpu/variant-choices';
 import { ourStepContender } from './peer-core';
 
@@ -146,7 +146,7 @@ export class CountingRecorder extends Recorder {
   readonly matmulEntries = new Map<string, number>();
   override dispatch(...args: Parameters<Recorder['dispatch']>): void {
     const spec = args[0];
-    if (MATMUL_SHADERS.includes(spec.shader) && spec.entry.startsWith('matmul_')) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
+    if (isMatmulProduct(spec.shader, spec.entry)) this.matmulEntries.set(spec.entry, (this.matmulEntries.get(spec.entry) ?? 0) + 1);
     super.dispatch(...args);
   }
 }

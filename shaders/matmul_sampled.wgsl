@@ -94,13 +94,17 @@ fn pack_quad(given: texture_2d<f32>, packed: texture_storage_2d<rgba32float, wri
   store_transposed_quads(packed, quads, q, 4u * kq, given_at(given, scale, i.x), given_at(given, scale, i.y), given_at(given, scale, i.z), given_at(given, scale, i.w));
 }
 
+// A's row quad q at column quad kq (invocations past A's quads or K do nothing).
+fn pack_a_quad(q: u32, kq: u32) {
+  if (kq < p.K / 4u && q < (p.M + 3u) / 4u) { pack_quad(a_given, a_packed, p.M, (p.M + 3u) / 4u, q, kq); }
+}
+
 // 'nt': A [M, K] (z = 0) and B [N, K] (z = 1), a Linear's weight (out, in), in one dispatch.
 @compute @workgroup_size(8, 8)
 fn pack_operands(@builtin(global_invocation_id) gid: vec3<u32>) {
-  if (gid.y >= p.K / 4u) { return; }
   if (gid.z == 0u) {
-    if (gid.x < (p.M + 3u) / 4u) { pack_quad(a_given, a_packed, p.M, (p.M + 3u) / 4u, gid.x, gid.y); }
-  } else if (gid.x < p.N / 4u) {
+    pack_a_quad(gid.x, gid.y);
+  } else if (gid.y < p.K / 4u && gid.x < p.N / 4u) {
     pack_quad(b_given, b_packed, p.N, p.N / 4u, gid.x, gid.y);
   }
 }
@@ -108,5 +112,5 @@ fn pack_operands(@builtin(global_invocation_id) gid: vec3<u32>) {
 // 'nn': A [M, K] only (B [K, N] is copied in as it is).
 @compute @workgroup_size(8, 8)
 fn pack_a(@builtin(global_invocation_id) gid: vec3<u32>) {
-  if (gid.y < p.K / 4u && gid.x < (p.M + 3u) / 4u) { pack_quad(a_given, a_packed, p.M, (p.M + 3u) / 4u, gid.x, gid.y); }
+  pack_a_quad(gid.x, gid.y);
 }

@@ -46,6 +46,8 @@ export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'blocked', 'v
 
 /** The shader files whose `matmul_*` entry points are the products (ops/matmul.ts). */
 export const MATMUL_SHADERS: readonly string[] = ['matmul', 'matmul_subgroups', 'matmul_f16', 'matmul_f16_subgroups', 'matmul_sampled', 'matmul_sampled_subgroups'];
+/** Whether a dispatch of `shader`'s `entry` is a matmul product (not a transpose, pack or bias pass). */
+export const isMatmulProduct = (shader: string, entry: string): boolean => MATMUL_SHADERS.includes(shader) && entry.startsWith('matmul_');
 
 export interface MatmulShape {
   layout: MatmulLayout;
@@ -876,7 +878,7 @@ export function collectMatmulShapes(gpu: Gpu, record: (rec: Recorder) => void): 
   const uses = new Map<string, MatmulUse>();
   const rec = new (class extends Recorder {
     override dispatch(spec: KernelSpec, _bindings: readonly (Binding | undefined)[], params: readonly Param[] | null): void {
-      if (!MATMUL_SHADERS.includes(spec.shader) || !spec.entry.startsWith('matmul_') || !params) return;
+      if (!isMatmulProduct(spec.shader, spec.entry) || !params) return;
       const [M, N, K] = params as number[];
       const c = spec.constants ?? {};
       const layout: MatmulLayout = c.TRANS_A ? 'tn' : c.TRANS_B ? 'nt' : 'nn';

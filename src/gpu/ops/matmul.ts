@@ -5,7 +5,7 @@
  */
 import { tunedMatmulVariant } from '../autotune';
 import { GpuError, type Gpu } from '../device';
-import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor, type TextureCopy } from '../kernels';
+import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor } from '../kernels';
 import { grid2d, scratch, subgroupWorkgroupSize, zeros } from './common';
 
 /** 'nn': A[M,K]·B[K,N]; 'nt': A[M,K]·B[N,K]ᵀ; 'tn': A[K,M]ᵀ·B[K,N]. */
