@@ -45,7 +45,7 @@ diagnostic(off, subgroup_uniformity);
 
 // #import common/attention_io
 
-const ROWS = 8u;     // query rows per workgroup in scores, backward_scores and weighted_sum
+const MAX_ROWS = 8u; // bound of ROWS
 const CROWS = 4u;    // rows per workgroup in backward_qkv (three accumulators per row and channel)
 const MAX_KEYS = 4u; // bound of KEYS
 const MAX_CH = 4u;   // bound of CH
@@ -53,6 +53,8 @@ const NEG_BIG = -3.402823e38;
 
 // Invocations per workgroup; at most 256.
 override SG_WG: u32 = 32u;
+// Query rows per workgroup in scores, backward_scores and weighted_sum (1..MAX_ROWS).
+override ROWS: u32 = 8u;
 // Register blocking: keys per lane per step in the row kernels (1..MAX_KEYS), channels per lane
 // per step in the column kernels (1..MAX_CH).
 override KEYS: u32 = 1u;
@@ -80,14 +82,14 @@ fn lanes(lid: u32, sid: u32) -> Lanes {
 // does not ask for), and one function reading both kernels' arrays would make each kernel bind
 // the other's buffers.
 
-fn dots_scores(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, ROWS * MAX_KEYS> {
+fn dots_scores(ab: array<u32, MAX_ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, MAX_ROWS * MAX_KEYS> {
   let hd = p.hd;
-  var acc = array<f32, ROWS * MAX_KEYS>();
+  var acc = array<f32, MAX_ROWS * MAX_KEYS>();
   if (fast) {
     // The row values SG_WG channels at a time, one per lane, handed round with subgroupShuffle:
     // one load for SG_WG products instead of one each. Channels past hd are 0.
     for (var d0 = 0u; d0 < hd; d0 += SG_WG) {
-      var ac = array<f32, ROWS>();
+      var ac = array<f32, MAX_ROWS>();
       for (var r = 0u; r < ROWS; r++) { ac[r] = select(0.0, s_qkv[ab[r] + min(d0 + lane, hd - 1u)], d0 + lane < hd); }
       for (var k = 0u; k < SG_WG; k++) {
         let d = min(d0 + k, hd - 1u);
@@ -112,12 +114,12 @@ fn dots_scores(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: 
   return acc;
 }
 
-fn dots_backward(ab: array<u32, ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, ROWS * MAX_KEYS> {
+fn dots_backward(ab: array<u32, MAX_ROWS>, bb: array<u32, MAX_KEYS>, lane: u32, fast: bool) -> array<f32, MAX_ROWS * MAX_KEYS> {
   let hd = p.hd;
-  var acc = array<f32, ROWS * MAX_KEYS>();
+  var acc = array<f32, MAX_ROWS * MAX_KEYS>();
   if (fast) {
     for (var d0 = 0u; d0 < hd; d0 += SG_WG) {
-      var ac = array<f32, ROWS>();
+      var ac = array<f32, MAX_ROWS>();
       for (var r = 0u; r < ROWS; r++) { ac[r] = select(0.0, bs_dout[ab[r] + min(d0 + lane, hd - 1u)], d0 + lane < hd); }
       for (var k = 0u; k < SG_WG; k++) {
         let d = min(d0 + k, hd - 1u);
@@ -151,14 +153,14 @@ fn attention_scores(@builtin(local_invocation_index) lid: u32, @builtin(subgroup
   let w = lanes(lid, sid);
   let end = select(0u, T, w.works);
   // Query rows past T read row T−1; never written.
-  var qb = array<u32, ROWS>();
+  var qb = array<u32, MAX_ROWS>();
   for (var r = 0u; r < ROWS; r++) { qb[r] = qkv_at(b, min(i0 + r, T - 1u), 0u, h, 0u); }
 
   // Pass 1: raw scores into probs, and each lane's running max and sum of exp(s − max) over its
   // keys (a step's block max first, then one rescale). A step takes KEYS·n keys: lane l has keys
   // j0 + c·n + l.
-  var mx = array<f32, ROWS>();
-  var sum = array<f32, ROWS>();
+  var mx = array<f32, MAX_ROWS>();
+  var sum = array<f32, MAX_ROWS>();
   for (var r = 0u; r < ROWS; r++) { mx[r] = NEG_BIG; }
   for (var j0 = 0u; j0 < end; j0 += KEYS * w.n) {
     var kb = array<u32, MAX_KEYS>();
@@ -184,7 +186,7 @@ fn attention_scores(@builtin(local_invocation_index) lid: u32, @builtin(subgroup
   }
   // The row's max and sum: every lane's sum brought to the row max, then added. (A lane with no
   // key has sum 0 and max NEG_BIG: it adds 0.)
-  var inv = array<f32, ROWS>();
+  var inv = array<f32, MAX_ROWS>();
   for (var r = 0u; r < ROWS; r++) {
     let m = subgroupMax(mx[r]);
     inv[r] = 1.0 / subgroupAdd(sum[r] * exp(mx[r] - m));
@@ -214,12 +216,12 @@ fn attention_backward_scores(@builtin(local_invocation_index) lid: u32, @builtin
   let T = p.T;
   let w = lanes(lid, sid);
   let end = select(0u, T, w.works);
-  var gb = array<u32, ROWS>();
+  var gb = array<u32, MAX_ROWS>();
   for (var r = 0u; r < ROWS; r++) { gb[r] = btd_at(b, min(i0 + r, T - 1u), h, 0u); }
 
   // Pass 1: dP = dout·vᵀ into dscores, and each lane's partial of rowsum(dP ⊙ P), keys as in
   // attention_scores.
-  var rowdot = array<f32, ROWS>();
+  var rowdot = array<f32, MAX_ROWS>();
   for (var j0 = 0u; j0 < end; j0 += KEYS * w.n) {
     var vb = array<u32, MAX_KEYS>();
     for (var c = 0u; c < KEYS; c++) { vb[c] = qkv_at(b, min(j0 + c * w.n + w.lane, T - 1u), 2u, h, 0u); }
@@ -269,7 +271,7 @@ fn values_at(vb: array<u32, MAX_CH>, j: u32, vstride: u32) -> array<f32, MAX_CH>
 }
 
 // weighted_sum: row r's products with one token, acc[r][c] += P[i,j]·v_j[c].
-fn add_weighted(acc: ptr<function, array<f32, ROWS * MAX_CH>>, r: u32, pr: f32, v: array<f32, MAX_CH>) {
+fn add_weighted(acc: ptr<function, array<f32, MAX_ROWS * MAX_CH>>, r: u32, pr: f32, v: array<f32, MAX_CH>) {
   for (var c = 0u; c < CH; c++) { (*acc)[r * MAX_CH + c] += pr * v[c]; }
 }
 
@@ -283,16 +285,16 @@ fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(su
   let w = lanes(lid, sid);
   let l = select(lid, sid, w.fast);
   let vstride = 3u * p.H * hd; // from token j to j + 1 in qkv
-  var pb = array<u32, ROWS>();
+  var pb = array<u32, MAX_ROWS>();
   for (var r = 0u; r < ROWS; r++) { pb[r] = bhtt_at(b, h, min(i0 + r, T - 1u), 0u); }
   for (var d0 = 0u; d0 < hd; d0 += CH * SG_WG) {
     var vb = array<u32, MAX_CH>();
     for (var c = 0u; c < CH; c++) { vb[c] = qkv_at(b, 0u, 2u, h, min(d0 + c * SG_WG + l, hd - 1u)); }
-    var acc = array<f32, ROWS * MAX_CH>();
+    var acc = array<f32, MAX_ROWS * MAX_CH>();
     if (w.fast) {
       // The probabilities SG_WG tokens at a time, one per lane, handed round (as dots_scores).
       for (var j0 = 0u; j0 < T; j0 += SG_WG) {
-        var pc = array<f32, ROWS>();
+        var pc = array<f32, MAX_ROWS>();
         for (var r = 0u; r < ROWS; r++) { pc[r] = w_probs[pb[r] + min(j0 + l, T - 1u)]; }
         for (var k = 0u; k < SG_WG; k++) {
           if (j0 + k < T) {

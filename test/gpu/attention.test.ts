@@ -103,10 +103,10 @@ describe.each(REDUCTION_VARIANTS)("attention, '%s' variant (GPU vs float64 refer
 // directly as the wrapper would with another SG_WG: several subgroups per workgroup (only the one
 // holding invocation 0 takes the keys; the column kernels split channels by invocation index), or
 // one subgroup with idle lanes — neither is the "fast" case, whose shuffles need the workgroup to
-// be exactly one subgroup. Also every KEYS and CH the wrapper can choose.
+// be exactly one subgroup. Also every KEYS and CH the wrapper can choose, and ROWS below the most.
 describe('attention subgroup kernels at other workgroup sizes and blockings', () => {
-  for (const [sgWg, KEYS, CH] of [[4, 1, 1], [16, 2, 3], [64, 4, 4], [256, 3, 2], [0, 1, 1], [0, 2, 2], [0, 3, 3]]) {
-    it(`SG_WG=${sgWg || "the adapter's"} KEYS=${KEYS} CH=${CH}: forward and backward vs float64`, async (ctx) => {
+  for (const [sgWg, KEYS, CH, ROWS] of [[4, 1, 1, 8], [16, 2, 3, 5], [64, 4, 4, 8], [256, 3, 2, 7], [0, 1, 1, 1], [0, 2, 2, 6], [0, 3, 3, 8], [0, 4, 4, 3]]) {
+    it(`SG_WG=${sgWg || "the adapter's"} KEYS=${KEYS} CH=${CH} ROWS=${ROWS}: forward and backward vs float64`, async (ctx) => {
       const gpu = await gpuFor('subgroup', ctx);
       const wg = sgWg || subgroupWorkgroupSize(gpu);
       for (const [B, T, H, hd, seed] of [[1, 2, 1, 5, 1], [2, 11, 2, 16, 2], [2, 33, 3, 40, 3]]) {
@@ -115,9 +115,9 @@ describe('attention subgroup kernels at other workgroup sizes and blockings', ()
         const qkv = gpuTensor(gpu, want.qkv), dout = gpuTensor(gpu, want.dout);
         const out = gpuTensor(gpu, randn(B * T * D, 7, 50)), probs = gpuTensor(gpu, randn(B * H * T * T, 8, 50));
         const dqkv = gpuTensor(gpu, randn(B * T * 3 * D, 9, 50));
-        const spec = (entry: string) => ({ shader: 'attention_subgroups', entry, constants: { SG_WG: wg, KEYS, CH } });
+        const spec = (entry: string) => ({ shader: 'attention_subgroups', entry, constants: { SG_WG: wg, KEYS, CH, ROWS } });
         const params = [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
-        const [ROWS, CROWS] = [8, 4]; // shaders/attention_subgroups.wgsl
+        const CROWS = 4; // shaders/attention_subgroups.wgsl
         await run(gpu, (rec) => {
           const ds = scratch(gpu.device, 'attention-dscores', B * H * T * T);
           rec.dispatch(spec('attention_scores'), [probs, qkv], params, [ceilDiv(T, ROWS), H, B]);
@@ -125,7 +125,7 @@ describe('attention subgroup kernels at other workgroup sizes and blockings', ()
           rec.dispatch(spec('attention_backward_scores'), [ds, dout, qkv, probs], params, [ceilDiv(T, ROWS), H, B]);
           rec.dispatch(spec('attention_backward_qkv'), [dqkv, ds, probs, qkv, dout], params, [ceilDiv(T, CROWS), H, B]);
         });
-        const what = ` (SG_WG=${wg}, KEYS=${KEYS}, CH=${CH}, B=${B} T=${T} H=${H} hd=${hd})`;
+        const what = ` (SG_WG=${wg}, KEYS=${KEYS}, CH=${CH}, ROWS=${ROWS}, B=${B} T=${T} H=${H} hd=${hd})`;
         expectClose(await read(gpu, probs), want.probs, TOL.reduction, `probs${what}`);
         expectClose(await read(gpu, out), want.out, TOL.reduction, `out${what}`);
         expectClose(await read(gpu, dqkv), want.dqkv, TOL.gradient, `dqkv${what}`);

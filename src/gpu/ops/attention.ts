@@ -25,9 +25,17 @@ const WG = 64;
 const ROWS = 8;
 const MAX_HD = 256;
 const BLOCK = 4;
-// Must match the constants of shaders/attention_subgroups.wgsl.
-const SG_ROWS = 8;
+// Must match the constants of shaders/attention_subgroups.wgsl (MAX_ROWS, CROWS, MAX_KEYS = MAX_CH).
+const SG_MAX_ROWS = 8;
 const SG_CROWS = 4;
+const SG_MAX_BLOCK = 4;
+
+/**
+ * The register block for `n` items (keys, channels, rows) taken `lanes` × block at a time, block
+ * ≤ `max`: the fewest steps, then the smallest block that still needs no more of them, so that
+ * the last step pads least (T = 65 keys on 8 lanes: 3 keys a step, 72 slots, not 4 and 96).
+ */
+const blockFor = (n: number, lanes: number, max: number): number => ceilDiv(n, lanes * ceilDiv(n, lanes * max));
 
 export type AttentionVariant = ReductionVariant;
 
@@ -75,13 +83,15 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
   }
   checkReductionVariant(gpu, variant, 'attention');
   const sg = subgroupWorkgroupSize(gpu);
-  // Register blocking: up to 4 keys (channels) per lane per step, no more than a row (head) needs.
-  const constants = { SG_WG: sg, KEYS: Math.min(4, ceilDiv(T, sg)), CH: Math.min(4, ceilDiv(hd, sg)) };
+  // Register blocking: up to 4 keys (channels) per lane per step and 8 query rows per workgroup,
+  // each as small as its number of steps allows (blockFor).
+  const rows = blockFor(T, 1, SG_MAX_ROWS);
+  const constants = { SG_WG: sg, ROWS: rows, KEYS: blockFor(T, sg, SG_MAX_BLOCK), CH: blockFor(hd, sg, SG_MAX_BLOCK) };
   const k = (entry: string): KernelSpec => ({ shader: 'attention_subgroups', entry, constants });
   return {
     scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
     backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-    rowGroups: [ceilDiv(T, SG_ROWS), H, B], sumGroups: [ceilDiv(T, SG_ROWS), H, B], qkvGroups: [ceilDiv(T, SG_CROWS), H, B],
+    rowGroups: [ceilDiv(T, rows), H, B], sumGroups: [ceilDiv(T, rows), H, B], qkvGroups: [ceilDiv(T, SG_CROWS), H, B],
   };
 }
 
