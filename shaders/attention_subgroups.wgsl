@@ -27,7 +27,7 @@
 //     subgroup holding invocation 0 takes keys j0 + c·n + rank (c < KEYS, n its invocations,
 //     rank = subgroupExclusiveAdd(1): dense 0..n−1 whatever the mapping); any other subgroup of
 //     the workgroup loops over nothing. Not fast: the shared operand is loaded by each lane.
-//   column kernels (weighted_sum, backward_qkv): a workgroup per (block of ROWS / CROWS rows, h,
+//   column kernels (weighted_sum, backward_qkv): a workgroup per (block of ROWS rows, h,
 //     b); lane l takes channels d0 + c·SG_WG + l (l = subgroup id when fast, else
 //     local_invocation_index) and sums over the tokens in order, in either path: the same
 //     products in the same order as the workgroup variant's column kernels.
@@ -46,14 +46,13 @@ diagnostic(off, subgroup_uniformity);
 // #import common/attention_io
 
 const MAX_ROWS = 8u; // bound of ROWS
-const CROWS = 4u;    // rows per workgroup in backward_qkv (three accumulators per row and channel)
 const MAX_KEYS = 4u; // bound of KEYS
 const MAX_CH = 4u;   // bound of CH
 const NEG_BIG = -3.402823e38;
 
 // Invocations per workgroup; at most 256.
 override SG_WG: u32 = 32u;
-// Query rows per workgroup in scores, backward_scores and weighted_sum (1..MAX_ROWS).
+// Query rows per workgroup (1..MAX_ROWS).
 override ROWS: u32 = 8u;
 // Register blocking: keys per lane per step in the row kernels (1..MAX_KEYS), channels per lane
 // per step in the column kernels (1..MAX_CH).
@@ -333,8 +332,8 @@ fn token_at(qb: array<u32, MAX_CH>, gb: array<u32, MAX_CH>, m: u32, tstride: u32
   return t;
 }
 
-// backward_qkv: the lane's CROWS rows × CH channels of dq, dk and dv.
-struct Grads { dq: array<f32, CROWS * MAX_CH>, dk: array<f32, CROWS * MAX_CH>, dv: array<f32, CROWS * MAX_CH> }
+// backward_qkv: the lane's ROWS rows × CH channels of dq, dk and dv.
+struct Grads { dq: array<f32, MAX_ROWS * MAX_CH>, dk: array<f32, MAX_ROWS * MAX_CH>, dv: array<f32, MAX_ROWS * MAX_CH> }
 
 // Row r's products with token m: dq += dS[i,m]·k_m, dk += dS[m,i]·q_m, dv += P[m,i]·dout_m.
 fn add_token(g: ptr<function, Grads>, r: u32, s_im: f32, s_mi: f32, p_mi: f32, t: Token) {
@@ -347,7 +346,7 @@ fn add_token(g: ptr<function, Grads>, r: u32, s_im: f32, s_mi: f32, p_mi: f32, t
 
 @compute @workgroup_size(SG_WG)
 fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  let i0 = wid.x * CROWS;
+  let i0 = wid.x * ROWS;
   let h = wid.y;
   let b = wid.z;
   let T = p.T;
@@ -356,9 +355,9 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
   let l = select(lid, sid, w.fast);
   // Rows past T use row T−1 (never written). Row i's entries of dS and P: row base ib (dq) and
   // column ic (dk, dv: element (m, i) = ic + m·T).
-  var ib = array<u32, CROWS>();
-  var ic = array<u32, CROWS>();
-  for (var r = 0u; r < CROWS; r++) {
+  var ib = array<u32, MAX_ROWS>();
+  var ic = array<u32, MAX_ROWS>();
+  for (var r = 0u; r < ROWS; r++) {
     let i = min(i0 + r, T - 1u);
     ib[r] = bhtt_at(b, h, i, 0u);
     ic[r] = bhtt_at(b, h, 0u, i);
@@ -378,10 +377,10 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
       // dS and P SG_WG tokens at a time, one per lane, handed round (as dots_scores).
       for (var m0 = 0u; m0 < T; m0 += SG_WG) {
         let ml = min(m0 + l, T - 1u);
-        var s_im = array<f32, CROWS>();
-        var s_mi = array<f32, CROWS>();
-        var p_mi = array<f32, CROWS>();
-        for (var r = 0u; r < CROWS; r++) {
+        var s_im = array<f32, MAX_ROWS>();
+        var s_mi = array<f32, MAX_ROWS>();
+        var p_mi = array<f32, MAX_ROWS>();
+        for (var r = 0u; r < ROWS; r++) {
           s_im[r] = bq_dscores[ib[r] + ml];
           s_mi[r] = bq_dscores[ic[r] + ml * T];
           p_mi[r] = bq_probs[ic[r] + ml * T];
@@ -390,7 +389,7 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
           let m = m0 + k;
           if (m < T) {
             let t = token_at(qb, gb, m, tstride, gstride);
-            for (var r = 0u; r < CROWS; r++) {
+            for (var r = 0u; r < ROWS; r++) {
               add_token(&acc, r, subgroupShuffle(s_im[r], k), subgroupShuffle(s_mi[r], k), subgroupShuffle(p_mi[r], k), t);
             }
           }
@@ -399,7 +398,7 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
     } else {
       for (var m = 0u; m < T; m++) {
         let t = token_at(qb, gb, m, tstride, gstride);
-        for (var r = 0u; r < CROWS; r++) {
+        for (var r = 0u; r < ROWS; r++) {
           add_token(&acc, r, bq_dscores[ib[r] + m], bq_dscores[ic[r] + m * T], bq_probs[ic[r] + m * T], t);
         }
       }
@@ -407,7 +406,7 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
     for (var c = 0u; c < CH; c++) {
       let d = d0 + c * SG_WG + l;
       if (d < hd) {
-        for (var r = 0u; r < CROWS; r++) {
+        for (var r = 0u; r < ROWS; r++) {
           let i = i0 + r;
           if (i < T) {
             bq_dqkv[qkv_at(b, i, 0u, h, d)] = acc.dq[r * MAX_CH + c] * p.scale;

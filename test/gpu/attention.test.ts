@@ -117,13 +117,12 @@ describe('attention subgroup kernels at other workgroup sizes and blockings', ()
         const dqkv = gpuTensor(gpu, randn(B * T * 3 * D, 9, 50));
         const spec = (entry: string) => ({ shader: 'attention_subgroups', entry, constants: { SG_WG: wg, KEYS, CH, ROWS } });
         const params = [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
-        const CROWS = 4; // shaders/attention_subgroups.wgsl
         await run(gpu, (rec) => {
           const ds = scratch(gpu.device, 'attention-dscores', B * H * T * T);
           rec.dispatch(spec('attention_scores'), [probs, qkv], params, [ceilDiv(T, ROWS), H, B]);
           rec.dispatch(spec('attention_weighted_sum'), [out, probs, qkv], params, [ceilDiv(T, ROWS), H, B]);
           rec.dispatch(spec('attention_backward_scores'), [ds, dout, qkv, probs], params, [ceilDiv(T, ROWS), H, B]);
-          rec.dispatch(spec('attention_backward_qkv'), [dqkv, ds, probs, qkv, dout], params, [ceilDiv(T, CROWS), H, B]);
+          rec.dispatch(spec('attention_backward_qkv'), [dqkv, ds, probs, qkv, dout], params, [ceilDiv(T, ROWS), H, B]);
         });
         const what = ` (SG_WG=${wg}, KEYS=${KEYS}, CH=${CH}, ROWS=${ROWS}, B=${B} T=${T} H=${H} hd=${hd})`;
         expectClose(await read(gpu, probs), want.probs, TOL.reduction, `probs${what}`);

@@ -25,9 +25,8 @@ const WG = 64;
 const ROWS = 8;
 const MAX_HD = 256;
 const BLOCK = 4;
-// Must match the constants of shaders/attention_subgroups.wgsl (MAX_ROWS, CROWS, MAX_KEYS = MAX_CH).
+// Must match the constants of shaders/attention_subgroups.wgsl (MAX_ROWS, MAX_KEYS = MAX_CH).
 const SG_MAX_ROWS = 8;
-const SG_CROWS = 4;
 const SG_MAX_BLOCK = 4;
 
 /**
@@ -91,7 +90,7 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
   return {
     scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
     backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-    rowGroups: [ceilDiv(T, rows), H, B], sumGroups: [ceilDiv(T, rows), H, B], qkvGroups: [ceilDiv(T, SG_CROWS), H, B],
+    rowGroups: [ceilDiv(T, rows), H, B], sumGroups: [ceilDiv(T, rows), H, B], qkvGroups: [ceilDiv(T, rows), H, B],
   };
 }
 
