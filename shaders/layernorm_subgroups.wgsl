@@ -82,8 +82,11 @@ fn layernorm_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgro
 
 // partial[0, k, c] = Σ_{r in chunk k} dout·xhat, partial[1, k, c] = Σ_{r in chunk k} dout, rows in
 // order (the sums and order of layernorm_backward_partial), with each row's dx on the way: one
-// workgroup per chunk, its subgroup taking the rows one after another. Each lane adds into the
-// chunk's partial row at its own channels (no other invocation writes them).
+// workgroup per chunk, in two phases. 1: each row's sums (dx_terms), the rows one after another,
+// kept per row in registers. 2: each lane takes its channels one at a time and the chunk's rows in
+// order, writing dx and adding the channel's two partial sums in registers, stored once at the
+// end (no other invocation writes them): dout and x are read twice per element, as before, but
+// the partials are no longer read and written back once per row (11 accesses per element → 6).
 @group(0) @binding(2) var<storage, read_write> b_partial: array<f32>;
 
 @compute @workgroup_size(SG_WG)
@@ -92,27 +95,30 @@ fn layernorm_backward_dx_partial(@builtin(local_invocation_index) lid: u32, @bui
   if (chunk >= p.nchunks) { return; }
   let C = p.C;
   let w = lanes(lid, C);
-  let dw_at = chunk * C;
-  let db_at = (p.nchunks + chunk) * C;
   let r0 = chunk * ROWS_PER_CHUNK;
-  let r1 = min(r0 + ROWS_PER_CHUNK, p.rows);
-  for (var row = r0; row < r1; row++) {
-    let base = row * C;
-    let mean = b_mean[row];
-    let rstd = b_rstd[row];
+  let n_rows = min(ROWS_PER_CHUNK, p.rows - r0);
+  var k = array<DxRow, ROWS_PER_CHUNK>();
+  var mean = array<f32, ROWS_PER_CHUNK>();
+  var rstd = array<f32, ROWS_PER_CHUNK>();
+  for (var j = 0u; j < n_rows; j++) {
+    let base = (r0 + j) * C;
+    mean[j] = b_mean[r0 + j];
+    rstd[j] = b_rstd[r0 + j];
     var acc = vec3(0.0);
-    for (var i = w.lane; i < w.end; i += w.n) { acc += dx_terms(base + i, i, mean); }
-    let k = dx_row(subgroupAdd(acc), rstd, C);
-    for (var i = w.lane; i < w.end; i += w.n) {
-      let xhat = write_dx(base + i, i, mean, rstd, k);
-      let g = b_dout[base + i];
-      if (row == r0) {
-        b_partial[dw_at + i] = g * xhat;
-        b_partial[db_at + i] = g;
-      } else {
-        b_partial[dw_at + i] += g * xhat;
-        b_partial[db_at + i] += g;
-      }
+    for (var i = w.lane; i < w.end; i += w.n) { acc += dx_terms(base + i, i, mean[j]); }
+    k[j] = dx_row(subgroupAdd(acc), rstd[j], C);
+  }
+  for (var i = w.lane; i < w.end; i += w.n) {
+    var dw = 0.0;
+    var db = 0.0;
+    for (var j = 0u; j < n_rows; j++) {
+      let e = (r0 + j) * C + i;
+      let xhat = write_dx(e, i, mean[j], rstd[j], k[j]);
+      let g = b_dout[e];
+      dw += g * xhat;
+      db += g;
     }
+    b_partial[chunk * C + i] = dw;
+    b_partial[(p.nchunks + chunk) * C + i] = db;
   }
 }
