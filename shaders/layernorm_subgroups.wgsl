@@ -9,8 +9,8 @@
 //   layernorm_backward_dx_partial  1 dx[R,C] = or += (ACCUMULATE_DX), 2 partial[2, nchunks, C] =,
 //                                  3 dout, 4 x, 5 weight, 6 mean, 7 rstd: one workgroup per chunk
 //                                  of ROWS_PER_CHUNK rows computes their dx and the chunk's
-//                                  dweight/dbias sums in one pass over dout and x (the workgroup
-//                                  variant's backward_dx and backward_partial together)
+//                                  dweight/dbias sums in one dispatch (the workgroup variant's
+//                                  backward_dx and backward_partial together)
 // The forward saves mean and rstd. The backward's last kernel is layernorm.wgsl's backward_params,
 // which sums the chunks.
 //

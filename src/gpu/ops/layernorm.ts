@@ -7,7 +7,7 @@
  * row with a tree in workgroup memory (any device); 'subgroup' (shaders/layernorm_subgroups.wgsl)
  * with subgroupAdd, no barrier, for devices with the 'subgroups' feature (CPU adapters pay dearly
  * for barriers); its backward takes a chunk of rows per workgroup and sums their dweight/dbias
- * partials in the same pass as their dx (one read of dout and x instead of two). The two give
+ * partials in the same dispatch as their dx (two reads of dout and x instead of three). The two give
  * close but not bit-identical results: choose one per device and keep it (a run stays reproducible).
  */
 import type { Gpu } from '../device';
@@ -70,7 +70,7 @@ export function layernormBackward(
   const partial = scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
   const params = [rows, C, { f32: 0 }, nchunks];
   if (variant === 'subgroup') {
-    // One pass over dout and x: each chunk's dx and its partial sums (layernorm_backward_dx_partial).
+    // One dispatch: each chunk's dx and its partial sums (layernorm_backward_dx_partial).
     rec.dispatch(dxSpec, [dx, partial, dout, x, weight, mean, rstd], params, grid2d(nchunks, 1));
   } else {
     const corr = scratch(rec.gpu.device, 'layernorm-corr', rows);
