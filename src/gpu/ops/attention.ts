@@ -58,26 +58,27 @@ function params(B: number, T: number, H: number, hd: number): Param[] {
   return [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
 }
 
-/** The four kernels of a variant and their workgroup grids. */
+/**
+ * The four kernels of a variant and their workgroup grids: rowGroups for the row kernels (scores,
+ * backward_scores), columnGroups for the column kernels (weighted_sum, backward_qkv).
+ */
 interface Kernels {
   scores: KernelSpec;
   weightedSum: KernelSpec;
   backwardScores: KernelSpec;
   backwardQkv: KernelSpec;
   rowGroups: [number, number, number];
-  sumGroups: [number, number, number];
-  qkvGroups: [number, number, number];
+  columnGroups: [number, number, number];
 }
 
 function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: number, hd: number): Kernels {
   if (variant === 'workgroup') {
     const k = (entry: string): KernelSpec => ({ shader: 'attention', entry });
-    // Column kernels: one thread per (block of BLOCK rows, channel) of each (b, h).
-    const columns: [number, number, number] = [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B];
     return {
       scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
       backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-      rowGroups: [ceilDiv(T, ROWS), H, B], sumGroups: columns, qkvGroups: columns,
+      // Column kernels: one thread per (block of BLOCK rows, channel) of each (b, h).
+      rowGroups: [ceilDiv(T, ROWS), H, B], columnGroups: [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B],
     };
   }
   checkReductionVariant(gpu, variant, 'attention');
@@ -87,10 +88,12 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
   const rows = blockFor(T, 1, SG_MAX_ROWS);
   const constants = { SG_WG: sg, ROWS: rows, KEYS: blockFor(T, sg, SG_MAX_BLOCK), CH: blockFor(hd, sg, SG_MAX_BLOCK) };
   const k = (entry: string): KernelSpec => ({ shader: 'attention_subgroups', entry, constants });
+  // Every kernel takes ROWS query rows per workgroup of each (b, h).
+  const groups: [number, number, number] = [ceilDiv(T, rows), H, B];
   return {
     scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
     backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-    rowGroups: [ceilDiv(T, rows), H, B], sumGroups: [ceilDiv(T, rows), H, B], qkvGroups: [ceilDiv(T, rows), H, B],
+    rowGroups: groups, columnGroups: groups,
   };
 }
 
@@ -105,7 +108,7 @@ export function attentionForward(
   const k = kernels(rec.gpu, variant, B, T, H, hd);
   const p = params(B, T, H, hd);
   rec.dispatch(k.scores, [probs, qkv], p, k.rowGroups);
-  rec.dispatch(k.weightedSum, [out, probs, qkv], p, k.sumGroups);
+  rec.dispatch(k.weightedSum, [out, probs, qkv], p, k.columnGroups);
 }
 
 /**
@@ -122,5 +125,5 @@ export function attentionBackward(
   // dS [B,H,T,T] between the two dispatches: a per-device scratch, grown when too small, never per call.
   const dscores = scratch(rec.gpu.device, 'attention-dscores', B * H * T * T);
   rec.dispatch(k.backwardScores, [dscores, dout, qkv, probs], p, k.rowGroups);
-  rec.dispatch(k.backwardQkv, [dqkv, dscores, probs, qkv, dout], p, k.qkvGroups);
+  rec.dispatch(k.backwardQkv, [dqkv, dscores, probs, qkv, dout], p, k.columnGroups);
 }
