@@ -25,11 +25,14 @@
 //   matmul_vec4    — an outer product per k on K-major operands: A as Aᵀ [K, M'] (M' = M rounded
 //                    up to 4) and B as [K,N]. 'tn' binds them as they are; for 'nn' the wrapper
 //                    first writes Aᵀ with transpose_vec4 into a scratch, for 'nt' Aᵀ and Bᵀ (one
-//                    pass over M·K and N·K, small next to the product's M·N·K). Needs N % 4 == 0,
+//                    pass over M·K and N·K, small next to the product's M·N·K; on subgroups of 8
+//                    lanes matmul_subgroups.wgsl reads 'nn' and 'nt' A as stored, along K, and
+//                    only 'nt' B is transposed, with transpose_vec4). Needs N % 4 == 0,
 //                    and K % 4 == 0 ('nn', 'nt': the transpose reads A and B in vec4s along K) or
 //                    M % 4 == 0 ('tn': Aᵀ is bound as given); the wrapper falls back to blocked
 //                    otherwise. Details by the entry point. It does not read TRANS_A/TRANS_B
-//                    (they still name the caller's layout in the pipeline key, which the tuner reads).
+//                    (they still name the caller's layout in the pipeline key, which the tuner reads;
+//                    the subgroup twin's A_ALONG_K says how A is stored).
 //                    It reads the bindings through vec4 views (c4, a4, b4, bias4, aux4), which
 //                    alias bindings 1–5; an entry point uses one view of each binding only.
 //                    Its body, shared with matmul_vec4_f16, is common/matmul_vec4.wgsl.

@@ -116,7 +116,8 @@ fn outer_product(acc: ptr<function, array<vec4<f32>, 32>>, bsum: ptr<function, a
   (*acc)[30] += a3.w * b0; (*acc)[31] += a3.w * b1;
 }
 
-// Aᵀ [K, M'] and B [K,N] (load_a_block, load_bK), both K-major, whatever the layout (the wrapper transposes).
+// Aᵀ [K, M'] and B [K,N] at k (load_a_block, load_bK), whatever the layout: the wrapper transposes
+// what is stored otherwise, or the importing file reads it so (matmul_subgroups.wgsl's A_ALONG_K).
 // Per k the workgroup's 16 rows of Aᵀ are four vec4s at the same address in every invocation and
 // each invocation loads two vec4s of B: 6 loads for 128 multiply-adds. (Neither lavapipe nor
 // SwiftShader shares a load of the same address across lanes: with subgroups the four are shared,

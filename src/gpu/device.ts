@@ -102,6 +102,8 @@ export class Gpu {
   readonly lost: Promise<DeviceLoss>;
   readonly hasTimestamps: boolean;
   readonly hasSubgroups: boolean;
+  /** The adapter's subgroup sizes (GPUDevice.adapterInfo), where it reports them; the subgroup kernels' shapes follow them. */
+  readonly subgroupSizes?: { min: number; max: number };
   readonly hasF16: boolean;
   /** rgba32float textures may be sampled (the 'vec4_sampled' matmul reads its operands so). */
   readonly hasFloat32Filterable: boolean;
@@ -111,6 +113,8 @@ export class Gpu {
     this.kernels = new KernelRegistry(device, sources);
     this.hasTimestamps = device.features.has('timestamp-query');
     this.hasSubgroups = device.features.has('subgroups');
+    const info = (device as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+    if (typeof info?.subgroupMinSize === 'number' && typeof info.subgroupMaxSize === 'number') this.subgroupSizes = { min: info.subgroupMinSize, max: info.subgroupMaxSize };
     this.hasF16 = device.features.has('shader-f16');
     this.hasFloat32Filterable = device.features.has('float32-filterable');
     this.lost = device.lost.then((info) => ({ reason: info.reason, message: info.message }));

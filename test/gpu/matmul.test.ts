@@ -108,12 +108,24 @@ describe('matmul_vec4: alignment and fallback', () => {
     expect(gpuOps.vec4Aligned(36, 20, 'tn')).toBe(false); // tn needs M
   });
 
-  it("dispatches matmul_vec4 (after transposing A for nn, A and B in one dispatch for nt) when aligned, and falls back to 'blocked' otherwise", async () => {
+  it("dispatches matmul_vec4 when aligned (on subgroups of 8 lanes A as stored and B transposed for nt; otherwise A transposed for nn, A and B in one dispatch for nt), and falls back to 'blocked' otherwise", async () => {
     const gpu = await testGpu();
-    const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number): string[] => {
+    expect(gpu.hasSubgroups).toBe(true); // lavapipe and SwiftShader both have them
+    expect(gpuOps.readsAAlongK(gpu)).toBe(gpu.adapter.kind === 'lavapipe'); // 8 lanes; SwiftShader's are 4
+    const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
+    expect(gpuOps.readsAAlongK(plain)).toBe(false);
+    expect(gpuOps.readsAAlongK(subgroupsOf(gpu, 4))).toBe(false);
+    expect(gpuOps.readsAAlongK(subgroupsOf(gpu, 8))).toBe(true);
+    const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number, on = plain): string[] => {
       const [a, b, c] = [gpuTensor(gpu, M * K), gpuTensor(gpu, K * N), gpuTensor(gpu, M * N)];
-      return dispatchedEntries(gpu, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, layout, false, 'vec4'));
+      return dispatchedEntries(on, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, layout, false, 'vec4'));
     };
+    const eight = subgroupsOf(gpu, 8);
+    expect(entries('tn', 68, 36, 19, eight)).toEqual(['matmul_vec4']);
+    expect(entries('nn', 67, 36, 20, eight)).toEqual(['matmul_vec4']);
+    expect(entries('nt', 67, 36, 20, eight)).toEqual(['transpose_vec4', 'matmul_vec4']);
+    expect(entries('nt', 68, 34, 20, eight)).toEqual(['matmul_blocked']);
+    expect(entries('nn', 67, 36, 20, subgroupsOf(gpu, 4))).toEqual(['transpose_vec4', 'matmul_vec4']);
     expect(entries('tn', 68, 36, 19)).toEqual(['matmul_vec4']);
     expect(entries('tn', 67, 36, 20)).toEqual(['matmul_blocked']); // M % 4 ≠ 0
     expect(entries('tn', 68, 34, 20)).toEqual(['matmul_blocked']); // N % 4 ≠ 0
@@ -155,17 +167,17 @@ describe('matmul_vec4: alignment and fallback', () => {
   });
 
   for (const layout of LAYOUTS) {
-    it(`vec4 and vec4_sampled give the same bits, with Aᵀ shared by subgroups and without (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
+    it(`vec4 and vec4_sampled give the same bits, with op(A)'s rows shared by subgroups and without (${layout}, bias and the gelu epilogue; operands of two sizes share the textures of a size class)`, async () => {
       const gpu = await testGpu();
-      // lavapipe and SwiftShader both have subgroups: the products that share Aᵀ's row quads through
-      // subgroupBroadcast (common/matmul_vec4_subgroups) are the default; the plain ones run on a
-      // view of the device without them.
+      // lavapipe and SwiftShader both have subgroups: the products that share op(A)'s rows through
+      // subgroupBroadcast (common/matmul_vec4_subgroups; 'nn' and 'nt' read A along K, not
+      // transposed) are the default; the plain ones run on a view of the device without them.
       expect(gpu.hasSubgroups).toBe(true);
       const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
       expect([gpuOps.vec4ProductShader(gpu, 'vec4'), gpuOps.vec4ProductShader(plain, 'vec4')]).toEqual(['matmul_subgroups', 'matmul']);
       expect([gpuOps.vec4ProductShader(gpu, 'vec4_sampled'), gpuOps.vec4ProductShader(plain, 'vec4_sampled')]).toEqual(['matmul_sampled_subgroups', 'matmul_sampled']);
       // Subgroups wider than a workgroup's 8 invocations (GPUs): the plain form.
-      const wide = Object.create(gpu, { device: { value: Object.create(gpu.device, { adapterInfo: { value: { subgroupMinSize: 32, subgroupMaxSize: 32 } } }) } }) as typeof gpu;
+      const wide = subgroupsOf(gpu, 32);
       expect(gpuOps.vec4ProductShader(wide, 'vec4')).toBe('matmul');
       // K = 6·16 (16 k per loop iteration), 5·16 + 8 (then four at a time) and, for 'tn', 5·16 + 8 + 2
       // (then the last two alone); M = 51: rows past M read clamped, as vec4's transpose writes them.
@@ -178,7 +190,8 @@ describe('matmul_vec4: alignment and fallback', () => {
           return [await read(gpu, c), await read(gpu, g)];
         };
         const vec4 = await out('vec4', plain);
-        const forms = { 'vec4, shared': await out('vec4', gpu), 'vec4_sampled, shared': await out('vec4_sampled', gpu), vec4_sampled: await out('vec4_sampled', plain) };
+        // On lavapipe 'vec4, shared' reads 'nn' and 'nt' A along K; the 4-lane view transposes it first.
+        const forms = { 'vec4, shared': await out('vec4', gpu), 'vec4, shared by 4 lanes': await out('vec4', subgroupsOf(gpu, 4)), 'vec4_sampled, shared': await out('vec4_sampled', gpu), vec4_sampled: await out('vec4_sampled', plain) };
         for (const [form, got] of Object.entries(forms)) {
           expectSameBits(got[0], vec4[0], `gelu(h) ${layout} ${M}×${N}×${K} (${form})`);
           expectSameBits(got[1], vec4[1], `gelu'(h) ${layout} ${M}×${N}×${K} (${form})`);
@@ -187,6 +200,11 @@ describe('matmul_vec4: alignment and fallback', () => {
     });
   }
 });
+
+/** A view of the device whose subgroups have `lanes` lanes (as the shader choices see it; products run on the real ones). */
+function subgroupsOf<G extends { subgroupSizes?: { min: number; max: number } }>(gpu: G, lanes: number): G {
+  return Object.create(gpu, { subgroupSizes: { value: { min: lanes, max: lanes } } }) as G;
+}
 
 /** One arena holding c and the epilogue's tensor side by side (as the model's activations do). */
 function arenaPair(gpu: Awaited<ReturnType<typeof testGpu>>, n: number, c0: Float64Array, aux0: Float64Array): { c: Tensor; aux: Tensor; arena: Arena } {

@@ -86,7 +86,6 @@ export function checkReductionVariant(gpu: Gpu, variant: ReductionVariant, kerne
  * case. Without the adapter's figure (older browsers lack GPUDevice.adapterInfo): 32.
  */
 export function subgroupWorkgroupSize(gpu: Gpu): number {
-  const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
-  const max = info?.subgroupMaxSize;
+  const max = gpu.subgroupSizes?.max;
   return typeof max === 'number' && max >= 4 && max <= 256 ? max : 32;
 }

@@ -130,12 +130,12 @@ const noAux = (device: GPUDevice): Tensor => scratch(device, 'matmul-no-aux', 64
 
 /**
  * Where matmul_vec4's transposed operand of `length` elements goes: one scratch per power-of-two
- * size class (ops/common.ts scratch, key 'matmul:aT:<log₂>' or 'matmul:abT:<log₂>'), allocated at
+ * size class (ops/common.ts scratch, key 'matmul:<name>:<log₂>'), allocated at
  * the class's full size on first use and never grown, so the buffer a product binds stays the same
  * from its first recording on (a repeated step makes no bind groups), and all classes together
  * hold less than four times the largest operand (a geometric series).
  */
-function transposeScratch(device: GPUDevice, name: 'aT' | 'abT' | 'aH' | 'bH', length: number): Tensor {
+function transposeScratch(device: GPUDevice, name: 'aT' | 'bT' | 'abT' | 'aH' | 'bH', length: number): Tensor {
   const sizeClass = Math.max(6, Math.ceil(Math.log2(length)));
   const limit = Math.floor(Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize) / 4);
   const t = scratch(device, `matmul:${name}:${sizeClass}`, Math.max(length, Math.min(2 ** sizeClass, limit)));
@@ -218,6 +218,17 @@ function operandTexture(device: GPUDevice, role: 'a' | 'b' | 'a-given' | 'b-give
 export function vec4ProductShader(gpu: Gpu, variant: 'vec4' | 'vec4_sampled' | 'vec4_f16'): string {
   const shader = { vec4: 'matmul', vec4_sampled: 'matmul_sampled', vec4_f16: 'matmul_f16' }[variant];
   return gpu.hasSubgroups && subgroupWorkgroupSize(gpu) <= VEC4_LANES ? `${shader}_subgroups` : shader;
+}
+
+/**
+ * Whether matmul_subgroups reads an 'nn' or 'nt' product's A [M, K] as stored (A_ALONG_K): on
+ * subgroups of exactly VEC4_LANES lanes, the workgroup's, where lanes 0–7 share the 16 rows'
+ * elements two per lane. On lavapipe (8 lanes) its products ran as fast as on a transposed A,
+ * whose transpose it saves; four lanes reading all 16 rows (SwiftShader's 4-lane subgroups) ran
+ * 1.1× slower, and without subgroups a lane reading all 16 ran 1.3× slower: those transpose A.
+ */
+export function readsAAlongK(gpu: Gpu): boolean {
+  return gpu.hasSubgroups && gpu.subgroupSizes?.min === VEC4_LANES && gpu.subgroupSizes.max === VEC4_LANES;
 }
 
 /**
@@ -327,26 +338,34 @@ export function matmul(
     const sampled = v === 'vec4_sampled';
     const vec4Constants = { ...constants, LANES: VEC4_LANES, BIAS_GRAD: biasGrad ? 1 : 0 };
     // vec4_sampled: 16 k per loop iteration (UNROLL_K, shaders/common/matmul_vec4.wgsl), for SwiftShader.
+    // B is read K-major; A as Aᵀ, transposed first, except where the subgroup twin reads it along K.
+    const shader = vec4ProductShader(rec.gpu, v);
+    const aAlongK = !sampled && layout !== 'tn' && shader === 'matmul_subgroups' && readsAAlongK(rec.gpu);
     const spec = sampled
-      ? { shader: vec4ProductShader(rec.gpu, 'vec4_sampled'), entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
-      : { shader: vec4ProductShader(rec.gpu, 'vec4'), entry: 'matmul_vec4', constants: vec4Constants };
+      ? { shader, entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
+      : { shader, entry: 'matmul_vec4', constants: aAlongK ? { ...vec4Constants, A_ALONG_K: 1 } : vec4Constants };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
     // The product binds copies of a and b: check the caller's tensors as every variant's are.
     assertNoOverlap(spec, bindings);
-    // Both read their operands K-major: Aᵀ [K, M'] and B [K,N] (vec4_sampled from textures, with its sampler).
     const groups: [number, number] = [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)];
     if (sampled) {
+      // Aᵀ [K, M'] and B [K, N] in textures, read with its sampler.
       const t = operandsInTextures(rec, a, b, M, N, K, layout);
       rec.dispatch(spec, [c, t.a, t.b, bindings[3], aux, t.sampler], [M, N, K, 0], groups);
       return;
     }
     let aT = a;
     let bK = b;
-    if (layout === 'nn' && M > 0 && K > 0) {
+    if (layout === 'nn' && !aAlongK && M > 0 && K > 0) {
       aT = transposeScratch(device, 'aT', K * 4 * ceilDiv(M, 4));
       transposeVec4(rec, aT, a, M, K);
     }
-    if (layout === 'nt' && M > 0 && N > 0 && K > 0) [aT, bK] = transposePair(rec, a, b, M, N, K);
+    if (layout === 'nt' && N > 0 && K > 0) {
+      if (aAlongK) {
+        bK = transposeScratch(device, 'bT', K * N);
+        transposeVec4(rec, bK, b, N, K);
+      } else if (M > 0) [aT, bK] = transposePair(rec, a, b, M, N, K);
+    }
     rec.dispatch(spec, [c, aT, bK, bindings[3], aux], [M, N, K, 0], groups);
     return;
   }
