@@ -8,7 +8,9 @@
 // every lane, and 1.06–1.25× on SwiftShader's samples (bench/README.md). Used where subgroups have
 // at most LANES lanes (ops/matmul.ts vec4ProductShader): a workgroup is then one or two whole
 // subgroups of at least 4 lanes, and it keeps every lane to the end, so lanes 0–3 are there to share.
-// The importing file defines load_a_block from lane_row_quad and share_a_block, and load_bK.
+// The importing file defines load_a_block from lane_row_quad and share_a_block, and load_bK;
+// matmul_subgroups.wgsl, on subgroups of exactly 8 lanes, loads and shares the block its own way
+// (two values a lane: Aᵀ's pairs, or A along K).
 
 // #import common/matmul_vec4
 

@@ -111,11 +111,11 @@ describe('matmul_vec4: alignment and fallback', () => {
   it("dispatches matmul_vec4 when aligned (on subgroups of 8 lanes A as stored and B transposed for nt; otherwise A transposed for nn, A and B in one dispatch for nt), and falls back to 'blocked' otherwise", async () => {
     const gpu = await testGpu();
     expect(gpu.hasSubgroups).toBe(true); // lavapipe and SwiftShader both have them
-    expect(gpuOps.readsAAlongK(gpu)).toBe(gpu.adapter.kind === 'lavapipe'); // 8 lanes; SwiftShader's are 4
+    expect(gpuOps.subgroupsOfEight(gpu)).toBe(gpu.adapter.kind === 'lavapipe'); // 8 lanes; SwiftShader's are 4
     const plain = Object.create(gpu, { hasSubgroups: { value: false } }) as typeof gpu;
-    expect(gpuOps.readsAAlongK(plain)).toBe(false);
-    expect(gpuOps.readsAAlongK(subgroupsOf(gpu, 4))).toBe(false);
-    expect(gpuOps.readsAAlongK(subgroupsOf(gpu, 8))).toBe(true);
+    expect(gpuOps.subgroupsOfEight(plain)).toBe(false);
+    expect(gpuOps.subgroupsOfEight(subgroupsOf(gpu, 4))).toBe(false);
+    expect(gpuOps.subgroupsOfEight(subgroupsOf(gpu, 8))).toBe(true);
     const entries = (layout: gpuOps.MatmulLayout, M: number, N: number, K: number, on = plain): string[] => {
       const [a, b, c] = [gpuTensor(gpu, M * K), gpuTensor(gpu, K * N), gpuTensor(gpu, M * N)];
       return dispatchedEntries(on, (rec) => gpuOps.matmul(rec, c, a, b, null, M, N, K, layout, false, 'vec4'));

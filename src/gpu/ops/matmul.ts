@@ -221,13 +221,13 @@ export function vec4ProductShader(gpu: Gpu, variant: 'vec4' | 'vec4_sampled' | '
 }
 
 /**
- * Whether matmul_subgroups reads an 'nn' or 'nt' product's A [M, K] as stored (A_ALONG_K): on
- * subgroups of exactly VEC4_LANES lanes, the workgroup's, where lanes 0–7 share the 16 rows'
- * elements two per lane. On lavapipe (8 lanes) its products ran as fast as on a transposed A,
- * whose transpose it saves; four lanes reading all 16 rows (SwiftShader's 4-lane subgroups) ran
- * 1.1× slower, and without subgroups a lane reading all 16 ran 1.3× slower: those transpose A.
+ * Whether the adapter's subgroups have exactly VEC4_LANES lanes, so that a matmul_vec4 workgroup
+ * is one subgroup: matmul_subgroups then shares op(A)'s 16 values at each k two per lane
+ * (EIGHT_LANES) and reads an 'nn' or 'nt' product's A [M, K] as stored, along K (A_ALONG_K), not
+ * transposed. On lavapipe (8 lanes) both were faster; four lanes reading all 16 rows along K
+ * (SwiftShader's 4-lane subgroups) ran 1.1× slower than transposing A first, so those transpose.
  */
-export function readsAAlongK(gpu: Gpu): boolean {
+export function subgroupsOfEight(gpu: Gpu): boolean {
   return gpu.hasSubgroups && gpu.subgroupSizes?.min === VEC4_LANES && gpu.subgroupSizes.max === VEC4_LANES;
 }
 
@@ -340,10 +340,11 @@ export function matmul(
     // vec4_sampled: 16 k per loop iteration (UNROLL_K, shaders/common/matmul_vec4.wgsl), for SwiftShader.
     // B is read K-major; A as Aᵀ, transposed first, except where the subgroup twin reads it along K.
     const shader = vec4ProductShader(rec.gpu, v);
-    const aAlongK = !sampled && layout !== 'tn' && shader === 'matmul_subgroups' && readsAAlongK(rec.gpu);
+    const eightLanes = shader === 'matmul_subgroups' && subgroupsOfEight(rec.gpu);
+    const aAlongK = eightLanes && layout !== 'tn';
     const spec = sampled
       ? { shader, entry: 'matmul_vec4_sampled', constants: { ...vec4Constants, UNROLL_K: 1 } }
-      : { shader, entry: 'matmul_vec4', constants: aAlongK ? { ...vec4Constants, A_ALONG_K: 1 } : vec4Constants };
+      : { shader, entry: 'matmul_vec4', constants: eightLanes ? { ...vec4Constants, EIGHT_LANES: 1, A_ALONG_K: aAlongK ? 1 : 0 } : vec4Constants };
     if (biasGrad) bindings[3] = biasGrad; // the bias binding is free in 'tn' (no bias): db goes there
     // The product binds copies of a and b: check the caller's tensors as every variant's are.
     assertNoOverlap(spec, bindings);
