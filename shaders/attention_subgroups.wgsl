@@ -45,7 +45,7 @@ diagnostic(off, subgroup_uniformity);
 
 // #import common/attention_io
 
-const MAX_ROWS = 8u; // bound of ROWS
+const MAX_ROWS = 32u; // bound of ROWS
 const MAX_KEYS = 4u; // bound of KEYS
 const MAX_CH = 4u;   // bound of CH
 const NEG_BIG = -3.402823e38;

@@ -103,9 +103,10 @@ describe.each(REDUCTION_VARIANTS)("attention, '%s' variant (GPU vs float64 refer
 // directly as the wrapper would with another SG_WG: several subgroups per workgroup (only the one
 // holding invocation 0 takes the keys; the column kernels split channels by invocation index), or
 // one subgroup with idle lanes — neither is the "fast" case, whose shuffles need the workgroup to
-// be exactly one subgroup. Also every KEYS and CH the wrapper can choose, and ROWS below the most.
+// be exactly one subgroup. Also every KEYS and CH the wrapper can choose, and ROWS up to the most
+// (32: T = 33 in a block of 32 rows and one of 1).
 describe('attention subgroup kernels at other workgroup sizes and blockings', () => {
-  for (const [sgWg, KEYS, CH, ROWS] of [[4, 1, 1, 8], [16, 2, 3, 5], [64, 4, 4, 8], [256, 3, 2, 7], [0, 1, 1, 1], [0, 2, 2, 6], [0, 3, 3, 8], [0, 4, 4, 3]]) {
+  for (const [sgWg, KEYS, CH, ROWS] of [[4, 1, 1, 8], [16, 2, 3, 5], [64, 4, 4, 8], [256, 3, 2, 7], [0, 1, 1, 1], [0, 2, 2, 6], [0, 3, 3, 8], [0, 4, 4, 3], [0, 3, 4, 16], [0, 3, 3, 22], [0, 4, 4, 32]]) {
     it(`SG_WG=${sgWg || "the adapter's"} KEYS=${KEYS} CH=${CH} ROWS=${ROWS}: forward and backward vs float64`, async (ctx) => {
       const gpu = await gpuFor('subgroup', ctx);
       const wg = sgWg || subgroupWorkgroupSize(gpu);

@@ -25,9 +25,16 @@ const WG = 64;
 const ROWS = 8;
 const MAX_HD = 256;
 const BLOCK = 4;
-// Must match the constants of shaders/attention_subgroups.wgsl (MAX_ROWS, MAX_KEYS = MAX_CH).
-const SG_MAX_ROWS = 8;
+// Must match the constants of shaders/attention_subgroups.wgsl (MAX_KEYS = MAX_CH).
 const SG_MAX_BLOCK = 4;
+// Query rows per workgroup of the subgroup variant, at most (≤ the shader's MAX_ROWS): more rows share each key's (value's)
+// loads, until the lane's accumulators spill. On lavapipe and SwiftShader 32 (T = 65: 22 rows,
+// T = 17: all 17) beat 16 and 8 for scores, weighted_sum and backward_scores, whose blocks are
+// ROWS × KEYS (CH) accumulators; backward_qkv, which keeps three ROWS × CH blocks (dq, dk, dv),
+// was best at 16 and 1.5–3× slower at 22 rows. The four together: 1.2× (lavapipe) and 1.24×
+// (SwiftShader) faster than at 8 rows, the same bits.
+const SG_ROWS = 32;
+const SG_ROWS_BACKWARD_QKV = 16;
 
 /**
  * The register block for `n` items (keys, channels, rows) taken `lanes` × block at a time, block
@@ -58,42 +65,43 @@ function params(B: number, T: number, H: number, hd: number): Param[] {
   return [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
 }
 
-/**
- * The four kernels of a variant and their workgroup grids: rowGroups for the row kernels (scores,
- * backward_scores), columnGroups for the column kernels (weighted_sum, backward_qkv).
- */
+/** One kernel of a variant and its workgroup grid. */
+interface Kernel {
+  spec: KernelSpec;
+  groups: [number, number, number];
+}
+
+/** The four kernels of a variant. */
 interface Kernels {
-  scores: KernelSpec;
-  weightedSum: KernelSpec;
-  backwardScores: KernelSpec;
-  backwardQkv: KernelSpec;
-  rowGroups: [number, number, number];
-  columnGroups: [number, number, number];
+  scores: Kernel;
+  weightedSum: Kernel;
+  backwardScores: Kernel;
+  backwardQkv: Kernel;
 }
 
 function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: number, hd: number): Kernels {
   if (variant === 'workgroup') {
-    const k = (entry: string): KernelSpec => ({ shader: 'attention', entry });
+    // Row kernels (scores, backward_scores): a workgroup per ROWS rows; column kernels: one
+    // thread per (block of BLOCK rows, channel) of each (b, h).
+    const rowKernel = (entry: string): Kernel => ({ spec: { shader: 'attention', entry }, groups: [ceilDiv(T, ROWS), H, B] });
+    const columnKernel = (entry: string): Kernel => ({ spec: { shader: 'attention', entry }, groups: [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B] });
     return {
-      scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
-      backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-      // Column kernels: one thread per (block of BLOCK rows, channel) of each (b, h).
-      rowGroups: [ceilDiv(T, ROWS), H, B], columnGroups: [ceilDiv(ceilDiv(T, BLOCK) * hd, WG), H, B],
+      scores: rowKernel('attention_scores'), weightedSum: columnKernel('attention_weighted_sum'),
+      backwardScores: rowKernel('attention_backward_scores'), backwardQkv: columnKernel('attention_backward_qkv'),
     };
   }
   checkReductionVariant(gpu, variant, 'attention');
   const sg = subgroupWorkgroupSize(gpu);
-  // Register blocking: up to 4 keys (channels) per lane per step and 8 query rows per workgroup,
-  // each as small as its number of steps allows (blockFor).
-  const rows = blockFor(T, 1, SG_MAX_ROWS);
-  const constants = { SG_WG: sg, ROWS: rows, KEYS: blockFor(T, sg, SG_MAX_BLOCK), CH: blockFor(hd, sg, SG_MAX_BLOCK) };
-  const k = (entry: string): KernelSpec => ({ shader: 'attention_subgroups', entry, constants });
-  // Every kernel takes ROWS query rows per workgroup of each (b, h).
-  const groups: [number, number, number] = [ceilDiv(T, rows), H, B];
+  // Register blocking: up to 4 keys (channels) per lane per step and up to `maxRows` query rows
+  // per workgroup of each (b, h), each as small as its number of steps allows (blockFor).
+  const kernel = (entry: string, maxRows: number): Kernel => {
+    const rows = blockFor(T, 1, maxRows);
+    const constants = { SG_WG: sg, ROWS: rows, KEYS: blockFor(T, sg, SG_MAX_BLOCK), CH: blockFor(hd, sg, SG_MAX_BLOCK) };
+    return { spec: { shader: 'attention_subgroups', entry, constants }, groups: [ceilDiv(T, rows), H, B] };
+  };
   return {
-    scores: k('attention_scores'), weightedSum: k('attention_weighted_sum'),
-    backwardScores: k('attention_backward_scores'), backwardQkv: k('attention_backward_qkv'),
-    rowGroups: groups, columnGroups: groups,
+    scores: kernel('attention_scores', SG_ROWS), weightedSum: kernel('attention_weighted_sum', SG_ROWS),
+    backwardScores: kernel('attention_backward_scores', SG_ROWS), backwardQkv: kernel('attention_backward_qkv', SG_ROWS_BACKWARD_QKV),
   };
 }
 
@@ -107,8 +115,8 @@ export function attentionForward(
 ): void {
   const k = kernels(rec.gpu, variant, B, T, H, hd);
   const p = params(B, T, H, hd);
-  rec.dispatch(k.scores, [probs, qkv], p, k.rowGroups);
-  rec.dispatch(k.weightedSum, [out, probs, qkv], p, k.columnGroups);
+  rec.dispatch(k.scores.spec, [probs, qkv], p, k.scores.groups);
+  rec.dispatch(k.weightedSum.spec, [out, probs, qkv], p, k.weightedSum.groups);
 }
 
 /**
@@ -124,6 +132,6 @@ export function attentionBackward(
   const p = params(B, T, H, hd);
   // dS [B,H,T,T] between the two dispatches: a per-device scratch, grown when too small, never per call.
   const dscores = scratch(rec.gpu.device, 'attention-dscores', B * H * T * T);
-  rec.dispatch(k.backwardScores, [dscores, dout, qkv, probs], p, k.rowGroups);
-  rec.dispatch(k.backwardQkv, [dqkv, dscores, probs, qkv, dout], p, k.columnGroups);
+  rec.dispatch(k.backwardScores.spec, [dscores, dout, qkv, probs], p, k.backwardScores.groups);
+  rec.dispatch(k.backwardQkv.spec, [dqkv, dscores, probs, qkv, dout], p, k.backwardQkv.groups);
 }
