@@ -10,7 +10,9 @@
  *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matrix-product
  *       FLOPs (the Linear layers' and attention's q·kᵀ, P·v and their backward, as MFU counts
  *       them; the Linear-only figure beside), and its matmul rate against the best rate of the
- *       table ("step efficiency");
+ *       table ("step efficiency"). A step's time is its whole submission's GPU time, timed as the
+ *       engine runs it (Recorder's 'submission' span); where it goes comes from a profile run
+ *       beside it, each dispatch timed in its own pass, whose sum is larger (profiledMs);
  *   (c) where the adapter has shader-f16: the same steps under mixed precision (f16 matmul
  *       operands where the tuner finds them faster, loss scaling), their products in the table as
  *       '.h' classes with the f16 variants timed beside the f32 variants, and each step's f32/mixed time ratio.
@@ -202,10 +204,13 @@ interface StepFigure {
   attentionFlops: number;
   /** The step's matrix-product FLOPs: matmulFlops + attentionFlops (as MFU counts them). */
   flops: number;
+  /** The whole submission's GPU time (timed: 'submission'), as the engine runs the step. */
   medianMs: number;
   minMs: number;
   samplesMs: number[];
   wallMedianMs: number;
+  /** GPU timestamps only: the profile's time, the sum of the dispatches each timed in its own pass (median over reps). */
+  profiledMs?: number;
   imagesPerSecond: number;
   /** flops / step time: the step's achieved matmul rate. */
   stepMatmulGflops: number;
@@ -215,12 +220,12 @@ interface StepFigure {
   stepEfficiency: number;
   /** The same with the Linear layers' FLOPs only (matmulFlops / step time / roof): the figure before attention was counted. */
   stepEfficiencyLinearOnly: number;
-  /** GPU timestamps only: the matmul passes' own time (median over reps), their rate (matmulFlops over it) and its fraction of the best. */
+  /** GPU timestamps only, from the profile: the matmul passes' own time (median over reps), their share of the profile, their rate (matmulFlops over it) and its fraction of the best. */
   matmulMs?: number;
   matmulShareOfStep?: number;
   matmulPassGflops?: number;
   matmulPassEfficiency?: number;
-  /** GPU timestamps only: where the step's time goes, per kernel (lib.ts kernelProfile), slowest first. */
+  /** GPU timestamps only: where the step's time goes, per kernel (lib.ts kernelProfile, shares of profiledMs), slowest first. */
   kernels?: KernelTime[];
 }
 
@@ -385,7 +390,11 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           if (i >= 0) prepared.splice(i, 1)[0].model.destroy();
         }
       }
-      const contenders = prepared.map((p) => ourContender(ctx, p.spec.name, (rec) => p.model.recordStep(rec, STEP_OPTS), (byPass) => p.passNs.push(byPass)));
+      // Each step twice, interleaved: as the engine runs it (the step's time), and profiled (a pass per dispatch).
+      const contenders = prepared.flatMap((p) => [
+        ourContender(ctx, p.spec.name, (rec) => p.model.recordStep(rec, STEP_OPTS), undefined, { timed: 'submission' }),
+        ...(timer ? [ourContender(ctx, profileName(p.spec.name), (rec) => p.model.recordStep(rec, STEP_OPTS), (byPass) => p.passNs.push(byPass))] : []),
+      ]);
       // The roof's products run interleaved with the steps, so that a machine whose speed drifts
       // (a shared host) moves both alike: each step's efficiency is against the roof of its own run.
       const probes = [roofProbe(ctx, table.filter((row) => !row.f16), 'roof'), ...(prepared.some((p) => p.spec.precision === 'mixed') ? [roofProbe(ctx, table.filter((row) => row.f16), 'roof-f16')] : [])];
@@ -421,16 +430,18 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
             return isMatmulProduct(shader, entry);
           };
           const mm = median(passNs.map((byPass) => [...byPass].reduce((ns, [label, v]) => (isMatmul(label) ? ns + v : ns), 0))) / 1e6;
+          const profiled = timings.get(profileName(name))!.medianMs;
+          f.profiledMs = profiled;
           f.matmulMs = round(mm);
-          f.matmulShareOfStep = round(mm / t.medianMs, 3);
+          f.matmulShareOfStep = round(mm / profiled, 3);
           f.matmulPassGflops = round(matmulFlops / (mm * 1e6));
           f.matmulPassEfficiency = round(matmulFlops / (mm * 1e6) / roof.gflops, 3);
-          f.kernels = kernelProfile(passNs, t.medianMs);
+          f.kernels = kernelProfile(passNs, profiled);
         }
         steps.push(f);
         if (f.kernels) log(`    ${name} by kernel: ${f.kernels.slice(0, 6).map((k) => `${k.kernel} ${(100 * k.shareOfStep).toFixed(1)} %`).join(', ')}`);
         log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(flops / 1e9).toFixed(1)} GFLOP (attention ${(attentionFlops / 1e9).toFixed(2)}) → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
-          (f.matmulPassGflops !== undefined ? `; matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} % of the step) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
+          (f.matmulPassGflops !== undefined ? `; profiled ${f.profiledMs} ms, its matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} %) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
       }
     } catch (e) {
       for (const { spec } of prepared) failures.push({ what: spec.name, reason: (e as Error).message });
@@ -491,6 +502,10 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
 
 const BEST_CONFIRM = 8;
 const BEST_CONFIRM_REPS = 15;
+/** Products per timed submission of a roof probe (timed whole, as a step's are): its time is per product. */
+const ROOF_REPEAT = 4;
+/** The profiled twin of a step's contender. */
+const profileName = (step: string): string => `${step} (profile)`;
 
 interface BestRate {
   /** GFLOP/s of the median of BEST_CONFIRM_REPS runs, the highest over the re-timed products. */
@@ -519,7 +534,8 @@ function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): {
     const c = createTensor(dev, row.M * row.N, 'best-c');
     // f16 rows are recorded under autocast, as the steps record them (their variant is named anyway).
     const record = (rec: Recorder) => void rec.autocast(row.f16 ? 'f16' : 'f32', () => matmul(rec, c, a, b, null, row.M, row.N, row.K, row.layout as MatmulLayout, false, variant));
-    return { tensors: [a, b, c], contender: ourContender(ctx, name(row, variant), record) };
+    // ROOF_REPEAT products back to back in one submission, timed whole: as the step's products run.
+    return { tensors: [a, b, c], contender: ourContender(ctx, name(row, variant), record, undefined, { timed: 'submission', repeat: ROOF_REPEAT }) };
   });
   return {
     contenders: made.map((m) => m.contender),

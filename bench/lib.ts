@@ -19,7 +19,7 @@ import { Recorder, type KernelSpec, type Param, type Tensor } from '../src/gpu/k
 import { GpuTimer } from '../src/gpu/timing';
 import { collectMatmulShapes, isMatmulProduct, type MatmulUse } from '../src/gpu/autotune';
 import { collectFamilyShapes } from '../src/gpu/variant-choices';
-import { ourStepContender } from './peer-core';
+import { ourStepContender, type OurTiming } from './peer-core';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
@@ -111,11 +111,12 @@ export async function timeInterleaved(ctx: BenchContext, contenders: readonly Co
 
 /**
  * A contender for our kernels: `record` records the kernel's dispatches into a Recorder. The GPU
- * figure is the sum of the passes' times; `onPasses` also receives each repetition's per-pass
- * nanoseconds. (The browser-safe implementation is peer-core.ts's ourStepContender.)
+ * figure is the sum of the passes' times (or, `how.timed: 'submission'`, the whole submission's);
+ * `onPasses` also receives each repetition's per-pass nanoseconds. (The browser-safe
+ * implementation is peer-core.ts's ourStepContender.)
  */
-export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void): Contender {
-  return ourStepContender(ctx.gpu, ctx.timer, name, record, onPasses);
+export function ourContender(ctx: BenchContext, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void, how?: OurTiming): Contender {
+  return ourStepContender(ctx.gpu, ctx.timer, name, record, onPasses, how);
 }
 
 /** One kernel's share of a step: the median over repetitions of its passes' summed GPU time. */

@@ -13,7 +13,7 @@ import type { Contender, Sample, Timing } from './lib';
 import { numPatches, patchDim, type MaeConfig } from '../src/engine/config';
 import type { Gpu } from '../src/gpu/device';
 import { createTensor, readback } from '../src/gpu/buffers';
-import { Recorder } from '../src/gpu/kernels';
+import { Recorder, type TimedSpan } from '../src/gpu/kernels';
 import { defaultMatmulVariant, matmul, type MatmulLayout } from '../src/gpu/ops/matmul';
 import { matmul as refMatmul } from '../src/ref/matmul';
 import type { GpuTimer } from '../src/gpu/timing';
@@ -117,28 +117,38 @@ const kernelMsOf = (info: { kernelMs: number | { error: string } }): number | un
 // ---------------------------------------------------------------------------------------------
 // Whole-step contenders
 
+/** How ourStepContender times: what the timer spans (Recorder's TimedSpan), and `repeat` recordings per submission. */
+export interface OurTiming {
+  /** 'dispatch' (the default): each dispatch its own timed pass, a profile; 'submission': the whole submission as the engine runs it. */
+  timed?: TimedSpan;
+  /** Records `record` this many times into the one submission; the figures are per recording. */
+  repeat?: number;
+}
+
 /**
  * Our step: recorded into one Recorder and submitted once (as bench/lib.ts's ourContender).
- * With timestamps the GPU figure is the sum of the passes' times (the timer must hold every pass);
- * `onPasses` also receives each repetition's per-pass nanoseconds.
+ * With timestamps the GPU figure is the sum of the timed spans (the timer must hold every one):
+ * every dispatch's pass, or with `timed: 'submission'` the whole submission; `onPasses` also
+ * receives each repetition's nanoseconds per label.
  */
-export function ourStepContender(gpu: Gpu, timer: GpuTimer | undefined, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void): Contender {
+export function ourStepContender(gpu: Gpu, timer: GpuTimer | undefined, name: string, record: (rec: Recorder) => void, onPasses?: (nsByPass: Map<string, number>) => void, how: OurTiming = {}): Contender {
+  const repeat = how.repeat ?? 1;
   return {
     name,
     async timed(withTimestamps) {
       const ts = withTimestamps && timer !== undefined;
       const t0 = performance.now();
-      const rec = new Recorder(gpu, ts ? timer : undefined, name);
-      record(rec);
+      const rec = new Recorder(gpu, ts ? timer : undefined, name, how.timed);
+      for (let i = 0; i < repeat; i++) record(rec);
       rec.submitNoWait();
       await gpu.device.queue.onSubmittedWorkDone();
-      const wallMs = performance.now() - t0;
+      const wallMs = (performance.now() - t0) / repeat;
       if (!ts) return { wallMs };
       const byPass = await timer.read();
       onPasses?.(byPass);
       let ns = 0;
       for (const v of byPass.values()) ns += v;
-      return { wallMs, gpuMs: ns / 1e6 };
+      return { wallMs, gpuMs: ns / 1e6 / repeat };
     },
   };
 }

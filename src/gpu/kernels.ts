@@ -267,10 +267,21 @@ export function dispatchCache(device: GPUDevice): DispatchCache {
 export type MatmulPrecision = 'f32' | 'f16';
 
 /**
+ * What a Recorder's timer measures: 'dispatch' gives every dispatch its own pass and label (a
+ * profile: where the time goes); 'submission' records as without a timer — consecutive
+ * dispatches in one pass — between two empty passes that write the first and the last
+ * timestamp, under the recorder's label: the GPU time of the whole recording as the engine runs
+ * it. Per-dispatch passes cost time of their own (on lavapipe a timed empty dispatch measures
+ * about 0.1 ms), so a profile's sum overstates a step made of hundreds of dispatches.
+ */
+export type TimedSpan = 'dispatch' | 'submission';
+
+/**
  * Records dispatches into one command encoder and submits them as one command buffer.
  * Without a timer, consecutive dispatches share one compute pass (WebGPU orders their storage
- * accesses within a pass; each pass boundary costs the driver a little); with a timer each
- * dispatch is its own pass so that the timer can bracket it. Copies and clears end the pass.
+ * accesses within a pass; each pass boundary costs the driver a little); with a timer that times
+ * each dispatch, each is its own pass so that the timer can bracket it (TimedSpan). Copies and
+ * clears end the pass.
  */
 export class Recorder {
   readonly encoder: GPUCommandEncoder;
@@ -278,11 +289,14 @@ export class Recorder {
   private readonly staging: DataView;
   private slots = 0;
   private pass: GPUComputePassEncoder | null = null;
-  /** Compute passes begun so far (one per dispatch with a timer). */
+  /** Compute passes begun so far (one per dispatch with a timer that times each). */
   passCount = 0;
   /** Dispatches recorded so far (those of no workgroups are not recorded). */
   dispatchCount = 0;
-  /** Labels a timer receives from this recording: one per dispatch and one per copyToTextures (sizes a GpuTimer). */
+  /**
+   * Labels a timer receives from this recording (sizes a GpuTimer): timing each dispatch, one per
+   * dispatch and one per copyToTextures; timing the submission, one.
+   */
   timedSpans = 0;
   /**
    * What matmul() computes its products in when the caller names no variant: 'f16' (inside
@@ -290,10 +304,23 @@ export class Recorder {
    */
   matmulPrecision: MatmulPrecision = 'f32';
 
-  constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, label = 'step') {
+  /** The whole recording's timestamp writes ('submission' spans): the first written now, the last at submit. */
+  private readonly span?: GPUComputePassTimestampWrites;
+
+  constructor(readonly gpu: Gpu, private readonly timer?: GpuTimer, private readonly label = 'step', readonly timed: TimedSpan = 'dispatch') {
     this.encoder = gpu.device.createCommandEncoder({ label });
     this.cache = dispatchCache(gpu.device);
     this.staging = this.cache.takeStaging();
+    if (timer && timed === 'submission') {
+      this.timedSpans = 1;
+      this.span = timer.writes(label);
+      if (this.span) this.beginPass(label, { querySet: this.span.querySet, beginningOfPassWriteIndex: this.span.beginningOfPassWriteIndex }).end();
+    }
+  }
+
+  /** The timer, where it times each dispatch (and copyToTextures) on its own. */
+  private get perDispatch(): GpuTimer | undefined {
+    return this.timed === 'dispatch' ? this.timer : undefined;
   }
 
   /**
@@ -327,13 +354,14 @@ export class Recorder {
       packParams(params, this.staging, slot * UNIFORM_SLOT);
     }
     const name = label ?? `${spec.shader}:${spec.entry}`;
-    const pass = this.timer ? this.beginPass(name, this.timer.writes(name)) : (this.pass ??= this.beginPass('dispatches'));
+    const timer = this.perDispatch;
+    const pass = timer ? this.beginPass(name, timer.writes(name)) : (this.pass ??= this.beginPass('dispatches'));
     this.dispatchCount++;
-    this.timedSpans++;
+    if (this.timed === 'dispatch') this.timedSpans++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.cache.bindGroup(pipeline, slot, bindings));
     pass.dispatchWorkgroups(x, y, z);
-    if (this.timer) pass.end();
+    if (timer) pass.end();
   }
 
   private beginPass(label: string, timestampWrites?: GPUComputePassTimestampWrites): GPUComputePassEncoder {
@@ -366,8 +394,8 @@ export class Recorder {
       }
     }
     this.endPass();
-    this.timedSpans++;
-    const writes = this.timer?.writes(label);
+    const writes = this.perDispatch?.writes(label);
+    if (this.timed === 'dispatch') this.timedSpans++;
     if (writes) this.beginPass(label, { querySet: writes.querySet, beginningOfPassWriteIndex: writes.beginningOfPassWriteIndex }).end();
     for (const { src, dst, texels } of copies) {
       const bytesPerRow = 16 * dst.width;
@@ -404,6 +432,7 @@ export class Recorder {
     if (this.slots > 0) this.gpu.device.queue.writeBuffer(this.cache.uniforms, 0, this.staging.buffer, 0, this.slots * UNIFORM_SLOT);
     this.cache.returnStaging(this.staging); // writeBuffer has copied it
     this.endPass();
+    if (this.span) this.beginPass(this.label, { querySet: this.span.querySet, endOfPassWriteIndex: this.span.endOfPassWriteIndex }).end();
     this.timer?.resolve(this.encoder);
     this.gpu.device.queue.submit([this.encoder.finish()]);
   }

@@ -164,6 +164,30 @@ describe('timing', () => {
     for (const ns of times.values()) expect(ns).toBeGreaterThan(0);
     timer.destroy();
   });
+
+  it("times a whole submission under the recorder's label, its dispatches sharing one pass as without a timer", async () => {
+    const gpu = await testGpu();
+    if (!gpu.hasTimestamps) return;
+    const timer = new GpuTimer(gpu.device, 8);
+    const a = gpuTensor(gpu, randn(128 * 128, 5)), b = gpuTensor(gpu, randn(128 * 128, 6));
+    const record = (rec: Recorder, c: ReturnType<typeof gpuTensor>) => {
+      matmul(rec, c, a, b, null, 128, 128, 128, 'nn', false, 'tiled');
+      rec.dispatch({ shader: 'matmul', entry: 'bias_backward', constants: { ACCUMULATE: 0 } }, [c, a], [128, 128, 0, 0], [2], 'sum rows');
+    };
+    const [cPlain, cTimed] = [gpuTensor(gpu, 128 * 128), gpuTensor(gpu, 128 * 128)];
+    const plain = new Recorder(gpu);
+    record(plain, cPlain);
+    await plain.submit();
+    const whole = new Recorder(gpu, timer, 'the step', 'submission');
+    record(whole, cTimed);
+    await whole.submit();
+    expect([whole.dispatchCount, whole.timedSpans, whole.passCount]).toEqual([2, 1, plain.passCount + 2]); // + the two timestamp passes
+    const times = await timer.read();
+    expect([...times.keys()]).toEqual(['the step']);
+    expect(times.get('the step')).toBeGreaterThan(0);
+    expect(await read(gpu, cTimed)).toEqual(await read(gpu, cPlain));
+    timer.destroy();
+  });
 });
 
 describe('copies into textures', () => {
