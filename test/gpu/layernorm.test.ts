@@ -157,7 +157,7 @@ describe.each(REDUCTION_VARIANTS)("layernorm, '%s' variant (GPU vs float64 refer
 // subgroup with idle lanes. Dispatched directly, as the wrapper would with another SG_WG.
 describe('layernorm subgroup kernels at other workgroup sizes', () => {
   for (const sgWg of [4, 16, 64, 256]) {
-    it(`SG_WG=${sgWg}: forward, and dx (= and +=) with the chunk partial sums, vs float64`, async (ctx) => {
+    it(`SG_WG=${sgWg}: forward and dx (= and +=) with the chunk partial sums (and their vec4 forms where C % 4 = 0), vs float64`, async (ctx) => {
       const gpu = await gpuFor('subgroup', ctx);
       for (const [rows, C, seed] of [[7, 13, 1], [8 * 17, 192, 2], [9, 769, 3]]) {
         const k = makeCase(rows, C, 300 + seed);
@@ -168,7 +168,9 @@ describe('layernorm subgroup kernels at other workgroup sizes', () => {
           dx: gpuTensor(gpu, randn(rows * C, 93)), dres: gpuTensor(gpu, k.dres0),
           dweight: gpuTensor(gpu, k.dweight0), dbias: gpuTensor(gpu, k.dbias0),
           dweight2: gpuTensor(gpu, C), dbias2: gpuTensor(gpu, C),
+          out4: gpuTensor(gpu, rows * C), mean4: gpuTensor(gpu, rows), rstd4: gpuTensor(gpu, rows),
         };
+        const vec4 = C % 4 === 0; // layernorm_forward_vec4 too, 3 rows a workgroup (rows % 3 ≠ 0)
         const spec = (entry: string, acc?: boolean) => ({
           shader: 'layernorm_subgroups', entry, constants: { SG_WG: sgWg, ...(acc === undefined ? {} : { ACCUMULATE_DX: acc ? 1 : 0 }) },
         });
@@ -176,10 +178,16 @@ describe('layernorm subgroup kernels at other workgroup sizes', () => {
           const nchunks = ceilDiv(rows, gpuOps.LN_ROWS_PER_CHUNK);
           const params = [rows, C, { f32: 1e-6 }, nchunks];
           rec.dispatch(spec('layernorm_forward'), [t.out, t.mean, t.rstd, t.x, t.weight, t.bias], params, grid2d(rows, 1));
-          // dx (=) onto dweight/dbias's starting values, then dres += dx onto zeros (the same sums).
+          if (vec4) {
+            const forward4 = { shader: 'layernorm_subgroups', entry: 'layernorm_forward_vec4', constants: { SG_WG: sgWg, ROWS_PER_WORKGROUP: 3 } };
+            rec.dispatch(forward4, [t.out4, t.mean4, t.rstd4, t.x, t.weight, t.bias], params, grid2d(ceilDiv(rows, 3), 1));
+          }
+          // dx (=) onto dweight/dbias's starting values, then dres += dx onto zeros (the same sums),
+          // the second in vec4s where C % 4 = 0.
           for (const [dx, acc, dw, db] of [[t.dx, false, t.dweight, t.dbias], [t.dres, true, t.dweight2, t.dbias2]] as const) {
             const partial = scratch(gpu.device, 'layernorm-partial', 2 * nchunks * C);
-            rec.dispatch(spec('layernorm_backward_dx_partial', acc), [dx, partial, t.dout, t.x, t.weight, t.mean, t.rstd], params, grid2d(nchunks, 1));
+            const entry = acc && vec4 ? 'layernorm_backward_dx_partial_vec4' : 'layernorm_backward_dx_partial';
+            rec.dispatch(spec(entry, acc), [dx, partial, t.dout, t.x, t.weight, t.mean, t.rstd], params, grid2d(nchunks, 1));
             rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_params' }, [dw, db, partial], params, [ceilDiv(C, 64)]);
           }
         });
@@ -187,6 +195,11 @@ describe('layernorm subgroup kernels at other workgroup sizes', () => {
         expectClose(await read(gpu, t.out), want.out, TOL.reduction, `out${what}`);
         expectClose(await read(gpu, t.mean), want.mean, TOL.reduction, `mean${what}`);
         expectClose(await read(gpu, t.rstd), want.rstd, TOL.reduction, `rstd${what}`);
+        if (vec4) {
+          expectClose(await read(gpu, t.out4), want.out, TOL.reduction, `out, vec4${what}`);
+          expectClose(await read(gpu, t.mean4), want.mean, TOL.reduction, `mean, vec4${what}`);
+          expectClose(await read(gpu, t.rstd4), want.rstd, TOL.reduction, `rstd, vec4${what}`);
+        }
         expectClose(await read(gpu, t.dx), want.dx, TOL.gradient, `dx${what}`);
         expectClose(await read(gpu, t.dres), want.dres, TOL.gradient, `dres += dx${what}`);
         expectClose(await read(gpu, t.dweight), want.dweight, TOL.gradient, `dweight from the chunk partials${what}`);

@@ -6,7 +6,8 @@
  * Two variants of the row kernels (forward, backward_dx), the same maths: 'workgroup' reduces a
  * row with a tree in workgroup memory (any device); 'subgroup' (shaders/layernorm_subgroups.wgsl)
  * with subgroupAdd, no barrier, for devices with the 'subgroups' feature (CPU adapters pay dearly
- * for barriers); its backward takes a chunk of rows per workgroup and sums their dweight/dbias
+ * for barriers); it reads rows of C % 4 == 0 as vec4s (the forward several rows per workgroup), and
+ * its backward takes a chunk of rows per workgroup and sums their dweight/dbias
  * partials in the same dispatch as their dx (two reads of dout and x instead of three). The two give
  * close but not bit-identical results: choose one per device and keep it (a run stays reproducible).
  */
@@ -42,13 +43,23 @@ function rowKernel(gpu: Gpu, entry: string, variant: LayernormVariant, constants
   return { shader: 'layernorm_subgroups', entry, constants: { SG_WG: subgroupWorkgroupSize(gpu), ...constants } };
 }
 
-/** out[rows,C] = (x − mean)·rstd·weight + bias; saves mean[rows], rstd[rows]. */
+/** Rows per workgroup of the subgroup variant's layernorm_forward_vec4 (its ROWS_PER_WORKGROUP). */
+const LN_FORWARD_ROWS = 4;
+
+/**
+ * out[rows,C] = (x − mean)·rstd·weight + bias; saves mean[rows], rstd[rows]. The subgroup variant
+ * reads rows of C % 4 == 0 as vec4s, LN_FORWARD_ROWS rows per workgroup (layernorm_forward_vec4).
+ */
 export function layernormForward(
   rec: Recorder, out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
   rows: number, C: number, eps = 1e-6, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
 ): void {
-  const spec = rowKernel(rec.gpu, 'layernorm_forward', variant);
-  rec.dispatch(spec, [out, mean, rstd, x, weight, bias], [rows, C, { f32: eps }, 0], grid2d(rows, 1));
+  const bindings = [out, mean, rstd, x, weight, bias];
+  const params = [rows, C, { f32: eps }, 0];
+  if (variant === 'subgroup' && C % 4 === 0) {
+    const spec = rowKernel(rec.gpu, 'layernorm_forward_vec4', variant, { ROWS_PER_WORKGROUP: LN_FORWARD_ROWS });
+    rec.dispatch(spec, bindings, params, grid2d(ceilDiv(rows, LN_FORWARD_ROWS), 1));
+  } else rec.dispatch(rowKernel(rec.gpu, 'layernorm_forward', variant), bindings, params, grid2d(rows, 1));
 }
 
 /**
@@ -62,7 +73,8 @@ export function layernormBackward(
   accumulateDx = false, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
 ): void {
   const constants = { ACCUMULATE_DX: accumulateDx ? 1 : 0 };
-  const dxSpec = rowKernel(rec.gpu, variant === 'subgroup' ? 'layernorm_backward_dx_partial' : 'layernorm_backward_dx', variant, constants);
+  const subgroupEntry = C % 4 === 0 ? 'layernorm_backward_dx_partial_vec4' : 'layernorm_backward_dx_partial';
+  const dxSpec = rowKernel(rec.gpu, variant === 'subgroup' ? subgroupEntry : 'layernorm_backward_dx', variant, constants);
   if (rows === 0 || C === 0) return;
   const nchunks = ceilDiv(rows, LN_ROWS_PER_CHUNK);
   // Per-device scratch, grown when too small: partial[2, nchunks, C] (sums over chunks of rows), and for
@@ -70,7 +82,7 @@ export function layernormBackward(
   const partial = scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
   const params = [rows, C, { f32: 0 }, nchunks];
   if (variant === 'subgroup') {
-    // One dispatch: each chunk's dx and its partial sums (layernorm_backward_dx_partial).
+    // One dispatch: each chunk's dx and its partial sums (layernorm_backward_dx_partial, in vec4s where C % 4 == 0).
     rec.dispatch(dxSpec, [dx, partial, dout, x, weight, mean, rstd], params, grid2d(nchunks, 1));
   } else {
     const corr = scratch(rec.gpu.device, 'layernorm-corr', rows);
