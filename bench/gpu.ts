@@ -400,7 +400,8 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       const probes = [roofProbe(ctx, table.filter((row) => !row.f16), 'roof'), ...(prepared.some((p) => p.spec.precision === 'mixed') ? [roofProbe(ctx, table.filter((row) => row.f16), 'roof-f16')] : [])];
       let timings: Map<string, Timing>;
       try {
-        timings = await timeInterleaved(ctx, [...contenders, ...probes.flatMap((p) => p.contenders)]);
+        // One untimed round first: the first repetitions after a model is built ran up to 1.8× slower.
+        timings = await timeInterleaved({ ...ctx, warmup: 1 }, [...contenders, ...probes.flatMap((p) => p.contenders)]);
       } finally {
         probes.forEach((p) => p.destroy());
       }
