@@ -311,9 +311,9 @@ export class Recorder {
     this.encoder = gpu.device.createCommandEncoder({ label });
     this.cache = dispatchCache(gpu.device);
     this.staging = this.cache.takeStaging();
-    if (timer && timed === 'submission') {
+    if (timed === 'submission') {
       this.timedSpans = 1;
-      this.span = timer.writes(label);
+      this.span = timer?.writes(label);
       if (this.span) this.beginPass(label, { querySet: this.span.querySet, beginningOfPassWriteIndex: this.span.beginningOfPassWriteIndex }).end();
     }
   }

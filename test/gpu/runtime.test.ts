@@ -178,6 +178,9 @@ describe('timing', () => {
     const plain = new Recorder(gpu);
     record(plain, cPlain);
     await plain.submit();
+    const untimed = new Recorder(gpu, undefined, 'untimed', 'submission');
+    expect(untimed.timedSpans).toBe(1); // what a timer would receive
+    untimed.discard();
     const whole = new Recorder(gpu, timer, 'the step', 'submission');
     record(whole, cTimed);
     await whole.submit();

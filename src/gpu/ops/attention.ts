@@ -27,12 +27,12 @@ const MAX_HD = 256;
 const BLOCK = 4;
 // Must match the constants of shaders/attention_subgroups.wgsl (MAX_KEYS = MAX_CH).
 const SG_MAX_BLOCK = 4;
-// Query rows per workgroup of the subgroup variant, at most (≤ the shader's MAX_ROWS): more rows share each key's (value's)
-// loads, until the lane's accumulators spill. On lavapipe and SwiftShader 32 (T = 65: 22 rows,
-// T = 17: all 17) beat 16 and 8 for scores, weighted_sum and backward_scores, whose blocks are
-// ROWS × KEYS (CH) accumulators; backward_qkv, which keeps three ROWS × CH blocks (dq, dk, dv),
-// was best at 16 and 1.5–3× slower at 22 rows. The four together: 1.2× (lavapipe) and 1.24×
-// (SwiftShader) faster than at 8 rows, the same bits.
+// Query rows per workgroup of the subgroup variant, at most (≤ the shader's MAX_ROWS): more rows
+// share each key's (value's) loads, until the lane's accumulators spill. On lavapipe and
+// SwiftShader 32 (T = 65: 22 rows, T = 17: all 17) beat 16 and 8 for scores, weighted_sum and
+// backward_scores, whose blocks are ROWS × KEYS (CH) accumulators; backward_qkv, which keeps three
+// ROWS × CH blocks (dq, dk, dv), was best at 16 and 1.5–3× slower at 22 rows. The four together:
+// 1.2× (lavapipe) and 1.24× (SwiftShader) faster than at 8 rows, the same bits.
 const SG_ROWS = 32;
 const SG_ROWS_BACKWARD_QKV = 16;
 
