@@ -37,12 +37,15 @@
 //                    alias bindings 1–5; an entry point uses one view of each binding only.
 //                    Its body, shared with matmul_vec4_f16, is common/matmul_vec4.wgsl.
 // transpose_vec4: out[K, M'] = in[M, K]ᵀ, rows past M repeat row M−1 (matmul_vec4 never stores them);
-//   transpose_vec4_pair: an 'nt' product's Aᵀ and Bᵀ in one dispatch.
+//   transpose_vec4_pair: an 'nt' product's Aᵀ and Bᵀ in one dispatch;
+//   transpose_weights: many matrices in one dispatch, after a table (a model's Linear weights made
+//   K-major, ops/matmul.ts KMajorWeights).
 // bias_backward: dbias[N] (=|+=) Σ_m dy[m, n], one thread per column, rows in order (deterministic).
 // Every variant sums k = 0, 1, …, K−1 in order into one accumulator per element: fixed order, so
 // the same inputs give the same bits.
 
 // #import common/matmul_vec4
+// #import common/grid
 
 @group(0) @binding(1) var<storage, read_write> c: array<f32>;
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
@@ -213,3 +216,33 @@ fn transpose_vec4_pair(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_transposed(p.b_at, nq, gid.x, gid.y, b4[r.x], b4[r.y], b4[r.z], b4[r.w]);
   }
 }
+
+// transpose_weights: out[cols, rows] = in[rows, cols]ᵀ for each of p.M matrices (rows, cols % 4 == 0),
+// binding 3 their table: per matrix [in_at, out_at (vec4 offsets), rows, cols, first_tile], sorted
+// by first_tile. Each workgroup transposes one tile of 8 × 8 of transpose_vec4's 4 × 4 blocks (a
+// 2-D grid of tiles, common/grid); its matrix, the last whose first_tile is ≤ its tile, is found
+// by a binary search, the same in every invocation. One dispatch for every weight of a model: on
+// CPU adapters each dispatch in a pass costs 20–50 µs of its own.
+@group(0) @binding(3) var<storage, read_write> tiles: array<u32>;
+
+@compute @workgroup_size(8, 8)
+fn transpose_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tile = grid_workgroup(wid, nwg);
+  var lo = 0u;
+  var hi = p.M;
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (tiles[5u * mid + 4u] <= tile) { lo = mid; } else { hi = mid; }
+  }
+  let j = 5u * lo;
+  let rq = tiles[j + 2u] / 4u; // row quads of the input, column quads of the output
+  let cq = tiles[j + 3u] / 4u;
+  let across = (cq + 7u) / 8u; // tiles along a row of blocks
+  let t = tile - tiles[j + 4u];
+  let bm = (t / across) * 8u + lid.y;
+  let bk = (t % across) * 8u + lid.x;
+  if (bm >= rq || bk >= cq) { return; } // also the grid's partial last row, past the last matrix
+  let at = tiles[j] + bm * 4u * cq + bk;
+  store_transposed(tiles[j + 1u], rq, bk, bm, a4[at], a4[at + cq], a4[at + 2u * cq], a4[at + 3u * cq]);
+}
+

@@ -19,7 +19,7 @@ import { Recorder, type Tensor } from '../gpu/kernels';
 import { addInPlace } from '../gpu/ops/elementwise';
 import { distillLossBackward, distillLossForward } from '../gpu/ops/loss';
 import { embedVisible } from '../gpu/ops/masking';
-import { linearBackward, linearForward, transposeMatrix } from '../gpu/ops/matmul';
+import { KMajorWeights, kMajorLayout, linearBackward, linearForward } from '../gpu/ops/matmul';
 import { teacherStopBlock, validateDistill, type DistillConfig, type MaeConfig } from './config';
 import type { ParamMap } from './init';
 import { MaeModel, addBlockActs, blockActs, readParamMap, recordBlockForward, uploadParamMap, type ArenaExtensions, type MaeModelOptions } from './mae';
@@ -52,18 +52,15 @@ export function dmaeActivationExtension(cfg: MaeConfig, teacherCfg: MaeConfig, d
   };
 }
 
+/** The teacher's Linear weights (every `.weight` of two or more dimensions), made K-major once by KMajorWeights. */
+const isLinearWeight = (name: string): boolean => name.endsWith('.weight');
+
 /**
- * The teacher's block Linear weights again, K-major (Wᵀ [in, out]; those whose sizes are
- * multiples of 4), written once when the teacher is uploaded: its frozen forward multiplies
- * x·Wᵀ as 'nn' and pays no transpose of W per step (the vec4 matmul reads both operands K-major).
+ * The teacher's Linear weights again, K-major (Wᵀ [in, out]; kMajorLayout), written once when the
+ * teacher is uploaded: its frozen forward multiplies x·Wᵀ as 'nn' and pays no transpose of W per step.
  */
 export function teacherKMajorLayout(teacherCfg: MaeConfig, d: DistillConfig, stop = teacherStopBlock(d)): ArenaLayout {
-  const t = new ArenaLayout();
-  for (const e of teacherLayout(teacherCfg, d, stop).entries) {
-    const [out, inF] = e.shape;
-    if (/^blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.weight$/.test(e.name) && out % 4 === 0 && inF % 4 === 0) t.add(e.name, [inF, out]);
-  }
-  return t;
+  return kMajorLayout(teacherLayout(teacherCfg, d, stop), isLinearWeight);
 }
 
 /**
@@ -96,8 +93,8 @@ export interface DmaeOptions extends MaeModelOptions {
 export class DmaeModel extends MaeModel {
   readonly teacherParams: Arena;
   readonly teacherActs: Arena;
-  /** The teacher's block Linear weights K-major (teacherKMajorLayout), rewritten by every uploadTeacher. */
-  readonly teacherKMajor: Arena;
+  /** The teacher's Linear weights K-major (KMajorWeights), rewritten by every uploadTeacher: its frozen forward transposes none. */
+  readonly teacherWeightsT: KMajorWeights;
   readonly teacherStop: number;
   private readonly teacherBlocks: number[];
 
@@ -112,11 +109,11 @@ export class DmaeModel extends MaeModel {
     this.teacherBlocks = [...new Set(distill.pairs.map((p) => p.teacherBlock))];
     this.teacherParams = new Arena(gpu.device, teacherLayout(teacherCfg, distill, stop), 'teacher-params');
     this.teacherActs = new Arena(gpu.device, teacherActivationLayout(teacherCfg, distill, batch, visible), 'teacher-activations');
-    this.teacherKMajor = new Arena(gpu.device, teacherKMajorLayout(teacherCfg, distill, stop), 'teacher-weights-kmajor');
+    this.teacherWeightsT = new KMajorWeights(gpu.device, this.teacherParams, isLinearWeight, 'teacher-weights-kmajor');
   }
 
   override get memoryBytes(): number {
-    return super.memoryBytes + this.teacherParams.layout.bytes + this.teacherActs.layout.bytes + this.teacherKMajor.layout.bytes;
+    return super.memoryBytes + this.teacherParams.layout.bytes + this.teacherActs.layout.bytes + this.teacherWeightsT.bytes;
   }
 
   /** The teacher's weights: any map holding at least its tensors up to block kT (a full MAE checkpoint will do). */
@@ -124,7 +121,7 @@ export class DmaeModel extends MaeModel {
     uploadParamMap(this.gpu, this.teacherParams, values);
     // Their K-major copies, once: submitted now, so any step recorded later sees them.
     const rec = new Recorder(this.gpu, undefined, 'teacher-weights-kmajor');
-    for (const e of this.teacherKMajor.layout.entries) transposeMatrix(rec, this.teacherKMajor.tensor(e.name), this.teacherParams.tensor(e.name), e.shape[1], e.shape[0]);
+    this.teacherWeightsT.record(rec);
     rec.submitNoWait();
   }
 
@@ -147,7 +144,7 @@ export class DmaeModel extends MaeModel {
     const P = (n: string) => this.teacherParams.tensor(n);
     const A = (n: string) => this.teacherActs.tensor(n);
     // The student's visible patches (same image, grid and ids), embedded by the teacher: V of L rows.
-    linearForward(rec, A('embVisible'), this.acts.tensor('patchesVisible'), P('patch_embed.proj.weight'), P('patch_embed.proj.bias'), N * V, K, Dt);
+    linearForward(rec, A('embVisible'), this.acts.tensor('patchesVisible'), P('patch_embed.proj.weight'), P('patch_embed.proj.bias'), N * V, K, Dt, undefined, this.teacherWeightsT.weight('patch_embed.proj.weight'));
     embedVisible(rec, A('x0'), A('embVisible'), P('cls_token'), this.acts.tensor('idsKeep'), P('pos_embed'), N, L, V, Dt);
     const d = { N, T: 1 + V, W: Dt, heads: tc.numHeads, hidden: tc.mlpRatio * Dt };
     const ws = blockActs(this.teacherActs, 'blk');
@@ -155,8 +152,7 @@ export class DmaeModel extends MaeModel {
     let x = A('x0');
     for (let i = 0; i <= this.teacherStop; i++) {
       const out = this.teacherBlocks.includes(i) ? A(`feat.${i}`) : x.offset === xa.offset ? xb : xa;
-      const kMajor = (n: string) => (this.teacherKMajor.layout.has(`blocks.${i}.${n}`) ? this.teacherKMajor.tensor(`blocks.${i}.${n}`) : undefined);
-      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d, { frozen: true, kMajor });
+      recordBlockForward(rec, out, ws, (n) => P(`blocks.${i}.${n}`), x, d, { frozen: true, kMajor: (n) => this.teacherWeightsT.weight(`blocks.${i}.${n}`) });
       x = out;
     }
   }
@@ -216,6 +212,6 @@ export class DmaeModel extends MaeModel {
     super.destroy();
     this.teacherParams.destroy();
     this.teacherActs.destroy();
-    this.teacherKMajor.destroy();
+    this.teacherWeightsT.destroy();
   }
 }

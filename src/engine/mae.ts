@@ -22,7 +22,7 @@ import { fill, scaleBy } from '../gpu/ops/elementwise';
 import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
-import { f16OverflowFlag, linearBackward, linearForward, matmul, type MatmulEpilogue } from '../gpu/ops/matmul';
+import { f16OverflowFlag, linearBackward, linearForward, type MatmulEpilogue } from '../gpu/ops/matmul';
 import { addPosEmbed, patchifyConv, patchifyTarget } from '../gpu/ops/patch';
 import { numPatches, patchDim, type MaeConfig } from './config';
 import type { ParamMap } from './init';
@@ -79,7 +79,7 @@ export interface BlockDims {
 export interface BlockForwardOptions {
   /** The block is frozen (a teacher, a probe, a linear probe's encoder): nothing is kept for a backward (fc1 saves no GELU slope). */
   frozen?: boolean;
-  /** Linear weights already K-major (Wᵀ [in, out], a frozen teacher's), multiplied as 'nn' with no per-step transpose of W. */
+  /** Linear weights already K-major (Wᵀ [in, out], a frozen teacher's KMajorWeights), multiplied as 'nn' with no per-step transpose of W. */
   kMajor?: (name: string) => Tensor | undefined;
 }
 
@@ -88,11 +88,8 @@ export function recordBlockForward(rec: Recorder, out: Tensor, A: BlockActs, P: 
   if (!opts.frozen && !A.geluGrad) throw new Error('recordBlockForward: a trainable block needs geluGrad (lay it out with addBlockActs, not frozen).');
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
-  const linear = (y: Tensor, input: Tensor, layer: string, inF: number, outF: number, epilogue?: MatmulEpilogue): void => {
-    const wK = opts.kMajor?.(`${layer}.weight`);
-    if (wK) matmul(rec, y, input, wK, P(`${layer}.bias`), R, outF, inF, 'nn', false, undefined, epilogue);
-    else linearForward(rec, y, input, P(`${layer}.weight`), P(`${layer}.bias`), R, inF, outF, epilogue);
-  };
+  const linear = (y: Tensor, input: Tensor, layer: string, inF: number, outF: number, epilogue?: MatmulEpilogue): void =>
+    linearForward(rec, y, input, P(`${layer}.weight`), P(`${layer}.bias`), R, inF, outF, epilogue, opts.kMajor?.(`${layer}.weight`));
   layernormForward(rec, A.ln1, A.mean1, A.rstd1, x, P('norm1.weight'), P('norm1.bias'), R, W);
   linear(A.qkv, A.ln1, 'attn.qkv', W, 3 * W);
   attentionForward(rec, A.attn, A.probs, A.qkv, N, T, heads, W / heads);

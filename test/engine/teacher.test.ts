@@ -111,34 +111,35 @@ describe('a teacher stopped at kT vs the same teacher run through all its blocks
 });
 
 describe("the teacher's Linear weights, K-major once", () => {
-  it('hold Wᵀ of every block Linear up to the stop block, and the frozen forward transposes none of them', async () => {
+  it('hold Wᵀ of the patch embedding and every block Linear up to the stop block, and the frozen forward transposes none of them', async () => {
     const gpu = await testGpu();
     const model = makeModel(gpu);
-    const names = model.teacherKMajor.layout.entries.map((e) => e.name);
-    expect(names).toEqual([0, 1].flatMap((i) => ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'].map((l) => `blocks.${i}.${l}.weight`)));
-    for (const e of model.teacherKMajor.layout.entries) {
+    const copies = model.teacherWeightsT.arena;
+    const names = copies.layout.entries.map((e) => e.name);
+    expect(names).toEqual(['patch_embed.proj.weight', ...[0, 1].flatMap((i) => ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'].map((l) => `blocks.${i}.${l}.weight`))]);
+    for (const e of copies.layout.entries) {
       const [inF, out] = e.shape;
-      const w = await read(gpu, model.teacherParams.tensor(e.name)), wT = await read(gpu, model.teacherKMajor.tensor(e.name));
+      const w = await read(gpu, model.teacherParams.tensor(e.name)), wT = await read(gpu, copies.tensor(e.name));
       const want = new Float32Array(inF * out);
       for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) want[i * out + o] = w[o * inF + i];
       expectSameBits(wT, want, `${e.name}ᵀ`);
     }
-    // The teacher's block products read their weights as stored ('nn'): none is an 'nt' product.
-    const layouts: string[] = [];
+    // The teacher's products read their weights as stored ('nn'): none is an 'nt' product, nothing is transposed.
+    const recorded: string[] = [];
     const rec = new (class extends Recorder {
       override dispatch(...args: Parameters<Recorder['dispatch']>): void {
         const c = args[0].constants ?? {};
-        if (args[0].entry.startsWith('matmul_')) layouts.push(c.TRANS_A ? 'tn' : c.TRANS_B ? 'nt' : 'nn');
+        recorded.push(args[0].entry.startsWith('matmul_') ? (c.TRANS_A ? 'tn' : c.TRANS_B ? 'nt' : 'nn') : args[0].entry);
         super.dispatch(...args);
       }
     })(gpu);
     model.recordForwardEncoder(rec);
-    const before = layouts.length;
+    const before = recorded.length;
     model.recordForwardTeacher(rec);
     rec.discard();
-    const teacherProducts = layouts.slice(before);
-    expect(teacherProducts.filter((l) => l === 'nn')).toHaveLength(8); // 4 Linears × blocks 0..1
-    expect(teacherProducts.filter((l) => l === 'nt'), 'only the patch embedding').toHaveLength(1);
+    const teacher = recorded.slice(before);
+    expect(teacher.filter((l) => l === 'nn')).toHaveLength(9); // the patch embedding, 4 Linears × blocks 0..1
+    expect(teacher.filter((l) => l === 'nt' || l.startsWith('transpose'))).toEqual([]);
     model.destroy();
   });
 });

@@ -425,6 +425,40 @@ describe('Linear layer', () => {
   });
 });
 
+describe('KMajorWeights (transpose_weights: many weights made K-major in one dispatch)', () => {
+  it('copies Wᵀ of each named weight whose sizes are multiples of 4, bit for bit, across tile edges, and the forward on a copy is the same product', async () => {
+    const gpu = await testGpu();
+    const layout = new ArenaLayout();
+    // 36×100 and 68×44 end mid-tile (tiles are 32×32); a conv-shaped weight is [out, in…]; the
+    // 1-D, unnamed and 6×8 (6 % 4 ≠ 0) entries are not copied.
+    const shapes: Record<string, number[]> = { 'a.weight': [36, 100], 'norm.weight': [36], 'b.weight': [4, 4], 'c.weight': [6, 8], 'conv.weight': [68, 3, 4, 4], 'skip.weight': [8, 8], 'd.weight': [68, 44] };
+    for (const [name, shape] of Object.entries(shapes)) layout.add(name, shape);
+    const params = new Arena(gpu.device, layout, 'params');
+    const values = Float32Array.from(randn(layout.size, 31));
+    upload(gpu.device, params.all, values);
+    const copies = new gpuOps.KMajorWeights(gpu.device, params, (n) => n !== 'skip.weight', 'kmajor');
+    expect(copies.arena.layout.entries.map((e) => [e.name, e.shape])).toEqual([['a.weight', [100, 36]], ['b.weight', [4, 4]], ['conv.weight', [48, 68]], ['d.weight', [44, 68]]]);
+    await run(gpu, (rec) => copies.record(rec));
+    for (const e of copies.arena.layout.entries) {
+      const [inF, out] = e.shape, at = layout.get(e.name).start;
+      const want = new Float32Array(inF * out);
+      for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) want[i * out + o] = values[at + o * inF + i];
+      expectSameBits(await read(gpu, copies.weight(e.name)!), want, `${e.name}ᵀ`);
+    }
+    expect(copies.weight('c.weight')).toBeUndefined();
+    // linearForward on the copy ('nn') and on W ('nt'): the same bits.
+    const R = 21, x = gpuTensor(gpu, randn(R * 44, 32)), b = gpuTensor(gpu, randn(68, 33));
+    const yT = gpuTensor(gpu, R * 68), y = gpuTensor(gpu, R * 68);
+    await run(gpu, (rec) => {
+      gpuOps.linearForward(rec, yT, x, params.tensor('d.weight'), b, R, 44, 68, undefined, copies.weight('d.weight'));
+      gpuOps.linearForward(rec, y, x, params.tensor('d.weight'), b, R, 44, 68);
+    });
+    expectSameBits(await read(gpu, yT), await read(gpu, y), 'x·Wᵀ on the copy');
+    copies.destroy();
+    params.destroy();
+  });
+});
+
 describe("the bias gradient inside the 'tn' product (biasGrad)", () => {
   const shapes: Array<[string, number, number, number]> = [
     ['vec4-aligned (dW of ViT-Tiny fc1, R = 136)', 768, 192, 136],

@@ -4,6 +4,7 @@
  * row-major; a Linear weight is PyTorch's (out, in).
  */
 import { tunedMatmulVariant } from '../autotune';
+import { Arena, ArenaLayout, createTensor } from '../buffers';
 import { GpuError, type Gpu } from '../device';
 import { assertNoOverlap, ceilDiv, resourceBinding, type Recorder, type ResourceBinding, type Tensor } from '../kernels';
 import { grid2d, scratch, subgroupWorkgroupSize, zeros } from './common';
@@ -162,13 +163,70 @@ function transposePair(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number
   return [aT, bT];
 }
 
+/** Tiles of transpose_weights: 8 × 8 blocks of 4 × 4 elements. */
+const TRANSPOSE_TILE = 32;
+
 /**
- * out[cols, rows] = x[rows, cols]ᵀ, both multiples of 4 (transpose_vec4): a weight made K-major
- * once, for a frozen layer that multiplies by it every step (DmaeModel's teacher).
+ * The K-major copies of the weights of `params` that `copies` names: Wᵀ [in, out] of a weight
+ * stored PyTorch's way, [out, in, …], for those whose two sizes are multiples of 4 (what vec4
+ * transposes; the others stay 'nt' products).
  */
-export function transposeMatrix(rec: Recorder, out: Tensor, x: Tensor, rows: number, cols: number): void {
-  if (rows % 4 !== 0 || cols % 4 !== 0) throw new GpuError(`transposeMatrix: ${rows}×${cols} must be multiples of 4.`, 'validation');
-  transposeVec4(rec, out, x, rows, cols);
+export function kMajorLayout(params: ArenaLayout, copies: (name: string) => boolean): ArenaLayout {
+  const layout = new ArenaLayout();
+  for (const e of params.entries) {
+    if (!copies(e.name) || e.shape.length < 2) continue;
+    const out = e.shape[0], inF = e.length / out;
+    if (out % 4 === 0 && inF % 4 === 0) layout.add(e.name, [inF, out]);
+  }
+  return layout;
+}
+
+/**
+ * Linear weights again, K-major (kMajorLayout), all rewritten by one dispatch (transpose_weights).
+ * A forward x·Wᵀ on a copy is an 'nn' product: the vec4 products read B K-major, so an 'nt' one
+ * transposes W first, one dispatch per product. For a frozen teacher, written once on upload. (A
+ * student's copies, rewritten by one dispatch at the start of each step, made its step 1.03–1.04×
+ * slower on lavapipe: each 'nt' product's own transpose leaves Wᵀ hot in the cache for it.)
+ */
+export class KMajorWeights {
+  readonly arena: Arena;
+  /** transpose_weights' table: per weight [in_at, out_at (vec4s), rows, cols, first tile]. */
+  private readonly table: Tensor;
+  private readonly tiles: number;
+
+  constructor(device: GPUDevice, readonly params: Arena, copies: (name: string) => boolean, label: string) {
+    this.arena = new Arena(device, kMajorLayout(params.layout, copies), label);
+    const rows: number[] = [];
+    let tiles = 0;
+    for (const k of this.arena.layout.entries) {
+      const [inF, out] = k.shape;
+      rows.push(params.layout.get(k.name).start / 4, k.start / 4, out, inF, tiles);
+      tiles += ceilDiv(out, TRANSPOSE_TILE) * ceilDiv(inF, TRANSPOSE_TILE);
+    }
+    this.tiles = tiles;
+    this.table = createTensor(device, Math.max(rows.length, 1), `${label}-table`, Uint32Array.from(rows));
+  }
+
+  /** Wᵀ of `name`, if it is copied. */
+  weight(name: string): Tensor | undefined {
+    return this.arena.layout.has(name) ? this.arena.tensor(name) : undefined;
+  }
+
+  /** Rewrites every copy from the parameters as they are when the dispatch runs. */
+  record(rec: Recorder): void {
+    const count = this.arena.layout.entries.length;
+    if (count === 0) return;
+    rec.dispatch({ shader: 'matmul', entry: 'transpose_weights' }, [this.arena.all, this.params.all, this.table], [count, 0, 0, 0], grid2d(this.tiles, 1));
+  }
+
+  get bytes(): number {
+    return this.arena.layout.bytes;
+  }
+
+  destroy(): void {
+    this.arena.destroy();
+    this.table.buffer.destroy();
+  }
 }
 
 interface OperandTextures {
@@ -380,12 +438,16 @@ export function biasBackward(rec: Recorder, dbias: Tensor, dy: Tensor, M: number
   rec.dispatch({ shader: 'matmul', entry: 'bias_backward', constants: { ACCUMULATE: accumulate ? 1 : 0 } }, [dbias, dy], [M, N, 0, 0], [ceilDiv(N, 64)]);
 }
 
-/** y[R,out] = epilogue(x[R,in] · wᵀ + b), w (out,in). */
+/**
+ * y[R,out] = epilogue(x[R,in] · wᵀ + b), w (out,in); given w's K-major copy wT [in, out]
+ * (KMajorWeights) an 'nn' product on it, which transposes nothing.
+ */
 export function linearForward(
   rec: Recorder, y: Tensor, x: Tensor, w: Tensor, b: Tensor | null, R: number, inF: number, outF: number,
-  epilogue?: MatmulEpilogue,
+  epilogue?: MatmulEpilogue, wT?: Tensor,
 ): void {
-  matmul(rec, y, x, w, b, R, outF, inF, 'nt', false, undefined, epilogue);
+  if (wT) matmul(rec, y, x, wT, b, R, outF, inF, 'nn', false, undefined, epilogue);
+  else matmul(rec, y, x, w, b, R, outF, inF, 'nt', false, undefined, epilogue);
 }
 
 /**
