@@ -245,4 +245,3 @@ fn transpose_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
   let at = tiles[j] + bm * 4u * cq + bk;
   store_transposed(tiles[j + 1u], rq, bk, bm, a4[at], a4[at + cq], a4[at + 2u * cq], a4[at + 3u * cq]);
 }
-

@@ -52,7 +52,7 @@ export function dmaeActivationExtension(cfg: MaeConfig, teacherCfg: MaeConfig, d
   };
 }
 
-/** The teacher's Linear weights (every `.weight` of two or more dimensions), made K-major once by KMajorWeights. */
+/** The teacher's weights that KMajorWeights copies: every `.weight` (kMajorLayout keeps those of two or more dimensions, the Linears'). */
 const isLinearWeight = (name: string): boolean => name.endsWith('.weight');
 
 /**
