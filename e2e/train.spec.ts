@@ -290,6 +290,31 @@ test('an impossible setting is named next to its field, Start stays off, and the
   expect(errors).toEqual([]);
 });
 
+test('a preset over the adapter\'s one-buffer limit is split into micro-batches with one click', async ({ page }) => {
+  const errors = collectErrors(page);
+  // ViT-Tiny's preset (batch 64) on 64×64 shapes: 256 patches, about 1 GiB of activations in one
+  // buffer, over what SwiftShader in Chromium allows in one (1 GiB; lavapipe and SwiftShader in
+  // Node: 128 MiB, where MNIST's 28×28 is already over).
+  await open(page, 'p=tiny&ds=builtin%3Ashapes&img=64&ch=3');
+  const limitOf = async (key: string) => Number(await page.locator(`[data-limit="${key}"]`).getAttribute('data-value'));
+  const limit = Math.min(await limitOf('maxStorageBufferBindingSize'), await limitOf('maxBufferSize'));
+  test.skip(!(limit <= 2 ** 30), `this adapter allows ${limit} bytes in one buffer: the preset fits`);
+  await page.getByTestId('preset-vit-tiny').click();
+  const tooBig = page.getByTestId('memory-too-big');
+  await expect(tooBig).toContainText(/needs one .* buffer \(activations\); this GPU allows at most/);
+  await page.getByTestId('fix-micro-batches').click();
+  await expect(page.getByTestId('cfg-batch')).toHaveValue('32');
+  await expect(page.getByTestId('cfg-accumSteps')).toHaveValue('2');
+  await expect(tooBig).toHaveCount(0);
+  await expect(page.getByTestId('problem-accumSteps')).toHaveCount(0);
+  await expect(page.locator('[data-field="accumSteps"]')).toContainText('effective batch 64');
+  await expect(page.locator('[data-field="lr"]')).toContainText('blr · 64 / 256');
+  await expect(page).toHaveURL(/b=32&acc=2/);
+  await expect(page.getByTestId('start')).toBeEnabled();
+  // (That the worker takes such a split and trains it: test/protocol/train-session.test.ts, in Node.)
+  expect(errors).toEqual([]);
+});
+
 test('precision: f32 by default; mixed is disabled, with why, on an adapter without shader-f16', async ({ page }) => {
   // SwiftShader has no shader-f16 (E2E_ANY_ADAPTER: another adapter, which may have it).
   test.skip(!!process.env.E2E_ANY_ADAPTER, 'needs an adapter without shader-f16 (SwiftShader)');

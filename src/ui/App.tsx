@@ -221,7 +221,7 @@ function AdapterCard({ adapter }: { adapter: AdapterSummary }) {
       <table className="limits">
         <tbody>
           {KEY_LIMITS.map(([key, label, fmt]) => (
-            <tr key={key}>
+            <tr key={key} data-limit={key} data-value={adapter.limits[key]}>
               <th scope="row">{label}</th>
               <td>{adapter.limits[key] === undefined ? '—' : fmt(adapter.limits[key])}</td>
             </tr>

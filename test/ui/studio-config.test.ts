@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, PRESETS, decodeConfig, encodeConfig, initialConfig, toTrainSpec, validateConfig, visibleOf, STORAGE_KEY, type StudioConfig } from '../../src/ui/studio/config';
-import { resolveTrainConfig } from '../../src/engine/trainer';
+import { DEFAULT_CONFIG, PRESETS, applyPreset, decodeConfig, encodeConfig, initialConfig, peakLr, splitIntoMicroBatches, toTrainSpec, validateConfig, visibleOf, STORAGE_KEY, type StudioConfig } from '../../src/ui/studio/config';
+import { planExceedsLimits } from '../../src/engine/run';
+import { resolveTrainConfig, trainMemoryPlan } from '../../src/engine/trainer';
 
 describe('studio configuration', () => {
   it('every preset is valid and resolves in the engine', () => {
@@ -48,5 +49,33 @@ describe('studio configuration', () => {
   it('counts visible patches as the reference truncates', () => {
     expect(visibleOf({ ...DEFAULT_CONFIG, maskRatio: 0.75 })).toBe(12); // int(49 · 0.25)
     expect(visibleOf({ ...DEFAULT_CONFIG, maskRatio: 0.98 })).toBe(1);
+  });
+
+  it('trains micro-batches: the spec, the effective batch\'s lr, the URL and the field\'s check', () => {
+    const c: StudioConfig = { ...applyPreset('vit-tiny', DEFAULT_CONFIG), batch: 16, accumSteps: 4 };
+    const rc = resolveTrainConfig(toTrainSpec(c));
+    expect([rc.batch, rc.accumSteps]).toEqual([16, 4]);
+    expect(peakLr(c)).toBeCloseTo((1.5e-4 * 64) / 256, 12); // blr · effective batch / 256
+    expect(rc.lr).toBeCloseTo(peakLr(c), 12); // as the engine scales it
+    expect(toTrainSpec({ ...c, accumSteps: 1 })).not.toHaveProperty('accumSteps');
+    expect(decodeConfig(encodeConfig(c))).toEqual(c);
+    expect(encodeConfig(c)).toContain('acc=4');
+    expect(validateConfig({ ...c, accumSteps: 0 }).accumSteps?.[0]).toMatch(/micro-batches 0 must be a positive integer/);
+    expect(validateConfig({ ...c, accumSteps: 1.5 }).accumSteps?.[0]).toMatch(/micro-batches 1.5/);
+  });
+
+  it('splits a batch over the adapter\'s one-buffer limit into micro-batches that fit, the same images a step', () => {
+    const cpu = { maxStorageBufferBindingSize: 128 * 2 ** 20, maxBufferSize: 256 * 2 ** 20 }; // lavapipe's, SwiftShader's
+    const planOf = (c: StudioConfig) => trainMemoryPlan(resolveTrainConfig(toTrainSpec(c)));
+    const fits = (c: StudioConfig) => (batch: number, accumSteps: number) => !planExceedsLimits(planOf({ ...c, batch, accumSteps }), cpu);
+    const tiny = applyPreset('vit-tiny', DEFAULT_CONFIG); // batch 64 on MNIST: its activations are ~180 MiB
+    expect(planExceedsLimits(planOf(tiny), cpu)).toMatch(/needs one .* buffer \(activations\); this GPU allows at most 128/);
+    const fix = splitIntoMicroBatches(tiny, fits(tiny))!;
+    expect(fix).toEqual({ batch: 32, accumSteps: 2 });
+    expect(planExceedsLimits(planOf({ ...tiny, ...fix }), cpu)).toBeNull();
+    // Already split: the largest divisor of the effective batch that fits, never a larger batch.
+    expect(splitIntoMicroBatches({ ...tiny, batch: 48, accumSteps: 2 }, fits(tiny))).toEqual({ batch: 32, accumSteps: 3 });
+    expect(splitIntoMicroBatches({ ...tiny, batch: 8 }, fits(tiny))).toEqual({ batch: 8, accumSteps: 1 });
+    expect(splitIntoMicroBatches(tiny, () => false)).toBeNull(); // not even a batch of 1
   });
 });

@@ -4,17 +4,20 @@
  * localStorage (state.ts). DMAE adds the teacher (a run of this studio with kept weights, or an
  * imported weights file), the teacher block kT it stops at, the student block kS, α and L1/L2.
  * Precision: f32, or mixed where the adapter has shader-f16 (otherwise offered disabled, with why).
+ * Memory: the engine's plan of the run's buffers; when its largest is over what the adapter
+ * allows in one (lavapipe: 128 MiB; SwiftShader in Chromium: 1 GiB), the panel says so and offers
+ * the same effective batch in micro-batches that fit (gradient accumulation).
  */
 import { memo, useEffect, useId, useState, type ReactNode } from 'react';
 import type { ModelSpec } from '../../protocol/train';
 import { useRunsStore } from '../../store/runs';
 import { useStudioStore, useTrainStore, type TeacherChoice } from '../../store/train';
 import {
-  MIXED_PRECISION_FEATURE, PRESETS, allowsMixed, applyPreset, peakLr, patchesOf, toTrainSpec, validateConfig, visibleOf,
+  MIXED_PRECISION_FEATURE, PRESETS, allowsMixed, applyPreset, effectiveBatch, peakLr, patchesOf, splitIntoMicroBatches, toTrainSpec, validateConfig, visibleOf,
   type FieldKey, type PresetId, type Problems, type StudioConfig,
 } from './config';
 import { MaskPreview } from './MaskPreview';
-import { useAdapterFeatures, useConfigStore } from './state';
+import { useAdapterFeatures, useAdapterLimits, useConfigStore } from './state';
 
 function Field({ label, field, problems, hint, children }: { label: string; field: FieldKey; problems: Problems; hint?: ReactNode; children: (id: string, invalid: boolean) => ReactNode }) {
   const id = useId();
@@ -47,6 +50,13 @@ function Num({ k, label, problems, disabled, step, min, hint }: { k: NumKey; lab
       )}
     </Field>
   );
+}
+
+/** The memory plan's line, and when the largest buffer is over the adapter's limit, why and the micro-batches that fit. */
+interface Memory {
+  text: string;
+  tooBig?: string | null;
+  fix?: { batch: number; accumSteps: number } | null;
 }
 
 const describeModel = (m: ModelSpec) => `${m.embedDim}-wide, ${m.depth} blocks, ${m.numHeads} heads, patch ${m.patchSize} on ${m.imgSize}×${m.imgSize}×${m.inChans}`;
@@ -140,21 +150,28 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
   const features = useAdapterFeatures();
   const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null, features);
   const L = patchesOf(config), V = visibleOf(config);
-  const [memory, setMemory] = useState<string>('');
-  const epochs = nTrain ? (config.totalSteps * config.batch) / nTrain : undefined;
+  const limits = useAdapterLimits();
+  const [memory, setMemory] = useState<Memory>({ text: '' });
+  const batchPerStep = effectiveBatch(config);
+  const epochs = nTrain ? (config.totalSteps * batchPerStep) / nTrain : undefined;
 
-  // The GPU memory the run will need (the engine's plan), loaded lazily so the page itself stays small.
+  // The GPU memory the run will need (the engine's plan), loaded lazily so the page itself stays
+  // small; against the adapter's one-buffer limit, with the micro-batches that would fit.
   useEffect(() => {
     let live = true;
     const t = setTimeout(() => {
-      void import('../../engine/trainer').then(({ resolveTrainConfig, trainMemoryPlan, formatBytes }) => {
+      void Promise.all([import('../../engine/trainer'), import('../../engine/run')]).then(([{ resolveTrainConfig, trainMemoryPlan, formatBytes }, { planExceedsLimits }]) => {
         try {
-          const spec = toTrainSpec(config, config.mode === 'dmae' ? teacher?.model : null);
-          if (spec.mode === 'dmae' && !spec.teacher) return live && setMemory('');
-          const plan = trainMemoryPlan(resolveTrainConfig(spec));
-          if (live) setMemory(`${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)})`);
+          const teacherModel = config.mode === 'dmae' ? teacher?.model : null;
+          const planOf = (c: StudioConfig) => trainMemoryPlan(resolveTrainConfig(toTrainSpec(c, teacherModel)));
+          if (config.mode === 'dmae' && !teacherModel) return live && setMemory({ text: '' });
+          const plan = planOf(config);
+          const text = `${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)})`;
+          const tooBig = limits ? planExceedsLimits(plan, limits) : null;
+          const fix = tooBig ? splitIntoMicroBatches(config, (batch, accumSteps) => !planExceedsLimits(planOf({ ...config, batch, accumSteps }), limits!)) : null;
+          if (live) setMemory({ text, tooBig, fix });
         } catch {
-          if (live) setMemory('');
+          if (live) setMemory({ text: '' });
         }
       }).catch(() => undefined);
     }, 150);
@@ -162,7 +179,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
       live = false;
       clearTimeout(t);
     };
-  }, [config, teacher]);
+  }, [config, teacher, limits]);
 
   const dmae = config.mode === 'dmae';
   const fixedGeometry = config.dataset !== 'builtin:shapes';
@@ -281,7 +298,11 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
         <legend>Optimisation</legend>
         <div className="grid">
           <Num k="batch" label="Batch" problems={problems} disabled={locked} min={1} />
-          <Field label="Learning rate" field="lr" problems={problems} hint={config.lrMode === 'blr' ? `peak ${peakLr(config).toExponential(2)} = blr · ${config.batch} / 256` : 'peak, after warmup; cosine to 0'}>
+          <Num k="accumSteps" label="Micro-batches" problems={problems} disabled={locked} min={1}
+            hint={config.accumSteps > 1
+              ? `a step sums the gradients of ${config.accumSteps} batches of ${config.batch}: effective batch ${batchPerStep}`
+              : '1 = none; more give a larger effective batch in the same GPU memory (MAE’s accum_iter)'} />
+          <Field label="Learning rate" field="lr" problems={problems} hint={config.lrMode === 'blr' ? `peak ${peakLr(config).toExponential(2)} = blr · ${batchPerStep} / 256` : 'peak, after warmup; cosine to 0'}>
             {(id, invalid) => (
               <div className="lr">
                 <select aria-label="Learning rate kind" value={config.lrMode} onChange={(e) => set({ lrMode: e.target.value as 'lr' | 'blr' })} data-testid="cfg-lrMode">
@@ -298,7 +319,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
             hint={epochs !== undefined ? (
               <span>
                 = {epochs < 10 ? epochs.toFixed(2) : epochs.toFixed(0)} epochs of {nTrain!.toLocaleString('en')}{' '}
-                <button type="button" className="link" disabled={locked} onClick={() => set({ totalSteps: Math.max(1, Math.ceil(nTrain! / config.batch)) })}>set 1 epoch</button>
+                <button type="button" className="link" disabled={locked} onClick={() => set({ totalSteps: Math.max(1, Math.ceil(nTrain! / batchPerStep)) })}>set 1 epoch</button>
               </span>
             ) : undefined} />
           <Num k="weightDecay" label="Weight decay" problems={problems} disabled={locked} step="any" min={0} />
@@ -319,7 +340,17 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
         </div>
       </fieldset>
       {problems.general?.map((m) => <p key={m} className="problem" role="alert">{m}</p>)}
-      <p className="muted" data-testid="memory-plan">{memory && `Needs about ${memory}.`}</p>
+      <p className="muted" data-testid="memory-plan">{memory.text && `Needs about ${memory.text}.`}</p>
+      {memory.tooBig && (
+        <p className="problem" role="alert" data-testid="memory-too-big">
+          {memory.tooBig}{' '}
+          {memory.fix && (
+            <button type="button" className="link" disabled={locked} data-testid="fix-micro-batches" onClick={() => set(memory.fix!)}>
+              Train batch {memory.fix.batch} × {memory.fix.accumSteps} micro-batches (the same {batchPerStep} images a step)
+            </button>
+          )}
+        </p>
+      )}
     </>
   );
 });

@@ -42,10 +42,10 @@ function Resolved({ c }: { c: ResolvedTrainSpec }) {
   const pair = c.distill?.pairs[0];
   return (
     <p className="resolved" data-testid="resolved-config" data-mode={c.mode} data-visible={c.visible} data-patches={c.patches} data-mask-ratio={c.maskRatio}
-      data-teacher-block={pair?.teacherBlock ?? ''} data-student-block={pair?.studentBlock ?? ''} data-lr={c.lr} data-precision={c.precision ?? 'f32'}>
+      data-teacher-block={pair?.teacherBlock ?? ''} data-student-block={pair?.studentBlock ?? ''} data-lr={c.lr} data-batch={c.batch} data-accum-steps={c.accumSteps} data-precision={c.precision ?? 'f32'}>
       Training <strong>{c.mode.toUpperCase()}</strong> {c.model.embedDim}×{c.model.depth}: <strong>{c.visible} of {c.patches} patches visible</strong> (mask {c.maskRatio.toFixed(3)})
       {c.teacher && pair && <> · teacher {c.teacher.embedDim}×{c.teacher.depth} stopped at <strong>block kT = {pair.teacherBlock}</strong>, student block kS = {pair.studentBlock}, α {c.distill!.alpha}, {c.distill!.kind.toUpperCase()}</>}
-      {' '}· batch {c.batch} · peak lr {c.lr.toPrecision(3)} · {c.totalSteps} steps{c.precision === 'mixed' && <> · <strong>mixed precision</strong> (f16 matmuls, loss scaling)</>}
+      {' '}· batch {c.batch}{c.accumSteps > 1 && <> × {c.accumSteps} micro-batches</>} · peak lr {c.lr.toPrecision(3)} · {c.totalSteps} steps{c.precision === 'mixed' && <> · <strong>mixed precision</strong> (f16 matmuls, loss scaling)</>}
     </p>
   );
 }

@@ -33,7 +33,12 @@ export interface StudioConfig {
   alpha: number;
   distillKind: 'l1' | 'l2';
   batch: number;
-  /** 'lr': `lr` is the absolute peak; 'blr': `lr` is MAE's base lr (peak = blr · batch / 256). */
+  /**
+   * Micro-batches per optimiser step (gradient accumulation, MAE's accum_iter): each step sums the
+   * gradients of this many batches, so the effective batch is batch × accumSteps in less memory.
+   */
+  accumSteps: number;
+  /** 'lr': `lr` is the absolute peak; 'blr': `lr` is MAE's base lr (peak = blr · effective batch / 256). */
   lrMode: 'lr' | 'blr';
   lr: number;
   warmupSteps: number;
@@ -54,7 +59,7 @@ const TINY: StudioConfig = {
   preset: 'tiny', mode: 'mae', dataset: 'builtin:mnist', imgSize: 28, patchSize: 4, inChans: 1,
   embedDim: 32, depth: 2, numHeads: 2, decoderEmbedDim: 32, decoderDepth: 1, decoderNumHeads: 2, normPixLoss: true,
   maskRatio: 0.75, studentBlock: 1, teacherBlock: 2, alpha: 1, distillKind: 'l1',
-  batch: 8, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0, knnEvery: 0, knnImages: 1000, precision: 'f32',
+  batch: 8, accumSteps: 1, lrMode: 'lr', lr: 2e-3, warmupSteps: 3, totalSteps: 60, weightDecay: 0.05, seed: 0, knnEvery: 0, knnImages: 1000, precision: 'f32',
 };
 
 export const PRESETS: Record<PresetId, { label: string; description: string; config: StudioConfig }> = {
@@ -112,6 +117,7 @@ export function modelSpecOf(c: StudioConfig): ModelSpec {
 export function toTrainSpec(c: StudioConfig, teacher?: ModelSpec | null): TrainSpec {
   const spec: TrainSpec = {
     mode: c.mode, model: modelSpecOf(c), maskRatio: c.maskRatio, batch: c.batch,
+    ...((c.accumSteps ?? 1) > 1 ? { accumSteps: c.accumSteps } : {}),
     ...(c.lrMode === 'lr' ? { lr: c.lr } : { baseLr: c.lr }),
     warmupSteps: c.warmupSteps, totalSteps: c.totalSteps, weightDecay: c.weightDecay, seed: c.seed,
     // (A form kept by an older studio has no precision: f32, the engine's default, left unsaid.)
@@ -138,8 +144,24 @@ export function knnOptionsOf(c: StudioConfig): { knnEvery?: number; knnBank?: nu
   return { knnEvery: every, knnBank: bank, knnQueries: Math.max(10, Math.round(bank / 4)) };
 }
 
-/** Peak learning rate the run will use (after MAE's batch scaling in 'blr' mode). */
-export const peakLr = (c: StudioConfig): number => (c.lrMode === 'lr' ? c.lr : (c.lr * c.batch) / 256);
+/** Images per optimiser step: the batch times the micro-batches (a form kept by an older studio has none: 1). */
+export const effectiveBatch = (c: Pick<StudioConfig, 'batch'> & { accumSteps?: number }): number => c.batch * (c.accumSteps ?? 1);
+
+/** Peak learning rate the run will use (after MAE's scaling by the effective batch in 'blr' mode). */
+export const peakLr = (c: StudioConfig): number => (c.lrMode === 'lr' ? c.lr : (c.lr * effectiveBatch(c)) / 256);
+
+/**
+ * The same effective batch in more, smaller micro-batches, when the run's largest buffer is over
+ * what the adapter allows in one (`fits`: whether a batch and micro-batch count fit): the largest
+ * batch that divides the effective batch and fits, or null when even a batch of 1 does not.
+ */
+export function splitIntoMicroBatches(c: Pick<StudioConfig, 'batch'> & { accumSteps?: number }, fits: (batch: number, accumSteps: number) => boolean): { batch: number; accumSteps: number } | null {
+  const total = effectiveBatch(c);
+  for (let batch = Math.min(c.batch, total); batch >= 1; batch--) {
+    if (total % batch === 0 && fits(batch, total / batch)) return { batch, accumSteps: total / batch };
+  }
+  return null;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Validation: the engine's validators, their messages sorted to the field they name
@@ -204,6 +226,7 @@ export function validateConfig(c: StudioConfig, teacher?: ModelSpec | null, feat
   if (!(c.lr > 0)) add(p, 'lr', 'the learning rate must be > 0');
   if (c.warmupSteps > c.totalSteps) add(p, 'warmupSteps', `warmup (${c.warmupSteps}) is longer than the run (${c.totalSteps} steps)`);
   if (!(Number.isInteger(c.batch) && c.batch >= 1)) add(p, 'batch', `batch ${c.batch} must be a positive integer`);
+  if (!(Number.isInteger(c.accumSteps ?? 1) && (c.accumSteps ?? 1) >= 1)) add(p, 'accumSteps', `micro-batches ${c.accumSteps} must be a positive integer (1: none)`);
   if (!Number.isInteger(c.seed)) add(p, 'seed', `seed ${c.seed} must be an integer`);
   if (!(c.maskRatio >= 0 && c.maskRatio <= 0.98)) add(p, 'maskRatio', `mask ratio ${c.maskRatio} must be in [0, 0.98]`);
   if (!(c.weightDecay >= 0)) add(p, 'weightDecay', 'weight decay must be ≥ 0');
@@ -231,7 +254,7 @@ const KEYS: Record<keyof StudioConfig, string> = {
   preset: 'p', mode: 'm', dataset: 'ds', imgSize: 'img', patchSize: 'ps', inChans: 'ch',
   embedDim: 'd', depth: 'L', numHeads: 'h', decoderEmbedDim: 'dd', decoderDepth: 'dL', decoderNumHeads: 'dh', normPixLoss: 'np',
   maskRatio: 'mr', studentBlock: 'ks', teacherBlock: 'kt', alpha: 'a', distillKind: 'dk',
-  batch: 'b', lrMode: 'lm', lr: 'lr', warmupSteps: 'w', totalSteps: 's', weightDecay: 'wd', seed: 'seed', knnEvery: 'knn', knnImages: 'kni',
+  batch: 'b', accumSteps: 'acc', lrMode: 'lm', lr: 'lr', warmupSteps: 'w', totalSteps: 's', weightDecay: 'wd', seed: 'seed', knnEvery: 'knn', knnImages: 'kni',
   precision: 'pr',
 };
 

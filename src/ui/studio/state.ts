@@ -77,3 +77,10 @@ export function useAdapterFeatures(): readonly string[] | null {
   const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.features : null));
   return training ?? probed;
 }
+
+/** The adapter's limits, from the same source as useAdapterFeatures; null before either has reported. */
+export function useAdapterLimits(): Readonly<Record<string, number>> | null {
+  const probed = useGpuStore((s) => (s.gpu.status === 'ready' ? s.gpu.adapter.limits : null));
+  const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.limits : null));
+  return training ?? probed;
+}
