@@ -18,9 +18,10 @@ import type { ParamMap } from '../engine/init';
 import { DEFAULT_BASE_LR } from '../engine/schedule';
 import { KnnMonitor } from '../engine/evaluate';
 import { precisionProblem } from '../engine/mae';
-import { describeMasking, limitsNeededFor, makeRunData, reconstructValidation } from '../engine/run';
+import { describeMasking, limitsNeededFor, makeRunData, microBatchesThatFit, planExceedsLimits, reconstructValidation } from '../engine/run';
 import { Trainer, formatBytes, resolveTrainConfig, trainMemoryPlan, type ResolvedTrainConfig, type StepMetrics, type TrainConfig } from '../engine/trainer';
-import { acquireNodeGpu } from '../gpu/node-device';
+import { describeAdapter } from '../gpu/device';
+import { acquireNodeGpu, findNodeAdapter } from '../gpu/node-device';
 import type { Checkpoint } from '../io/checkpoint';
 import { CHECKPOINT_FILE, CONTINUE_FILE, MODEL_FILE, RunCheckpointer, applyResume, metricsUpTo, nextStop, readResume, resumeFolder } from './checkpoints';
 import { dataOption, resolveTrainingData } from './dataset';
@@ -284,7 +285,16 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (maxMiB !== undefined && plan.totalBytes > maxMiB * 2 ** 20) {
     throw new Error(`The run needs ${formatBytes(plan.totalBytes)} of GPU memory, over --max-memory ${maxMiB} MiB. Use a smaller model, batch or --visible, or --accum to split the batch.`);
   }
-  const gpu = await acquireNodeGpu(limitsNeededFor(plan)); // refuses, naming the limit, when the adapter cannot hold the largest buffer
+  // Over the adapter's one-buffer limit: said before a device is opened, with the flags that train
+  // the same images a step in micro-batches that fit.
+  const adapter = await findNodeAdapter();
+  const limits = describeAdapter(adapter).limits;
+  const tooBig = planExceedsLimits(plan, limits);
+  if (tooBig) {
+    const fit = resumed ? null : microBatchesThatFit(rc.batch, rc.accumSteps, (batch, accumSteps) => !planExceedsLimits(trainMemoryPlan({ ...rc, batch, accumSteps }), limits));
+    throw new Error(fit ? `${tooBig} Here: --batch ${fit.batch} --accum ${fit.accumSteps} trains the same ${rc.batch * rc.accumSteps} images a step.` : tooBig);
+  }
+  const gpu = await acquireNodeGpu(limitsNeededFor(plan), adapter);
   log(`adapter  ${gpu.adapter.description}`);
   if (precisionProblem(gpu, precision)) {
     gpu.destroy();

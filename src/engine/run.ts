@@ -131,5 +131,19 @@ export function planExceedsLimits(plan: MemoryPlan, limits: Record<string, numbe
     'Use a smaller model or batch, fewer visible patches, or gradient accumulation (a smaller batch, more micro-batches).';
 }
 
+/**
+ * The same images a step (batch × accumSteps) in more, smaller micro-batches, for a run whose
+ * largest buffer is over what the adapter allows in one (`fits`: whether a batch and micro-batch
+ * count fit, e.g. by planExceedsLimits): the largest batch that divides the images a step and fits,
+ * or null when not even a batch of 1 does.
+ */
+export function microBatchesThatFit(batch: number, accumSteps: number, fits: (batch: number, accumSteps: number) => boolean): { batch: number; accumSteps: number } | null {
+  const images = batch * accumSteps;
+  for (let b = Math.min(batch, images); b >= 1; b--) {
+    if (images % b === 0 && fits(b, images / b)) return { batch: b, accumSteps: images / b };
+  }
+  return null;
+}
+
 /** "49 of 196 patches visible (mask 75.0 %)". */
 export const describeMasking = (rc: ResolvedTrainConfig): string => `${rc.visible} of ${rc.patches} patches visible (mask ${(100 * maskRatioFor(rc.patches, rc.visible)).toFixed(1)} %)`;

@@ -113,8 +113,7 @@ export async function findNodeAdapter(): Promise<GPUAdapter> {
   );
 }
 
-/** Adapter + device + kernel registry over the shaders on disk. */
-export async function acquireNodeGpu(needs: LimitsNeeded = {}): Promise<Gpu> {
-  const adapter = await findNodeAdapter();
-  return openDevice(adapter, loadShaderSourcesFromDisk(), needs);
+/** Adapter (found here unless given) + device + kernel registry over the shaders on disk. */
+export async function acquireNodeGpu(needs: LimitsNeeded = {}, adapter?: GPUAdapter): Promise<Gpu> {
+  return openDevice(adapter ?? (await findNodeAdapter()), loadShaderSourcesFromDisk(), needs);
 }

@@ -12,9 +12,8 @@ import { gridColumnLevels } from '../../src/engine/visualize';
 import { acquireNodeGpu } from '../../src/gpu/node-device';
 import { TRAIN_PROTOCOL_VERSION as v, payloadTensors, type RunOptions, type StepRecord, type TeacherSource, type TrainSpec } from '../../src/protocol/train';
 import type { TrainSessionEnv } from '../../src/worker/train-session';
-import { planExceedsLimits } from '../../src/engine/run';
+import { microBatchesThatFit, planExceedsLimits } from '../../src/engine/run';
 import { resolveTrainConfig, trainMemoryPlan } from '../../src/engine/trainer';
-import { splitIntoMicroBatches } from '../../src/ui/studio/config';
 import { model, sessionHarness, shapes, spec } from './session-harness';
 
 const harness = (env: Partial<TrainSessionEnv> = {}) => sessionHarness(env);
@@ -210,7 +209,7 @@ describe('train session: refusals and failures', () => {
     if (!tooBig(batch)) return; // an adapter that allows more in one buffer (a hardware GPU): nothing to split
     const e = await refusal('whole', start('whole', big({ batch })));
     expect([e.kind, e.message]).toEqual(['out-of-memory', expect.stringMatching(/\(activations\).*gradient accumulation/)]);
-    const split = splitIntoMicroBatches({ batch }, (b, k) => !tooBig(b, k))!;
+    const split = microBatchesThatFit(batch, 1, (b, k) => !tooBig(b, k))!;
     expect(split.batch * split.accumSteps).toBe(batch);
     expect(split.accumSteps).toBeGreaterThan(1);
     await h.session.handle(start('split', big(split), { reconEvery: 0 }));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, PRESETS, applyPreset, decodeConfig, encodeConfig, initialConfig, peakLr, splitIntoMicroBatches, toTrainSpec, validateConfig, visibleOf, STORAGE_KEY, type StudioConfig } from '../../src/ui/studio/config';
-import { planExceedsLimits } from '../../src/engine/run';
+import { DEFAULT_CONFIG, PRESETS, applyPreset, decodeConfig, encodeConfig, initialConfig, peakLr, toTrainSpec, validateConfig, visibleOf, STORAGE_KEY, type StudioConfig } from '../../src/ui/studio/config';
+import { microBatchesThatFit, planExceedsLimits } from '../../src/engine/run';
 import { resolveTrainConfig, trainMemoryPlan } from '../../src/engine/trainer';
 
 describe('studio configuration', () => {
@@ -70,12 +70,12 @@ describe('studio configuration', () => {
     const fits = (c: StudioConfig) => (batch: number, accumSteps: number) => !planExceedsLimits(planOf({ ...c, batch, accumSteps }), cpu);
     const tiny = applyPreset('vit-tiny', DEFAULT_CONFIG); // batch 64 on MNIST: its activations are ~180 MiB
     expect(planExceedsLimits(planOf(tiny), cpu)).toMatch(/needs one .* buffer \(activations\); this GPU allows at most 128/);
-    const fix = splitIntoMicroBatches(tiny, fits(tiny))!;
+    const fix = microBatchesThatFit(tiny.batch, tiny.accumSteps, fits(tiny))!;
     expect(fix).toEqual({ batch: 32, accumSteps: 2 });
     expect(planExceedsLimits(planOf({ ...tiny, ...fix }), cpu)).toBeNull();
-    // Already split: the largest divisor of the effective batch that fits, never a larger batch.
-    expect(splitIntoMicroBatches({ ...tiny, batch: 48, accumSteps: 2 }, fits(tiny))).toEqual({ batch: 32, accumSteps: 3 });
-    expect(splitIntoMicroBatches({ ...tiny, batch: 8 }, fits(tiny))).toEqual({ batch: 8, accumSteps: 1 });
-    expect(splitIntoMicroBatches(tiny, () => false)).toBeNull(); // not even a batch of 1
+    // Already split: the largest divisor of the images a step that fits, never a larger batch.
+    expect(microBatchesThatFit(48, 2, fits(tiny))).toEqual({ batch: 32, accumSteps: 3 });
+    expect(microBatchesThatFit(8, 1, fits(tiny))).toEqual({ batch: 8, accumSteps: 1 });
+    expect(microBatchesThatFit(64, 1, () => false)).toBeNull(); // not even a batch of 1
   });
 });

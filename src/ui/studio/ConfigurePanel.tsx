@@ -13,7 +13,7 @@ import type { ModelSpec } from '../../protocol/train';
 import { useRunsStore } from '../../store/runs';
 import { useStudioStore, useTrainStore, type TeacherChoice } from '../../store/train';
 import {
-  MIXED_PRECISION_FEATURE, PRESETS, allowsMixed, applyPreset, effectiveBatch, peakLr, patchesOf, splitIntoMicroBatches, toTrainSpec, validateConfig, visibleOf,
+  MIXED_PRECISION_FEATURE, PRESETS, allowsMixed, applyPreset, effectiveBatch, peakLr, patchesOf, toTrainSpec, validateConfig, visibleOf,
   type FieldKey, type PresetId, type Problems, type StudioConfig,
 } from './config';
 import { MaskPreview } from './MaskPreview';
@@ -160,7 +160,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
   useEffect(() => {
     let live = true;
     const t = setTimeout(() => {
-      void Promise.all([import('../../engine/trainer'), import('../../engine/run')]).then(([{ resolveTrainConfig, trainMemoryPlan, formatBytes }, { planExceedsLimits }]) => {
+      void Promise.all([import('../../engine/trainer'), import('../../engine/run')]).then(([{ resolveTrainConfig, trainMemoryPlan, formatBytes }, { microBatchesThatFit, planExceedsLimits }]) => {
         try {
           const teacherModel = config.mode === 'dmae' ? teacher?.model : null;
           const planOf = (c: StudioConfig) => trainMemoryPlan(resolveTrainConfig(toTrainSpec(c, teacherModel)));
@@ -168,7 +168,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
           const plan = planOf(config);
           const text = `${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)})`;
           const tooBig = limits ? planExceedsLimits(plan, limits) : null;
-          const fix = tooBig ? splitIntoMicroBatches(config, (batch, accumSteps) => !planExceedsLimits(planOf({ ...config, batch, accumSteps }), limits!)) : null;
+          const fix = tooBig ? microBatchesThatFit(config.batch, config.accumSteps, (batch, accumSteps) => !planExceedsLimits(planOf({ ...config, batch, accumSteps }), limits!)) : null;
           if (live) setMemory({ text, tooBig, fix });
         } catch {
           if (live) setMemory({ text: '' });

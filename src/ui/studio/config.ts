@@ -145,23 +145,10 @@ export function knnOptionsOf(c: StudioConfig): { knnEvery?: number; knnBank?: nu
 }
 
 /** Images per optimiser step: the batch times the micro-batches (a form kept by an older studio has none: 1). */
-export const effectiveBatch = (c: Pick<StudioConfig, 'batch'> & { accumSteps?: number }): number => c.batch * (c.accumSteps ?? 1);
+export const effectiveBatch = (c: StudioConfig): number => c.batch * (c.accumSteps ?? 1);
 
 /** Peak learning rate the run will use (after MAE's scaling by the effective batch in 'blr' mode). */
 export const peakLr = (c: StudioConfig): number => (c.lrMode === 'lr' ? c.lr : (c.lr * effectiveBatch(c)) / 256);
-
-/**
- * The same effective batch in more, smaller micro-batches, when the run's largest buffer is over
- * what the adapter allows in one (`fits`: whether a batch and micro-batch count fit): the largest
- * batch that divides the effective batch and fits, or null when even a batch of 1 does not.
- */
-export function splitIntoMicroBatches(c: Pick<StudioConfig, 'batch'> & { accumSteps?: number }, fits: (batch: number, accumSteps: number) => boolean): { batch: number; accumSteps: number } | null {
-  const total = effectiveBatch(c);
-  for (let batch = Math.min(c.batch, total); batch >= 1; batch--) {
-    if (total % batch === 0 && fits(batch, total / batch)) return { batch, accumSteps: total / batch };
-  }
-  return null;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Validation: the engine's validators, their messages sorted to the field they name
