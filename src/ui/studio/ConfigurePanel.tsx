@@ -168,7 +168,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
           const plan = planOf(config);
           const text = `${formatBytes(plan.totalBytes)} of GPU buffers (largest ${formatBytes(plan.largestBufferBytes)})`;
           const tooBig = limits ? planExceedsLimits(plan, limits) : null;
-          const fix = tooBig ? microBatchesThatFit(config.batch, config.accumSteps, (batch, accumSteps) => !planExceedsLimits(planOf({ ...config, batch, accumSteps }), limits!)) : null;
+          const fix = tooBig ? microBatchesThatFit(config.batch, config.accumSteps ?? 1, (batch, accumSteps) => !planExceedsLimits(planOf({ ...config, batch, accumSteps }), limits!)) : null;
           if (live) setMemory({ text, tooBig, fix });
         } catch {
           if (live) setMemory({ text: '' });
