@@ -17,7 +17,7 @@ import {
   type FieldKey, type PresetId, type Problems, type StudioConfig,
 } from './config';
 import { MaskPreview } from './MaskPreview';
-import { useAdapterFeatures, useAdapterLimits, useConfigStore } from './state';
+import { useAdapter, useAdapterFeatures, useConfigStore } from './state';
 
 function Field({ label, field, problems, hint, children }: { label: string; field: FieldKey; problems: Problems; hint?: ReactNode; children: (id: string, invalid: boolean) => ReactNode }) {
   const id = useId();
@@ -150,7 +150,7 @@ const ConfigureForm = memo(function ConfigureForm({ nTrain, datasetName }: { nTr
   const features = useAdapterFeatures();
   const problems = validateConfig(config, config.mode === 'dmae' ? teacher?.model ?? null : null, features);
   const L = patchesOf(config), V = visibleOf(config);
-  const limits = useAdapterLimits();
+  const limits = useAdapter()?.limits ?? null;
   const [memory, setMemory] = useState<Memory>({ text: '' });
   const batchPerStep = effectiveBatch(config);
   const epochs = nTrain ? (config.totalSteps * batchPerStep) / nTrain : undefined;

@@ -1,7 +1,7 @@
 /**
  * The form's state: the configuration being edited, mirrored into the URL's hash (so the page's
  * address shares it) and into localStorage (so a reload restores the last one); and what the
- * form needs to know of the adapter (its features: mixed precision needs shader-f16).
+ * form needs to know of the adapter (its features and limits: useAdapter).
  */
 import { create } from 'zustand';
 import { useGpuStore } from '../../store/gpu';
@@ -68,19 +68,21 @@ export function followUrl(): () => void {
   return () => removeEventListener('hashchange', onHash);
 }
 
+/** What the form needs of the adapter: its features (mixed precision needs shader-f16) and limits (the largest buffer). */
+export interface AdapterFacts {
+  features: readonly string[];
+  limits: Readonly<Record<string, number>>;
+}
+
 /**
- * The adapter's features as the page knows them: the training worker's device once it is ready,
- * else the GPU probe's (the same browser's adapter); null before either has reported.
+ * The adapter as the page knows it: the training worker's device once it is ready, else the GPU
+ * probe's (the same browser's adapter); null before either has reported.
  */
-export function useAdapterFeatures(): readonly string[] | null {
-  const probed = useGpuStore((s) => (s.gpu.status === 'ready' ? s.gpu.adapter.features : null));
-  const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.features : null));
+export function useAdapter(): AdapterFacts | null {
+  const probed = useGpuStore((s) => (s.gpu.status === 'ready' ? s.gpu.adapter : null));
+  const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter : null));
   return training ?? probed;
 }
 
-/** The adapter's limits, from the same source as useAdapterFeatures; null before either has reported. */
-export function useAdapterLimits(): Readonly<Record<string, number>> | null {
-  const probed = useGpuStore((s) => (s.gpu.status === 'ready' ? s.gpu.adapter.limits : null));
-  const training = useTrainStore((s) => (s.worker.status === 'ready' ? s.worker.adapter.limits : null));
-  return training ?? probed;
-}
+/** The adapter's features (useAdapter); null before it has reported. */
+export const useAdapterFeatures = (): readonly string[] | null => useAdapter()?.features ?? null;
