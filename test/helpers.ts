@@ -34,12 +34,13 @@ export const REDUCTION_VARIANTS: readonly ReductionVariant[] = ['workgroup', 'su
  * The test file's device for a test of `variant`, or a skip that says why when the device cannot
  * run it; `variants` is the op's own list (attentionVariants, layernormVariants).
  */
-export async function testGpuForVariant(
-  variant: ReductionVariant, variants: (gpu: Gpu) => readonly ReductionVariant[], ctx: TestContext,
+export async function testGpuForVariant<V extends string>(
+  variant: V, variants: (gpu: Gpu) => readonly V[], ctx: TestContext,
 ): Promise<Gpu> {
   const gpu = await testGpu();
   if (!variants(gpu).includes(variant)) {
-    ctx.skip(`the '${variant}' variant needs the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
+    const needs = variant === 'subgroup_quads' ? "subgroups of exactly 4 or 8 lanes" : "the 'subgroups' feature";
+    ctx.skip(`the '${variant}' variant needs ${needs}, which ${gpu.adapter.description} lacks`);
   }
   return gpu;
 }

@@ -19,6 +19,9 @@ const SHAPES: Array<[string, number, number, number, number]> = [
   ['ViT-B, 224 px, 75% masked', 2, 50, 12, 64],
 ];
 
+/** Every attention variant: the row-reduction pair and the written-out blocks on 4- or 8-lane subgroups. */
+const ATTENTION_VARIANTS: readonly AttentionVariant[] = [...REDUCTION_VARIANTS, 'subgroup_quads'];
+
 /** The test's device, or a skip that says why, when it cannot run `variant`. */
 const gpuFor = (variant: AttentionVariant, ctx: TestContext): Promise<Gpu> => testGpuForVariant(variant, gpuOps.attentionVariants, ctx);
 
@@ -34,7 +37,7 @@ function reference(B: number, T: number, H: number, hd: number, seed: number, qk
   return { qkv, dout, out, probs, dqkv };
 }
 
-describe.each(REDUCTION_VARIANTS)("attention, '%s' variant (GPU vs float64 reference)", (variant) => {
+describe.each(ATTENTION_VARIANTS)("attention, '%s' variant (GPU vs float64 reference)", (variant) => {
   for (const [name, B, T, H, hd] of SHAPES) {
     it(`${name}: B=${B} T=${T} H=${H} hd=${hd}, forward and backward`, async (ctx) => {
       const gpu = await gpuFor(variant, ctx);
@@ -134,10 +137,44 @@ describe('attention subgroup kernels at other workgroup sizes and blockings', ()
   }
 });
 
+// The *_quads entry points at every row block the wrapper could choose (whole blocks of eight, a
+// last block cut short by T, a workgroup of one block) and head widths of one and several
+// channel steps; only on the adapter's own subgroup size, the one they are picked for.
+describe("attention 'subgroup_quads' kernels at other row blocks", () => {
+  for (const ROWS of [8, 16, 24, 32]) {
+    it(`ROWS=${ROWS}: forward and backward vs float64`, async (ctx) => {
+      const gpu = await gpuFor('subgroup_quads', ctx);
+      for (const [B, T, H, hd, seed] of [[1, 2, 1, 4, 1], [2, 11, 2, 16, 2], [2, 33, 3, 40, 3], [1, 9, 1, 12, 4]]) {
+        const D = H * hd;
+        const want = reference(B, T, H, hd, 400 + seed);
+        const qkv = gpuTensor(gpu, want.qkv), dout = gpuTensor(gpu, want.dout);
+        const out = gpuTensor(gpu, randn(B * T * D, 7, 50)), probs = gpuTensor(gpu, randn(B * H * T * T, 8, 50));
+        const dqkv = gpuTensor(gpu, randn(B * T * 3 * D, 9, 50));
+        const spec = (entry: string) => ({ shader: 'attention_subgroups', entry: `${entry}_quads`, constants: { SG_WG: subgroupWorkgroupSize(gpu), ROWS } });
+        const params = [B, T, H, hd, { f32: hd ** -0.5 }, 0, 0, 0];
+        const groups: [number, number, number] = [ceilDiv(T, ROWS), H, B];
+        await run(gpu, (rec) => {
+          const ds = scratch(gpu.device, 'attention-dscores', B * H * T * T);
+          rec.dispatch(spec('attention_scores'), [probs, qkv], params, groups);
+          rec.dispatch(spec('attention_weighted_sum'), [out, probs, qkv], params, groups);
+          rec.dispatch(spec('attention_backward_scores'), [ds, dout, qkv, probs], params, groups);
+          rec.dispatch(spec('attention_backward_qkv'), [dqkv, ds, probs, qkv, dout], params, groups);
+        });
+        const what = ` (ROWS=${ROWS}, B=${B} T=${T} H=${H} hd=${hd})`;
+        expectClose(await read(gpu, probs), want.probs, TOL.reduction, `probs${what}`);
+        expectClose(await read(gpu, out), want.out, TOL.reduction, `out${what}`);
+        expectClose(await read(gpu, dqkv), want.dqkv, TOL.gradient, `dqkv${what}`);
+      }
+    });
+  }
+});
+
 describe('attention variants', () => {
   it("lists 'subgroup' exactly when the device has subgroups, and refuses it clearly without", async () => {
     const gpu = await testGpu();
-    expect(gpuOps.attentionVariants(gpu)).toEqual(gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup']);
+    const sizes = gpu.subgroupSizes;
+    const quads = gpu.hasSubgroups && sizes !== undefined && sizes.min === sizes.max && [4, 8].includes(sizes.max);
+    expect(gpuOps.attentionVariants(gpu)).toEqual(gpu.hasSubgroups ? ['workgroup', 'subgroup', ...(quads ? ['subgroup_quads'] : [])] : ['workgroup']);
     const bare = Object.create(gpu, { hasSubgroups: { value: false } }) as Gpu;
     expect(gpuOps.attentionVariants(bare)).toEqual(['workgroup']);
     expect(gpuOps.defaultAttentionVariant(bare, 8, 17, 3, 64)).toBe('workgroup');
@@ -152,19 +189,53 @@ describe('attention variants', () => {
     expect(() => gpuOps.attentionForward(rec, t, t, t, 1, 2, 1, 4, 'tiled' as AttentionVariant)).toThrow(/Unknown attention variant 'tiled'/);
   });
 
+  it("lists 'subgroup_quads' only with subgroups of exactly 4 or 8 lanes, and refuses it clearly elsewhere", async () => {
+    const gpu = await testGpu();
+    const t = gpuTensor(gpu, 64);
+    for (const [hasSubgroups, subgroupSizes, listed] of [
+      [true, { min: 4, max: 4 }, true], [true, { min: 8, max: 8 }, true], [true, { min: 8, max: 32 }, false],
+      [true, { min: 32, max: 32 }, false], [true, undefined, false], [false, { min: 8, max: 8 }, false],
+    ] as const) {
+      const dev = Object.create(gpu, { hasSubgroups: { value: hasSubgroups }, subgroupSizes: { value: subgroupSizes } }) as Gpu;
+      expect(gpuOps.attentionVariants(dev).includes('subgroup_quads'), JSON.stringify({ hasSubgroups, subgroupSizes })).toBe(listed);
+      if (listed) continue;
+      const rec = { gpu: dev } as unknown as Recorder; // refused before anything is recorded
+      const f = () => gpuOps.attentionForward(rec, t, t, t, 1, 2, 1, 4, 'subgroup_quads');
+      expect(f).toThrow(GpuError);
+      expect(f).toThrow(/'subgroup_quads' needs subgroups of exactly 4 or 8 lanes.*use 'subgroup' or 'workgroup'/);
+    }
+  });
+
+  it("'subgroup_quads' with a head width that is not whole quads runs the 'subgroup' kernels (the same bits)", async (ctx) => {
+    const gpu = await gpuFor('subgroup_quads', ctx);
+    const [B, T, H, hd] = [2, 11, 2, 6];
+    const want = reference(B, T, H, hd, 88);
+    const qkv = gpuTensor(gpu, want.qkv), dout = gpuTensor(gpu, want.dout);
+    const got: Record<string, Float32Array[]> = {};
+    for (const v of ['subgroup', 'subgroup_quads'] as const) {
+      const out = gpuTensor(gpu, B * T * H * hd), probs = gpuTensor(gpu, B * H * T * T), dqkv = gpuTensor(gpu, B * T * 3 * H * hd);
+      await run(gpu, (rec) => {
+        gpuOps.attentionForward(rec, out, probs, qkv, B, T, H, hd, v);
+        gpuOps.attentionBackward(rec, dqkv, dout, qkv, probs, B, T, H, hd, v);
+      });
+      got[v] = [await read(gpu, out), await read(gpu, probs), await read(gpu, dqkv)];
+    }
+    ['out', 'probs', 'dqkv'].forEach((what, i) => expectSameBits(got.subgroup_quads[i], got.subgroup[i], what));
+  });
+
   it("'subgroup' runs where listed, and its workgroup size is the adapter's subgroup size", async (ctx) => {
     const gpu = await gpuFor('subgroup', ctx);
     const info = (gpu.device as { adapterInfo?: { subgroupMaxSize?: number } }).adapterInfo;
     expect(subgroupWorkgroupSize(gpu)).toBe(info?.subgroupMaxSize ?? 32);
   });
 
-  it('the two variants agree closely on a training shape (each within the float64 tolerance)', async (ctx) => {
+  it('the variants agree closely on a training shape (each within the float64 tolerance)', async (ctx) => {
     const gpu = await gpuFor('subgroup', ctx);
     const [B, T, H, hd] = [4, 17, 3, 64];
     const want = reference(B, T, H, hd, 77);
     const qkv = gpuTensor(gpu, want.qkv), dout = gpuTensor(gpu, want.dout);
     const got: Record<string, Float32Array> = {};
-    for (const v of REDUCTION_VARIANTS) {
+    for (const v of ATTENTION_VARIANTS.filter((x) => gpuOps.attentionVariants(gpu).includes(x))) {
       const out = gpuTensor(gpu, B * T * H * hd), probs = gpuTensor(gpu, B * H * T * T), dqkv = gpuTensor(gpu, B * T * 3 * H * hd);
       await run(gpu, (rec) => {
         gpuOps.attentionForward(rec, out, probs, qkv, B, T, H, hd, v);
@@ -173,6 +244,7 @@ describe('attention variants', () => {
       got[v] = await read(gpu, dqkv);
     }
     expectClose(got.subgroup, Float64Array.from(got.workgroup), TOL.gradient, 'dqkv: subgroup vs workgroup');
+    if (got.subgroup_quads) expectClose(got.subgroup_quads, Float64Array.from(got.workgroup), TOL.gradient, 'dqkv: subgroup_quads vs workgroup');
   });
 });
 

@@ -6,14 +6,18 @@
  *   probs [B, H, T, T] softmax(q·kᵀ·hd^-0.5), saved by the forward for the backward
  *   out   [B, T, D]    heads concatenated along channels
  *
- * Two variants of the four kernels, the same maths: 'workgroup' reduces a softmax row with a
+ * Three variants of the four kernels, the same maths: 'workgroup' reduces a softmax row with a
  * tree in workgroup memory (any device; the GPU-shaped one); 'subgroup'
  * (shaders/attention_subgroups.wgsl), for devices with the 'subgroups' feature, reduces with
  * subgroupMax/subgroupAdd (no barrier, an online softmax), blocks KEYS keys or CH channels per
  * lane in registers and hands shared operands round with subgroupShuffle — shaped for CPU
- * adapters, which pay dearly for barriers and run every load in a loop lane by lane. The two give
- * close but not bit-identical probs and gradients: the tuner chooses one per device and shape
- * class (defaultAttentionVariant) and a device keeps it.
+ * adapters, which pay dearly for barriers and run every load in a loop lane by lane;
+ * 'subgroup_quads' (the same file's *_quads entry points), where subgroups have exactly 4 or 8
+ * lanes, writes its register blocks out (eight rows × four keys or channels per lane, in named
+ * vec4s) and reads channels four at a time — SwiftShader keeps arrays indexed by loop counters in
+ * memory, and there it runs the four kernels 2.6× faster (bench/README.md); with hd % 4 ≠ 0 it runs
+ * the 'subgroup' kernels. The variants give close but not bit-identical probs and gradients: the
+ * tuner chooses one per device and shape class (defaultAttentionVariant) and a device keeps it.
  */
 import { GpuError, type Gpu } from '../device';
 import { ceilDiv, type KernelSpec, type Param, type Recorder, type Tensor } from '../kernels';
@@ -35,6 +39,9 @@ const SG_MAX_BLOCK = 4;
 // 1.2× (lavapipe) and 1.24× (SwiftShader) faster than at 8 rows, the same bits.
 const SG_ROWS = 32;
 const SG_ROWS_BACKWARD_QKV = 16;
+// Query rows per workgroup of 'subgroup_quads' (blocks of eight): the most workgroups, and no row
+// computed twice; a block's keys are loaded again for each block either way.
+const QUADS_ROWS = 8;
 
 /**
  * The register block for `n` items (keys, channels, rows) taken `lanes` × block at a time, block
@@ -43,13 +50,24 @@ const SG_ROWS_BACKWARD_QKV = 16;
  */
 const blockFor = (n: number, lanes: number, max: number): number => ceilDiv(n, lanes * ceilDiv(n, lanes * max));
 
-export type AttentionVariant = ReductionVariant;
+export type AttentionVariant = ReductionVariant | 'subgroup_quads';
 
 /** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
 export const ATTENTION_SHADERS: readonly string[] = ['attention', 'attention_subgroups'];
 
-/** The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups'. */
-export const attentionVariants = reductionVariants;
+/** Whether the device's subgroups all have exactly 4 or 8 lanes, as 'subgroup_quads' needs (it shares values from lanes 0..7). */
+function quadsFit(gpu: Gpu): boolean {
+  const sizes = gpu.subgroupSizes;
+  return gpu.hasSubgroups && sizes !== undefined && sizes.min === sizes.max && (sizes.max === 4 || sizes.max === 8);
+}
+
+/**
+ * The variants this device can run: 'subgroup' needs the WebGPU feature 'subgroups';
+ * 'subgroup_quads' also subgroups of exactly 4 or 8 lanes (SwiftShader, lavapipe).
+ */
+export function attentionVariants(gpu: Gpu): AttentionVariant[] {
+  return [...reductionVariants(gpu), ...(quadsFit(gpu) ? (['subgroup_quads'] as const) : [])];
+}
 
 /**
  * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
@@ -89,6 +107,27 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
       scores: rowKernel('attention_scores'), weightedSum: columnKernel('attention_weighted_sum'),
       backwardScores: rowKernel('attention_backward_scores'), backwardQkv: columnKernel('attention_backward_qkv'),
     };
+  }
+  if (variant === 'subgroup_quads') {
+    if (!quadsFit(gpu)) {
+      throw new GpuError(
+        `The attention variant 'subgroup_quads' needs subgroups of exactly 4 or 8 lanes, which this device (${gpu.adapter.description}) ` +
+          `does not have; use 'subgroup' or 'workgroup' (attentionVariants(gpu) lists the variants a device can run).`,
+        'limits',
+      );
+    }
+    if (hd % 4 === 0) {
+      // Eight rows a block, QUADS_ROWS rows (whole blocks) a workgroup; keys and channels are four a lane.
+      const quads = (entry: string): Kernel => ({
+        spec: { shader: 'attention_subgroups', entry: `${entry}_quads`, constants: { SG_WG: subgroupWorkgroupSize(gpu), ROWS: QUADS_ROWS } },
+        groups: [ceilDiv(T, QUADS_ROWS), H, B],
+      });
+      return {
+        scores: quads('attention_scores'), weightedSum: quads('attention_weighted_sum'),
+        backwardScores: quads('attention_backward_scores'), backwardQkv: quads('attention_backward_qkv'),
+      };
+    }
+    variant = 'subgroup'; // channels not in whole quads: the 'subgroup' kernels
   }
   checkReductionVariant(gpu, variant, 'attention');
   const sg = subgroupWorkgroupSize(gpu);
