@@ -321,28 +321,77 @@ fn attention_weighted_sum(@builtin(local_invocation_index) lid: u32, @builtin(su
   }
 }
 
-// backward_qkv: token m's q, k and dout at the lane's CH channels (qb, gb: their indices at token 0).
-struct Token { q: array<f32, MAX_CH>, k: array<f32, MAX_CH>, g: array<f32, MAX_CH> }
+// backward_qkv works one output at a time (part 0: dq = dS·k, 1: dk = dSᵀ·q, 2: dv = Pᵀ·dout):
+// each part reads its own token vectors and weights, so the three load what one pass over the
+// tokens for all three did, while only one ROWS × CH block of sums is live.
 
-fn token_at(qb: array<u32, MAX_CH>, gb: array<u32, MAX_CH>, m: u32, tstride: u32, gstride: u32) -> Token {
-  var t = Token();
+// Token m's vector of `part` (k_m, q_m or dout_m) at the lane's CH channels (qb, gb: their indices at token 0).
+fn token_part(part: u32, qb: array<u32, MAX_CH>, gb: array<u32, MAX_CH>, m: u32, tstride: u32, gstride: u32) -> array<f32, MAX_CH> {
+  var t = array<f32, MAX_CH>();
   for (var c = 0u; c < CH; c++) {
-    t.q[c] = bq_qkv[qb[c] + m * tstride];
-    t.k[c] = bq_qkv[qb[c] + m * tstride + gstride];
-    t.g[c] = bq_dout[gb[c] + m * gstride];
+    if (part == 0u) { t[c] = bq_qkv[qb[c] + m * tstride + gstride]; }
+    else if (part == 1u) { t[c] = bq_qkv[qb[c] + m * tstride]; }
+    else { t[c] = bq_dout[gb[c] + m * gstride]; }
   }
   return t;
 }
 
-// backward_qkv: the lane's ROWS rows × CH channels of dq, dk and dv.
-struct Grads { dq: array<f32, MAX_ROWS * MAX_CH>, dk: array<f32, MAX_ROWS * MAX_CH>, dv: array<f32, MAX_ROWS * MAX_CH> }
+// Row i's weight of token m in `part` (ib: i's row base, ic: i's column): dS[i,m], dS[m,i] or P[m,i].
+fn weight_part(part: u32, ib: u32, ic: u32, m: u32, T: u32) -> f32 {
+  if (part == 0u) { return bq_dscores[ib + m]; }
+  if (part == 1u) { return bq_dscores[ic + m * T]; }
+  return bq_probs[ic + m * T];
+}
 
-// Row r's products with token m: dq += dS[i,m]·k_m, dk += dS[m,i]·q_m, dv += P[m,i]·dout_m.
-fn add_token(g: ptr<function, Grads>, r: u32, s_im: f32, s_mi: f32, p_mi: f32, t: Token) {
+// One output of backward_qkv for the workgroup's rows i0.. and the lane's channels d0 + c·SG_WG + l.
+fn backward_qkv_part(part: u32, b: u32, h: u32, i0: u32, d0: u32, l: u32, fast: bool, ib: array<u32, MAX_ROWS>, ic: array<u32, MAX_ROWS>) {
+  let T = p.T;
+  let hd = p.hd;
+  let tstride = 3u * p.H * hd;
+  let gstride = p.H * hd;
+  var qb = array<u32, MAX_CH>();
+  var gb = array<u32, MAX_CH>();
   for (var c = 0u; c < CH; c++) {
-    (*g).dq[r * MAX_CH + c] += s_im * t.k[c];
-    (*g).dk[r * MAX_CH + c] += s_mi * t.q[c];
-    (*g).dv[r * MAX_CH + c] += p_mi * t.g[c];
+    let dc = min(d0 + c * SG_WG + l, hd - 1u);
+    qb[c] = qkv_at(b, 0u, 0u, h, dc);
+    gb[c] = btd_at(b, 0u, h, dc);
+  }
+  var acc = array<f32, MAX_ROWS * MAX_CH>();
+  if (fast) {
+    // The weights SG_WG tokens at a time, one per lane, handed round (as dots_scores).
+    for (var m0 = 0u; m0 < T; m0 += SG_WG) {
+      let ml = min(m0 + l, T - 1u);
+      var w = array<f32, MAX_ROWS>();
+      for (var r = 0u; r < ROWS; r++) { w[r] = weight_part(part, ib[r], ic[r], ml, T); }
+      for (var k = 0u; k < SG_WG; k++) {
+        let m = m0 + k;
+        if (m < T) {
+          let t = token_part(part, qb, gb, m, tstride, gstride);
+          for (var r = 0u; r < ROWS; r++) {
+            let wr = subgroupShuffle(w[r], k);
+            for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += wr * t[c]; }
+          }
+        }
+      }
+    }
+  } else {
+    for (var m = 0u; m < T; m++) {
+      let t = token_part(part, qb, gb, m, tstride, gstride);
+      for (var r = 0u; r < ROWS; r++) {
+        let wr = weight_part(part, ib[r], ic[r], m, T);
+        for (var c = 0u; c < CH; c++) { acc[r * MAX_CH + c] += wr * t[c]; }
+      }
+    }
+  }
+  let scale = select(1.0, p.scale, part < 2u);
+  for (var c = 0u; c < CH; c++) {
+    let d = d0 + c * SG_WG + l;
+    if (d < hd) {
+      for (var r = 0u; r < ROWS; r++) {
+        let i = i0 + r;
+        if (i < T) { bq_dqkv[qkv_at(b, i, part, h, d)] = acc[r * MAX_CH + c] * scale; }
+      }
+    }
   }
 }
 
@@ -352,7 +401,6 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
   let h = wid.y;
   let b = wid.z;
   let T = p.T;
-  let hd = p.hd;
   let w = lanes(lid, sid);
   let l = select(lid, sid, w.fast);
   // Rows past T use row T−1 (never written). Row i's entries of dS and P: row base ib (dq) and
@@ -364,60 +412,10 @@ fn attention_backward_qkv(@builtin(local_invocation_index) lid: u32, @builtin(su
     ib[r] = bhtt_at(b, h, i, 0u);
     ic[r] = bhtt_at(b, h, 0u, i);
   }
-  let tstride = 3u * p.H * hd;
-  let gstride = p.H * hd;
-  for (var d0 = 0u; d0 < hd; d0 += CH * SG_WG) {
-    var qb = array<u32, MAX_CH>();
-    var gb = array<u32, MAX_CH>();
-    for (var c = 0u; c < CH; c++) {
-      let dc = min(d0 + c * SG_WG + l, hd - 1u);
-      qb[c] = qkv_at(b, 0u, 0u, h, dc);
-      gb[c] = btd_at(b, 0u, h, dc);
-    }
-    var acc = Grads();
-    if (w.fast) {
-      // dS and P SG_WG tokens at a time, one per lane, handed round (as dots_scores).
-      for (var m0 = 0u; m0 < T; m0 += SG_WG) {
-        let ml = min(m0 + l, T - 1u);
-        var s_im = array<f32, MAX_ROWS>();
-        var s_mi = array<f32, MAX_ROWS>();
-        var p_mi = array<f32, MAX_ROWS>();
-        for (var r = 0u; r < ROWS; r++) {
-          s_im[r] = bq_dscores[ib[r] + ml];
-          s_mi[r] = bq_dscores[ic[r] + ml * T];
-          p_mi[r] = bq_probs[ic[r] + ml * T];
-        }
-        for (var k = 0u; k < SG_WG; k++) {
-          let m = m0 + k;
-          if (m < T) {
-            let t = token_at(qb, gb, m, tstride, gstride);
-            for (var r = 0u; r < ROWS; r++) {
-              add_token(&acc, r, subgroupShuffle(s_im[r], k), subgroupShuffle(s_mi[r], k), subgroupShuffle(p_mi[r], k), t);
-            }
-          }
-        }
-      }
-    } else {
-      for (var m = 0u; m < T; m++) {
-        let t = token_at(qb, gb, m, tstride, gstride);
-        for (var r = 0u; r < ROWS; r++) {
-          add_token(&acc, r, bq_dscores[ib[r] + m], bq_dscores[ic[r] + m * T], bq_probs[ic[r] + m * T], t);
-        }
-      }
-    }
-    for (var c = 0u; c < CH; c++) {
-      let d = d0 + c * SG_WG + l;
-      if (d < hd) {
-        for (var r = 0u; r < ROWS; r++) {
-          let i = i0 + r;
-          if (i < T) {
-            bq_dqkv[qkv_at(b, i, 0u, h, d)] = acc.dq[r * MAX_CH + c] * p.scale;
-            bq_dqkv[qkv_at(b, i, 1u, h, d)] = acc.dk[r * MAX_CH + c] * p.scale;
-            bq_dqkv[qkv_at(b, i, 2u, h, d)] = acc.dv[r * MAX_CH + c];
-          }
-        }
-      }
-    }
+  for (var d0 = 0u; d0 < p.hd; d0 += CH * SG_WG) {
+    backward_qkv_part(0u, b, h, i0, d0, l, w.fast, ib, ic);
+    backward_qkv_part(1u, b, h, i0, d0, l, w.fast, ib, ic);
+    backward_qkv_part(2u, b, h, i0, d0, l, w.fast, ib, ic);
   }
 }
 

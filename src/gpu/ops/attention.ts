@@ -33,12 +33,11 @@ const BLOCK = 4;
 const SG_MAX_BLOCK = 4;
 // Query rows per workgroup of the subgroup variant, at most (≤ the shader's MAX_ROWS): more rows
 // share each key's (value's) loads, until the lane's accumulators spill. On lavapipe and
-// SwiftShader 32 (T = 65: 22 rows, T = 17: all 17) beat 16 and 8 for scores, weighted_sum and
-// backward_scores, whose blocks are ROWS × KEYS (CH) accumulators; backward_qkv, which keeps three
-// ROWS × CH blocks (dq, dk, dv), was best at 16 and 1.5–3× slower at 22 rows. The four together:
-// 1.2× (lavapipe) and 1.24× (SwiftShader) faster than at 8 rows, the same bits.
+// SwiftShader 32 (T = 65: 22 rows, T = 17: all 17) beat 16 and 8 for every kernel, whose blocks
+// are ROWS × KEYS (CH) accumulators: 1.2× (lavapipe) and 1.24× (SwiftShader) faster than at 8
+// rows, the same bits. (backward_qkv, while it kept dq, dk and dv live at once, was best at 16 rows;
+// working one output at a time it ran 1.26–1.39× faster at 32 on lavapipe, the same bits.)
 const SG_ROWS = 32;
-const SG_ROWS_BACKWARD_QKV = 16;
 // Query rows per workgroup of 'subgroup_quads' (blocks of eight): the most workgroups, and no row
 // computed twice; a block's keys are loaded again for each block either way.
 const QUADS_ROWS = 8;
@@ -140,7 +139,7 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
   };
   return {
     scores: kernel('attention_scores', SG_ROWS), weightedSum: kernel('attention_weighted_sum', SG_ROWS),
-    backwardScores: kernel('attention_backward_scores', SG_ROWS), backwardQkv: kernel('attention_backward_qkv', SG_ROWS_BACKWARD_QKV),
+    backwardScores: kernel('attention_backward_scores', SG_ROWS), backwardQkv: kernel('attention_backward_qkv', SG_ROWS),
   };
 }
 
