@@ -168,6 +168,11 @@ const ATTENTION_MACS: Readonly<Record<string, number>> = {
   attention_weighted_sum: 1,
   attention_backward_scores: 1,
   attention_backward_qkv: 3,
+  // 'subgroup_quads' (shaders/attention_subgroups.wgsl): the same products, written-out blocks.
+  attention_scores_quads: 1,
+  attention_weighted_sum_quads: 1,
+  attention_backward_scores_quads: 1,
+  attention_backward_qkv_quads: 3,
 };
 
 /**

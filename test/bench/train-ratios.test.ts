@@ -25,9 +25,10 @@ describe('attentionDispatchFlops', () => {
     expect(at('attention_scores') + at('attention_weighted_sum')).toBe(4 * B * H * T * T * hd);
     expect(at('attention_backward_scores') + at('attention_backward_qkv')).toBe(8 * B * H * T * T * hd);
   });
-  it('the same for the subgroup variant (shaders/attention_subgroups.wgsl)', () => {
+  it("the same for the subgroup variants (shaders/attention_subgroups.wgsl: 'subgroup' and the *_quads entry points)", () => {
     for (const entry of ['attention_scores', 'attention_weighted_sum', 'attention_backward_scores', 'attention_backward_qkv']) {
       expect(attentionDispatchFlops({ shader: 'attention_subgroups', entry, constants: { SG_WG: 8 } }, p)).toBe(at(entry));
+      expect(attentionDispatchFlops({ shader: 'attention_subgroups', entry: `${entry}_quads`, constants: { SG_WG: 8, ROWS: 8 } }, p)).toBe(at(entry));
     }
   });
   it('nothing for other shaders; an unknown attention entry point throws', () => {
