@@ -503,6 +503,7 @@ fn row_of(a: Rows8, r: u32) -> vec4<f32> {
   }
 }
 
+// A softmax row's running max m and sum s of exp(x − m); after final_stat, s is 1/sum.
 struct Stat { m: f32, s: f32 }
 
 // One row's online softmax over the lane's valid keys: the running max and sum.
@@ -668,12 +669,9 @@ fn attention_backward_scores_quads(@builtin(subgroup_invocation_id) sid: u32, @b
   for (var i0 = wid.x * ROWS; i0 < end; i0 += 8u) { backward_scores_block8(wid.z, wid.y, i0, end, sid); }
 }
 
-// backward_qkv's weight of token m for row i in `part` (0: dS[i,m] for dq, 1: dS[m,i] for dk,
-// 2: P[m,i] for dv).
+// backward_qkv's weight of token m for row i in `part` (weight_part's, from i's row and column).
 fn bq_weight(part: u32, b: u32, h: u32, i: u32, m: u32) -> f32 {
-  if (part == 0u) { return bq_dscores[bhtt_at(b, h, i, m)]; }
-  if (part == 1u) { return bq_dscores[bhtt_at(b, h, m, i)]; }
-  return bq_probs[bhtt_at(b, h, m, i)];
+  return weight_part(part, bhtt_at(b, h, i, 0u), bhtt_at(b, h, 0u, i), m, p.T);
 }
 
 // backward_qkv's vector of token m in `part` (k_m, q_m or dout_m), channel quad c.

@@ -126,9 +126,10 @@ function kernels(gpu: Gpu, variant: AttentionVariant, B: number, T: number, H: n
         backwardScores: quads('attention_backward_scores'), backwardQkv: quads('attention_backward_qkv'),
       };
     }
-    variant = 'subgroup'; // channels not in whole quads: the 'subgroup' kernels
   }
-  checkReductionVariant(gpu, variant, 'attention');
+  // 'subgroup_quads' with channels not in whole quads runs the 'subgroup' kernels.
+  const reduction: ReductionVariant = variant === 'subgroup_quads' ? 'subgroup' : variant;
+  checkReductionVariant(gpu, reduction, 'attention');
   const sg = subgroupWorkgroupSize(gpu);
   // Register blocking: up to 4 keys (channels) per lane per step and up to `maxRows` query rows
   // per workgroup of each (b, h), each as small as its number of steps allows (blockFor).
