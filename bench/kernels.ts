@@ -446,6 +446,40 @@ function otherDeclarations(): KernelBench[] {
     };
   });
 
+  // DMAE's L1 distillation loss on the encoder's tokens (R = N·(1 + V) rows of a ViT-Small
+  // teacher's width, 384), forward (the row losses and their mean) and backward; both variants of
+  // the row kernels, interleaved per group ('subgroup' needs the 'subgroups' feature).
+  const Dt = 384;
+  for (const variant of ['workgroup', 'subgroup'] as const) {
+    const suffix = variant === 'workgroup' ? '' : '_subgroup';
+    const addDistill = (name: string, bench: () => KernelInstance): void => {
+      decls.push({ name: `${name}${suffix}`, family: 'loss', group: name, tags: { variant }, bench });
+    };
+    addDistill('distill_loss_forward', () => ({
+      shape: { R: R_ENC, C: Dt },
+      bytes: F32 * (2 * R_ENC * Dt + 1),
+      inputs: { teacher: randn(R_ENC * Dt, 46, 3), student: randn(R_ENC * Dt, 47) },
+      outputs: { loss: 1 },
+      gpu: (rec, o, i) => gpuLoss.distillLossForward(rec, o.loss, i.teacher, i.student, R_ENC, Dt, 'l1', variant),
+      ref: (o, i) => refLoss.distillLossForward(o.loss, i.teacher, i.student, R_ENC, Dt, 'l1'),
+      tol: TOL.reduction,
+    }));
+    addDistill('distill_loss_backward', () => {
+      const teacher = randn(R_ENC * Dt, 48, 3), student = randn(R_ENC * Dt, 49);
+      const want = new Float64Array(R_ENC * Dt);
+      refLoss.distillLossBackward(want, teacher, student, R_ENC, Dt, 'l1', 1);
+      return {
+        shape: { R: R_ENC, C: Dt },
+        bytes: F32 * 3 * R_ENC * Dt,
+        inputs: { teacher, student },
+        outputs: { dstudent: R_ENC * Dt },
+        gpu: (rec, o, i) => gpuLoss.distillLossBackward(rec, o.dstudent, i.teacher, i.student, R_ENC, Dt, 'l1', 1, variant),
+        ref: (o) => o.dstudent.set(want),
+        tol: scaledTol(TOL.gradient, want),
+      };
+    });
+  }
+
   // AdamW over the parameter arena (5.5 M elements), and the global gradient norm before it.
   const n = 5_500_000;
   // Both AdamW variants (bit-identical results) and both first passes of the norm, interleaved.

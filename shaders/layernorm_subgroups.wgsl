@@ -22,15 +22,9 @@
 //
 // Geometry: one workgroup of SG_WG invocations per row (backward_dx_partial: per chunk of
 // ROWS_PER_CHUNK rows, taken in order; rows or chunks past 65535 spill into y, common/grid).
-// The wrapper sets SG_WG to the adapter's subgroup size, so that the workgroup is
-// usually exactly one subgroup. WebGPU does not promise how invocations map onto subgroups, so
-// the kernels are correct for any mapping:
-//   1. the subgroup that holds invocation 0 does the whole row, its n invocations striding over
-//      C by rank (subgroupExclusiveAdd(1): dense 0..n−1, whatever the subgroup size or which
-//      lanes are active); every other subgroup of the workgroup loops over nothing;
-//   2. row sums are subgroupAdd over that subgroup, so every invocation of it has the total;
-//      the other subgroups' sums (of zeros) are never used for a write.
-// In the usual case the working subgroup is the whole workgroup and nothing idles.
+// The wrapper sets SG_WG to the adapter's subgroup size. The kernels are correct for any mapping
+// of invocations onto subgroups (common/subgroup_rows): row sums are subgroupAdd over the
+// subgroup that holds invocation 0, so every invocation of it has the total.
 // Determinism: for a given pipeline and device the mapping and subgroupAdd's order are fixed, so
 // the same inputs give the same bits. They need not equal the workgroup variant's bits.
 //
@@ -40,22 +34,10 @@ enable subgroups;
 
 // #import common/grid
 // #import common/layernorm_rows
+// #import common/subgroup_rows
 
 // Invocations per workgroup (one workgroup per row, or per chunk of rows); at most 256.
 override SG_WG: u32 = 32u;
-
-// Which invocations work on the row, and how (step 1 of the header). Call from uniform control
-// flow: it uses subgroup operations.
-struct Lanes {
-  lane: u32,   // this invocation's rank in its subgroup (dense 0..n−1)
-  n: u32,      // invocations in its subgroup
-  end: u32,    // C in the working subgroup (the one holding invocation 0), 0 in the others
-}
-
-fn lanes(lid: u32, C: u32) -> Lanes {
-  let works = subgroupAny(lid == 0u);
-  return Lanes(subgroupExclusiveAdd(1u), subgroupAdd(1u), select(0u, C, works));
-}
 
 @compute @workgroup_size(SG_WG)
 fn layernorm_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -136,10 +118,6 @@ fn layernorm_backward_dx_partial(@builtin(local_invocation_index) lid: u32, @bui
 @group(0) @binding(6) var<storage, read_write> f_bias4: array<vec4<f32>>;
 
 override ROWS_PER_WORKGROUP: u32 = 4u;
-
-fn sum4(v: vec4<f32>) -> f32 {
-  return (v.x + v.y) + (v.z + v.w);
-}
 
 @compute @workgroup_size(SG_WG)
 fn layernorm_forward_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -1,6 +1,6 @@
 /**
- * Per-adapter tuning of the kernel families other than matmul (layer norm, attention; see
- * FAMILIES): the same idea as gpu/autotune.ts, smaller, because these kernels are few and cheap
+ * Per-adapter tuning of the kernel families other than matmul (layer norm, attention, the
+ * distillation loss; see FAMILIES): the same idea as gpu/autotune.ts, smaller, because these kernels are few and cheap
  * to check.
  *
  * A family has variants (e.g. layer norm's workgroup-memory reduction and its subgroup one), an
@@ -23,10 +23,12 @@ import type { Gpu } from './device';
 import { composeShader, Recorder, type Tensor } from './kernels';
 import { layernormBackward, layernormForward, layernormVariants, LAYERNORM_SHADERS, type LayernormVariant } from './ops/layernorm';
 import { attentionBackward, attentionForward, attentionVariants, ATTENTION_SHADERS, type AttentionVariant } from './ops/attention';
+import { distillLossBackward, distillLossForward, distillVariants, DISTILL_SHADERS, type DistillVariant } from './ops/loss';
 import { GpuTimer } from './timing';
 import { collectFamilyShapes, knownVariant, rememberVariant, variantInUse } from './variant-choices';
 import * as refLayernorm from '../ref/layernorm';
 import * as refAttention from '../ref/attention';
+import * as refLoss from '../ref/loss';
 import { mulberry32 } from '../core/random';
 
 /** One shape of a family, by its dimension names ({ rows, C } for layer norm). */
@@ -44,7 +46,8 @@ export interface Family<V extends string = string> {
   readonly name: string;
   /** Shader files whose text decides the variants (hashed into the stored key). */
   readonly shaders: readonly string[];
-  variants(gpu: Gpu): readonly V[];
+  /** The variants the device runs for shapes like `shape` (every shape of the family when omitted). */
+  variants(gpu: Gpu, shape?: FamilyShape): readonly V[];
   readonly fallback: V;
   trial(gpu: Gpu, shape: FamilyShape): Trial<V>;
 }
@@ -186,8 +189,66 @@ const ATTENTION: Family<AttentionVariant> = {
   },
 };
 
+/**
+ * DMAE's L1 distillation loss and its gradient (ops/loss.ts: the rows normalised, then summed).
+ * The tuner times L1, the recipe's loss; L2 differs only in f, the same loads and sums.
+ */
+const DISTILL: Family<DistillVariant> = {
+  name: 'distill',
+  get shaders() {
+    return DISTILL_SHADERS;
+  },
+  variants: (gpu, shape) => distillVariants(gpu, shape?.C),
+  fallback: 'workgroup',
+  trial(gpu, { R, C }) {
+    const dev = gpu.device;
+    const teacher = seeded(R * C, 21).map((x) => 3 * x), student = seeded(R * C, 22);
+    const inputs = { teacher: createTensor(dev, R * C, 'distill-tune-teacher', teacher), student: createTensor(dev, R * C, 'distill-tune-student', student) };
+    const outs = new Map<DistillVariant, Record<'loss' | 'dstudent', Tensor>>();
+    const outsOf = (v: DistillVariant) => {
+      let o = outs.get(v);
+      if (!o) outs.set(v, (o = { loss: createTensor(dev, 1, `distill-tune-${v}-loss`), dstudent: createTensor(dev, R * C, `distill-tune-${v}-dstudent`) }));
+      return o;
+    };
+    const r = Math.min(R, CHECK_ROWS);
+    let want: Record<'loss' | 'dstudent', Float64Array> | null = null;
+    const reference = () => {
+      if (want) return want;
+      const t64 = Float64Array.from(teacher.subarray(0, r * C)), s64 = Float64Array.from(student.subarray(0, r * C));
+      const loss = new Float64Array(1), dstudent = new Float64Array(r * C);
+      refLoss.distillLossForward(loss, t64, s64, r, C, 'l1');
+      refLoss.distillLossBackward(dstudent, t64, s64, r, C, 'l1', 1);
+      return (want = { loss, dstudent });
+    };
+    return {
+      record(rec, v) {
+        const o = outsOf(v);
+        distillLossForward(rec, o.loss, inputs.teacher, inputs.student, R, C, 'l1', v);
+        distillLossBackward(rec, o.dstudent, inputs.teacher, inputs.student, R, C, 'l1', 1, v);
+      },
+      async check(v) {
+        // The checked run covers the first r rows (the loss is then their mean).
+        const o = outsOf(v);
+        const rec = new Recorder(gpu, undefined, 'distill-tune-check');
+        distillLossForward(rec, o.loss, inputs.teacher, inputs.student, r, C, 'l1', v);
+        distillLossBackward(rec, o.dstudent, inputs.teacher, inputs.student, r, C, 'l1', 1, v);
+        await rec.submit();
+        const ref = reference();
+        const read = (t: Tensor, n: number) => readback(dev, { buffer: t.buffer, offset: t.offset, length: n });
+        // dstudent's entries are ~1/(r·C): its absolute tolerance is 2.5·ATOL (test/numerics
+        // TOL.gradient) times its largest entry, as test/gpu/loss.test.ts's scaledTol.
+        const dMax = ref.dstudent.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+        return compare(await read(o.loss, 1), ref.loss, 'loss') ?? compare(await read(o.dstudent, r * C), ref.dstudent, 'dstudent', 2.5 * dMax);
+      },
+      destroy() {
+        for (const t of [...Object.values(inputs), ...[...outs.values()].flatMap((o) => Object.values(o))]) t.buffer.destroy();
+      },
+    };
+  },
+};
+
 /** Every tuned family, by name. */
-export const FAMILIES: Record<string, Family> = { layernorm: LAYERNORM as Family, attention: ATTENTION as Family };
+export const FAMILIES: Record<string, Family> = { layernorm: LAYERNORM as Family, attention: ATTENTION as Family, distill: DISTILL as Family };
 
 export interface FamilyClassReport {
   family: string;
@@ -258,8 +319,8 @@ async function tuneFamiliesNow(gpu: Gpu, listed: Map<string, Map<string, FamilyS
     for (const [name, classes] of listed) {
       const f = FAMILIES[name];
       if (!f) continue;
-      const variants = f.variants(gpu);
       for (const [cls, shape] of classes) {
+        const variants = f.variants(gpu, shape);
         const entry: FamilyClassReport = { family: name, cls, shape, chosen: f.fallback, source: 'fallback', ms: {}, failures: {} };
         report.classes.push(entry);
         const inUse = variantInUse(gpu, name, cls);

@@ -11,6 +11,9 @@ import { maeParamLayout } from '../../src/engine/params';
 import { Recorder, dispatchCache } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
+import { adapterFingerprint } from '../../src/gpu/autotune';
+import type { Gpu } from '../../src/gpu/device';
+import { collectFamilyShapes, rememberVariant, resetVariantChoices, variantInUse } from '../../src/gpu/variant-choices';
 import { expectClose, expectSameBits, expectSameParams, randn, read, run, testGpu, TOL } from '../helpers';
 import { flatten, perturbedParams, testMasking, tinyConfig, tinyTeacherConfig, unflatten } from '../model-fixtures';
 
@@ -91,6 +94,32 @@ describe('MAE training steps on the GPU track the reference', () => {
   });
 });
 
+/**
+ * Runs `check` with every non-matmul family's class of the DMAE step (layer norm, attention, the
+ * distillation loss) on its 'subgroup' variant, as a tuner that chose them would, and checks that
+ * the step dispatched them. The classes come from a dry recording of a twin model; a device
+ * keeps what a class first dispatched, so the choices are cleared before and after.
+ */
+async function withSubgroupVariants(gpu: Gpu, cfg: MaeConfig, d: DistillConfig, N: number, V: number, check: () => Promise<void>): Promise<void> {
+  resetVariantChoices();
+  const twin = new DmaeModel(gpu, cfg, tinyTeacherConfig(cfg.inChans as 1 | 3), d, N, V);
+  const { shapes } = collectFamilyShapes(() => {
+    const rec = new Recorder(gpu);
+    twin.recordStep(rec, { lr: 0, step: 1 });
+    rec.discard();
+  });
+  twin.destroy();
+  const classes = [...shapes].flatMap(([family, byClass]) => [...byClass.keys()].map((cls): [string, string] => [family, cls]));
+  expect(classes.map(([f]) => f), 'the families of the step').toEqual(expect.arrayContaining(['layernorm', 'attention', 'distill']));
+  try {
+    for (const [family, cls] of classes) rememberVariant(adapterFingerprint(gpu), family, cls, 'subgroup');
+    await check();
+    for (const [family, cls] of classes) expect(variantInUse(gpu, family, cls), `${family} ${cls} dispatched`).toBe('subgroup');
+  } finally {
+    resetVariantChoices();
+  }
+}
+
 async function goldenDmae(cfg: MaeConfig, d: DistillConfig, N: number, V: number, seed: number, steps = 0, lr = 1e-3): Promise<void> {
   const gpu = await testGpu();
   const tcfg = tinyTeacherConfig(cfg.inChans as 1 | 3);
@@ -157,6 +186,15 @@ describe('DMAE on the GPU vs the float64 reference (losses, every student and he
     goldenDmae(tinyConfig(1, false), { pairs: [{ studentBlock: 1, teacherBlock: 1 }, { studentBlock: 0, teacherBlock: 2 }], alpha: 0.5, kind: 'l2' }, 2, 1, 52));
   it('3 AdamW steps: the losses and L_dist track the reference, the teacher stays frozen', () =>
     goldenDmae(tinyConfig(3, true), { pairs: [{ studentBlock: 0, teacherBlock: 1 }], alpha: 1, kind: 'l1' }, 2, 2, 53, 3));
+  it("with the 'subgroup' variants of layer norm, attention and the distillation loss, as a tuner may choose them: L1 and L2", async (ctx) => {
+    const gpu = await testGpu();
+    if (!gpu.hasSubgroups) ctx.skip(`the 'subgroup' variants need the 'subgroups' feature, which ${gpu.adapter.description} lacks`);
+    const cases: Array<[MaeConfig, DistillConfig, number, number, number]> = [
+      [tinyConfig(3, true), { pairs: [{ studentBlock: 0, teacherBlock: 1 }], alpha: 1, kind: 'l1' }, 2, 2, 54],
+      [tinyConfig(1, false), { pairs: [{ studentBlock: 1, teacherBlock: 1 }, { studentBlock: 0, teacherBlock: 2 }], alpha: 0.5, kind: 'l2' }, 2, 1, 55],
+    ];
+    for (const [cfg, d, N, V, seed] of cases) await withSubgroupVariants(gpu, cfg, d, N, V, () => goldenDmae(cfg, d, N, V, seed));
+  });
 });
 
 describe('the step loop', () => {

@@ -1,6 +1,6 @@
 /**
  * The tuner of the non-matmul kernel families (src/gpu/autotune-families.ts, choices in
- * src/gpu/variant-choices.ts): a model's step lists its layer-norm classes in the same dry
+ * src/gpu/variant-choices.ts): a model's step lists its layer-norm (attention, distillation) classes in the same dry
  * recording as its matmuls, each class gets a verified variant the device can run, the choice is
  * remembered, stored next to the matmul choices and read back, a variant that computes a wrong
  * result is never chosen, a device keeps what it already dispatches, and DMAE_TUNE=off keeps the
@@ -20,9 +20,12 @@ import { Recorder } from '../../src/gpu/kernels';
 import { fill } from '../../src/gpu/ops/elementwise';
 import { layernormVariants } from '../../src/gpu/ops/layernorm';
 import { attentionVariants } from '../../src/gpu/ops/attention';
+import { distillVariants } from '../../src/gpu/ops/loss';
+import { DmaeModel } from '../../src/engine/dmae';
 import { chosenVariant, rememberVariant, resetVariantChoices } from '../../src/gpu/variant-choices';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu } from '../helpers';
+import { tinyConfig, tinyTeacherConfig } from '../model-fixtures';
 
 /** A family whose fast variant writes nothing: it must fail its check and lose to the slow one. */
 const fake: Family<'wrong' | 'right'> = {
@@ -140,6 +143,30 @@ describe('kernel family tuner', () => {
     } finally {
       trial.destroy();
     }
+  });
+
+  it("tunes a DMAE step's distillation loss to a verified variant, stored and read back; the trial checks part of a large batch; C % 4 ≠ 0 has 'workgroup' only", async () => {
+    const gpu = await testGpu();
+    const student = tinyConfig(3, true), teacher = tinyTeacherConfig(3);
+    const model = new DmaeModel(gpu, student, teacher, { pairs: [{ studentBlock: 0, teacherBlock: 1 }], alpha: 1, kind: 'l1' }, 2, 2);
+    const record = (rec: Recorder) => model.recordStep(rec, { lr: 0, step: 1 });
+    const first = await tuneKernelsForRecording(gpu, record, { store: fileTuneStore });
+    const distill = first!.families.classes.filter((c) => c.family === 'distill');
+    expect(distill.map((c) => c.shape), 'one class: R = 2·(1 + 2) rows of the teacher width').toEqual([{ R: 6, C: teacher.embedDim }]);
+    const can = distillVariants(gpu, teacher.embedDim);
+    expectTunedClasses(distill, can);
+    if (can.length > 1) await expectStoredRoundTrip(gpu, record, 'distill', distill);
+    model.destroy();
+
+    // A ViT-B teacher's rows at batch 64 (R = 64·50): the float64 check covers the first 2048.
+    const trial = FAMILIES.distill.trial(gpu, { R: 64 * 50, C: 768 });
+    try {
+      for (const v of distillVariants(gpu, 768)) expect(await trial.check(v), `${v} verifies`).toBeNull();
+    } finally {
+      trial.destroy();
+    }
+    const odd = await tuneFamilies(gpu, new Map([['distill', new Map([['r3.c3', { R: 10, C: 13 }]])]]), { store: null });
+    expect(odd.classes[0]).toMatchObject({ chosen: 'workgroup', source: 'fallback', failures: {} });
   });
 
   it('never chooses a variant that fails its check, however fast', async () => {

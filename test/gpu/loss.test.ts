@@ -1,11 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import * as gpuOps from '../../src/gpu/ops/loss';
 import * as ref from '../../src/ref/loss';
 import { patchifyTarget as gpuPatchifyTarget } from '../../src/gpu/ops/patch';
 import { patchifyTarget as refPatchifyTarget } from '../../src/ref/patch';
-import type { Gpu } from '../../src/gpu/device';
+import type { DistillVariant } from '../../src/gpu/ops/loss';
+import { GpuError, type Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
-import { checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, TOL } from '../helpers';
+import { subgroupWorkgroupSize } from '../../src/gpu/ops/common';
+import {
+  checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, testGpuForVariant, TOL, REDUCTION_VARIANTS,
+} from '../helpers';
 
 /** MAE's mask [N·L] as f32: per image, `lenKeep` random patches visible (0), the rest masked (1). */
 function makeMask(N: number, L: number, lenKeep: number, seed: number): Float64Array {
@@ -197,30 +201,40 @@ describe('the MAE loss as the step records it (patchifyTarget with norm_pix, mae
 });
 
 // [name, R, C]
+// [name, R, C]. The subgroup variant reads rows as vec4s (C % 4 == 0) and takes 4 rows to a
+// workgroup: R = 7 and 5 leave its last workgroup partial.
 const DISTILL_CASES: Array<[string, number, number]> = [
   ['tiny', 1, 1],
   ['odd', 7, 13],
+  ['odd rows, C a multiple of 4', 7, 12],
   ['one visible patch, 4 images (R = 4·2)', 8, 192],
   ['realistic: 8 images × (1 + 16) tokens, teacher width 384', 8 * 17, 384],
   ['wide odd rows', 5, 1001],
+  ['wide rows', 5, 1000],
 ];
 
-async function distillOnGpu(gpu: Gpu, teacher: Float64Array, student: Float64Array, R: number, C: number, kind: ref.DistillKind, dloss: number) {
+/** The test's device, or a skip that says why, when it cannot run `variant`. */
+const gpuForDistill = (variant: DistillVariant, ctx: TestContext): Promise<Gpu> => testGpuForVariant(variant, (gpu) => gpuOps.distillVariants(gpu), ctx);
+
+async function distillOnGpu(
+  gpu: Gpu, teacher: Float64Array, student: Float64Array, R: number, C: number, kind: ref.DistillKind, dloss: number,
+  variant: DistillVariant = 'workgroup',
+) {
   const loss = gpuTensor(gpu, randn(1, 93));
   const ds = gpuTensor(gpu, randn(R * C, 94));
   const t = gpuTensor(gpu, teacher), s = gpuTensor(gpu, student);
   await run(gpu, (rec) => {
-    gpuOps.distillLossForward(rec, loss, t, s, R, C, kind);
-    gpuOps.distillLossBackward(rec, ds, t, s, R, C, kind, dloss);
+    gpuOps.distillLossForward(rec, loss, t, s, R, C, kind, variant);
+    gpuOps.distillLossBackward(rec, ds, t, s, R, C, kind, dloss, variant);
   });
   return { loss: await read(gpu, loss), dstudent: await read(gpu, ds) };
 }
 
-describe('DMAE distillation loss (GPU vs float64 reference)', () => {
+describe.each(REDUCTION_VARIANTS)('DMAE distillation loss, %s variant (GPU vs float64 reference)', (variant) => {
   for (const kind of ['l1', 'l2'] as const) {
-    for (const [name, R, C] of DISTILL_CASES) {
-      it(`${kind} ${name} R=${R} C=${C}`, async () => {
-        const gpu = await testGpu();
+    for (const [name, R, C] of DISTILL_CASES.filter(([, , C]) => variant === 'workgroup' || C % 4 === 0)) {
+      it(`${kind} ${name} R=${R} C=${C}`, async (ctx) => {
+        const gpu = await gpuForDistill(variant, ctx);
         const teacher = randn(R * C, 21, 3);
         const student = randn(R * C, 22);
         if (R >= 7) {
@@ -231,7 +245,7 @@ describe('DMAE distillation loss (GPU vs float64 reference)', () => {
           student.set(teacher.subarray(4 * C, 5 * C), 4 * C);
         }
         const dloss = 1.3;
-        const got = await distillOnGpu(gpu, teacher, student, R, C, kind, dloss);
+        const got = await distillOnGpu(gpu, teacher, student, R, C, kind, dloss, variant);
         const loss = new Float64Array(1), ds = new Float64Array(R * C);
         ref.distillLossForward(loss, teacher, student, R, C, kind);
         ref.distillLossBackward(ds, teacher, student, R, C, kind, dloss);
@@ -249,6 +263,44 @@ describe('DMAE distillation loss (GPU vs float64 reference)', () => {
       });
     }
   }
+});
+
+describe('distillation loss variants', () => {
+  it("lists 'subgroup' where the device has subgroups and C % 4 == 0, and refuses it clearly elsewhere", async () => {
+    const gpu = await testGpu();
+    const both = gpu.hasSubgroups ? ['workgroup', 'subgroup'] : ['workgroup'];
+    expect(gpuOps.distillVariants(gpu)).toEqual(both);
+    expect(gpuOps.distillVariants(gpu, 384)).toEqual(both);
+    expect(gpuOps.distillVariants(gpu, 13)).toEqual(['workgroup']);
+    const bare = Object.create(gpu, { hasSubgroups: { value: false } }) as Gpu;
+    expect(gpuOps.distillVariants(bare, 384)).toEqual(['workgroup']);
+    const t = gpuTensor(gpu, 64);
+    const cases: Array<[Gpu, number, RegExp]> = [
+      [bare, 8, /'subgroup' needs the WebGPU feature 'subgroups'.*use 'workgroup'/],
+      [gpu, 13, /reads rows as vec4s and needs C % 4 == 0 \(C = 13\); use 'workgroup'/],
+    ];
+    for (const [g, C, message] of cases) {
+      const rec = { gpu: g } as unknown as Recorder; // refused before anything is recorded
+      for (const f of [() => gpuOps.distillLossForward(rec, t, t, t, 2, C, 'l1', 'subgroup'), () => gpuOps.distillLossBackward(rec, t, t, t, 2, C, 'l1', 1, 'subgroup')]) {
+        expect(f).toThrow(GpuError);
+        expect(f).toThrow(message);
+      }
+    }
+  });
+
+  it("'subgroup': rows past 65535 workgroups spill into a second grid row (4·65535 + 5 rows)", async (ctx) => {
+    const gpu = await gpuForDistill('subgroup', ctx);
+    const [R, C] = [4 * 65535 + 5, 4];
+    const teacher = randn(R * C, 25, 2), student = randn(R * C, 26);
+    const got = await distillOnGpu(gpu, teacher, student, R, C, 'l1', 1, 'subgroup');
+    const loss = new Float64Array(1), ds = new Float64Array(R * C);
+    ref.distillLossForward(loss, teacher, student, R, C, 'l1');
+    ref.distillLossBackward(ds, teacher, student, R, C, 'l1', 1);
+    // The mean of 1M terms: sums of ~√R roundings.
+    expectClose(got.loss, loss, { atol: TOL.reduction.atol * Math.sqrt(R), rtol: TOL.reduction.rtol }, 'loss');
+    expectClose(got.dstudent, ds, scaledTol(ds, TOL.gradient), 'dstudent, the last rows included');
+    expect(subgroupWorkgroupSize(gpu)).toBeGreaterThanOrEqual(4);
+  });
 });
 
 describe('generic deterministic sum (sumReduce)', () => {
@@ -309,23 +361,26 @@ describe('determinism', () => {
     const [R, C] = [8 * 17, 384];
     const teacher = randn(R * C, 44), student = randn(R * C, 45);
     const big = gpuTensor(gpu, randn(300_001, 46));
+    const variants = gpuOps.distillVariants(gpu, C);
     const runs = [];
     for (let k = 0; k < 2; k++) {
       const mae = await maeOnGpu(gpu, pred, target, mask, N, L, P, true, 1);
-      const l1 = await distillOnGpu(gpu, teacher, student, R, C, 'l1', 1);
-      const l2 = await distillOnGpu(gpu, teacher, student, R, C, 'l2', 1);
+      const distill = [];
+      for (const v of variants) distill.push({ l1: await distillOnGpu(gpu, teacher, student, R, C, 'l1', 1, v), l2: await distillOnGpu(gpu, teacher, student, R, C, 'l2', 1, v) });
       const s = gpuTensor(gpu, 1);
       await run(gpu, (rec) => gpuOps.sumReduce(rec, s, big, 300_001, 'sumsq'));
-      runs.push({ mae, l1, l2, s: await read(gpu, s) });
+      runs.push({ mae, distill, s: await read(gpu, s) });
     }
     const [a, b] = runs;
     expectSameBits(b.mae.loss, a.mae.loss, 'MAE (loss, Σmask)');
     expectSameBits(b.mae.lpp, a.mae.lpp, 'MAE loss per patch');
     expectSameBits(b.mae.dpred, a.mae.dpred, 'MAE dpred');
-    expectSameBits(b.l1.loss, a.l1.loss, 'L1 distill loss');
-    expectSameBits(b.l1.dstudent, a.l1.dstudent, 'L1 dstudent');
-    expectSameBits(b.l2.loss, a.l2.loss, 'L2 distill loss');
-    expectSameBits(b.l2.dstudent, a.l2.dstudent, 'L2 dstudent');
+    variants.forEach((v, i) => {
+      expectSameBits(b.distill[i].l1.loss, a.distill[i].l1.loss, `L1 distill loss (${v})`);
+      expectSameBits(b.distill[i].l1.dstudent, a.distill[i].l1.dstudent, `L1 dstudent (${v})`);
+      expectSameBits(b.distill[i].l2.loss, a.distill[i].l2.loss, `L2 distill loss (${v})`);
+      expectSameBits(b.distill[i].l2.dstudent, a.distill[i].l2.dstudent, `L2 dstudent (${v})`);
+    });
     expectSameBits(b.s, a.s, 'sumReduce');
   });
 });

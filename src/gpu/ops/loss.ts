@@ -8,10 +8,17 @@
  * these need (partial sums, per-row distillation losses) is common.ts's per-device scratch,
  * grown when too small, never per call. The MAE loss keeps Σmask in its own output, loss[1],
  * for its backward.
+ *
+ * The distillation loss's row kernels come in two variants, the same maths: 'workgroup'
+ * (loss.wgsl: a row per 256-invocation workgroup, summed by a tree in workgroup memory, any
+ * device and width) and 'subgroup' (loss_subgroups.wgsl: rows of C % 4 == 0 read as vec4s,
+ * several per workgroup of one subgroup, summed by subgroupAdd, no barrier; CPU adapters pay
+ * dearly for barriers). Close, not bit-identical: the per-adapter tuner keeps one per shape class.
  */
-import { GpuError } from '../device';
-import { ceilDiv, type Recorder, type Tensor } from '../kernels';
-import { grid2d, MAX_WORKGROUPS_PER_DIM, scratch } from './common';
+import { GpuError, type Gpu } from '../device';
+import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
+import { chosenVariant } from '../variant-choices';
+import { checkReductionVariant, floorLog2, grid2d, MAX_WORKGROUPS_PER_DIM, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
 
 export type DistillKind = 'l1' | 'l2';
 
@@ -121,18 +128,54 @@ export function maeLossBackward(
 
 // ---- DMAE -----------------------------------------------------------------------------------
 
+export type DistillVariant = ReductionVariant;
+
+/** The shader files whose text decides the variants' results (a tuner hashes them, imports included). */
+export const DISTILL_SHADERS: readonly string[] = ['loss', 'loss_subgroups'];
+
+/** Rows per workgroup of the subgroup variant (its ROWS_PER_WORKGROUP). */
+const DISTILL_SUBGROUP_ROWS = 4;
+
+/**
+ * The distillation variants this device can run for rows of width C: 'subgroup' needs the WebGPU
+ * feature 'subgroups' and C % 4 == 0 (it reads rows as vec4s); C omitted, what the device runs
+ * for such rows.
+ */
+export function distillVariants(gpu: Gpu, C = 4): DistillVariant[] {
+  return C % 4 === 0 ? reductionVariants(gpu) : ['workgroup'];
+}
+
+/**
+ * The variant when the caller names none: the per-adapter tuner's choice for the shape's class
+ * (⌊log₂⌋ of R and of C; gpu/autotune-families.ts), else 'workgroup'.
+ */
+export function defaultDistillVariant(gpu: Gpu, R: number, C: number): DistillVariant {
+  return chosenVariant(gpu, 'distill', `r${floorLog2(R)}.c${floorLog2(C)}`, { R, C }, 'workgroup', distillVariants(gpu, C));
+}
+
+/** A distillation row kernel (`entry`) of `variant`, and its workgroups for R rows of width C. */
+function distillKernel(gpu: Gpu, entry: string, variant: DistillVariant, R: number, C: number, kind: DistillKind): [KernelSpec, [number, number?]] {
+  const DIST_L2 = kind === 'l2' ? 1 : 0;
+  if (variant === 'workgroup') return [{ shader: 'loss', entry, constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2 } }, [Math.min(R, MAX_WORKGROUPS_PER_DIM)]];
+  checkReductionVariant(gpu, variant, 'distillation loss');
+  if (C % 4 !== 0) throw new GpuError(`The distillation loss variant 'subgroup' reads rows as vec4s and needs C % 4 == 0 (C = ${C}); use 'workgroup'.`, 'validation');
+  const constants = { SG_WG: subgroupWorkgroupSize(gpu), ROWS_PER_WORKGROUP: DISTILL_SUBGROUP_ROWS, DIST_L2 };
+  return [{ shader: 'loss_subgroups', entry, constants }, grid2d(ceilDiv(R, DISTILL_SUBGROUP_ROWS), 1)];
+}
+
 /**
  * DMAE's L_dist. teacher, student [R, C]: R = N·(1+V) tokens (cls included), C the teacher
  * width; student is the projected student feature W·S_k + b. Each row is L2-normalised as
  * F.normalize (x / max(‖x‖₂, 1e-12)); loss[0] = mean over R·C of |t̂ − ŝ| ('l1', the recipe's
  * choice) or (t̂ − ŝ)² ('l2', F.mse_loss). Assigned. α is applied by the caller.
  */
-export function distillLossForward(rec: Recorder, loss: Tensor, teacher: Tensor, student: Tensor, R: number, C: number, kind: DistillKind = 'l1'): void {
+export function distillLossForward(
+  rec: Recorder, loss: Tensor, teacher: Tensor, student: Tensor, R: number, C: number, kind: DistillKind = 'l1',
+  variant: DistillVariant = defaultDistillVariant(rec.gpu, R, C),
+): void {
+  const [spec, workgroups] = distillKernel(rec.gpu, 'distill_row_loss', variant, R, C, kind);
   const rowLoss = scratch(rec.gpu.device, 'loss-distill-rows', R);
-  rec.dispatch(
-    { shader: 'loss', entry: 'distill_row_loss', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
-    [rowLoss, teacher, student], [R, C, 0, { f32: 0 }], [Math.min(R, MAX_WORKGROUPS_PER_DIM)],
-  );
+  rec.dispatch(spec, [rowLoss, teacher, student], [R, C, 0, { f32: 0 }], workgroups);
   sumReduce(rec, loss, rowLoss, R, 'sum', 1 / (R * C));
 }
 
@@ -143,10 +186,8 @@ export function distillLossForward(rec: Recorder, loss: Tensor, teacher: Tensor,
  */
 export function distillLossBackward(
   rec: Recorder, dstudent: Tensor, teacher: Tensor, student: Tensor, R: number, C: number,
-  kind: DistillKind = 'l1', dloss = 1,
+  kind: DistillKind = 'l1', dloss = 1, variant: DistillVariant = defaultDistillVariant(rec.gpu, R, C),
 ): void {
-  rec.dispatch(
-    { shader: 'loss', entry: 'distill_backward', constants: { REDUCE_WG: rowWorkgroup(C), DIST_L2: kind === 'l2' ? 1 : 0 } },
-    [dstudent, teacher, student], [R, C, 0, { f32: dloss / (R * C) }], [Math.min(R, MAX_WORKGROUPS_PER_DIM)],
-  );
+  const [spec, workgroups] = distillKernel(rec.gpu, 'distill_backward', variant, R, C, kind);
+  rec.dispatch(spec, [dstudent, teacher, student], [R, C, 0, { f32: dloss / (R * C) }], workgroups);
 }
