@@ -32,9 +32,13 @@ override DIST_L2: bool = false;
 
 const NORM_EPS = 1e-12; // F.normalize's eps
 
-// (‖teacher row‖₂, ‖student row‖₂) of the row whose first vec4 is `base`, unclamped, to every
-// invocation of the working subgroup. Call from uniform control flow.
-fn row_norms(w: Lanes, base: u32) -> vec2<f32> {
+// Row r of the workgroup's turn: its first vec4, the teacher's and the student's norms clamped
+// as F.normalize does, and the student's unclamped one; to every invocation of the working
+// subgroup. Call from uniform control flow.
+struct Row { base: u32, nt: f32, ns: f32, norm_s: f32 }
+
+fn row_at(w: Lanes, r: u32) -> Row {
+  let base = r * (p.cols / 4u);
   var tt = vec4(0.0);
   var ss = vec4(0.0);
   for (var i = w.lane; i < w.end; i += w.n) {
@@ -43,7 +47,14 @@ fn row_norms(w: Lanes, base: u32) -> vec2<f32> {
     tt += t * t;
     ss += s * s;
   }
-  return sqrt(vec2(subgroupAdd(sum4(tt)), subgroupAdd(sum4(ss))));
+  let norms = sqrt(vec2(subgroupAdd(sum4(tt)), subgroupAdd(sum4(ss))));
+  return Row(base, max(norms.x, NORM_EPS), max(norms.y, NORM_EPS), norms.y);
+}
+
+// The workgroup's rows, [x, y).
+fn rows_of(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+  let r0 = grid_workgroup(wid, nwg) * ROWS_PER_WORKGROUP;
+  return vec2(r0, min(r0 + ROWS_PER_WORKGROUP, p.rows));
 }
 
 // ∂(scale·f(t̂ − ŝ))/∂ŝ, four elements.
@@ -55,17 +66,13 @@ fn distill_grad4(th: vec4<f32>, sh: vec4<f32>) -> vec4<f32> {
 
 @compute @workgroup_size(SG_WG)
 fn distill_row_loss(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let r0 = grid_workgroup(wid, nwg) * ROWS_PER_WORKGROUP;
-  let cq = p.cols / 4u;
-  let w = lanes(lid, cq);
-  for (var r = r0; r < min(r0 + ROWS_PER_WORKGROUP, p.rows); r++) {
-    let base = r * cq;
-    let norms = row_norms(w, base);
-    let nt = max(norms.x, NORM_EPS);
-    let ns = max(norms.y, NORM_EPS);
+  let w = lanes(lid, p.cols / 4u);
+  let rows = rows_of(wid, nwg);
+  for (var r = rows.x; r < rows.y; r++) {
+    let row = row_at(w, r);
     var acc = vec4(0.0);
     for (var i = w.lane; i < w.end; i += w.n) {
-      let d = teacher4[base + i] / nt - student4[base + i] / ns;
+      let d = teacher4[row.base + i] / row.nt - student4[row.base + i] / row.ns;
       if (DIST_L2) { acc += d * d; } else { acc += abs(d); }
     }
     let total = subgroupAdd(sum4(acc));
@@ -76,25 +83,20 @@ fn distill_row_loss(@builtin(local_invocation_index) lid: u32, @builtin(workgrou
 // As loss.wgsl's: dstudent = (g − ŝ(ŝ·g))/‖s‖ where ‖s‖ > eps, else g/eps.
 @compute @workgroup_size(SG_WG)
 fn distill_backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let r0 = grid_workgroup(wid, nwg) * ROWS_PER_WORKGROUP;
-  let cq = p.cols / 4u;
-  let w = lanes(lid, cq);
-  for (var r = r0; r < min(r0 + ROWS_PER_WORKGROUP, p.rows); r++) {
-    let base = r * cq;
-    let norms = row_norms(w, base);
-    let nt = max(norms.x, NORM_EPS);
-    let norm_s = norms.y;
-    let ns = max(norm_s, NORM_EPS);
+  let w = lanes(lid, p.cols / 4u);
+  let rows = rows_of(wid, nwg);
+  for (var r = rows.x; r < rows.y; r++) {
+    let row = row_at(w, r);
     var sg = vec4(0.0);
     for (var i = w.lane; i < w.end; i += w.n) {
-      let sh = student4[base + i] / ns;
-      sg += sh * distill_grad4(teacher4[base + i] / nt, sh);
+      let sh = student4[row.base + i] / row.ns;
+      sg += sh * distill_grad4(teacher4[row.base + i] / row.nt, sh);
     }
     let dot_sg = subgroupAdd(sum4(sg));
     for (var i = w.lane; i < w.end; i += w.n) {
-      let sh = student4[base + i] / ns;
-      let g = distill_grad4(teacher4[base + i] / nt, sh);
-      dstudent4[base + i] = select(g / NORM_EPS, (g - sh * dot_sg) / ns, norm_s > NORM_EPS);
+      let sh = student4[row.base + i] / row.ns;
+      let g = distill_grad4(teacher4[row.base + i] / row.nt, sh);
+      dstudent4[row.base + i] = select(g / NORM_EPS, (g - sh * dot_sg) / row.ns, row.norm_s > NORM_EPS);
     }
   }
 }
