@@ -218,6 +218,13 @@ interface StepFigure {
   roof: BestRate;
   /** stepMatmulGflops / roof.gflops. */
   stepEfficiency: number;
+  /**
+   * The same by the fastest repetitions: flops over minMs against the best of the roof products'
+   * fastest runs (roofByMinimum). A shared host's bursts only ever slow a run, so the minima move
+   * less between runs than the medians; read the two side by side (as train's pass minima).
+   */
+  stepEfficiencyByMinimum: number;
+  roofByMinimum: BestRate;
   /** The same with the Linear layers' FLOPs only (matmulFlops / step time / roof): the figure before attention was counted. */
   stepEfficiencyLinearOnly: number;
   /** GPU timestamps only, from the profile: the matmul passes' own time (median over reps), their share of the profile, their rate (matmulFlops over it) and its fraction of the best. */
@@ -405,12 +412,13 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       } finally {
         probes.forEach((p) => p.destroy());
       }
-      const roof32 = probes[0].rate(timings);
-      const roofF16 = probes[1]?.rate(timings);
-      const roofMixed = roofF16 && roofF16.gflops > roof32.gflops ? roofF16 : roof32;
+      const roofOf = (precision: string, stat: 'medianMs' | 'minMs'): BestRate => {
+        const f32 = probes[0].rate(timings, stat), f16 = precision === 'mixed' ? probes[1]?.rate(timings, stat) : undefined;
+        return f16 && f16.gflops > f32.gflops ? f16 : f32;
+      };
       for (const { spec, counter, loss, passNs } of prepared) {
         const { run: r, mode, precision, name } = spec;
-        const roof = precision === 'mixed' ? roofMixed : roof32;
+        const roof = roofOf(precision, 'medianMs'), roofByMinimum = roofOf(precision, 'minMs');
         const t = timings.get(name)!;
         const { matmul: matmulFlops, attention: attentionFlops, total: flops } = flopsByStep.get(name)!;
         const stepMatmulGflops = flops / (t.medianMs * 1e6);
@@ -422,6 +430,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
           matmulDispatches: Object.fromEntries([...counter.matmulEntries].map(([e, n]) => [e.replace('matmul_', ''), n])),
           loss: round(loss), matmulFlops, attentionFlops, flops, medianMs: t.medianMs, minMs: t.minMs, samplesMs: t.samplesMs, wallMedianMs: t.wallMedianMs,
           imagesPerSecond: round((r.batch * 1000) / t.medianMs), stepMatmulGflops: round(stepMatmulGflops), roof, stepEfficiency: round(stepMatmulGflops / roof.gflops, 3),
+          stepEfficiencyByMinimum: round(flops / (t.minMs * 1e6) / roofByMinimum.gflops, 3), roofByMinimum,
           stepEfficiencyLinearOnly: round(matmulFlops / (t.medianMs * 1e6) / roof.gflops, 3),
         };
         if (timer && passNs.length > 0) {
@@ -441,7 +450,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
         }
         steps.push(f);
         if (f.kernels) log(`    ${name} by kernel: ${f.kernels.slice(0, 6).map((k) => `${k.kernel} ${(100 * k.shareOfStep).toFixed(1)} %`).join(', ')}`);
-        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(flops / 1e9).toFixed(1)} GFLOP (attention ${(attentionFlops / 1e9).toFixed(2)}) → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it)` +
+        log(`(b) ${name.padEnd(22)} batch ${String(r.batch).padStart(3)}  ${t.medianMs.toFixed(1).padStart(8)} ms  ${String(f.imagesPerSecond).padStart(7)} img/s  matmul ${(flops / 1e9).toFixed(1)} GFLOP (attention ${(attentionFlops / 1e9).toFixed(2)}) → ${f.stepMatmulGflops} GFLOP/s over the step = ${(100 * f.stepEfficiency).toFixed(1)} % of the best (${roof.gflops} GFLOP/s, timed with it; by the minima ${(100 * f.stepEfficiencyByMinimum).toFixed(1)} %)` +
           (f.matmulPassGflops !== undefined ? `; profiled ${f.profiledMs} ms, its matmul passes ${f.matmulMs} ms (${(100 * f.matmulShareOfStep!).toFixed(0)} %) at ${f.matmulPassGflops} GFLOP/s = ${(100 * f.matmulPassEfficiency!).toFixed(1)} %` : ''));
       }
     } catch (e) {
@@ -483,6 +492,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       stepsTimed: steps.length,
       images_per_second: Object.fromEntries(steps.map((s) => [s.name, s.imagesPerSecond])),
       step_efficiency: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiency])),
+      step_efficiency_by_minimum: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiencyByMinimum])),
       step_efficiency_linear_only: Object.fromEntries(steps.map((s) => [s.name, s.stepEfficiencyLinearOnly])),
       // f32 step time / mixed step time, per step timed both ways (> 1: mixed precision is faster here).
       mixed_speedup: Object.fromEntries(steps.filter((s) => s.precision === 'mixed').flatMap((s) => {
@@ -509,7 +519,7 @@ const ROOF_REPEAT = 4;
 const profileName = (step: string): string => `${step} (profile)`;
 
 interface BestRate {
-  /** GFLOP/s of the median of BEST_CONFIRM_REPS runs, the highest over the re-timed products. */
+  /** GFLOP/s of the median (or the fastest) of the re-timed products' runs, the highest over them. */
   gflops: number;
   variant?: MatmulVariant;
   shape?: string;
@@ -520,9 +530,11 @@ interface BestRate {
 /**
  * The top BEST_CONFIRM rows of `rows` by median rate, each with its fastest variant, as contenders
  * named `<tag> <shape> <variant>`: timed beside whatever else is interleaved with them, `rate` is
- * the best of their medians.
+ * the best of their medians (or of their fastest runs).
  */
-function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): { contenders: Contender[]; rate: (t: Map<string, Timing>) => BestRate; destroy: () => void } {
+function roofProbe(
+  ctx: BenchContext, rows: readonly TableRow[], tag: string,
+): { contenders: Contender[]; rate: (t: Map<string, Timing>, stat?: 'medianMs' | 'minMs') => BestRate; destroy: () => void } {
   const top = rows.flatMap((row) => (row.best ? [{ row, variant: row.best, table: row.medianGflops[row.best]! }] : []))
     .sort((p, q) => q.table - p.table).slice(0, BEST_CONFIRM);
   const u = mulberry32(7);
@@ -540,8 +552,8 @@ function roofProbe(ctx: BenchContext, rows: readonly TableRow[], tag: string): {
   });
   return {
     contenders: made.map((m) => m.contender),
-    rate: (t) => top.reduce<BestRate>((b, { row, variant, table }) => {
-      const gflops = round((2 * row.M * row.N * row.K) / (t.get(name(row, variant))!.medianMs * 1e6), 4);
+    rate: (t, stat = 'medianMs') => top.reduce<BestRate>((b, { row, variant, table }) => {
+      const gflops = round((2 * row.M * row.N * row.K) / (t.get(name(row, variant))![stat] * 1e6), 4);
       return gflops > b.gflops ? { gflops, variant, shape: row.shape, tableGflops: table } : b;
     }, { gflops: 0 }),
     destroy: () => made.forEach((m) => m.tensors.forEach((x) => x.buffer.destroy())),
