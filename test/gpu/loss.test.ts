@@ -6,7 +6,6 @@ import { patchifyTarget as refPatchifyTarget } from '../../src/ref/patch';
 import type { DistillVariant } from '../../src/gpu/ops/loss';
 import { GpuError, type Gpu } from '../../src/gpu/device';
 import { Recorder } from '../../src/gpu/kernels';
-import { subgroupWorkgroupSize } from '../../src/gpu/ops/common';
 import {
   checkGradients, expectClose, expectSameBits, gpuTensor, permutation, randn, read, run, sameBits, scaledTol, testGpu, testGpuForVariant, TOL, REDUCTION_VARIANTS,
 } from '../helpers';
@@ -299,7 +298,6 @@ describe('distillation loss variants', () => {
     // The mean of 1M terms: sums of ~√R roundings.
     expectClose(got.loss, loss, { atol: TOL.reduction.atol * Math.sqrt(R), rtol: TOL.reduction.rtol }, 'loss');
     expectClose(got.dstudent, ds, scaledTol(ds, TOL.gradient), 'dstudent, the last rows included');
-    expect(subgroupWorkgroupSize(gpu)).toBeGreaterThanOrEqual(4);
   });
 });
 
