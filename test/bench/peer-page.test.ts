@@ -27,7 +27,7 @@ describe('bench peer --browser', () => {
     expect((r.step.figures as Figure[]).map((f) => f.impl)).toEqual(impls);
     for (const f of r.step.figures as Figure[]) expect(f.wallMedianMs, f.impl).toBeGreaterThan(0);
     const ours = (r.step.figures as Figure[])[0];
-    // Our step's GPU time (its whole submission) is part of its wall clock.
+    // Our step also has its GPU time (its whole submission between two timestamps).
     if (r.adapterInfo?.timestampQuery) expect(ours.gpuMedianMs, JSON.stringify(ours)).toBeGreaterThan(0);
     const matmuls = r.matmul as Figure[];
     expect(matmuls.length).toBeGreaterThan(0);
