@@ -32,16 +32,14 @@ export const REDUCTION_VARIANTS: readonly ReductionVariant[] = ['workgroup', 'su
 
 /**
  * The test file's device for a test of `variant`, or a skip that says why when the device cannot
- * run it; `variants` is the op's own list (attentionVariants, layernormVariants).
+ * run it; `variants` is the op's own list (attentionVariants, layernormVariants), `needs` what the
+ * variant asks of a device.
  */
 export async function testGpuForVariant<V extends string>(
-  variant: V, variants: (gpu: Gpu) => readonly V[], ctx: TestContext,
+  variant: V, variants: (gpu: Gpu) => readonly V[], ctx: TestContext, needs = "the 'subgroups' feature",
 ): Promise<Gpu> {
   const gpu = await testGpu();
-  if (!variants(gpu).includes(variant)) {
-    const needs = variant === 'subgroup_quads' ? "subgroups of exactly 4 or 8 lanes" : "the 'subgroups' feature";
-    ctx.skip(`the '${variant}' variant needs ${needs}, which ${gpu.adapter.description} lacks`);
-  }
+  if (!variants(gpu).includes(variant)) ctx.skip(`the '${variant}' variant needs ${needs}, which ${gpu.adapter.description} lacks`);
   return gpu;
 }
 

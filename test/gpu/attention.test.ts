@@ -23,7 +23,8 @@ const SHAPES: Array<[string, number, number, number, number]> = [
 const ATTENTION_VARIANTS: readonly AttentionVariant[] = [...REDUCTION_VARIANTS, 'subgroup_quads'];
 
 /** The test's device, or a skip that says why, when it cannot run `variant`. */
-const gpuFor = (variant: AttentionVariant, ctx: TestContext): Promise<Gpu> => testGpuForVariant(variant, gpuOps.attentionVariants, ctx);
+const gpuFor = (variant: AttentionVariant, ctx: TestContext): Promise<Gpu> =>
+  testGpuForVariant(variant, gpuOps.attentionVariants, ctx, variant === 'subgroup_quads' ? 'subgroups of exactly 4 or 8 lanes' : undefined);
 
 /** Reference forward and backward of one shape, with the inputs it used. */
 function reference(B: number, T: number, H: number, hd: number, seed: number, qkvScale = 2) {

@@ -138,11 +138,11 @@ const DISTILL_SUBGROUP_ROWS = 4;
 
 /**
  * The distillation variants this device can run for rows of width C: 'subgroup' needs the WebGPU
- * feature 'subgroups' and C % 4 == 0 (it reads rows as vec4s); C omitted, what the device runs
- * for such rows.
+ * feature 'subgroups' and C % 4 == 0 (it reads rows as vec4s); C omitted, every variant the
+ * device runs for some width.
  */
-export function distillVariants(gpu: Gpu, C = 4): DistillVariant[] {
-  return C % 4 === 0 ? reductionVariants(gpu) : ['workgroup'];
+export function distillVariants(gpu: Gpu, C?: number): DistillVariant[] {
+  return C === undefined || C % 4 === 0 ? reductionVariants(gpu) : ['workgroup'];
 }
 
 /**
