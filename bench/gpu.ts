@@ -5,7 +5,7 @@
  *       training steps of ViT-Tiny, -Small and -Base students at 224×224 (p = 16, L = 196, V = 49
  *       at mask 0.75) and 32×32 (p = 4, L = 64, V = 16), every applicable variant verified and
  *       timed on each shape (GFLOP/s), and the variant the tuner keeps per shape class;
- *   (b) whole training steps (zero grads, forward, backward, grad norm, AdamW; one submit) with
+ *   (b) whole training steps (forward, backward, grad norm, AdamW; one submit) with
  *       the tuned variants: MAE, and DMAE with a frozen teacher one size up (Tiny ← Small,
  *       Small ← Base, Base ← Large) stopped at ¾ depth; images/s, the step's matrix-product
  *       FLOPs (the Linear layers' and attention's q·kᵀ, P·v and their backward, as MFU counts
@@ -468,7 +468,7 @@ export async function runGpuBench(opts: GpuBenchOptions): Promise<void> {
       maskRatio: MASK_RATIO,
       geometries: GEOMETRIES.map((g) => ({ image: `${g.imgSize}×${g.imgSize}×${g.inChans}`, patchSize: g.patchSize, patches: (g.imgSize / g.patchSize) ** 2, visible: lenKeepFor((g.imgSize / g.patchSize) ** 2, MASK_RATIO) })),
       runs: runs.map((r) => ({ name: r.name, steps: r.modes, student: r.student, teacher: r.teacher, batch: r.batch, batchNote: r.batchNote })),
-      step: `zero grads, forward, backward, global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit; DMAE: frozen teacher one size up stopped at ¾ depth (teacherStopBlock(defaultDistillConfig)), L1, α = 1`,
+      step: `forward, backward (assigning the gradients: no zeroing pass), global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit; DMAE: frozen teacher one size up stopped at ¾ depth (teacherStopBlock(defaultDistillConfig)), L1, α = 1`,
       weights: 'the recipe initialisation rules with a seeded fast stream (xavier-uniform Linears, LN 1/0, sin-cos tables); images seeded uniform in [-1, 1); timing does not depend on the values',
     },
     skipped,

@@ -215,7 +215,7 @@ export async function runPeer(opts: PeerOptions): Promise<void> {
       model: 'vit-tiny', image: `${GEOMETRY.imgSize}×${GEOMETRY.imgSize}×${GEOMETRY.inChans}`, patchSize: GEOMETRY.patchSize, patches: L,
       maskRatio: opts.maskRatio, visible: V, batch: N,
       config: { embedDim: cfg.embedDim, depth: cfg.depth, numHeads: cfg.numHeads, decoderEmbedDim: cfg.decoderEmbedDim, decoderDepth: cfg.decoderDepth, decoderNumHeads: cfg.decoderNumHeads, normPixLoss: cfg.normPixLoss },
-      ourStep: `MaeModel.recordStep: zero grads, forward, backward, global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit`,
+      ourStep: `MaeModel.recordStep: forward, backward (assigning the gradients: no zeroing pass), global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit`,
       tfjsStep: 'bench/tfjs-mae.ts TfjsMae.step: the same forward with tf ops (exact-erf GELU via tf.erf), tf.variableGrads, AdamW = decoupled decay written out + tf.train.adam (betas 0.9/0.95, eps 1e-8); no global grad norm',
       weights: 'the recipe initialisation (seeded), identical for both; images seeded noise; the same masking ids for both',
       stepReps: { warmup: opts.warmup, reps: opts.reps, gpuTimeReps: kernel ? opts.kernelReps : 0 },

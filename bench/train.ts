@@ -1,5 +1,5 @@
 /**
- * The training-step benchmark: one whole step (zero grads, forward, backward, AdamW: one submit)
+ * The training-step benchmark: one whole step (forward, backward, AdamW: one submit)
  * of the MAE and of the DMAE at several mask ratios, and what stopping the teacher at block kT
  * saves against running all its blocks.
  *
@@ -441,7 +441,7 @@ export async function runTrain(opts: TrainOptions): Promise<void> {
       teacher: { ...describe(teacher, teacherName), stopBlock: kT, blocksRun: kT + 1, fullBlocksRun: teacher.depth },
       distill,
       maskRatios: opts.ratios.map((r) => ({ maskRatio: r, visible: lenKeepFor(L, r) })),
-      step: `zero grads, forward, backward, global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit`,
+      step: `forward, backward (assigning the gradients: no zeroing pass), global grad norm, AdamW (lr ${STEP_OPTS.lr}, no clipping): one command buffer, one submit`,
       weights: 'random (the recipe initialisation, seeded); images are seeded uniform noise in [-1, 1); timing does not depend on the values',
       kdFullImage: `kd_full_image_step: the student as a classifier (all ${L} patches, fc_norm, ${KD_CLASSES}-way head) trained on the soft labels (τ 4, λ 0.5) of the teacher as a fine-tuned classifier run through all ${teacher.depth} blocks on the full image; one submit`,
       ...(kdSkipped ? { kdSkipped } : {}),

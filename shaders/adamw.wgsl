@@ -28,7 +28,13 @@
 //   Bindings: 0 params, 1 param (=, in place), 2 m (=, in place), 3 v (=, in place),
 //             4 grad [n] (read), 5 ranges [2R] u32 (sorted, disjoint [start, end) pairs), 6 clip [1 or 2],
 //             7 lr_ranges [3S] u32 (optional per-parameter lr scale: sorted, disjoint
-//               [start, end, bits of the f32 scale] triples; elements outside them have scale 1).
+//               [start, end, bits of the f32 scale] triples; elements outside them have scale 1),
+//             8 norm_partials (adamw_step_vec4; written with NORM_PARTIALS): one per invocation,
+//               Σ grad² over its elements (the unclipped gradient), in order, (x² + y²) + (z² + w²)
+//               per vec4. Summed afterwards (sumReduce 'sqrtsum') they give the global gradient
+//               norm without a pass of its own over the gradients: where nothing needs the norm
+//               before the update (f32, no clipping), it is reported from the update's own reads.
+//               A skipped step writes none (the wrapper never asks for them where steps skip).
 //   With an lr-scale table (num_lr_ranges > 0) an element of scale s is updated as torch's
 //   param group of lr·s: p *= 1 − lr·s·wd, step_size·s (layer-wise lr decay of fine-tuning).
 //   Padding between tensors is 0 in all four arenas and stays exactly 0: g = m = v = 0 gives an
@@ -155,6 +161,8 @@ fn adamw_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
 
 override VEC4_WG: u32 = 256u;        // invocations per workgroup
 override VEC4_PER_THREAD: u32 = 8u;  // vec4s per invocation
+override NORM_PARTIALS: bool = false; // also write norm_partials
+@group(0) @binding(8) var<storage, read_write> norm_partials: array<f32>;
 
 // The first decay range whose end is > e (R when none): the ranges are sorted and disjoint, so
 // their ends are sorted too.
@@ -221,6 +229,7 @@ fn adamw_step_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
     block_step_size = p.step_size * s;
   }
   let c = clip[0];
+  var sq = 0.0; // NORM_PARTIALS: Σ grad² over this invocation's vec4s
   for (var j = 0u; j < VEC4_PER_THREAD; j++) {
     let q = q0 + j * VEC4_WG + lid;
     if (q >= q1) { break; }
@@ -242,7 +251,12 @@ fn adamw_step_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
       decay_factor = 1.0 - p.lr_wd * s;
       step_size = p.step_size * s;
     }
-    let g = grad4[q] * c;
+    let raw = grad4[q];
+    if (NORM_PARTIALS) {
+      let r2 = raw * raw;
+      sq += (r2.x + r2.y) + (r2.z + r2.w);
+    }
+    let g = raw * c;
     var w = param4[q];
     w = select(w, w * decay_factor, dec);
     let mq = m4[q];
@@ -254,6 +268,7 @@ fn adamw_step_vec4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
     v4[q] = vi;
     param4[q] = w;
   }
+  if (NORM_PARTIALS) { norm_partials[grid_workgroup(wid, nwg) * VEC4_WG + lid] = sq; }
 }
 
 @compute @workgroup_size(1)

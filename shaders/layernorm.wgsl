@@ -8,8 +8,9 @@
 //   layernorm_backward_dx      1 dx[R,C] = or += (ACCUMULATE_DX), 2 corr[R] = (scratch), 3 dout, 4 x,
 //                              5 weight, 6 mean, 7 rstd
 //   layernorm_backward_partial 1 partial[2,K,C] = (scratch), 2 dout, 3 x, 4 mean, 5 rstd, 6 corr
-//   layernorm_backward_params  1 dweight[C] +=, 2 dbias[C] +=, 3 partial[2,K,C]
-// The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate.
+//   layernorm_backward_params  1 dweight[C] +=, 2 dbias[C] +=, 3 partial[2,K,C] (= where ACCUMULATE_PARAMS is off)
+// The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate
+// (ACCUMULATE_PARAMS, an override: off in a step's first backward, which assigns them).
 // ACCUMULATE_DX (override) makes dx accumulate instead: the residual stream's gradient takes the
 // norm's contribution in the same pass (dres += dx_norm) rather than through a scratch and an add.
 // Params, ACCUMULATE_DX, the two row kernels' bindings and their per-element maths are in
@@ -40,6 +41,9 @@
 // #import common/layernorm_rows
 
 const WG = 64u;
+
+// layernorm_backward_params: dweight and dbias += the sums (else =).
+override ACCUMULATE_PARAMS: bool = true;
 
 // layernorm_backward_partial
 @group(0) @binding(1) var<storage, read_write> q_partial: array<f32>;
@@ -140,6 +144,11 @@ fn layernorm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
     dw += s_partial[k * p.C + c];
     db += s_partial[(p.nchunks + k) * p.C + c];
   }
-  s_dweight[c] += dw;
-  s_dbias[c] += db;
+  if (ACCUMULATE_PARAMS) {
+    s_dweight[c] += dw;
+    s_dbias[c] += db;
+  } else {
+    s_dweight[c] = dw;
+    s_dbias[c] = db;
+  }
 }

@@ -9,11 +9,11 @@
 //   gather_visible          out[N, 1+V, D] = cls ++ x[n, ids_keep[n, j]]       x [N, L, D]
 //   gather_visible_zero     dx[N, L, D] = 0                                    } gatherVisibleBackward
 //   gather_visible_scatter  dx[n, ids_keep[n, j]] = dout[n, 1+j]               } (two passes: zero,
-//   cls_backward            dcls[D] += Σ_n dout[n, 0]                          }  then scatter)
+//   cls_backward            dcls[D] += Σ_n dout[n, 0] (= without ACCUMULATE)   }  then scatter)
 //   insert_mask_tokens      out[N, 1+L, D]: row 0 = x[n, 0]; row 1+l = x[n, 1+j] if
 //                           j = ids_restore[n, l] < V, else mask_token         x [N, 1+V, D]
 //   insert_mask_tokens_backward  dx[N, 1+V, D] = the kept rows of dout, unshuffled back
-//   mask_token_backward     dmask_token[D] += Σ over masked (n, l) of dout[n, 1+l]
+//   mask_token_backward     dmask_token[D] += Σ over masked (n, l) of dout[n, 1+l] (= without ACCUMULATE)
 //
 // Embedding only the visible patches (the encoders' path: the patch embedding is per patch, so
 // gathering first gives the same tokens for V/L of the work):
@@ -39,6 +39,8 @@
 struct Params { N: u32, L: u32, V: u32, D: u32 }
 
 const WG = 256u; // threads per workgroup of the element kernels (grid2d's perGroup)
+// cls_backward, mask_token_backward: the parameter gradient += the sum (else =: a step's first backward).
+override ACCUMULATE: bool = true;
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -91,7 +93,7 @@ fn cls_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (d >= u.D) { return; }
   var s = 0.0;
   for (var n = 0u; n < u.N; n++) { s += rows[n * (1u + u.V) * u.D + d]; }
-  dst[d] = dst[d] + s;
+  if (ACCUMULATE) { dst[d] += s; } else { dst[d] = s; }
 }
 
 // dst = out [N, 1+L, D], rows = x [N, 1+V, D], token = mask_token [D], ids = ids_restore [N, L].
@@ -149,7 +151,7 @@ fn mask_token_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
       if (ids[n * u.L + l] >= u.V) { s += rows[(n * (1u + u.L) + 1u + l) * u.D + d]; }
     }
   }
-  dst[d] = dst[d] + s;
+  if (ACCUMULATE) { dst[d] += s; } else { dst[d] = s; }
 }
 
 // dst = out [N, V, D], rows = x [N, L, D], ids = ids_keep [N, V].

@@ -6,7 +6,7 @@
 //
 // Bindings: 0 params {M,N,K, b_at: transpose_vec4_pair only}, 1 c (out), 2 a, 3 b, 4 bias, 5 aux [M,N] (4 and 5 bound even when unused).
 // ACCUMULATE: c += result (parameter gradients); otherwise c = result (activations).
-// BIAS_GRAD (matmul_vec4, 'tn' without a bias only): binding 4 is an output, bias[M] += Σ_k A[k, m]
+// BIAS_GRAD (matmul_vec4, 'tn' without a bias only): binding 4 is an output, bias[M] (+= with ACCUMULATE, else =) Σ_k A[k, m]
 // (the Linear's db, summed in k order as bias_backward does; common/matmul_vec4.wgsl).
 // EPILOGUE, on x = op(A)·op(B) (+ bias), element-wise, in the same pass (no second trip over C):
 //   0 none       c = x

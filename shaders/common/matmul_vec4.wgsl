@@ -5,7 +5,7 @@
 //   fn load_a_block(k: u32, r: vec4<u32>) -> mat4x4<f32>   row quads r.x..r.w of Aᵀ [K, M'] at k
 //                                                          (M' = M rounded up to 4), as columns 0..3
 //   fn load_bK(k: u32, q: u32) -> vec4<f32>                column quad q of B [K, N] at k
-// Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias (+= output with BIAS_GRAD), 5 aux.
+// Bindings as in matmul.wgsl: 0 params {M,N,K}, 1 c, 2 a, 3 b, 4 bias (output with BIAS_GRAD), 5 aux.
 
 // #import common/gelu
 
@@ -14,8 +14,9 @@ override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override EPILOGUE: u32 = 0u;
-// 'tn' only (dW = dYᵀ·X): also bias[m] += Σ_k A[k, m] — the Linear's db, from the dY rows the
-// product reads anyway — in the workgroups of the first column block (bias is then an output).
+// 'tn' only (dW = dYᵀ·X): also bias[m] (+= with ACCUMULATE, else =) Σ_k A[k, m] — the Linear's
+// db, from the dY rows the product reads anyway — in the workgroups of the first column block
+// (bias is then an output).
 override BIAS_GRAD: bool = false;
 
 const EPILOGUE_RESIDUAL = 1u;
@@ -187,7 +188,9 @@ fn matmul_vec4_tile(wid: vec3<u32>, li: u32) {
   if (bias_rows && li == 0u) {
     // Row quads r0..r0+3 of the bias; quads past M' were loaded clamped: not stored.
     for (var j = 0u; j < 4u; j++) {
-      if (r0 + j < mq) { bias4[r0 + j] += bsum[j]; }
+      if (r0 + j < mq) {
+        if (ACCUMULATE) { bias4[r0 + j] += bsum[j]; } else { bias4[r0 + j] = bsum[j]; }
+      }
     }
   }
 }

@@ -503,8 +503,11 @@ export class MaeModel {
   }
 
   /**
-   * The whole backward, its matmuls in the model's precision. Gradients accumulate: zero them
-   * first (recordZeroGrads). Under mixed precision they are the scaled loss's (recordOptimizer unscales).
+   * The whole backward, its matmuls in the model's precision. Parameter gradients accumulate:
+   * zero them first (recordZeroGrads), or record the step's first backward inside
+   * rec.assignParamGrads, which writes every gradient of the trainable parameters (the fixed
+   * pos_embed has none: it keeps the zeros the arena starts with). Under mixed precision they
+   * are the scaled loss's (recordOptimizer unscales).
    */
   recordBackward(rec: Recorder): void {
     rec.autocast(this.matmulPrecision, () => this.recordBackwardInOrder(rec));
@@ -520,23 +523,27 @@ export class MaeModel {
     rec.clear(this.grads.all, this.layout.size);
   }
 
-  /** One training step: zero the gradients, forward, backward, (clip,) AdamW. */
+  /** One training step: forward, backward (assigning the gradients: no pass zeroes them first), (clip,) AdamW. */
   recordStep(rec: Recorder, opts: StepOptions): void {
-    this.recordZeroGrads(rec);
     this.recordForward(rec);
-    this.recordBackward(rec);
+    rec.assignParamGrads(() => this.recordBackward(rec));
     this.recordOptimizer(rec, opts);
   }
 
   recordOptimizer(rec: Recorder, opts: StepOptions): void {
     const n = this.layout.size;
-    const clip = this.io.tensor('clipCoef');
-    globalGradNorm(rec, this.io.tensor('gradNorm'), this.grads.all, n);
+    const clip = this.io.tensor('clipCoef'), gradNorm = this.io.tensor('gradNorm');
+    if (this.precision === 'f32' && opts.clipGrad === undefined) {
+      // Nothing needs the norm before the update: AdamW reports it from its own reads of the gradients.
+      fill(rec, clip, 1, 1);
+      adamwStep(rec, this.params.all, this.grads.all, this.adamM.all, this.adamV.all, this.ranges, clip, n, opts, null, 'vec4', gradNorm);
+      return;
+    }
+    globalGradNorm(rec, gradNorm, this.grads.all, n);
     if (this.precision === 'mixed') {
       // Unscales the norm, folds 1/scale into the clip coefficient, and skips the step on an overflow.
-      lossScaleUpdate(rec, clip, this.io.tensor('gradNorm'), this.io.tensor('lossScale'), f16OverflowFlag(this.gpu.device), opts.clipGrad, this.lossScaleGrowthInterval);
-    } else if (opts.clipGrad !== undefined) clipCoefficient(rec, clip, this.io.tensor('gradNorm'), opts.clipGrad);
-    else fill(rec, clip, 1, 1);
+      lossScaleUpdate(rec, clip, gradNorm, this.io.tensor('lossScale'), f16OverflowFlag(this.gpu.device), opts.clipGrad, this.lossScaleGrowthInterval);
+    } else clipCoefficient(rec, clip, gradNorm, opts.clipGrad!);
     adamwStep(rec, this.params.all, this.grads.all, this.adamM.all, this.adamV.all, this.ranges, clip, n, opts);
   }
 

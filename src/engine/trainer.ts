@@ -7,8 +7,9 @@
  * One optimiser step = one submit (or, when k micro-batches need more than a Recorder's 4096
  * dispatches, as many micro-batches per submit as fit):
  *   [guard: copy params, m, v → backup slot t mod 2]
- *   zero grads; for each of k micro-batches: (copy its inputs into place,) forward, backward
- *   (gradients accumulate +=), copy its losses into the readback slot;
+ *   for each of k micro-batches: (copy its inputs into place,) forward, backward (the first
+ *   assigns the gradients, so no pass zeroes them; the others accumulate +=), copy its losses
+ *   into the readback slot;
  *   [k > 1: grads ·= 1/k — MAE's `loss /= accum_iter`, applied once to the sum]
  *   grad norm, (clip,) AdamW; copy the grad norm into the readback slot.
  * The readback slot is mapped right after the submit and read one step late: while the GPU runs
@@ -451,7 +452,7 @@ export class Trainer {
       rec.copy(model.io.tensor('lossScale'), this.tensorOf(b.lossScale, 0, 4));
     }
     const slot = this.readSlots[t % 2];
-    model.recordZeroGrads(rec);
+    // No zeroing pass: the first micro-batch's backward assigns the gradients, the others add to them.
     for (let j = 0; j < k; j++) {
       if (j > 0 && j % perSubmit === 0) {
         rec.submitNoWait(); // too many dispatches for one Recorder: the step continues in the next submit
@@ -476,7 +477,8 @@ export class Trainer {
         put('mask', masking.mask);
       }
       model.recordForward(rec);
-      model.recordBackward(rec);
+      if (j === 0) rec.assignParamGrads(() => model.recordBackward(rec));
+      else model.recordBackward(rec);
       const base = j * (1 + this.pairs);
       rec.copy(model.io.tensor('loss.pix'), this.tensorOf(slot, base, 1));
       for (let p = 0; p < this.pairs; p++) rec.copy(model.io.tensor(`loss.distill.${p}`), this.tensorOf(slot, base + 1 + p, 1));

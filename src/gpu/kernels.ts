@@ -303,6 +303,13 @@ export class Recorder {
    * `autocast('f16', …)`) makes the f16-operand variant a candidate (ops/matmul.ts).
    */
   matmulPrecision: MatmulPrecision = 'f32';
+  /**
+   * How the backward's ops write parameter gradients: 'accumulate' (+=, the default: onto what
+   * is there), or 'assign' (=) inside `assignParamGrads` — the first backward of a step, whose
+   * gradients start from nothing, so that no pass zeroes them first (torch's
+   * zero_grad(set_to_none=True)). Activation gradients assign either way.
+   */
+  paramGrads: 'accumulate' | 'assign' = 'accumulate';
 
   /** The whole recording's timestamp writes ('submission' spans): the first written now, the last at submit. */
   private readonly span?: GPUComputePassTimestampWrites;
@@ -336,6 +343,26 @@ export class Recorder {
     } finally {
       this.matmulPrecision = outer;
     }
+  }
+
+  /**
+   * Records `record` (a backward) with its parameter gradients assigned (=) instead of
+   * accumulated: each gradient must be written by exactly one op of it, and those it does not
+   * write keep whatever they held. Nests; restores.
+   */
+  assignParamGrads<T>(record: () => T): T {
+    const outer = this.paramGrads;
+    this.paramGrads = 'assign';
+    try {
+      return record();
+    } finally {
+      this.paramGrads = outer;
+    }
+  }
+
+  /** Whether the ops write parameter gradients with += (paramGrads). */
+  get accumulatesParamGrads(): boolean {
+    return this.paramGrads === 'accumulate';
   }
 
   dispatch(spec: KernelSpec, bindings: readonly (Binding | undefined)[], params: readonly Param[] | null, workgroups: readonly [number, number?, number?], label?: string): void {

@@ -7,7 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { maeConfig, numPatches, type DistillConfig, type MaeConfig } from '../../src/engine/config';
 import { DmaeModel, dmaeStudentLayout } from '../../src/engine/dmae';
 import { MaeModel, maeMemoryEstimate } from '../../src/engine/mae';
-import { maeParamLayout } from '../../src/engine/params';
+import { FROZEN, maeParamLayout } from '../../src/engine/params';
+import type { ParamMap } from '../../src/engine/init';
+import { upload } from '../../src/gpu/buffers';
 import { Recorder, dispatchCache } from '../../src/gpu/kernels';
 import * as refAdamw from '../../src/ref/adamw';
 import * as ref from '../../src/ref/model';
@@ -16,6 +18,26 @@ import type { Gpu } from '../../src/gpu/device';
 import { collectFamilyShapes, rememberVariant, resetVariantChoices, variantInUse } from '../../src/gpu/variant-choices';
 import { expectClose, expectSameBits, expectSameParams, randn, read, run, testGpu, TOL } from '../helpers';
 import { flatten, perturbedParams, testMasking, tinyConfig, tinyTeacherConfig, unflatten } from '../model-fixtures';
+
+/**
+ * The step's first backward assigns the gradients (Recorder.assignParamGrads) instead of adding
+ * to zeroed ones: run it on gradients that hold NaN, and every trainable parameter's gradient must
+ * come out equal to `accumulated` (the backward's onto zeros: 0 + x is x), each written whole by
+ * one op; the fixed sin-cos tables (FROZEN) have no gradient, and no op may write theirs.
+ */
+async function expectAssignedGradients(gpu: Gpu, model: MaeModel, accumulated: ParamMap): Promise<void> {
+  upload(gpu.device, model.grads.all, new Float32Array(model.layout.size).fill(NaN));
+  await run(gpu, (rec) => {
+    model.recordForward(rec);
+    rec.assignParamGrads(() => model.recordBackward(rec));
+  });
+  const assigned = await model.readGrads();
+  for (const [name, want] of accumulated) {
+    const got = assigned.get(name)!;
+    if (FROZEN.has(name)) expect(got.every(Number.isNaN), `${name}: no op writes a fixed table's gradient`).toBe(true);
+    else expectClose(got, want, TOL.exact, `assigned d loss / ${name}`);
+  }
+}
 
 async function goldenMae(cfg: MaeConfig, N: number, V: number, seed: number): Promise<void> {
   const gpu = await testGpu();
@@ -38,8 +60,10 @@ async function goldenMae(cfg: MaeConfig, N: number, V: number, seed: number): Pr
   const { loss } = await model.readLosses();
   expectClose([loss], [want.loss], TOL.reduction, 'loss');
   expectClose(await model.readPred(), want.pred, TOL.reduction, 'pred');
-  expectSameParams(await model.readGrads(), want.grads, TOL.gradient, 'd loss /');
+  const grads = await model.readGrads();
+  expectSameParams(grads, want.grads, TOL.gradient, 'd loss /');
   expectSameParams(await model.readParams(), params, TOL.exact, 'parameters unchanged by forward/backward:');
+  await expectAssignedGradients(gpu, model, grads);
   model.destroy();
 }
 
@@ -147,7 +171,9 @@ async function goldenDmae(cfg: MaeConfig, d: DistillConfig, N: number, V: number
     expectClose([got.pix], [want.pixLoss], TOL.reduction, 'L_pix');
     expectClose([got.distill.reduce((a, b) => a + b, 0)], [want.distillLoss], TOL.reduction, 'L_dist');
     expectClose([got.loss], [want.loss], TOL.reduction, 'loss');
-    expectSameParams(await model.readGrads(), want.grads, TOL.gradient, 'd loss /');
+    const grads = await model.readGrads();
+    expectSameParams(grads, want.grads, TOL.gradient, 'd loss /');
+    await expectAssignedGradients(gpu, model, grads);
     model.destroy();
     return;
   }
@@ -245,7 +271,7 @@ describe('the step loop', () => {
     }
     expect(Object.fromEntries(calls), 'GPU objects created and submissions made by a repeated step').toEqual({ submit: 1 });
     expect(dispatchCache(gpu.device).bindGroupCount, 'bind groups after a repeated step').toBe(groups);
-    // Zeroing the gradients is a buffer clear before the first dispatch, so the dispatches share one pass.
+    // No clear zeroes the gradients (the backward assigns them): every dispatch shares one pass.
     expect(passes, 'compute passes of one step').toBe(1);
     expectSameBits(await read(gpu, model.grads.all), grads1, 'gradients of a repeated step');
     expectSameBits(await read(gpu, model.params.all), params1, 'parameters after a repeated step');

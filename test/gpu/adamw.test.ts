@@ -338,6 +338,39 @@ const randomLrScales = (n: number, seed: number, maxLen: number): Uint32Array =>
   });
 };
 
+describe('AdamW reporting the gradient norm from its own reads (adamwStep gradNorm)', () => {
+  // n = 4·k: the vec4 path covers all of it and sums the norm on the way; n % 4 ≠ 0: the norm
+  // pass runs first. Either way the update is the one without a norm, bit for bit.
+  for (const n of [4, 1024, 5_796_992, 4099, 65_537]) {
+    it(`n=${n}: params, m and v bit-identical to a step without it; the norm matches the reference`, async () => {
+      const gpu = await testGpu();
+      const g = grads(n, 71), p0 = randn(n, 72), m0 = randn(n, 73).map((x) => Math.abs(x) * 1e-2), v0 = randn(n, 74).map((x) => x * x * 1e-3);
+      const opts = { lr: 1e-2, step: 3 };
+      const want = new Float64Array(1);
+      ref.globalGradNorm(want, g, n);
+      const outs: Float32Array[][] = [];
+      const norm = gpuTensor(gpu, Float64Array.of(NaN));
+      for (const fused of [false, true]) {
+        const [tp, tg, tm, tv] = [p0, g, m0, v0].map((x) => gpuTensor(gpu, x));
+        await run(gpu, (rec) => gpuOps.adamwStep(rec, tp, tg, tm, tv, null, gpuTensor(gpu, Float64Array.of(1)), n, opts, null, 'vec4', fused ? norm : undefined));
+        outs.push([await read(gpu, tp), await read(gpu, tm), await read(gpu, tv)]);
+      }
+      ['params', 'm', 'v'].forEach((k, i) => expectSameBits(outs[1][i], outs[0][i], `${k} with the norm reported`));
+      expectClose(await read(gpu, norm), want, TOL.reduction, 'gradient norm');
+    });
+  }
+
+  it('a non-finite gradient gives a non-finite norm (what the NaN guard reads)', async () => {
+    const gpu = await testGpu();
+    const n = 4096;
+    const g = grads(n, 75);
+    g[1234] = NaN;
+    const norm = gpuTensor(gpu, 1);
+    await run(gpu, (rec) => gpuOps.adamwStep(rec, gpuTensor(gpu, n), gpuTensor(gpu, g), gpuTensor(gpu, n), gpuTensor(gpu, n), null, gpuTensor(gpu, Float64Array.of(1)), n, { lr: 1e-3, step: 1 }, null, 'vec4', norm));
+    expect(Number.isFinite((await read(gpu, norm))[0])).toBe(false);
+  });
+});
+
 describe('AdamW vec4 path: bit-identical to the scalar entry point', () => {
   const SENTINEL = 12345.5; // beyond n: must stay untouched
 

@@ -64,7 +64,7 @@ function reference(k: Case, rows: number, C: number) {
  * Forward then backward on the GPU, the backward fed the GPU's own saved mean and rstd; then the
  * backward again with accumulateDx onto dres (its own dweight/dbias, as a model's second norm).
  */
-async function onGpu(gpu: Gpu, k: Case, rows: number, C: number, variant: LayernormVariant = 'workgroup') {
+async function onGpu(gpu: Gpu, k: Case, rows: number, C: number, variant: LayernormVariant = 'workgroup', assignParamGrads = false) {
   const t = {
     x: gpuTensor(gpu, k.x), weight: gpuTensor(gpu, k.weight), bias: gpuTensor(gpu, k.bias), dout: gpuTensor(gpu, k.dout),
     out: gpuTensor(gpu, randn(rows * C, 91)), mean: gpuTensor(gpu, rows), rstd: gpuTensor(gpu, rows),
@@ -74,8 +74,12 @@ async function onGpu(gpu: Gpu, k: Case, rows: number, C: number, variant: Layern
   };
   await run(gpu, (rec) => {
     gpuOps.layernormForward(rec, t.out, t.mean, t.rstd, t.x, t.weight, t.bias, rows, C, 1e-6, variant);
-    gpuOps.layernormBackward(rec, t.dx, t.dweight, t.dbias, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, false, variant);
-    gpuOps.layernormBackward(rec, t.dres, t.dweight2, t.dbias2, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, true, variant);
+    const backward = () => {
+      gpuOps.layernormBackward(rec, t.dx, t.dweight, t.dbias, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, false, variant);
+      gpuOps.layernormBackward(rec, t.dres, t.dweight2, t.dbias2, t.dout, t.x, t.weight, t.mean, t.rstd, rows, C, true, variant);
+    };
+    if (assignParamGrads) rec.assignParamGrads(backward);
+    else backward();
   });
   return {
     out: await read(gpu, t.out), mean: await read(gpu, t.mean), rstd: await read(gpu, t.rstd),
@@ -120,6 +124,16 @@ describe.each(REDUCTION_VARIANTS)("layernorm, '%s' variant (GPU vs float64 refer
       expectAllClose(await onGpu(gpu, k, rows, C, variant), reference(k, rows, C), rows, ' (offset rows)', 17);
     });
   }
+
+  // A step's first backward: dweight and dbias are assigned over what they held (garbage here),
+  // as the reference's sums onto zeros.
+  it('inside Recorder.assignParamGrads: dweight = and dbias =', async (ctx) => {
+    const gpu = await gpuFor(variant, ctx);
+    const [rows, C] = [8 * 17, 192];
+    const k = makeCase(rows, C, 77);
+    const want = reference({ ...k, dweight0: new Float64Array(C), dbias0: new Float64Array(C) }, rows, C);
+    expectAllClose(await onGpu(gpu, k, rows, C, variant, true), want, rows, ' (assigned)');
+  });
 
   it('rows beyond 65535 workgroups (2-D grid)', async (ctx) => {
     const gpu = await gpuFor(variant, ctx);

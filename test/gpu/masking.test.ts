@@ -155,6 +155,28 @@ describe('masking kernels (GPU vs float64 reference)', () => {
     });
   }
 
+  // A step's first backward: the cls and mask-token gradients are assigned over what they held.
+  it('inside Recorder.assignParamGrads: dcls = and dmaskToken = (garbage before, the sums onto zeros after)', async () => {
+    const gpu = await testGpu();
+    const [N, L, V, D] = [3, 16, 5, 12];
+    const { idsKeep, idsRestore } = ref.randomMasking(noise(N * L, 31), N, L, V);
+    const doutEnc = randn(N * (1 + V) * D, 32), doutDec = randn(N * (1 + L) * D, 33);
+    const want = { enc: new Float64Array(D), vis: new Float64Array(D), mask: new Float64Array(D) };
+    ref.embedVisibleBackward(new Float64Array(N * V * D), want.enc, doutEnc, N, L, V, D);
+    ref.gatherVisibleBackward(new Float64Array(N * L * D), want.vis, doutEnc, idsKeep, N, L, V, D);
+    ref.insertMaskTokensBackward(new Float64Array(N * (1 + V) * D), want.mask, doutDec, idsRestore, N, L, V, D);
+    const got = { enc: gpuTensor(gpu, randn(D, 34)), vis: gpuTensor(gpu, randn(D, 35)), mask: gpuTensor(gpu, randn(D, 36)) };
+    const gEnc = gpuTensor(gpu, doutEnc), gDec = gpuTensor(gpu, doutDec);
+    await run(gpu, (rec) => rec.assignParamGrads(() => {
+      gpuOps.embedVisibleBackward(rec, gpuTensor(gpu, N * V * D), got.enc, gEnc, N, L, V, D);
+      gpuOps.gatherVisibleBackward(rec, gpuTensor(gpu, N * L * D), got.vis, gEnc, gpuTensor(gpu, idsKeep), N, L, V, D);
+      gpuOps.insertMaskTokensBackward(rec, gpuTensor(gpu, N * (1 + V) * D), got.mask, gDec, gpuTensor(gpu, idsRestore), N, L, V, D);
+    }));
+    expectClose(await read(gpu, got.enc), want.enc, TOL.reduction, 'embedVisibleBackward dcls');
+    expectClose(await read(gpu, got.vis), want.vis, TOL.reduction, 'gatherVisibleBackward dcls');
+    expectClose(await read(gpu, got.mask), want.mask, TOL.reduction, 'insertMaskTokensBackward dmaskToken');
+  });
+
   it('is deterministic: the same inputs give bit-identical gradients', async () => {
     const gpu = await testGpu();
     const [N, L, V, D] = [8, 64, 16, 128];

@@ -467,22 +467,27 @@ describe("the bias gradient inside the 'tn' product (biasGrad)", () => {
   ];
   for (const variant of ['vec4', 'vec4_sampled', 'blocked', 'tiled'] as const) {
     for (const [name, M, N, K] of shapes) {
-      it(`${variant} ${name} M=${M} N=${N} K=${K}: dW += dYᵀ·X and db += Σ dY, db bit-identical to bias_backward`, async () => {
-        const gpu = await testGpu();
-        const a = randn(K * M, 51), b = randn(K * N, 52), c0 = randn(M * N, 53), db0 = randn(M, 54);
-        const want = { c: Float64Array.from(c0), db: Float64Array.from(db0) };
-        ref.matmul(want.c, a, b, null, M, N, K, 'tn', true, undefined, undefined, want.db);
-        const wantDb = Float64Array.from(db0);
-        ref.biasBackward(wantDb, a, K, M, true);
-        expectClose(want.db, wantDb, TOL.exact, 'the reference: biasGrad is biasBackward');
-        const [ta, c, db] = [gpuTensor(gpu, a), gpuTensor(gpu, c0), gpuTensor(gpu, db0)];
-        await run(gpu, (rec) => gpuOps.matmul(rec, c, ta, gpuTensor(gpu, b), null, M, N, K, 'tn', true, variant, undefined, db));
-        expectClose(await read(gpu, c), want.c, matmulTol(K), `dW (${variant})`);
-        expectClose(await read(gpu, db), want.db, matmulTol(K), `db (${variant})`);
-        const separate = gpuTensor(gpu, db0);
-        await run(gpu, (rec) => gpuOps.biasBackward(rec, separate, ta, K, M, true));
-        expectSameBits(await read(gpu, db), await read(gpu, separate), `db (${variant}) vs bias_backward`);
-      });
+      // accumulate: onto what dW and db hold; else (a step's first backward) both are assigned,
+      // over garbage, as the reference's sums onto zeros.
+      for (const accumulate of [true, false]) {
+        const how = accumulate ? 'dW += dYᵀ·X and db += Σ dY' : 'dW = dYᵀ·X and db = Σ dY over garbage';
+        it(`${variant} ${name} M=${M} N=${N} K=${K}: ${how}, db bit-identical to bias_backward`, async () => {
+          const gpu = await testGpu();
+          const a = randn(K * M, 51), b = randn(K * N, 52), c0 = randn(M * N, 53), db0 = randn(M, 54);
+          const want = accumulate ? { c: Float64Array.from(c0), db: Float64Array.from(db0) } : { c: new Float64Array(M * N), db: new Float64Array(M) };
+          const wantDb = Float64Array.from(want.db);
+          ref.matmul(want.c, a, b, null, M, N, K, 'tn', true, undefined, undefined, want.db);
+          ref.biasBackward(wantDb, a, K, M, true);
+          expectClose(want.db, wantDb, TOL.exact, 'the reference: biasGrad is biasBackward');
+          const [ta, c, db] = [gpuTensor(gpu, a), gpuTensor(gpu, c0), gpuTensor(gpu, db0)];
+          await run(gpu, (rec) => gpuOps.matmul(rec, c, ta, gpuTensor(gpu, b), null, M, N, K, 'tn', accumulate, variant, undefined, db));
+          expectClose(await read(gpu, c), want.c, matmulTol(K), `dW (${variant})`);
+          expectClose(await read(gpu, db), want.db, matmulTol(K), `db (${variant})`);
+          const separate = gpuTensor(gpu, db0);
+          await run(gpu, (rec) => gpuOps.biasBackward(rec, separate, ta, K, M, accumulate));
+          expectSameBits(await read(gpu, db), await read(gpu, separate), `db (${variant}) vs bias_backward`);
+        });
+      }
     }
   }
 

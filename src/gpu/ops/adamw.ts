@@ -127,11 +127,16 @@ export type AdamwVariant = 'vec4' | 'scalar';
  * by clipCoef[0]. `ranges` is a u32 tensor from decayRanges (its length is 2·ranges; a tensor of
  * length 0 means no element decays); null means every element decays. `lrScales` (optional) is
  * a u32 tensor from lrScaleRanges: an element of scale s steps as with lr·s (decay included).
+ * `gradNorm` (optional): also gradNorm[0] = ‖grads[0..n)‖₂ (=), the unclipped gradient's norm,
+ * summed from the step's own reads of the gradients (the vec4 path's per-invocation partials,
+ * then sumReduce) instead of a pass of its own before it — for a step that needs the norm only
+ * as a report (no clipping, no loss scaling: clipCoef must then be [1] or [1, 0], a step that
+ * is never skipped). Where the vec4 path does not cover all n, globalGradNorm runs first.
  */
 export function adamwStep(
   rec: Recorder, params: Tensor, grads: Tensor, m: Tensor, v: Tensor,
   ranges: Tensor | null, clipCoef: Tensor, n: number, opts: AdamwOptions, lrScales: Tensor | null = null,
-  variant: AdamwVariant = 'vec4',
+  variant: AdamwVariant = 'vec4', gradNorm?: Tensor,
 ): void {
   const s = adamwScalars(opts);
   const numRanges = ranges ? Math.floor(ranges.length / 2) : 0;
@@ -146,13 +151,19 @@ export function adamwStep(
   ];
   // The vec4 path covers [0, 4⌊n/4⌋); adamw_step takes what is left from `first` on.
   const first = variant === 'vec4' ? 4 * Math.floor(n / 4) : 0;
+  const fuseNorm = gradNorm !== undefined && first === n && n > 0;
+  if (gradNorm && !fuseNorm) globalGradNorm(rec, gradNorm, grads, n);
+  // One partial per invocation of the vec4 path's workgroups (fuseNorm), else an unused stand-in.
+  const workgroups = Math.ceil(first / 4 / (VEC4_WG * VEC4_PER_THREAD));
+  const partials = scratch(rec.gpu.device, fuseNorm ? 'adamw-norm-partials' : 'adamw-no-norm-partials', fuseNorm ? workgroups * VEC4_WG : 4);
   if (first > 0) {
     rec.dispatch(
-      { shader: 'adamw', entry: 'adamw_step_vec4', constants: { VEC4_WG, VEC4_PER_THREAD } },
-      bindings, uniforms(0), grid2d(first / 4, VEC4_WG * VEC4_PER_THREAD),
+      { shader: 'adamw', entry: 'adamw_step_vec4', constants: { VEC4_WG, VEC4_PER_THREAD, NORM_PARTIALS: fuseNorm ? 1 : 0 } },
+      [...bindings, partials], uniforms(0), grid2d(first / 4, VEC4_WG * VEC4_PER_THREAD),
     );
   }
   if (first < n) rec.dispatch({ shader: 'adamw', entry: 'adamw_step' }, bindings, uniforms(first), grid2d(n - first, WG));
+  if (fuseNorm) sumReduce(rec, gradNorm, partials, workgroups * VEC4_WG, 'sqrtsum');
 }
 
 /**

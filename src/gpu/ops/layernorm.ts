@@ -64,7 +64,7 @@ export function layernormForward(
 
 /**
  * dx[rows,C] = (assigned; with accumulateDx, dx +=), dweight[C] +=, dbias[C] += (parameter
- * gradients accumulate). accumulateDx adds the norm's input gradient onto what dx holds — the
+ * gradients accumulate; inside Recorder.assignParamGrads they are assigned). accumulateDx adds the norm's input gradient onto what dx holds — the
  * residual stream's `dres += dx_norm`, one dispatch instead of a scratch dx and an addInPlace.
  */
 export function layernormBackward(
@@ -89,5 +89,6 @@ export function layernormBackward(
     rec.dispatch(dxSpec, [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
     rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_partial' }, [partial, dout, x, mean, rstd, corr], params, [ceilDiv(C, WG), nchunks]);
   }
-  rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_params' }, [dweight, dbias, partial], params, [ceilDiv(C, WG)]);
+  const paramsSpec = { shader: 'layernorm', entry: 'layernorm_backward_params', constants: { ACCUMULATE_PARAMS: rec.accumulatesParamGrads ? 1 : 0 } };
+  rec.dispatch(paramsSpec, [dweight, dbias, partial], params, [ceilDiv(C, WG)]);
 }

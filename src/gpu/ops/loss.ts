@@ -46,8 +46,9 @@ const rowWorkgroup = (cols: number): number => (cols <= 64 ? 64 : cols <= 128 ? 
 export type SumVariant = 'auto' | 'vec4' | 'scalar';
 
 /**
- * out[0] = scale · Σ_{i<n} x[i]  ('sum'),  scale · Σ_{i<n} x[i]²  ('sumsq'),  or
- * scale · sqrt(Σ_{i<n} x[i]²) = scale · ‖x‖₂  ('norm'). Assigned.
+ * out[0] = scale · Σ_{i<n} x[i]  ('sum'),  scale · Σ_{i<n} x[i]²  ('sumsq'),
+ * scale · sqrt(Σ_{i<n} x[i]²) = scale · ‖x‖₂  ('norm'), or scale · sqrt(Σ_{i<n} x[i])
+ * ('sqrtsum': a norm from partial sums of squares, adamwStep's). Assigned.
  *
  * Deterministic: G workgroups each sum a strided share (every thread in order, then a fixed
  * tree), and a second one-workgroup dispatch sums the partials in order. Scalar pass:
@@ -63,7 +64,7 @@ export type SumVariant = 'auto' | 'vec4' | 'scalar';
  * 'norm') (adamw.ts's globalGradNorm). Float32 throughout: for tens of millions of terms of very
  * different sizes expect float32 rounding (the strided partials keep it close to pairwise).
  */
-export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' = 'sum', scale = 1, variant: SumVariant = 'auto'): void {
+export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 'sum' | 'sumsq' | 'norm' | 'sqrtsum' = 'sum', scale = 1, variant: SumVariant = 'auto'): void {
   const nq = ceilDiv(n, 4);
   const fits = x.length >= Math.max(4, 4 * nq); // a vec4 view binds whole vec4s (16 bytes at least)
   if (variant === 'vec4' && !fits) throw new GpuError(`sumReduce: the vec4 pass needs a view of ${4 * nq} elements for n = ${n}; this one has ${x.length}.`, 'validation');
@@ -73,11 +74,11 @@ export function sumReduce(rec: Recorder, out: Tensor, x: Tensor, n: number, op: 
   const count = vec4 ? groups * SUM_WG : groups;
   const partials = scratch(rec.gpu.device, 'loss-sum-partials', count);
   rec.dispatch(
-    { shader: 'loss', entry: vec4 ? 'reduce_sum_partial_vec4' : 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sum' ? 0 : 1 } },
+    { shader: 'loss', entry: vec4 ? 'reduce_sum_partial_vec4' : 'reduce_sum_partial', constants: { REDUCE_WG: SUM_WG, SQUARE: op === 'sumsq' || op === 'norm' ? 1 : 0 } },
     [partials, x], [0, 0, n, { f32: 0 }], [groups],
   );
   rec.dispatch(
-    { shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG, ROOT: op === 'norm' ? 1 : 0 } },
+    { shader: 'loss', entry: 'reduce_sum_final', constants: { REDUCE_WG: SUM_WG, ROOT: op === 'norm' || op === 'sqrtsum' ? 1 : 0 } },
     [out, partials], [0, 0, count, { f32: scale }], [1],
   );
 }

@@ -7,6 +7,9 @@
 import { ceilDiv, type Recorder, type Tensor } from '../kernels';
 import { grid2d } from './common';
 
+/** cls_backward's and mask_token_backward's: their parameter gradient += (or =, inside Recorder.assignParamGrads). */
+const paramGradConstants = (rec: Recorder) => ({ ACCUMULATE: rec.accumulatesParamGrads ? 1 : 0 });
+
 export { randomMasking, lenKeepFor, maskRatioFor, type Masking } from '../../core/masking';
 
 /** out[N, 1+V, D] (=): row 0 = cls[D], row 1+j = x[n, idsKeep[n, j]] of x[N, L, D]. */
@@ -16,7 +19,7 @@ export function gatherVisible(rec: Recorder, out: Tensor, x: Tensor, cls: Tensor
 
 /**
  * dx[N, L, D] (=): dout's visible rows scattered back to their patches, zero at the masked
- * ones (a clearing pass, then the scatter); dcls[D] += Σ_n dout[n, 0] (images in order).
+ * ones (a clearing pass, then the scatter); dcls[D] += Σ_n dout[n, 0] (images in order; = inside Recorder.assignParamGrads).
  * Pass dx = null when the input needs no gradient.
  */
 export function gatherVisibleBackward(
@@ -26,7 +29,7 @@ export function gatherVisibleBackward(
     rec.dispatch({ shader: 'masking', entry: 'gather_visible_zero' }, [dx], [N, L, V, D], grid2d(N * L * D));
     rec.dispatch({ shader: 'masking', entry: 'gather_visible_scatter' }, [dx, dout, undefined, idsKeep], [N, L, V, D], grid2d(N * V * D));
   }
-  rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
+  rec.dispatch({ shader: 'masking', entry: 'cls_backward', constants: paramGradConstants(rec) }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
 }
 
 /**
@@ -39,13 +42,13 @@ export function insertMaskTokens(rec: Recorder, out: Tensor, x: Tensor, maskToke
 
 /**
  * dx[N, 1+V, D] (=): dout's cls row and kept rows, back in shuffled order;
- * dmaskToken[D] += Σ over the masked (n, l) of dout[n, 1+l] (in order).
+ * dmaskToken[D] += Σ over the masked (n, l) of dout[n, 1+l] (in order; = inside Recorder.assignParamGrads).
  */
 export function insertMaskTokensBackward(
   rec: Recorder, dx: Tensor, dmaskToken: Tensor, dout: Tensor, idsRestore: Tensor, N: number, L: number, V: number, D: number,
 ): void {
   rec.dispatch({ shader: 'masking', entry: 'insert_mask_tokens_backward' }, [dx, dout, undefined, idsRestore], [N, L, V, D], grid2d(N * (1 + L) * D));
-  rec.dispatch({ shader: 'masking', entry: 'mask_token_backward' }, [dmaskToken, dout, undefined, idsRestore], [N, L, V, D], [ceilDiv(D, 64)]);
+  rec.dispatch({ shader: 'masking', entry: 'mask_token_backward', constants: paramGradConstants(rec) }, [dmaskToken, dout, undefined, idsRestore], [N, L, V, D], [ceilDiv(D, 64)]);
 }
 
 /** out[N, V, D] (=) = x[n, idsKeep[n, j]] of x[N, L, D]: the visible patches, before embedding. */
@@ -62,10 +65,10 @@ export function embedVisible(rec: Recorder, out: Tensor, x: Tensor, cls: Tensor,
   rec.dispatch({ shader: 'masking', entry: 'embed_visible' }, [out, x, cls, idsKeep, pos], [N, L, V, D], grid2d(N * (1 + V) * D));
 }
 
-/** embedVisible's backward: dx[N, V, D] (=) = dout[n, 1+j]; dcls[D] += Σ_n dout[n, 0]. pos is fixed. */
+/** embedVisible's backward: dx[N, V, D] (=) = dout[n, 1+j]; dcls[D] += Σ_n dout[n, 0] (= inside Recorder.assignParamGrads). pos is fixed. */
 export function embedVisibleBackward(rec: Recorder, dx: Tensor, dcls: Tensor, dout: Tensor, N: number, L: number, V: number, D: number): void {
   rec.dispatch({ shader: 'masking', entry: 'strip_cls' }, [dx, dout], [N, L, V, D], grid2d(N * V * D));
-  rec.dispatch({ shader: 'masking', entry: 'cls_backward' }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
+  rec.dispatch({ shader: 'masking', entry: 'cls_backward', constants: paramGradConstants(rec) }, [dcls, dout], [N, L, V, D], [ceilDiv(D, 64)]);
 }
 
 /** out[N, T, D] (=) = x[n, 1+t] of x[N, 1+T, D]: the tokens without their cls row. */

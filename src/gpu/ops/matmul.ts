@@ -346,7 +346,7 @@ function packF16(rec: Recorder, a: Tensor, b: Tensor, M: number, N: number, K: n
  * (they need vec4Aligned and `shader-f16`; without them it is an error, as the tuner never picks them there).
  * An epilogue assigns: with `accumulate` it is an error. Without a variant: the tuner's choice
  * for the product's class, which under `rec.autocast('f16', …)` may be an f16 variant.
- * `biasGrad` ('tn' only, dW = dYᵀ·X): also biasGrad[M] += Σ_k a[k, m], the Linear's db — inside
+ * `biasGrad` ('tn' only, dW = dYᵀ·X): also biasGrad[M] (+= with `accumulate`, else =) Σ_k a[k, m], the Linear's db — inside
  * the product with 'vec4' and 'vec4_sampled' (the dY rows they read anyway), else by bias_backward after it (the f16
  * variants too: db sums f32 values, not their f16 roundings).
  */
@@ -389,7 +389,7 @@ export function matmul(
     const [aH, bH] = packF16(rec, a, b, M, N, K, layout);
     const groups: [number, number] = v === 'vec4_f16' ? [ceilDiv(N, 8 * VEC4_LANES), ceilDiv(M, VEC4_ROWS)] : [ceilDiv(N, 64), ceilDiv(M, 64)];
     rec.dispatch(spec, [c, aH, bH, bindings[3], aux], [M, N, K, 0], groups);
-    if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
+    if (biasGrad) biasBackward(rec, biasGrad, a, K, M, accumulate);
     return;
   }
   if (v === 'vec4' || v === 'vec4_sampled') {
@@ -430,7 +430,7 @@ export function matmul(
   }
   const groups: [number, number] = [ceilDiv(N, 64), ceilDiv(M, 64)];
   rec.dispatch({ shader: 'matmul', entry: `matmul_${v}`, constants }, bindings, [M, N, K, 0], groups);
-  if (biasGrad) biasBackward(rec, biasGrad, a, K, M, true);
+  if (biasGrad) biasBackward(rec, biasGrad, a, K, M, accumulate);
 }
 
 /** dbias[N] (=|+=) Σ_m dy[m, n]. */
@@ -452,7 +452,8 @@ export function linearForward(
 
 /**
  * dx[R,in] = dxEpilogue(dy·w) (assigned; pass dx = null to skip), dw += dyᵀ·x, db += Σ_rows dy.
- * Parameter gradients accumulate, activation gradients assign.
+ * Activation gradients assign; parameter gradients accumulate, or assign where the recorder says
+ * so (Recorder.assignParamGrads).
  */
 export function linearBackward(
   rec: Recorder, dx: Tensor | null, dw: Tensor, db: Tensor | null,
@@ -460,5 +461,5 @@ export function linearBackward(
   dxEpilogue?: MatmulEpilogue,
 ): void {
   if (dx) matmul(rec, dx, dy, w, null, R, inF, outF, 'nn', false, undefined, dxEpilogue);
-  matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', true, undefined, undefined, db ?? undefined);
+  matmul(rec, dw, dy, x, null, outF, inF, R, 'tn', rec.accumulatesParamGrads, undefined, undefined, db ?? undefined);
 }
