@@ -9,6 +9,11 @@
 //                              5 weight, 6 mean, 7 rstd
 //   layernorm_backward_partial 1 partial[2,K,C] = (scratch), 2 dout, 3 x, 4 mean, 5 rstd, 6 corr
 //   layernorm_backward_params  1 dweight[C] +=, 2 dbias[C] +=, 3 partial[2,K,C] (= where ACCUMULATE_PARAMS is off)
+//   layernorm_backward_params_many  the same for every norm of a backward in one dispatch
+//                              (LayernormParamSums): 1 the gradient buffer (dweight, dbias of each
+//                              norm at its table offsets), 2 every norm's partial[2,K,C], 3 the
+//                              table, per norm [partial_at, K, C, dweight_at, dbias_at, first
+//                              channel] (element offsets); params {rows: norms, C: channels in all}
 // The forward saves mean and rstd for the backward; dx is assigned, dweight and dbias accumulate
 // (ACCUMULATE_PARAMS, an override: off in a step's first backward, which assigns them).
 // ACCUMULATE_DX (override) makes dx accumulate instead: the residual stream's gradient takes the
@@ -150,5 +155,44 @@ fn layernorm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
   } else {
     s_dweight[c] = dw;
     s_dbias[c] = db;
+  }
+}
+
+// layernorm_backward_params_many: one thread per channel of every norm; its norm is the last
+// whose first channel is ≤ it (a binary search, as transpose_weights finds its matrix). The chunks
+// are summed in order, as layernorm_backward_params sums them: the same bits.
+@group(0) @binding(1) var<storage, read_write> n_grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> n_partial: array<f32>;
+@group(0) @binding(3) var<storage, read_write> n_table: array<u32>;
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_params_many(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let g = grid_index(wid, nwg, lid.x, WG);
+  if (g >= p.C) { return; }
+  var lo = 0u;
+  var hi = p.rows;
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (n_table[6u * mid + 5u] <= g) { lo = mid; } else { hi = mid; }
+  }
+  let t = 6u * lo;
+  let at = n_table[t];
+  let nchunks = n_table[t + 1u];
+  let C = n_table[t + 2u];
+  let c = g - n_table[t + 5u];
+  var dw = 0.0;
+  var db = 0.0;
+  for (var k = 0u; k < nchunks; k++) {
+    dw += n_partial[at + k * C + c];
+    db += n_partial[at + (nchunks + k) * C + c];
+  }
+  let wi = n_table[t + 3u] + c;
+  let bi = n_table[t + 4u] + c;
+  if (ACCUMULATE_PARAMS) {
+    n_grads[wi] += dw;
+    n_grads[bi] += db;
+  } else {
+    n_grads[wi] = dw;
+    n_grads[bi] = db;
   }
 }

@@ -19,7 +19,7 @@ import type { MatmulPrecision, Recorder, Tensor } from '../gpu/kernels';
 import { adamwStep, clipCoefficient, decayRanges, globalGradNorm, LOSS_SCALE_DEFAULTS, lossScaleUpdate, type AdamwOptions } from '../gpu/ops/adamw';
 import { attentionBackward, attentionForward } from '../gpu/ops/attention';
 import { fill, scaleBy } from '../gpu/ops/elementwise';
-import { layernormBackward, layernormForward } from '../gpu/ops/layernorm';
+import { LayernormParamSums, layernormBackward, layernormForward } from '../gpu/ops/layernorm';
 import { maeLossBackward, maeLossForward } from '../gpu/ops/loss';
 import { dropCls, embedVisible, embedVisibleBackward, gatherPatches, insertMaskTokens, insertMaskTokensBackward, padCls, type Masking } from '../gpu/ops/masking';
 import { f16OverflowFlag, linearBackward, linearForward, type MatmulEpilogue } from '../gpu/ops/matmul';
@@ -115,9 +115,10 @@ export function addWorkspace(layout: ArenaLayout, rowsTimesWidth: number, rowsTi
 
 /**
  * The block's backward: dres[R, W] holds d out on entry and d x on exit (activation gradients
- * assign); the parameter gradients accumulate (+=) into G.
+ * assign); the parameter gradients accumulate (+=) into G. `normSums`: its two norms' dweight/dbias
+ * sums are left to it (LayernormParamSums, one dispatch for a whole backward).
  */
-export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: Lookup, A: BlockActs, x: Tensor, d: BlockDims): void {
+export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: Lookup, A: BlockActs, x: Tensor, d: BlockDims, normSums?: LayernormParamSums): void {
   const { N, T, W, heads, hidden } = d;
   const R = N * T;
   const dres = view(ws.dres, R * W), dln = view(ws.dln, R * W), dattn = view(ws.dattn, R * W);
@@ -126,12 +127,12 @@ export function recordBlockBackward(rec: Recorder, ws: Workspace, G: Lookup, P: 
   // MLP branch
   linearBackward(rec, dh, G('mlp.fc2.weight'), G('mlp.fc2.bias'), dres, A.a, P('mlp.fc2.weight'), R, hidden, W, { kind: 'gelu_grad', grad: A.geluGrad });
   linearBackward(rec, dln, G('mlp.fc1.weight'), G('mlp.fc1.bias'), dh, A.ln2, P('mlp.fc1.weight'), R, W, hidden);
-  layernormBackward(rec, dres, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W, true); // d x1 (+= the residual's)
+  layernormBackward(rec, dres, G('norm2.weight'), G('norm2.bias'), dln, A.x1, P('norm2.weight'), A.mean2, A.rstd2, R, W, true, undefined, normSums); // d x1 (+= the residual's)
   // attention branch
   linearBackward(rec, dattn, G('attn.proj.weight'), G('attn.proj.bias'), dres, A.attn, P('attn.proj.weight'), R, W, W);
   attentionBackward(rec, dqkv, dattn, A.qkv, A.probs, N, T, heads, W / heads);
   linearBackward(rec, dln, G('attn.qkv.weight'), G('attn.qkv.bias'), dqkv, A.ln1, P('attn.qkv.weight'), R, W, 3 * W);
-  layernormBackward(rec, dres, G('norm1.weight'), G('norm1.bias'), dln, x, P('norm1.weight'), A.mean1, A.rstd1, R, W, true); // d x
+  layernormBackward(rec, dres, G('norm1.weight'), G('norm1.bias'), dln, x, P('norm1.weight'), A.mean1, A.rstd1, R, W, true, undefined, normSums); // d x
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,6 +275,8 @@ export class MaeModel {
   readonly dacts: Arena;
   readonly io: Arena;
   private readonly ranges: Tensor;
+  /** Every layer norm's dweight/dbias sums of a backward, in one dispatch at its end. */
+  private readonly normSums: LayernormParamSums;
   readonly precision: Precision;
   private readonly lossScaleGrowthInterval: number;
 
@@ -305,6 +308,9 @@ export class MaeModel {
     this.dacts = new Arena(dev, dacts, 'activation-grads');
     this.io = new Arena(dev, io, 'io');
 
+    // The norms the backward has: two per block and the final one, encoder and decoder.
+    const encoderNorm = { rows: batch * (1 + visible), C: cfg.embedDim }, decoderNorm = { rows: batch * (1 + L), C: cfg.decoderEmbedDim };
+    this.normSums = new LayernormParamSums(dev, [...Array(2 * cfg.depth + 1).fill(encoderNorm), ...Array(2 * cfg.decoderDepth + 1).fill(decoderNorm)]);
     const r = decayRanges(layout);
     this.ranges = createTensor(dev, Math.max(r.length, 1), 'adamw-decay-ranges', r.length > 0 ? r : undefined);
     this.ranges = view(this.ranges, r.length);
@@ -333,7 +339,7 @@ export class MaeModel {
     if (this.precision === 'mixed') scaleBy(rec, seed, this.io.tensor('lossScale'), seed.length);
   }
 
-  /** Bytes of GPU memory the model holds (arenas; the kernels' scratch is extra and small). */
+  /** Bytes of GPU memory the model holds (arenas; the kernels' scratch and the norms' partials are extra and small). */
   get memoryBytes(): number {
     return [this.params, this.grads, this.adamM, this.adamV, this.acts, this.dacts, this.io].reduce((s, x) => s + x.layout.bytes, 0);
   }
@@ -470,10 +476,10 @@ export class MaeModel {
     linearBackward(rec, dnormed, this.g('decoder_pred.weight'), this.g('decoder_pred.bias'), dfull, this.act('dec.normed'), this.p('decoder_pred.weight'), Rd, Dd, P);
     const last = this.act(`dec.blocks.${cfg.decoderDepth - 1}.out`);
     // dnormed lives in ws.dln, which the blocks reuse: the norm's backward consumes it first.
-    layernormBackward(rec, view(ws.dres, Rd * Dd), this.g('decoder_norm.weight'), this.g('decoder_norm.bias'), dnormed, last, this.p('decoder_norm.weight'), this.act('dec.mean'), this.act('dec.rstd'), Rd, Dd);
+    layernormBackward(rec, view(ws.dres, Rd * Dd), this.g('decoder_norm.weight'), this.g('decoder_norm.bias'), dnormed, last, this.p('decoder_norm.weight'), this.act('dec.mean'), this.act('dec.rstd'), Rd, Dd, false, undefined, this.normSums);
     for (let i = cfg.decoderDepth - 1; i >= 0; i--) {
       const x = i === 0 ? this.act('dec.z') : this.act(`dec.blocks.${i - 1}.out`);
-      recordBlockBackward(rec, ws, (n) => this.g(`decoder_blocks.${i}.${n}`), (n) => this.p(`decoder_blocks.${i}.${n}`), blockActs(this.acts, `dec.blocks.${i}`), x, d);
+      recordBlockBackward(rec, ws, (n) => this.g(`decoder_blocks.${i}.${n}`), (n) => this.p(`decoder_blocks.${i}.${n}`), blockActs(this.acts, `dec.blocks.${i}`), x, d, this.normSums);
     }
     // decoder_pos_embed is fixed: identity backward, no gradient.
     insertMaskTokensBackward(rec, this.dact('dy'), this.g('mask_token'), view(ws.dres, Rd * Dd), this.act('idsRestore'), N, L, V, Dd);
@@ -491,11 +497,11 @@ export class MaeModel {
     const R = N * d.T;
     const ws = this.workspace();
     const dres = view(ws.dres, R * D);
-    layernormBackward(rec, dres, this.g('norm.weight'), this.g('norm.bias'), this.dact('dlatent'), this.encoderBlockOutput(cfg.depth - 1), this.p('norm.weight'), this.act('norm.mean'), this.act('norm.rstd'), R, D);
+    layernormBackward(rec, dres, this.g('norm.weight'), this.g('norm.bias'), this.dact('dlatent'), this.encoderBlockOutput(cfg.depth - 1), this.p('norm.weight'), this.act('norm.mean'), this.act('norm.rstd'), R, D, false, undefined, this.normSums);
     for (let i = cfg.depth - 1; i >= 0; i--) {
       this.addFeatureGradient(rec, i, dres);
       const x = i === 0 ? this.act('x0') : this.encoderBlockOutput(i - 1);
-      recordBlockBackward(rec, ws, (n) => this.g(`blocks.${i}.${n}`), (n) => this.p(`blocks.${i}.${n}`), blockActs(this.acts, `enc.blocks.${i}`), x, d);
+      recordBlockBackward(rec, ws, (n) => this.g(`blocks.${i}.${n}`), (n) => this.p(`blocks.${i}.${n}`), blockActs(this.acts, `enc.blocks.${i}`), x, d, this.normSums);
     }
     embedVisibleBackward(rec, this.dact('dembVisible'), this.g('cls_token'), dres, N, L, V, D);
     // pos_embed is fixed: identity backward, no gradient. The images need no gradient (dx = null).
@@ -511,6 +517,7 @@ export class MaeModel {
    */
   recordBackward(rec: Recorder): void {
     rec.autocast(this.matmulPrecision, () => this.recordBackwardInOrder(rec));
+    this.normSums.record(rec); // every layer norm's dweight/dbias, in one dispatch
   }
 
   /** The backward's parts, in reverse of the forward. */
@@ -565,6 +572,7 @@ export class MaeModel {
 
   destroy(): void {
     for (const a of [this.params, this.grads, this.adamM, this.adamV, this.acts, this.dacts, this.io]) a.destroy();
+    this.normSums.destroy();
     this.ranges.buffer.destroy();
   }
 }

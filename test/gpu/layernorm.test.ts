@@ -320,3 +320,65 @@ describe('layernorm reference vs finite differences', () => {
     checkGradients({ x, weight, bias }, loss, { x: dx, weight: dweight, bias: dbias });
   });
 });
+
+describe('LayernormParamSums: every norm\'s dweight/dbias of a backward in one dispatch', () => {
+  // Norms of different widths and row counts, in one gradient arena: the deferred sums give the
+  // bits of each norm's own backward_params, onto what the gradients hold (+=) and, inside
+  // assignParamGrads, over garbage (=).
+  const norms: Array<[number, number]> = [[8 * 17, 192], [37, 200], [8 * 65, 128], [5, 1]];
+  for (const variant of REDUCTION_VARIANTS) {
+    for (const assign of [false, true]) {
+      it(`${variant}, ${assign ? 'assigned' : 'accumulated'}: bit-identical to one dispatch per norm`, async (ctx) => {
+        const gpu = await gpuFor(variant, ctx);
+        const layout = new ArenaLayout();
+        norms.forEach(([, C], i) => {
+          layout.add(`n${i}.weight`, [C]);
+          layout.add(`n${i}.bias`, [C]);
+        });
+        const start = Float32Array.from(randn(layout.size, 5));
+        const results: Float32Array[] = [];
+        for (const deferred of [false, true]) {
+          const grads = new Arena(gpu.device, layout, 'grads');
+          upload(gpu.device, grads.all, start);
+          const sums = new gpuOps.LayernormParamSums(gpu.device, norms.map(([rows, C]) => ({ rows, C })));
+          const cases = norms.map(([rows, C], i) => ({ rows, C, k: makeCase(rows, C, 300 + i) }));
+          await run(gpu, (rec) => {
+            const backward = () => {
+              cases.forEach(({ rows, C, k }, i) => {
+                const mean = gpuTensor(gpu, rows), rstd = gpuTensor(gpu, rows), x = gpuTensor(gpu, k.x), weight = gpuTensor(gpu, k.weight);
+                gpuOps.layernormForward(rec, gpuTensor(gpu, rows * C), mean, rstd, x, weight, gpuTensor(gpu, k.bias), rows, C, 1e-6, variant);
+                gpuOps.layernormBackward(rec, gpuTensor(gpu, rows * C), grads.tensor(`n${i}.weight`), grads.tensor(`n${i}.bias`), gpuTensor(gpu, k.dout), x, weight, mean, rstd, rows, C, false, variant, deferred ? sums : undefined);
+              });
+              if (deferred) sums.record(rec);
+            };
+            if (assign) rec.assignParamGrads(backward);
+            else backward();
+          });
+          results.push(await read(gpu, grads.all));
+          sums.destroy();
+          grads.destroy();
+        }
+        expectSameBits(results[1], results[0], 'dweight and dbias of every norm');
+        // And they are the norms' gradients (the immediate path is checked against float64 above).
+        if (assign) {
+          const k = makeCase(norms[0][0], norms[0][1], 300);
+          const want = reference({ ...k, dweight0: new Float64Array(norms[0][1]), dbias0: new Float64Array(norms[0][1]) }, norms[0][0], norms[0][1]);
+          const e = layout.get('n0.weight');
+          expectClose(results[1].subarray(e.start, e.start + e.length), want.dweight, { atol: TOL.gradient.atol * Math.sqrt(norms[0][0]), rtol: TOL.gradient.rtol }, 'n0 dweight');
+        }
+      });
+    }
+  }
+
+  it('refuses more norms than it was sized for, and gradients in different buffers', async () => {
+    const gpu = await testGpu();
+    const sums = new gpuOps.LayernormParamSums(gpu.device, [{ rows: 4, C: 8 }]);
+    const [w, b] = [gpuTensor(gpu, 8), gpuTensor(gpu, 8)];
+    expect(() => sums.defer(w, b, 1, 8)).toThrow(/one buffer/);
+    const arena = new Arena(gpu.device, (() => { const l = new ArenaLayout(); l.add('w', [8]); l.add('b', [8]); return l; })(), 'g');
+    sums.defer(arena.tensor('w'), arena.tensor('b'), 1, 8);
+    expect(() => sums.defer(arena.tensor('w'), arena.tensor('b'), 1, 8)).toThrow(/more than the .* partials it was sized for/);
+    sums.destroy();
+    arena.destroy();
+  });
+});

@@ -11,7 +11,8 @@
  * partials in the same dispatch as their dx (two reads of dout and x instead of three). The two give
  * close but not bit-identical results: choose one per device and keep it (a run stays reproducible).
  */
-import type { Gpu } from '../device';
+import { GpuError, type Gpu } from '../device';
+import { createTensor } from '../buffers';
 import { ceilDiv, type KernelSpec, type Recorder, type Tensor } from '../kernels';
 import { chosenVariant } from '../variant-choices';
 import { checkReductionVariant, floorLog2, grid2d, reductionVariants, scratch, subgroupWorkgroupSize, type ReductionVariant } from './common';
@@ -64,22 +65,25 @@ export function layernormForward(
 
 /**
  * dx[rows,C] = (assigned; with accumulateDx, dx +=), dweight[C] +=, dbias[C] += (parameter
- * gradients accumulate; inside Recorder.assignParamGrads they are assigned). accumulateDx adds the norm's input gradient onto what dx holds — the
+ * gradients accumulate; inside Recorder.assignParamGrads they are assigned). With `sums` the
+ * dweight/dbias sums are left to sums.record, one dispatch for every norm of a backward (same
+ * bits); without, this call's own dispatch sums them. accumulateDx adds the norm's input gradient onto what dx holds — the
  * residual stream's `dres += dx_norm`, one dispatch instead of a scratch dx and an addInPlace.
  */
 export function layernormBackward(
   rec: Recorder, dx: Tensor, dweight: Tensor, dbias: Tensor,
   dout: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, rows: number, C: number,
-  accumulateDx = false, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C),
+  accumulateDx = false, variant: LayernormVariant = defaultLayernormVariant(rec.gpu, rows, C), sums?: LayernormParamSums,
 ): void {
   const constants = { ACCUMULATE_DX: accumulateDx ? 1 : 0 };
   const subgroupEntry = C % 4 === 0 ? 'layernorm_backward_dx_partial_vec4' : 'layernorm_backward_dx_partial';
   const dxSpec = rowKernel(rec.gpu, variant === 'subgroup' ? subgroupEntry : 'layernorm_backward_dx', variant, constants);
   if (rows === 0 || C === 0) return;
   const nchunks = ceilDiv(rows, LN_ROWS_PER_CHUNK);
-  // Per-device scratch, grown when too small: partial[2, nchunks, C] (sums over chunks of rows), and for
-  // 'workgroup' corr[rows], which its dx kernel hands to backward_partial.
-  const partial = scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
+  // partial[2, nchunks, C] (sums over chunks of rows): a per-device scratch grown when too small, or
+  // this norm's own slice of `sums`; for 'workgroup' also corr[rows], which its dx kernel hands to
+  // backward_partial.
+  const partial = sums ? sums.defer(dweight, dbias, nchunks, C) : scratch(rec.gpu.device, 'layernorm-partial', 2 * nchunks * C);
   const params = [rows, C, { f32: 0 }, nchunks];
   if (variant === 'subgroup') {
     // One dispatch: each chunk's dx and its partial sums (layernorm_backward_dx_partial, in vec4s where C % 4 == 0).
@@ -89,6 +93,83 @@ export function layernormBackward(
     rec.dispatch(dxSpec, [dx, corr, dout, x, weight, mean, rstd], params, grid2d(rows, 1));
     rec.dispatch({ shader: 'layernorm', entry: 'layernorm_backward_partial' }, [partial, dout, x, mean, rstd, corr], params, [ceilDiv(C, WG), nchunks]);
   }
+  if (sums) return;
   const paramsSpec = { shader: 'layernorm', entry: 'layernorm_backward_params', constants: { ACCUMULATE_PARAMS: rec.accumulatesParamGrads ? 1 : 0 } };
   rec.dispatch(paramsSpec, [dweight, dbias, partial], params, [ceilDiv(C, WG)]);
+}
+
+/** A slice's length rounded up so that the next starts on the 256-byte boundary a binding offset needs. */
+const alignedPartials = (length: number): number => ceilDiv(length, 64) * 64;
+
+/** A deferred norm: its gradients and its partials' place (element offsets), as the table row says. */
+interface DeferredNorm {
+  dweight: Tensor;
+  dbias: Tensor;
+  nchunks: number;
+  C: number;
+  partialAt: number;
+}
+
+/**
+ * The dweight/dbias sums of every layer norm of a backward in one dispatch
+ * (layernorm_backward_params_many) instead of one per norm: each norm's backward (layernormBackward
+ * with `sums`) writes its chunk partials into its own slice of one buffer, and record() then sums
+ * every norm's chunks, in the order backward_params sums them (the same bits). A model holds one,
+ * sized for the norms its backward has (`norms`: their rows and widths); the gradients must all
+ * live in one buffer (a gradient arena). On CPU adapters each dispatch costs 20–50 µs of its own.
+ */
+export class LayernormParamSums {
+  private readonly partials: Tensor;
+  private deferred: DeferredNorm[] = [];
+  private used = 0;
+  /** Tables already uploaded, by the deferred norms they describe. */
+  private readonly tables = new Map<string, Tensor>();
+
+  constructor(private readonly device: GPUDevice, norms: readonly { rows: number; C: number }[], label = 'layernorm-param-sums') {
+    const size = norms.reduce((s, n) => s + alignedPartials(2 * ceilDiv(n.rows, LN_ROWS_PER_CHUNK) * n.C), 0);
+    this.partials = createTensor(device, Math.max(size, 1), `${label}-partials`);
+  }
+
+  /** The partial[2, nchunks, C] slice of the next norm, whose sums go to dweight and dbias. */
+  defer(dweight: Tensor, dbias: Tensor, nchunks: number, C: number): Tensor {
+    const length = 2 * nchunks * C;
+    if (this.used + length > this.partials.length) {
+      throw new GpuError(`LayernormParamSums: the norms of this backward need more than the ${this.partials.length} partials it was sized for; list every norm the backward has.`, 'validation');
+    }
+    const first = this.deferred[0]?.dweight.buffer ?? dweight.buffer;
+    if (dweight.buffer !== first || dbias.buffer !== first) throw new GpuError('LayernormParamSums: every norm\'s dweight and dbias must live in one buffer (a gradient arena).', 'validation');
+    this.deferred.push({ dweight, dbias, nchunks, C, partialAt: this.used });
+    const at = this.used;
+    this.used += alignedPartials(length);
+    return { buffer: this.partials.buffer, offset: this.partials.offset + 4 * at, length };
+  }
+
+  /** One dispatch: every deferred norm's dweight, dbias (+=, or = inside Recorder.assignParamGrads); then none is deferred. */
+  record(rec: Recorder): void {
+    const norms = this.deferred;
+    this.deferred = [];
+    this.used = 0;
+    if (norms.length === 0) return;
+    // Per norm: [partial_at, nchunks, C, dweight_at, dbias_at, first channel], element offsets.
+    const rows: number[] = [];
+    let channels = 0;
+    for (const n of norms) {
+      rows.push(n.partialAt, n.nchunks, n.C, n.dweight.offset / 4, n.dbias.offset / 4, channels);
+      channels += n.C;
+    }
+    const key = rows.join(',');
+    let table = this.tables.get(key);
+    if (!table) {
+      table = createTensor(this.device, rows.length, 'layernorm-param-sums-table', Uint32Array.from(rows));
+      this.tables.set(key, table);
+    }
+    const grads = norms[0].dweight.buffer;
+    const spec = { shader: 'layernorm', entry: 'layernorm_backward_params_many', constants: { ACCUMULATE_PARAMS: rec.accumulatesParamGrads ? 1 : 0 } };
+    rec.dispatch(spec, [{ buffer: grads, offset: 0, length: grads.size / 4 }, this.partials, table], [norms.length, channels, { f32: 0 }, 0], grid2d(channels, WG));
+  }
+
+  destroy(): void {
+    this.partials.buffer.destroy();
+    for (const t of this.tables.values()) t.buffer.destroy();
+  }
 }
