@@ -516,7 +516,12 @@ export class MaeModel {
    * are the scaled loss's (recordOptimizer unscales).
    */
   recordBackward(rec: Recorder): void {
-    rec.autocast(this.matmulPrecision, () => this.recordBackwardInOrder(rec));
+    try {
+      rec.autocast(this.matmulPrecision, () => this.recordBackwardInOrder(rec));
+    } catch (e) {
+      this.normSums.discard(); // a failed recording must not leave its norms for the next backward
+      throw e;
+    }
     this.normSums.record(rec); // every layer norm's dweight/dbias, in one dispatch
   }
 

@@ -378,6 +378,9 @@ describe('LayernormParamSums: every norm\'s dweight/dbias of a backward in one d
     const arena = new Arena(gpu.device, (() => { const l = new ArenaLayout(); l.add('w', [8]); l.add('b', [8]); return l; })(), 'g');
     sums.defer(arena.tensor('w'), arena.tensor('b'), 1, 8);
     expect(() => sums.defer(arena.tensor('w'), arena.tensor('b'), 1, 8)).toThrow(/more than the .* partials it was sized for/);
+    // What a failed recording deferred is discarded: the next backward has the whole buffer again.
+    sums.discard();
+    expect(() => sums.defer(arena.tensor('w'), arena.tensor('b'), 1, 8)).not.toThrow();
     sums.destroy();
     arena.destroy();
   });

@@ -138,17 +138,22 @@ export class LayernormParamSums {
     }
     const first = this.deferred[0]?.dweight.buffer ?? dweight.buffer;
     if (dweight.buffer !== first || dbias.buffer !== first) throw new GpuError('LayernormParamSums: every norm\'s dweight and dbias must live in one buffer (a gradient arena).', 'validation');
-    this.deferred.push({ dweight, dbias, nchunks, C, partialAt: this.used });
     const at = this.used;
+    this.deferred.push({ dweight, dbias, nchunks, C, partialAt: at });
     this.used += alignedPartials(length);
     return { buffer: this.partials.buffer, offset: this.partials.offset + 4 * at, length };
+  }
+
+  /** Forgets what was deferred without recording it: a backward whose recording failed part-way. */
+  discard(): void {
+    this.deferred = [];
+    this.used = 0;
   }
 
   /** One dispatch: every deferred norm's dweight, dbias (+=, or = inside Recorder.assignParamGrads); then none is deferred. */
   record(rec: Recorder): void {
     const norms = this.deferred;
-    this.deferred = [];
-    this.used = 0;
+    this.discard();
     if (norms.length === 0) return;
     // Per norm: [partial_at, nchunks, C, dweight_at, dbias_at, first channel], element offsets.
     const rows: number[] = [];
